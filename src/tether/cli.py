@@ -1,0 +1,156 @@
+"""The `tether` command: parses arguments, calls the library, prints, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tether import __version__
+from tether.config import job_file, list_jobs, parse_job
+from tether.dirs import Dirs
+from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
+from tether.filters import Filter
+from tether.mirror import Mirror, MirrorSpec, TargetOutcome
+from tether.output import print_outcomes, shown
+from tether.ssh import SshOptions
+from tether.state import KnownTargets
+from tether.transport.rsync import Rsync
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
+class _FilterAction(argparse.Action):
+    """Keeps --exclude and --include in the order given: the last matching rule decides."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: object, opt: object = None) -> None:
+        rules = list(getattr(ns, "rules", None) or [])
+        rules.append((self.dest == "include", str(values)))
+        ns.rules = rules
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", "-n", action="store_true", help="print what would change; change nothing")
+    p.add_argument("--force", action="store_true", help="allow deleting in a target tether never wrote")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="show each rsync command")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tether", description="Keep directories in sync, continuously and safely.")
+    p.add_argument("--version", action="version", version=f"tether {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    m = sub.add_parser("mirror", help="make each DST an exact copy of SRC, once")
+    m.add_argument("src", metavar="SRC")
+    m.add_argument("dst", metavar="DST", nargs="+", help="local path, host:/path or user@host:/path")
+    m.add_argument("--exclude", action=_FilterAction, metavar="PAT", help="gitignore-style pattern to leave out")
+    m.add_argument("--include", action=_FilterAction, metavar="PAT", help="pattern to take back in (like !PAT)")
+    m.add_argument("--exclude-from", action="append", default=[], metavar="FILE", type=Path, help="file of patterns")
+    m.add_argument("--no-delete", action="store_true", help="keep target files the source no longer has")
+    m.add_argument("--bwlimit", metavar="RATE", help="bandwidth limit per target, rsync syntax (e.g. 5M)")
+    _add_run_options(m)
+
+    j = sub.add_parser("jobs", help="list the configured jobs")
+    j.add_argument("--json", action="store_true")
+    c = sub.add_parser("check", help="validate a job file")
+    c.add_argument("name")
+    s = sub.add_parser("sync", help="run a job once")
+    s.add_argument("name")
+    _add_run_options(s)
+    d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
+    d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
+    return p
+
+
+def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOptions) -> int:
+    def say(line: str) -> None:
+        print(f"+ {shown(line)}", file=sys.stderr)
+
+    mirror = Mirror(Rsync(ssh), KnownTargets(dirs.state), verbose=say if args.verbose else None)
+    outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force)
+    print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json)
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_ERRORS
+
+
+def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
+    source = parse_endpoint(args.src)
+    if not isinstance(source, Local):
+        raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
+    targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
+    check_overlap(source, targets)
+    if args.bwlimit is not None and not args.bwlimit.rstrip("KMGkmg").replace(".", "", 1).isdigit():
+        raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
+    flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
+    spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
+    return _mirror(spec, args, dirs, SshOptions.from_env(dirs))
+
+
+def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
+    job = parse_job(job_file(dirs, args.name), args.name)
+    ssh = SshOptions.from_env(dirs)
+    if job.ssh_config:
+        ssh = SshOptions(ssh.socket_dir, job.ssh_config)
+    return _mirror(job.spec, args, dirs, ssh)
+
+
+def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
+    job = parse_job(job_file(dirs, args.name), args.name)
+    targets = ", ".join(shown(str(t)) for t in job.spec.targets)
+    print(f"{job.file}: ok (mirror {shown(job.spec.source.path)} -> {targets})")
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace, dirs: Dirs) -> int:
+    rows = []
+    worst = EXIT_OK
+    for name in list_jobs(dirs):
+        try:
+            job = parse_job(job_file(dirs, name), name)
+            rows.append({"name": name, "kind": "mirror", "ok": True, "source": shown(job.spec.source.path),
+                         "targets": [shown(str(t)) for t in job.spec.targets]})  # fmt: skip
+        except TetherError as e:
+            rows.append({"name": name, "ok": False, "error": e.message})
+            worst = EXIT_USAGE
+    if args.json:
+        print(json.dumps({"jobs": rows}, indent=2))
+    elif not rows:
+        print(f"no jobs yet: write one as {dirs.jobs}/NAME.toml (see README)")
+    for r in [] if args.json else rows:
+        if r["ok"]:
+            print(f"{r['name']:<20} mirror  {r['source']} -> {', '.join(r['targets'])}")
+        else:
+            print(f"{r['name']:<20} INVALID {r['error']}")
+    return worst
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    dirs = Dirs.from_env()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if args.command == "demo":
+            from tether.demo import run_demo
+
+            return run_demo(keep=args.keep)
+        handler = {"mirror": cmd_mirror, "sync": cmd_sync, "check": cmd_check, "jobs": cmd_jobs}[args.command]
+        return handler(args, dirs)
+    except TetherError as e:
+        print(f"tether: error: {shown(str(e))}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("tether: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERRORS

@@ -1,0 +1,113 @@
+"""Where files live: a local directory or an ssh host's directory, parsed from a spec.
+
+Specs follow rsync: `host:path` or `user@host:path` is ssh (the host may be an alias from
+~/.ssh/config, which ssh itself resolves); anything else, or anything with a `/` before
+the first `:`, is a local path. Local paths are made absolute so that a name starting
+with `-` can never be read as an option by a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from tether.errors import UsageError
+
+# A conservative host/user syntax: ssh would read a leading '-' as an option.
+_HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9_.\[\]:%-]+)$")
+
+
+@dataclass(frozen=True)
+class Local:
+    path: str  # absolute, normalised; may hold surrogate-escaped bytes
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    def rsync_arg(self) -> str:
+        return self.path.rstrip("/") + "/"
+
+    def key(self) -> str:
+        return os.path.realpath(self.path)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class Ssh:
+    host: str  # as the user wrote it, `user@alias` allowed; ssh resolves aliases
+    path: str  # remote path; empty or relative means relative to the remote home
+
+    @property
+    def kind(self) -> str:
+        return "ssh"
+
+    @property
+    def hostname(self) -> str:
+        return self.host.rsplit("@", 1)[-1]
+
+    def rsync_arg(self) -> str:
+        path = self.path.rstrip("/")
+        return f"{self.host}:{path}/" if path else f"{self.host}:"
+
+    def key(self) -> str:
+        return f"{self.host}:{os.path.normpath(self.path) if self.path else ''}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.path}"
+
+
+Endpoint = Local | Ssh
+
+
+def parse_endpoint(spec: str, *, base: str | None = None) -> Endpoint:
+    """Parse a command-line or config spec; `base` resolves relative local paths."""
+    if not spec:
+        raise UsageError("an empty path was given", "give a directory like /srv/data or host:/srv/data")
+    colon = spec.find(":")
+    slash = spec.find("/")
+    if colon > 0 and (slash == -1 or colon < slash):
+        host, path = spec[:colon], spec[colon + 1 :]
+        if host.startswith("[") and "]" in spec:  # [ipv6]:path
+            end = spec.index("]")
+            host, path = spec[: end + 1], spec[end + 2 :]
+        if not _HOST_RE.match(host):
+            raise UsageError(
+                f"{spec!r}: {host!r} is not a valid ssh host",
+                "write host:/path or user@host:/path; for a local path with ':' write ./" + spec,
+            )
+        return Ssh(host, path)
+    path = os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(spec)))
+    return Local(path)
+
+
+def is_inside(inner: str, outer: str) -> bool:
+    """True when `inner` is `outer` or below it (both absolute, already normalised)."""
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def check_overlap(source: Local, targets: list[Endpoint], what: str = "target") -> None:
+    """Refuse a target inside its source or a source inside its target (a sync loop or a wipe)."""
+    src = os.path.realpath(source.path)
+    seen: dict[str, Endpoint] = {}
+    for t in targets:
+        k = t.key()
+        if k in seen:
+            raise UsageError(f"{what} {t} is given twice", "list each target once")
+        seen[k] = t
+        if not isinstance(t, Local):
+            continue
+        dst = os.path.realpath(t.path)
+        if is_inside(dst, src):
+            raise UsageError(
+                f"{what} {t} is inside the source {source}",
+                "choose a target outside the source tree (or exclude it and use a sibling folder)",
+            )
+        if is_inside(src, dst):
+            raise UsageError(
+                f"the source {source} is inside the {what} {t}",
+                "mirroring would delete the source itself; choose a target beside it",
+            )

@@ -1,0 +1,1 @@
+"""Transports move bytes between endpoints; the planner decides what and when."""

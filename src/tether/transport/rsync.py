@@ -1,0 +1,128 @@
+"""rsync as the byte mover: argument lists only, output parsed into plain results.
+
+rsync gets every path as a separate argument and, with `--secluded-args`, sends remote
+paths to the far side outside of any shell, so names are data, never code.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tether.endpoints import Endpoint, Ssh
+from tether.ssh import SshOptions, explain_ssh_failure
+
+# rsync exit codes that still mean "the target holds a complete copy of what could be read"
+PARTIAL = 23  # some files could not be transferred (unreadable, ...)
+VANISHED = 24  # source files vanished during the pass: normal on a live tree
+
+_ITEM_PREFIX = "@@ "
+_STAT_RE = {
+    "files": re.compile(r"^Number of regular files transferred: ([\d,.]+)", re.M),
+    "deleted": re.compile(r"^Number of deleted files: ([\d,.]+)", re.M),
+    "bytes": re.compile(r"^Total transferred file size: ([\d,.]+)", re.M),
+    "sent": re.compile(r"^Total bytes sent: ([\d,.]+)", re.M),
+}
+_FILE_ERROR_RE = re.compile(r'^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$', re.M)
+
+
+@dataclass
+class RsyncResult:
+    argv: list[str]
+    returncode: int
+    seconds: float
+    files: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    sent: int = 0
+    changes: list[str] = field(default_factory=list)  # itemized lines, e.g. ">f+++++++++ a/b"
+    errors: list[str] = field(default_factory=list)
+    hint: str | None = None
+    stdout: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode in (0, VANISHED)
+
+
+def _num(text: str) -> int:
+    return int(text.replace(",", "").replace(".", ""))
+
+
+@dataclass(frozen=True)
+class Rsync:
+    ssh: SshOptions
+    binary: str = "rsync"
+
+    def base_argv(self, endpoints: Sequence[Endpoint]) -> list[str]:
+        argv = [self.binary, "--secluded-args"]
+        if any(isinstance(e, Ssh) for e in endpoints):
+            argv += ["-e", self.ssh.rsync_rsh()]
+        return argv
+
+    def mirror_argv(
+        self,
+        src: Endpoint,
+        dst: Endpoint,
+        *,
+        filter_args: Sequence[str] = (),
+        delete: bool = True,
+        dry_run: bool = False,
+        itemize: bool = False,
+        bwlimit: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> list[str]:
+        argv = self.base_argv([src, dst]) + ["-a", "--stats"]
+        if delete:
+            argv.append("--delete")
+        if dry_run:
+            argv.append("--dry-run")
+        if itemize or dry_run:
+            argv.append(f"--out-format={_ITEM_PREFIX}%i %n%L")
+        if bwlimit:
+            argv.append(f"--bwlimit={bwlimit}")
+        argv += list(filter_args) + list(extra)
+        return argv + ["--", src.rsync_arg(), dst.rsync_arg()]
+
+    def run(self, argv: list[str], host: str | None = None) -> RsyncResult:
+        start = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+        seconds = time.monotonic() - start
+        out = proc.stdout.decode("utf-8", "backslashreplace")
+        err = proc.stderr.decode("utf-8", "backslashreplace")
+        res = RsyncResult(argv, proc.returncode, seconds, stdout=out)
+        for key, rx in _STAT_RE.items():
+            m = rx.search(out)
+            if m:
+                setattr(res, key, _num(m.group(1)))
+        res.changes = [
+            ln[len(_ITEM_PREFIX) :]
+            for ln in out.splitlines()
+            # a directory whose only change is its mtime is a side effect, not news
+            if ln.startswith(_ITEM_PREFIX) and not ln.startswith(_ITEM_PREFIX + ".d..t......")
+        ]
+        if proc.returncode not in (0, VANISHED):
+            res.errors, res.hint = explain_rsync_failure(proc.returncode, err, host)
+        return res
+
+
+def explain_rsync_failure(code: int, stderr: str, host: str | None) -> tuple[list[str], str | None]:
+    """Turn rsync's stderr into lines a person can act on."""
+    if host and code in (255, 12, 127, 14, 5, 10, 35):
+        why = explain_ssh_failure(host, stderr)
+        if why:
+            return [why[0]], why[1]
+    if "No space left on device" in stderr:
+        return ["the target is full (no space left on device)"], "free space on the target; the next run completes the copy"
+    if code == PARTIAL:
+        errs = [m.group(1) or m.group(2) for m in _FILE_ERROR_RE.finditer(stderr)]
+        errs = [e for e in errs if e and "some files/attrs were not transferred" not in e]
+        return errs or [f"some files were not transferred (rsync exit {code})"], (
+            "the other files were copied; fix the files named above and run again"
+        )
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("rsync error:")]
+    first = lines[0] if lines else f"rsync failed with exit code {code}"
+    return [first], None
