@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tether import __version__
-from tether.config import job_file, list_jobs, parse_job
 from tether.dirs import Dirs
 from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
 from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
@@ -30,7 +29,13 @@ class _Parser(argparse.ArgumentParser):
 class _FilterAction(argparse.Action):
     """Keeps --exclude and --include in the order given: the last matching rule decides."""
 
-    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: object, opt: object = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        ns: argparse.Namespace,
+        values: object,
+        opt: object = None,
+    ) -> None:
         rules = list(getattr(ns, "rules", None) or [])
         rules.append((self.dest == "include", str(values)))
         ns.rules = rules
@@ -51,9 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mirror", help="make each DST an exact copy of SRC, once")
     m.add_argument("src", metavar="SRC")
     m.add_argument("dst", metavar="DST", nargs="+", help="local path, host:/path or user@host:/path")
-    m.add_argument("--exclude", action=_FilterAction, metavar="PAT", help="gitignore-style pattern to leave out")
+    m.add_argument(
+        "--exclude",
+        action=_FilterAction,
+        metavar="PAT",
+        help="gitignore-style pattern to leave out",
+    )
     m.add_argument("--include", action=_FilterAction, metavar="PAT", help="pattern to take back in (like !PAT)")
-    m.add_argument("--exclude-from", action="append", default=[], metavar="FILE", type=Path, help="file of patterns")
+    m.add_argument(
+        "--exclude-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        type=Path,
+        help="file of patterns",
+    )
     m.add_argument("--no-delete", action="store_true", help="keep target files the source no longer has")
     m.add_argument("--bwlimit", metavar="RATE", help="bandwidth limit per target, rsync syntax (e.g. 5M)")
     _add_run_options(m)
@@ -94,6 +111,8 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import job_file, parse_job
+
     job = parse_job(job_file(dirs, args.name), args.name)
     ssh = SshOptions.from_env(dirs)
     if job.ssh_config:
@@ -102,6 +121,8 @@ def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import job_file, parse_job
+
     job = parse_job(job_file(dirs, args.name), args.name)
     targets = ", ".join(shown(str(t)) for t in job.spec.targets)
     print(f"{job.file}: ok (mirror {shown(job.spec.source.path)} -> {targets})")
@@ -109,7 +130,11 @@ def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, dirs: Dirs) -> int:
-    rows = []
+    import json
+
+    from tether.config import job_file, list_jobs, parse_job
+
+    rows: list[dict[str, Any]] = []
     worst = EXIT_OK
     for name in list_jobs(dirs):
         try:

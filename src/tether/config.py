@@ -50,7 +50,10 @@ MIRROR_FIELDS: dict[str, Field] = {
     "kind": Field("string", lambda v: v == "mirror", 'kind = "mirror"'),
     "source": Field("absolute path", lambda v: isinstance(v, str), 'source = "/home/me/project"', True),
     "targets": Field(
-        "list of paths", lambda v: _is_str_list(v) and bool(v), 'targets = ["/mnt/backup/project", "server:/srv/project"]', True
+        "list of paths",
+        lambda v: _is_str_list(v) and bool(v),
+        'targets = ["/mnt/backup/project", "server:/srv/project"]',
+        True,
     ),
     "exclude": Field("list of patterns", _is_str_list, 'exclude = ["*.tmp", "node_modules/"]'),
     "include": Field("list of patterns", _is_str_list, 'include = ["!keep.tmp"]'),
@@ -58,8 +61,10 @@ MIRROR_FIELDS: dict[str, Field] = {
     "delete": Field("one of " + ", ".join(DELETE_MODES), lambda v: v in DELETE_MODES, 'delete = "mirror"'),
     "bwlimit": Field(
         "rate like 5M or a number of KiB/s",
-        lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-        or (isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?[KMGkmg]?", v) is not None),
+        lambda v: (
+            (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            or (isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?[KMGkmg]?", v) is not None)
+        ),
         'bwlimit = "5M"',
     ),
     "rsync_args": Field("list of rsync options", _is_str_list, 'rsync_args = ["--hard-links"]'),
@@ -118,9 +123,13 @@ def parse_job(file: Path, name: str) -> MirrorJob:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        where = f"{file}:{m.group(1)}" if m else str(file)
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
-        raise ConfigError(f"{where}: invalid TOML: {msg}", "see https://toml.io for the syntax; strings need quotes") from None
+        line = m.group(1) if m else str(max(1, len(text.splitlines())))  # "at end of document"
+        where = f"{file}:{line}"
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
+        raise ConfigError(
+            f"{where}: invalid TOML: {msg}",
+            "see https://toml.io for the syntax; strings need quotes",
+        ) from None
 
     kind = data.get("kind", "mirror")
     if kind != "mirror":
@@ -141,10 +150,18 @@ def parse_job(file: Path, name: str) -> MirrorJob:
     source_text: str = data["source"]
     expanded = os.path.expanduser(source_text)
     if not os.path.isabs(expanded):
-        raise loc.error("source", f"source {source_text!r} is a relative path", "write an absolute path, e.g. source = \"/home/me/project\"")
+        raise loc.error(
+            "source",
+            f"source {source_text!r} is a relative path",
+            'write an absolute path, e.g. source = "/home/me/project"',
+        )
     source = parse_endpoint(expanded)
     if not isinstance(source, Local):
-        raise loc.error("source", f"source {source_text!r} must be a local directory", "mirror pushes from this machine")
+        raise loc.error(
+            "source",
+            f"source {source_text!r} must be a local directory",
+            "mirror pushes from this machine",
+        )
     targets: list[Endpoint] = []
     for t in data["targets"]:
         try:
@@ -152,7 +169,11 @@ def parse_job(file: Path, name: str) -> MirrorJob:
         except UsageError as e:
             raise loc.error("targets", e.message, e.hint) from None
         if isinstance(ep, Local) and not os.path.isabs(os.path.expanduser(t)):
-            raise loc.error("targets", f"target {t!r} is a relative path", "write an absolute path or host:/path")
+            raise loc.error(
+                "targets",
+                f"target {t!r} is a relative path",
+                "write an absolute path or host:/path",
+            )
         targets.append(ep)
     try:
         check_overlap(source, targets)
@@ -162,12 +183,18 @@ def parse_job(file: Path, name: str) -> MirrorJob:
     rsync_args = data.get("rsync_args", [])
     bad = validate_rsync_args(rsync_args)
     if bad:
-        raise loc.error("rsync_args", f"rsync_args may not contain {bad!r}: tether manages that itself", "use the job keys delete, exclude, bwlimit instead")
+        raise loc.error(
+            "rsync_args",
+            f"rsync_args may not contain {bad!r}: tether manages that itself",
+            "use the job keys delete, exclude, bwlimit instead",
+        )
     exclude_from = [Path(os.path.expanduser(data["exclude_from"]))] if "exclude_from" in data else []
     try:
-        flt = Filter.build(data.get("exclude", []), data.get("include", []), [
-            p if p.is_absolute() else file.parent / p for p in exclude_from
-        ])
+        flt = Filter.build(
+            data.get("exclude", []),
+            data.get("include", []),
+            [p if p.is_absolute() else file.parent / p for p in exclude_from],
+        )
     except UsageError as e:
         raise loc.error("exclude", e.message, e.hint) from None
     bw = data.get("bwlimit")

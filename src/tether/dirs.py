@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def _tmp() -> str:
+    return os.environ.get("TMPDIR") or "/tmp"
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,7 @@ class Dirs:
         config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config") / "tether"
         state = Path(env.get("XDG_STATE_HOME") or user_home / ".local" / "state") / "tether"
         runtime_base = env.get("XDG_RUNTIME_DIR")
-        runtime = (
-            Path(runtime_base) / "tether"
-            if runtime_base
-            else Path(tempfile.gettempdir()) / f"tether-{os.getuid()}"
-        )
+        runtime = Path(runtime_base) / "tether" if runtime_base else Path(_tmp()) / f"tether-{os.getuid()}"
         return cls(config, state, runtime)
 
     def ssh_socket_dir(self) -> Path:
@@ -46,6 +45,6 @@ class Dirs:
         d = self.runtime / "ssh"
         if len(os.fsencode(d)) > 48:
             tag = hashlib.sha256(os.fsencode(d)).hexdigest()[:10]
-            d = Path(tempfile.gettempdir()) / f"tether-ssh-{tag}"
+            d = Path(_tmp()) / f"tether-ssh-{tag}"
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         return d

@@ -103,9 +103,7 @@ def parse_rule(line: str) -> Rule | None:
         stripped += " "
     text = stripped
     include = text.startswith("!")
-    if include:
-        text = text[1:]
-    elif text.startswith("\\!") or text.startswith("\\#"):
+    if include or text.startswith("\\!") or text.startswith("\\#"):
         text = text[1:]
     dir_only = text.endswith("/") and len(text) > 1
     text = text.rstrip("/") if dir_only else text
@@ -139,7 +137,8 @@ class Filter:
                 lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
             except OSError as e:
                 raise UsageError(
-                    f"cannot read exclude file {path}: {e.strerror}", "check the path given to --exclude-from"
+                    f"cannot read exclude file {path}: {e.strerror}",
+                    "check the path given to --exclude-from",
                 ) from None
             for no, line in enumerate(lines, 1):
                 try:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tether.endpoints import Endpoint, Local, Ssh
 from tether.errors import UsageError
 from tether.filters import META_DIR, Filter
 from tether.state import KnownTargets
-from tether.transport.rsync import Rsync, RsyncResult
+from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult
 
 # Shown when a target that tether never wrote would lose files.
 MAX_LISTED = 20
@@ -57,22 +57,43 @@ class TargetOutcome:
 
 
 def check_source(source: Local) -> None:
-    if not os.path.lexists(source.path):
-        raise UsageError(f"source {source} does not exist", "check the path; nothing was changed")
-    if not os.path.isdir(source.path):
+    try:
+        st = os.stat(source.path)
+    except FileNotFoundError:
+        raise UsageError(f"source {source} does not exist", "check the path; nothing was changed") from None
+    except OSError as e:
+        raise UsageError(f"source {source} cannot be read: {e.strerror}", "check its permissions") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"source {source} is not a directory", "tether mirrors directories")
     if not os.access(source.path, os.R_OK | os.X_OK):
         raise UsageError(f"source {source} cannot be read", "check its permissions")
 
 
+def destructive(changes: list[str]) -> list[str]:
+    """Itemized changes that would remove or replace data already on the target.
+
+    rsync's codes are `YXcstpoguax`: Y the update type, X the file type, then c(hecksum or
+    changed link), s(ize), t(ime); a new entry shows `+++++++++`.
+    """
+    out = []
+    for c in changes:
+        code, name = c[:11], c[12:]
+        if code.startswith("*deleting"):
+            out.append(f"would delete: {name}")
+        elif (
+            code[1] in "fL"
+            and code[0] in "<>ch"
+            and "+" not in code
+            and (code[2] == "c" or code[3] == "s" or code[4] in "tT")
+        ):
+            out.append(f"would overwrite: {name}")
+    return out
+
+
 class Mirror:
-    def __init__(
-        self,
-        rsync: Rsync,
-        known: KnownTargets,
-        *,
-        verbose: Callable[[str], None] | None = None,
-    ) -> None:
+    """Runs mirror passes; remembers which targets it wrote so it never wipes a foreign one."""
+
+    def __init__(self, rsync: Rsync, known: KnownTargets, *, verbose: Callable[[str], None] | None = None) -> None:
         self.rsync = rsync
         self.known = known
         self.verbose = verbose
@@ -82,70 +103,79 @@ class Mirror:
             self.verbose(shlex.join(argv))
         return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None)
 
-    def _argv(self, spec: MirrorSpec, target: Endpoint, **kw: bool) -> list[str]:
+    def _argv(
+        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
+    ) -> list[str]:
+        extra = list(spec.rsync_args)
+        if first_contact:  # add what is missing, touch nothing that is there
+            extra += ["--ignore-existing", "--max-delete=0"]
         return self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(), delete=spec.delete,
-            bwlimit=spec.bwlimit, extra=spec.rsync_args, **kw,
+            bwlimit=spec.bwlimit, extra=extra, dry_run=dry_run,
         )  # fmt: skip
 
-    def _target_is_empty(self, target: Endpoint) -> bool | RsyncResult:
-        """Whether the target holds nothing yet (or does not exist); rsync's result on failure."""
-        if isinstance(target, Local):
-            try:
-                with os.scandir(target.path) as it:
-                    return all(e.name == META_DIR for e in it)
-            except FileNotFoundError:
-                return True
-            except NotADirectoryError:
-                return False
-        argv = self.rsync.base_argv([target]) + ["--list-only", "--", target.rsync_arg()]
-        res = self._run(argv, target)
-        if res.returncode == 23 and "No such file or directory" in " ".join(res.errors):
-            return True
-        if not res.ok:
-            return res
-        names = [ln.split(None, 4)[-1] for ln in res.stdout.splitlines() if ln.strip()]
-        return all(n in (".", META_DIR) for n in names)
-
-    def _foreign_deletions(self, spec: MirrorSpec, target: Endpoint) -> list[str] | RsyncResult:
-        """What a first mirror into a target tether never wrote would delete there."""
-        if not spec.delete or self.known.has(target.key()):
-            return []
-        empty = self._target_is_empty(target)
-        if isinstance(empty, RsyncResult):
-            return empty
-        if empty:
-            return []
-        dry = self._run(self._argv(spec, target, dry_run=True), target)
-        if not dry.ok and dry.returncode != 23:
-            return dry
-        return [c[12:] for c in dry.changes if c.startswith("*deleting")]
-
-    def sync_target(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
-        foreign = self._foreign_deletions(spec, target)
-        if isinstance(foreign, RsyncResult):
-            return TargetOutcome.from_rsync(target, foreign)
-        if foreign and not force:
-            shown = [f"would delete: {p}" for p in foreign[:MAX_LISTED]]
-            if len(foreign) > MAX_LISTED:
-                shown.append(f"  ... and {len(foreign) - MAX_LISTED} more")
-            return TargetOutcome(
-                str(target), False, refused=True,
-                errors=["refused: tether never wrote this target and mirroring would "
-                        f"delete {len(foreign)} entries there", *shown],
-                hint="check the target path; pass --force to delete them, or --no-delete to keep them",
-            )  # fmt: skip
+    def _pass(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False) -> TargetOutcome:
         res = self._run(self._argv(spec, target, dry_run=dry_run), target)
-        out = TargetOutcome.from_rsync(target, res)
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
-        return out
+        return TargetOutcome.from_rsync(target, res)
+
+    def _guarded(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, added: int = 0) -> TargetOutcome:
+        """A target tether never wrote holds data: show what a mirror would destroy, refuse if anything."""
+        plan = self._run(self._argv(spec, target, dry_run=True), target)
+        if not plan.ok and plan.returncode != PARTIAL:
+            return TargetOutcome.from_rsync(target, plan)
+        lost = destructive(plan.changes)
+        if not lost:
+            return TargetOutcome.from_rsync(target, plan) if dry_run else self._pass(spec, target)
+        shown = lost[:MAX_LISTED] + ([f"... and {len(lost) - MAX_LISTED} more"] if len(lost) > MAX_LISTED else [])
+        note = (
+            f"; nothing there was deleted or overwritten ({added} missing files were added)"
+            if added
+            else "; nothing was changed"
+        )
+        return TargetOutcome(
+            str(target), False, files=added, refused=True, changes=plan.changes if dry_run else [],
+            errors=[f"refused: tether never wrote this target and mirroring would delete or overwrite "
+                    f"{len(lost)} entries there{note}", *shown],
+            hint="check the target path; pass --force to make it an exact mirror, or --no-delete to keep extra files",
+        )  # fmt: skip
+
+    def sync_target(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
+        if force or not spec.delete or self.known.has(target.key()):
+            return self._pass(spec, target, dry_run=dry_run)
+        if dry_run or isinstance(target, Local):
+            if isinstance(target, Local) and _local_is_empty(target):
+                return self._pass(spec, target, dry_run=dry_run)
+            return self._guarded(spec, target, dry_run=dry_run)
+        # A remote target tether never wrote: one pass that only adds what is missing. For a new
+        # target (the usual case) that is the whole mirror, at the cost of a plain rsync; if
+        # anything was already there, look closer before deleting or overwriting any of it.
+        res = self._run(self._argv(spec, target, first_contact=True), target)
+        if res.returncode == 0 and res.created >= res.total - 1:
+            self.known.add(target.key(), str(spec.source))
+            return TargetOutcome.from_rsync(target, res)
+        if res.returncode not in (0, PARTIAL, MAX_DELETE_HIT):
+            return TargetOutcome.from_rsync(target, res)
+        return self._guarded(spec, target, dry_run=False, added=res.files)
 
     def run(self, spec: MirrorSpec, *, dry_run: bool = False, force: bool = False) -> list[TargetOutcome]:
         check_source(spec.source)
         targets = spec.targets
         if len(targets) == 1:
             return [self.sync_target(spec, targets[0], dry_run=dry_run, force=force)]
+        from concurrent.futures import ThreadPoolExecutor  # only when there is more than one target
+
         with ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
             futures = [pool.submit(self.sync_target, spec, t, dry_run=dry_run, force=force) for t in targets]
             return [f.result() for f in futures]
+
+
+def _local_is_empty(target: Local) -> bool:
+    try:
+        with os.scandir(target.path) as it:
+            return all(e.name == META_DIR for e in it)
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -34,6 +33,8 @@ def outcome_dict(o: TargetOutcome, dry_run: bool) -> dict[str, Any]:
         "seconds": round(o.seconds, 3),
         "errors": [shown(e) for e in o.errors],
     }
+    if o.hint:
+        d["hint"] = o.hint
     if o.refused:
         d["refused"] = True
     if dry_run:
@@ -43,6 +44,8 @@ def outcome_dict(o: TargetOutcome, dry_run: bool) -> dict[str, Any]:
 
 def print_outcomes(source: str, outcomes: Sequence[TargetOutcome], *, dry_run: bool, as_json: bool) -> None:
     if as_json:
+        import json
+
         doc = {
             "source": shown(source),
             "dry_run": dry_run,
@@ -65,7 +68,10 @@ def print_outcomes(source: str, outcomes: Sequence[TargetOutcome], *, dry_run: b
                 f"{o.deleted} deleted, {o.seconds:.2f} s"
             )
         else:
-            print(f"FAIL  {shown(o.target)}: {shown(o.errors[0]) if o.errors else 'failed'}", file=sys.stderr)
+            print(
+                f"FAIL  {shown(o.target)}: {shown(o.errors[0]) if o.errors else 'failed'}",
+                file=sys.stderr,
+            )
             for e in o.errors[1:]:
                 print(f"      {shown(e)}", file=sys.stderr)
             if o.hint:

@@ -63,14 +63,12 @@ _CAUSES: list[tuple[re.Pattern[str], str, str]] = [
     (
         re.compile(r"Host key verification failed|No \S+ host key is known|REMOTE HOST IDENTIFICATION"),
         "its host key is not in your known_hosts (or has changed)",
-        "connect once by hand with `ssh {host}` to check and accept the key; tether never "
-        "skips host-key checking",
+        "connect once by hand with `ssh {host}` to check and accept the key; tether never skips host-key checking",
     ),
     (
         re.compile(r"Permission denied \(|Too many authentication failures"),
         "the server refused the key (permission denied)",
-        "check that your public key is in the remote ~/.ssh/authorized_keys; a job never "
-        "asks for a password",
+        "check that your public key is in the remote ~/.ssh/authorized_keys; a job never asks for a password",
     ),
     (
         re.compile(r"Connection refused"),

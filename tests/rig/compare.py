@@ -139,6 +139,4 @@ def assert_same_tree(
     if diffs:
         shown = "\n  ".join(diffs[:MAX_REPORTED])
         more = f"\n  ... and {len(diffs) - MAX_REPORTED} more" if len(diffs) > MAX_REPORTED else ""
-        raise AssertionError(
-            f"trees differ ({len(diffs)} differences):\n  {shown}{more}\n  a={a}\n  b={b}"
-        )
+        raise AssertionError(f"trees differ ({len(diffs)} differences):\n  {shown}{more}\n  a={a}\n  b={b}")

@@ -259,9 +259,7 @@ class SshServer:
             "\n".join(
                 [
                     block(ALIAS, self.port, self.client_key, self.known_hosts),
-                    block(
-                        ALIAS_UNKNOWN_HOSTKEY, self.port, self.client_key, self.empty_known_hosts
-                    ),
+                    block(ALIAS_UNKNOWN_HOSTKEY, self.port, self.client_key, self.empty_known_hosts),
                     block(ALIAS_BAD_CLIENT_KEY, self.port, self.bad_client_key, self.known_hosts),
                     block(ALIAS_DOWN, self.down_port, self.client_key, self.known_hosts),
                 ]
@@ -286,9 +284,7 @@ class SshServer:
         last = ""
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise SshServerError(
-                    f"sshd exited with {self._proc.returncode} on port {self.port}:\n{self.log()}"
-                )
+                raise SshServerError(f"sshd exited with {self._proc.returncode} on port {self.port}:\n{self.log()}")
             if _port_accepts(self.port):
                 remaining = max(1.0, deadline - time.monotonic())
                 try:
@@ -301,8 +297,7 @@ class SshServer:
                 last = f"ssh true -> {r.returncode}: {r.stderr.strip()}"
             time.sleep(0.05)  # poll interval, not a timing assumption
         raise SshServerError(
-            f"sshd on port {self.port} not usable within {START_DEADLINE_S}s ({last}); "
-            f"log:\n{self.log()}"
+            f"sshd on port {self.port} not usable within {START_DEADLINE_S}s ({last}); log:\n{self.log()}"
         )
 
 

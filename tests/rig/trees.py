@@ -204,9 +204,7 @@ def make_tree(
     return TreeInfo(files=len(b.files), dirs=len(b.dirs), symlinks=len(b.links), bytes=b.nbytes)
 
 
-def _add_symlinks(
-    b: _Builder, rng: random.Random, hostile: bool, *, plain: list[bytes], n: int
-) -> None:
+def _add_symlinks(b: _Builder, rng: random.Random, hostile: bool, *, plain: list[bytes], n: int) -> None:
     """Relative links to a file, to a dir, a dangling one, plus *n* scattered file links."""
     b.mkdir(b"links")
     if b.files:

@@ -18,15 +18,18 @@ from tether.ssh import SshOptions, explain_ssh_failure
 # rsync exit codes that still mean "the target holds a complete copy of what could be read"
 PARTIAL = 23  # some files could not be transferred (unreadable, ...)
 VANISHED = 24  # source files vanished during the pass: normal on a live tree
+MAX_DELETE_HIT = 25  # --max-delete stopped deletions
 
 _ITEM_PREFIX = "@@ "
 _STAT_RE = {
+    "total": re.compile(r"^Number of files: ([\d,.]+)", re.M),
+    "created": re.compile(r"^Number of created files: ([\d,.]+)", re.M),
     "files": re.compile(r"^Number of regular files transferred: ([\d,.]+)", re.M),
     "deleted": re.compile(r"^Number of deleted files: ([\d,.]+)", re.M),
     "bytes": re.compile(r"^Total transferred file size: ([\d,.]+)", re.M),
     "sent": re.compile(r"^Total bytes sent: ([\d,.]+)", re.M),
 }
-_FILE_ERROR_RE = re.compile(r'^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$', re.M)
+_FILE_ERROR_RE = re.compile(r"^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$", re.M)
 
 
 @dataclass
@@ -34,6 +37,8 @@ class RsyncResult:
     argv: list[str]
     returncode: int
     seconds: float
+    total: int = 0  # entries in the source's file list, the root included
+    created: int = 0
     files: int = 0
     deleted: int = 0
     bytes: int = 0
@@ -75,7 +80,7 @@ class Rsync:
         bwlimit: str | None = None,
         extra: Sequence[str] = (),
     ) -> list[str]:
-        argv = self.base_argv([src, dst]) + ["-a", "--stats"]
+        argv = [*self.base_argv([src, dst]), "-a", "--stats"]
         if delete:
             argv.append("--delete")
         if dry_run:
@@ -85,7 +90,7 @@ class Rsync:
         if bwlimit:
             argv.append(f"--bwlimit={bwlimit}")
         argv += list(filter_args) + list(extra)
-        return argv + ["--", src.rsync_arg(), dst.rsync_arg()]
+        return [*argv, "--", src.rsync_arg(), dst.rsync_arg()]
 
     def run(self, argv: list[str], host: str | None = None) -> RsyncResult:
         start = time.monotonic()
@@ -104,7 +109,9 @@ class Rsync:
             # a directory whose only change is its mtime is a side effect, not news
             if ln.startswith(_ITEM_PREFIX) and not ln.startswith(_ITEM_PREFIX + ".d..t......")
         ]
-        if proc.returncode not in (0, VANISHED):
+        if proc.returncode == MAX_DELETE_HIT:
+            res.errors = [ln for ln in err.splitlines() if "max-delete" in ln][:1]
+        elif proc.returncode not in (0, VANISHED):
             res.errors, res.hint = explain_rsync_failure(proc.returncode, err, host)
         return res
 
@@ -116,7 +123,9 @@ def explain_rsync_failure(code: int, stderr: str, host: str | None) -> tuple[lis
         if why:
             return [why[0]], why[1]
     if "No space left on device" in stderr:
-        return ["the target is full (no space left on device)"], "free space on the target; the next run completes the copy"
+        return [
+            "the target is full (no space left on device)"
+        ], "free space on the target; the next run completes the copy"
     if code == PARTIAL:
         errs = [m.group(1) or m.group(2) for m in _FILE_ERROR_RE.finditer(stderr)]
         errs = [e for e in errs if e and "some files/attrs were not transferred" not in e]

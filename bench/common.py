@@ -1,0 +1,60 @@
+"""Shared bench helpers: a scratch dir (tmpfs when root, so disk writeback noise stays out of
+the timings), timing of whole commands, and a ratio table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TETHER: list[str] = [sys.executable, "-m", "tether"]
+Arg = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def scratch(size_mb: int) -> Iterator[Path]:
+    """A temporary work dir, on its own tmpfs when we may mount one."""
+    work = Path(tempfile.mkdtemp(prefix="tether-bench-"))
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(work)]).returncode == 0
+    print(f"scratch: {work} ({'tmpfs' if mounted else 'disk'})")
+    try:
+        yield work
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def timed(argv: Sequence[Arg], env: dict[str, str] | None = None) -> float:
+    """Wall time of one command; a failing command stops the bench."""
+    start = time.perf_counter()
+    proc = subprocess.run([os.fspath(a) for a in argv], env=env, capture_output=True, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {argv[0]} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    return took
+
+
+def median(xs: Sequence[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def table(rows: Sequence[tuple[str, float, float, float | None]], left: str, right: str) -> str:
+    """Rows of (case, tether seconds, other seconds, limit on the ratio or None)."""
+    out = [f"{'case':<36} {left:>10} {right:>12} {'ratio':>7}  limit"]
+    for name, a, b, limit in rows:
+        verdict = "" if limit is None else (f"<= {limit:.2f} ok" if a / b <= limit else f"<= {limit:.2f} NOT MET")
+        out.append(f"{name:<36} {a * 1000:>8.0f}ms {b * 1000:>10.0f}ms {a / b:>7.2f}  {verdict}")
+    return "\n".join(out)

@@ -1,0 +1,128 @@
+"""Bad input: a clear message, a meaningful exit code, no traceback, no partial change."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.rig.compare import assert_same_tree
+from tests.rig.run import tether
+from tests.rig.sshd import ALIAS_BAD_CLIENT_KEY, ALIAS_UNKNOWN_HOSTKEY, SshServer
+from tests.rig.trees import make_tree
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> tuple[Path, Path]:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 40, seed=7, hostile=False)
+    return src, dst
+
+
+def test_missing_source(tmp_path: Path, tether_env) -> None:
+    proc = tether(["mirror", tmp_path / "nope", tmp_path / "dst"], tether_env, check_rc=2)
+    assert f"source {tmp_path / 'nope'} does not exist" in proc.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+def test_target_inside_source(trees: tuple[Path, Path], tether_env) -> None:
+    src, dst = trees
+    proc = tether(["mirror", src, dst, src / "inner"], tether_env, check_rc=2)
+    assert "is inside the source" in proc.stderr
+    assert not dst.exists() and not (src / "inner").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("no-such-host.invalid", "no-such-host.invalid: unknown host: the name does not resolve"),
+        (
+            ALIAS_UNKNOWN_HOSTKEY,
+            f"{ALIAS_UNKNOWN_HOSTKEY}: its host key is not in your known_hosts",
+        ),
+        (ALIAS_BAD_CLIENT_KEY, f"{ALIAS_BAD_CLIENT_KEY}: the server refused the key"),
+        ("tether-down", "tether-down: connection refused"),
+    ],
+)
+def test_ssh_failures_are_one_line_naming_host_and_cause(
+    trees: tuple[Path, Path], sshd: SshServer, tether_ssh_env, host: str, message: str
+) -> None:
+    src, dst = trees
+    proc = tether(["mirror", src, f"{host}:{dst}"], tether_ssh_env, check_rc=1)
+    assert f"FAIL  {host}:{dst}: {message}" in proc.stderr
+    assert not dst.exists()
+    if host == ALIAS_UNKNOWN_HOSTKEY:
+        assert f"ssh {host}" in proc.stderr  # says how to accept the key
+
+
+def test_missing_remote_rsync(trees: tuple[Path, Path], tmp_path_factory, tether_env) -> None:
+    src, dst = trees
+    with SshServer.start(tmp_path_factory.mktemp("nopath"), ["SetEnv PATH=/nonexistent"]) as server:
+        proc = tether(["mirror", src, f"{server.alias}:{dst}"], server.env(tether_env), check_rc=1)
+    assert f"{server.alias}: rsync is not installed on the remote host" in proc.stderr
+    assert not dst.exists()
+
+
+def test_unreadable_source_file_is_reported_and_the_rest_copied(trees: tuple[Path, Path], tether_env) -> None:
+    """Root reads everything, so tether runs here without the capabilities that allow it."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop root's read-anything capabilities")
+    src, dst = trees
+    secret = src / "secret.txt"
+    secret.write_text("no")
+    secret.chmod(0o000)
+    argv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+            sys.executable, "-m", "tether", "mirror", str(src), str(dst)]  # fmt: skip
+    proc = subprocess.run(argv, env=tether_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "secret.txt" in proc.stderr and "Permission denied" in proc.stderr
+    assert not (dst / "secret.txt").exists()
+    secret.unlink()
+    assert_same_tree(src, dst)
+
+
+def _write_job(env: dict[str, str], name: str, text: str) -> Path:
+    jobs = Path(env["TETHER_HOME"]) / "config" / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    p = jobs / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "fragment"),
+    [
+        ('source = "{src}"\ntargets = ["{dst}"]\nexclude = ["*.o"\n', 3, "invalid TOML"),
+        ('source = "{src}"\ntargets = ["{dst}"]\ndelet = "keep"\n', 3, "unknown key 'delet'"),
+        ('source = "{src}"\ntargets = ["{src}/x"]\n', 2, "inside the source"),
+        ('source = "src"\ntargets = ["{dst}"]\n', 1, "relative path"),
+    ],
+)
+def test_bad_job_file(trees: tuple[Path, Path], tether_env, body: str, line: int, fragment: str) -> None:
+    src, dst = trees
+    p = _write_job(tether_env, "web", body.format(src=src, dst=dst))
+    for cmd in (["sync", "web"], ["check", "web"]):
+        proc = tether(cmd, tether_env, check_rc=2)
+        assert f"{p}:{line}: " in proc.stderr and fragment in proc.stderr
+    assert not dst.exists()
+    listing = tether(["jobs"], tether_env, check_rc=2)
+    assert "INVALID" in listing.stdout
+
+
+def test_a_named_job_runs(trees: tuple[Path, Path], tether_env) -> None:
+    src, dst = trees
+    _write_job(tether_env, "web", f'source = "{src}"\ntargets = ["{dst}"]\nexclude = ["*.nothing"]\n')
+    assert "ok (mirror" in tether(["check", "web"], tether_env, check_rc=0).stdout
+    assert "web" in tether(["jobs"], tether_env, check_rc=0).stdout
+    tether(["sync", "web"], tether_env, check_rc=0)
+    assert_same_tree(src, dst)
+    assert "no job named 'nope'" in tether(["sync", "nope"], tether_env, check_rc=2).stderr
+
+
+def test_usage_errors_exit_2_without_traceback(tether_env) -> None:
+    assert tether(["mirror"], tether_env, check_rc=2).stderr.startswith("tether: error:")
+    assert tether(["frobnicate"], tether_env, check_rc=2).stderr.startswith("tether: error:")

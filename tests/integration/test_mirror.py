@@ -1,0 +1,177 @@
+"""One-shot mirror against real rsync, a real sshd and hostile trees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.rig.compare import assert_same_tree, diff_trees
+from tests.rig.run import find_named, tether, tether_json
+from tests.rig.sshd import SshServer
+from tests.rig.trees import HOSTILE_NAMES, make_tree
+
+
+def test_hostile_20k_tree_mirrors_exactly_to_local_and_ssh(tmp_path: Path, sshd: SshServer, tether_ssh_env) -> None:
+    src, local, remote = tmp_path / "src", tmp_path / "local", tmp_path / "remote"
+    info = make_tree(src, 20_000, seed=3, total_bytes=40_000_000)
+    assert info.files > 20_000 and info.symlinks > 0
+    ssh_target = f"{sshd.alias}:{remote}"
+
+    doc = tether_json(["mirror", src, local, ssh_target], tether_ssh_env, check_rc=0)
+    assert [t["ok"] for t in doc["targets"]] == [True, True]
+    assert all(t["files"] == info.files for t in doc["targets"]), doc
+    assert_same_tree(src, local, check_root_mtime=True)
+    assert_same_tree(src, remote, check_root_mtime=True)
+
+    again = tether_json(["mirror", src, local, ssh_target], tether_ssh_env, check_rc=0)
+    assert [(t["files"], t["deleted"], t["bytes"]) for t in again["targets"]] == [(0, 0, 0)] * 2
+
+    for name in HOSTILE_NAMES:  # every hostile name arrived on both targets
+        assert os.path.lexists(os.path.join(os.fsencode(remote), name)), name
+    for place in (tmp_path, Path.cwd(), Path.home()):
+        assert find_named(place, b"pwned") == [], place
+
+
+def test_no_delete_keeps_extra_files_and_delete_removes_them(tmp_path: Path, sshd: SshServer, tether_ssh_env) -> None:
+    src, local, remote = tmp_path / "src", tmp_path / "local", tmp_path / "remote"
+    make_tree(src, 200, seed=1, hostile=False)
+    targets: list[str | Path] = [local, f"{sshd.alias}:{remote}"]
+    tether(["mirror", src, *targets], tether_ssh_env, check_rc=0)
+    for t in (local, remote):
+        (t / "extra file").write_text("only on the target")
+
+    tether(["mirror", "--no-delete", src, *targets], tether_ssh_env, check_rc=0)
+    assert (local / "extra file").exists() and (remote / "extra file").exists()
+
+    doc = tether_json(["mirror", src, *targets], tether_ssh_env, check_rc=0)
+    assert [t["deleted"] for t in doc["targets"]] == [1, 1]
+    assert_same_tree(src, local)
+    assert_same_tree(src, remote)
+
+
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "ssh"])
+def test_foreign_target_is_never_wiped_silently(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, over_ssh: bool
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "home-dir"
+    make_tree(src, 50, seed=2, hostile=False)
+    make_tree(dst, 30, seed=9, hostile=False)
+    (dst / "precious.txt").write_text("keep me")
+    same_name = sorted(p for p in src.rglob("*.dat") if p.is_file())[0]
+    clash = dst / same_name.relative_to(src)
+    clash.parent.mkdir(parents=True, exist_ok=True)
+    clash.write_bytes(b"x" * same_name.stat().st_size)  # same size, other bytes and mtime
+    before = tmp_path / "before"
+    shutil.copytree(dst, before, symlinks=True)
+    target = f"{sshd.alias}:{dst}" if over_ssh else str(dst)
+
+    proc = tether(["mirror", src, target], tether_ssh_env, check_rc=1)
+    assert "refused: tether never wrote this target" in proc.stderr
+    assert "would delete: precious.txt" in proc.stderr
+    assert f"would overwrite: {same_name.relative_to(src)}" in proc.stderr
+    assert "--force" in proc.stderr
+    if over_ssh:  # one pass added what was missing; nothing that was there is gone or different
+        assert "nothing there was deleted or overwritten" in proc.stderr
+        assert_kept(before, dst)
+    else:  # a local target is checked before anything is written
+        assert "nothing was changed" in proc.stderr
+        assert diff_trees(before, dst) == []
+
+    tether(["mirror", "--force", src, target], tether_ssh_env, check_rc=0)
+    assert_same_tree(src, dst)
+    # once written by tether, the target is known: no --force needed any more
+    (src / "new.txt").write_text("x")
+    (dst / "stray.txt").write_text("y")
+    tether(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert_same_tree(src, dst)
+
+
+def assert_kept(before: Path, after: Path) -> None:
+    """Every file and symlink of `before` is in `after`, same bytes or same link target."""
+    for dirpath, _dirs, files in os.walk(before):
+        for name in files:
+            old = Path(dirpath) / name
+            new = after / old.relative_to(before)
+            if old.is_symlink():
+                assert os.readlink(new) == os.readlink(old), new
+            else:
+                assert new.read_bytes() == old.read_bytes(), new
+
+
+def test_a_target_tether_never_wrote_but_that_holds_only_what_the_source_has_is_fine(
+    tmp_path: Path, tether_env
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 30, seed=4, hostile=False)
+    shutil.copytree(src, dst, symlinks=True)
+    tether(["mirror", src, dst], tether_env, check_rc=0)
+    assert_same_tree(src, dst)
+
+
+def test_dry_run_changes_nothing_and_lists_the_plan(tmp_path: Path, sshd: SshServer, tether_ssh_env) -> None:
+    src, local, remote = tmp_path / "src", tmp_path / "local", tmp_path / "remote"
+    make_tree(src, 100, seed=5)
+    targets: list[str | Path] = [local, f"{sshd.alias}:{remote}"]
+    tether(["mirror", src, *targets], tether_ssh_env, check_rc=0)
+    (src / "added.txt").write_text("new")
+    (local / "stale.txt").write_text("old")
+    (remote / "stale.txt").write_text("old")
+    snap = tmp_path / "snap"
+    for name, tree in (("src", src), ("local", local), ("remote", remote)):
+        shutil.copytree(tree, snap / name, symlinks=True)
+
+    proc = tether(["mirror", "--dry-run", src, *targets], tether_ssh_env, check_rc=0)
+    assert proc.stdout.count("added.txt") == 2 and proc.stdout.count("*deleting   stale.txt") == 2
+    assert "nothing changed" in proc.stdout
+    for name, tree in (("src", src), ("local", local), ("remote", remote)):
+        assert diff_trees(snap / name, tree, check_root_mtime=True) == [], name
+
+
+def test_exclude_and_include_agree_with_the_python_matcher(tmp_path: Path, tether_env) -> None:
+    """The same rules drive rsync and the scanner/watcher: compare their verdicts on one tree."""
+    from tether.filters import Filter
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = [
+        "a.log", "keep.log", "b.txt", "build/x.o", "build/keep.o", "sub/build/y", "docs/a.md",
+        "docs/deep/b.md", "x/docs/c.md", "a/b", "a/q/r/b", "node_modules/m/i.js", "cache.tmp",
+        "-rf.log", "sp ace/f.txt",
+    ]  # fmt: skip
+    for n in names:
+        p = src / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(n)
+    (tmp_path / "ignore").write_text("# comment\nnode_modules/\n*.tmp\n")
+    rules = ["--exclude", "*.log", "--include", "keep.log", "--exclude", "build/", "--exclude",
+             "docs/*.md", "--exclude", "a/**/b", "--exclude-from", str(tmp_path / "ignore")]  # fmt: skip
+    tether(["mirror", *rules, src, dst], tether_env, check_rc=0)
+
+    flt = Filter.build(
+        exclude_from=[tmp_path / "ignore"],
+        ordered=[
+            (False, "*.log"),
+            (True, "keep.log"),
+            (False, "build/"),
+            (False, "docs/*.md"),
+            (False, "a/**/b"),
+        ],
+    )
+    expected = sorted(n for n in names if not flt.path_excluded(n, False))
+    got = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert got == expected
+    assert "keep.log" in got and "docs/deep/b.md" in got and "a.log" not in got
+
+
+def test_targets_are_independent_and_each_failure_is_one_clear_line(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env
+) -> None:
+    src, ok1, ok2 = tmp_path / "src", tmp_path / "ok1", tmp_path / "ok2"
+    make_tree(src, 100, seed=6, hostile=False)
+    proc = tether(["mirror", src, ok1, "tether-down:/x", f"{sshd.alias}:{ok2}"], tether_ssh_env, check_rc=1)
+    assert_same_tree(src, ok1)
+    assert_same_tree(src, ok2)
+    fails = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAIL")]
+    assert fails == ["FAIL  tether-down:/x: tether-down: connection refused (no ssh server listening)"]

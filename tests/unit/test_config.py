@@ -1,0 +1,98 @@
+"""Job files: every mistake is an error naming file, line and key, with a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.config import parse_job, validate_rsync_args
+from tether.endpoints import Local, Ssh, parse_endpoint
+from tether.errors import ConfigError, UsageError
+
+
+def job(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "web.toml"
+    p.write_text(text)
+    return p
+
+
+def test_a_valid_job(tmp_path: Path) -> None:
+    p = job(
+        tmp_path,
+        'source = "/srv/a"\ntargets = ["/mnt/b", "host:/c"]\nexclude = ["*.tmp"]\nbwlimit = "5M"\n',
+    )
+    j = parse_job(p, "web")
+    assert j.spec.source == Local("/srv/a")
+    assert j.spec.targets == (Local("/mnt/b"), Ssh("host", "/c"))
+    assert j.spec.delete and j.spec.bwlimit == "5M"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ('source = "/a"\ntagets = ["/b"]\n', 2, "(?s)unknown key 'tagets'.*did you mean 'targets'"),
+        ('source = "/a"\ntargets = "/b"\n', 2, "targets must be a list of paths"),
+        ('source = "rel/a"\ntargets = ["/b"]\n', 1, "relative path"),
+        ('source = "/a"\ntargets = ["/a/b"]\n', 2, "inside the source"),
+        ('source = "/a/b"\ntargets = ["/a"]\n', 2, "source /a/b is inside"),
+        (
+            'source = "/a"\ntargets = ["/b"]\ndelete = "yes"\n',
+            3,
+            "delete must be a one of mirror, keep",
+        ),
+        (
+            'source = "/a"\ntargets = ["/b"]\nrsync_args = ["--delete-after"]\n',
+            3,
+            "may not contain",
+        ),
+        ('source = "/a"\n\ntargets = ["/b"\n', 3, "invalid TOML"),
+        ('source = /a\ntargets = ["/b"]\n', 1, "invalid TOML"),
+        ('source = "/a"\ntargets = ["/b"]\nbwlimit = true\n', 3, "bwlimit must be"),
+    ],
+)
+def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    p = job(tmp_path, text)
+    with pytest.raises(ConfigError, match=fragment) as e:
+        parse_job(p, "web")
+    assert str(e.value).startswith(f"{p}:{line}: ")
+    assert e.value.code == 2
+
+
+def test_missing_key_says_what_to_add(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"(?s)missing key .targets.*targets = "):
+        parse_job(job(tmp_path, 'source = "/a"\n'), "web")
+
+
+def test_missing_job_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no job named 'nope'"):
+        parse_job(tmp_path / "nope.toml", "nope")
+
+
+@pytest.mark.parametrize("arg", ["--delete", "--delete-excluded", "-e", "-avn", "--files-from=x", "--rsh=ssh"])
+def test_rsync_args_deny_list(arg: str) -> None:
+    assert validate_rsync_args([arg]) == arg
+
+
+def test_rsync_args_allowed() -> None:
+    assert validate_rsync_args(["--hard-links", "-H", "--chmod=D755"]) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("host:/srv/x", Ssh("host", "/srv/x")),
+        ("me@host:/srv/x", Ssh("me@host", "/srv/x")),
+        ("alias:", Ssh("alias", "")),
+        ("/abs/a:b", Local("/abs/a:b")),
+        ("./a:b", Local("/base/a:b")),
+        ("-rf", Local("/base/-rf")),
+    ],
+)
+def test_endpoint_specs(spec: str, expected: object) -> None:
+    assert parse_endpoint(spec, base="/base") == expected
+
+
+def test_host_that_looks_like_an_option_is_refused() -> None:
+    with pytest.raises(UsageError, match="not a valid ssh host"):
+        parse_endpoint("-oProxyCommand=x:/p")
