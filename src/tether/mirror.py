@@ -75,19 +75,19 @@ def destructive(changes: list[str]) -> list[str]:
     rsync's codes are `YXcstpoguax`: Y the update type, X the file type, then c(hecksum or
     changed link), s(ize), t(ime); a new entry shows `+++++++++`.
     """
-    out = []
+    deletes, overwrites = [], []
     for c in changes:
         code, name = c[:11], c[12:]
         if code.startswith("*deleting"):
-            out.append(f"would delete: {name}")
+            deletes.append(f"would delete: {name}")
         elif (
             code[1] in "fL"
             and code[0] in "<>ch"
             and "+" not in code
             and (code[2] == "c" or code[3] == "s" or code[4] in "tT")
         ):
-            out.append(f"would overwrite: {name}")
-    return out
+            overwrites.append(f"would overwrite: {name}")
+    return overwrites + deletes
 
 
 class Mirror:
