@@ -1,6 +1,6 @@
 """One-shot mirror over ssh: tether against bare `rsync -a --delete` on the same tree and sshd.
 
-Usage: .venv/bin/python -m bench.mirror_once [--files 20000] [--mb 300] [--rounds 5]
+Usage: .venv/bin/python -m bench.mirror_once [--files 20000] [--mb 300] [--rounds 7]
 Prints median times and the ratios the foundation issue bounds (1.10 initial, 1.15 rerun), plus
 rsync run with the same ControlMaster ssh options as tether, which isolates tether's own cost.
 """
@@ -22,7 +22,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--mb", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     with scratch(args.mb * 5 + 512) as work:
         src = work / "src"
@@ -36,7 +36,7 @@ def run(work: Path, src: Path, server: SshServer, rounds: int) -> int:
     names = ("rsync", "rsync+mux", "tether")
     init: dict[str, list[float]] = {n: [] for n in names}
     rerun: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
+    for r in range(rounds + 1):  # round 0 warms caches and is not counted
         dst = {n: work / f"dst-{n}" for n in names}
         for d in dst.values():
             shutil.rmtree(d, ignore_errors=True)
@@ -53,9 +53,13 @@ def run(work: Path, src: Path, server: SshServer, rounds: int) -> int:
         ]  # fmt: skip
         cmds = cmds[r % 3 :] + cmds[: r % 3]  # rotate who goes first: cache warmth favours no one
         for name, argv, e in cmds:
-            init[name].append(timed(argv, e))
+            took = timed(argv, e)
+            if r:
+                init[name].append(took)
         for name, argv, e in cmds:
-            rerun[name].append(timed(argv, e))
+            took = timed(argv, e)
+            if r:
+                rerun[name].append(took)
     m = {n: (median(init[n]), median(rerun[n])) for n in names}
     print(f"medians of {rounds} rounds, ssh target on 127.0.0.1")
     print(
