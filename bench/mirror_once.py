@@ -12,9 +12,10 @@ import os
 import shutil
 from pathlib import Path
 
-from bench.common import TETHER, Arg, median, scratch, table, timed
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
+
+from bench.common import TETHER, Arg, median, scratch, table, timed
 from tether.ssh import SshOptions
 
 
