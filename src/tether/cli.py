@@ -91,8 +91,17 @@ def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOpti
     def say(line: str) -> None:
         print(f"+ {shown(line)}", file=sys.stderr)
 
-    mirror = Mirror(Rsync(ssh), KnownTargets(dirs.state), verbose=say if args.verbose else None)
-    outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force)
+    bar = None
+    if sys.stderr.isatty() and not args.json and not args.verbose:
+        from tether.progress import ProgressLine
+
+        bar = ProgressLine()
+    mirror = Mirror(Rsync(ssh), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar)
+    try:
+        outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force)
+    finally:
+        if bar:
+            bar.close()
     print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json)
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_ERRORS
 

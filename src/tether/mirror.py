@@ -93,15 +93,30 @@ def destructive(changes: list[str]) -> list[str]:
 class Mirror:
     """Runs mirror passes; remembers which targets it wrote so it never wipes a foreign one."""
 
-    def __init__(self, rsync: Rsync, known: KnownTargets, *, verbose: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        rsync: Rsync,
+        known: KnownTargets,
+        *,
+        verbose: Callable[[str], None] | None = None,
+        progress: Callable[[str, int, int, str], None] | None = None,
+    ) -> None:
         self.rsync = rsync
         self.known = known
         self.verbose = verbose
+        self.progress = progress  # (target, percent, bytes, rate), for transfers that change things
 
     def _run(self, argv: list[str], target: Endpoint) -> RsyncResult:
         if self.verbose:
             self.verbose(shlex.join(argv))
-        return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None)
+        report = None
+        if self.progress and "--dry-run" not in argv:
+            on_progress = self.progress
+
+            def report(pct: int, done: int, rate: str) -> None:
+                on_progress(str(target), pct, done, rate)
+
+        return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report)
 
     def _argv(
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,43 @@ def test_targets_are_independent_and_each_failure_is_one_clear_line(
     assert_same_tree(src, ok2)
     fails = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAIL")]
     assert fails == ["FAIL  tether-down:/x: tether-down: connection refused (no ssh server listening)"]
+
+
+def test_progress_on_a_terminal_and_verbose_shows_rsync_commands(tmp_path: Path, tether_env) -> None:
+    import pexpect
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 50, seed=12, total_bytes=6_000_000, hostile=False)
+    # a bandwidth limit keeps the transfer going long enough to show progress
+    child = pexpect.spawn(
+        sys.executable, ["-m", "tether", "mirror", "--bwlimit", "3M", str(src), str(dst)],
+        env=tether_env, timeout=60, encoding="utf-8",
+    )  # fmt: skip
+    child.expect(r"\d+% ")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert_same_tree(src, dst)
+
+    (src / "new.txt").write_text("n")
+    proc = tether(["mirror", "-v", "--bwlimit", "500", src, dst], tether_env, check_rc=0)
+    assert "+ rsync --secluded-args" in proc.stderr and "--bwlimit=500" in proc.stderr
+    assert "%" not in proc.stderr  # no progress line when not on a terminal
+
+
+def test_ssh_connections_are_shared_through_a_socket_in_the_runtime_dir(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 10, seed=13, hostile=False)
+    env = dict(tether_ssh_env, TETHER_HOME="/tmp/tth-" + tmp_path.name[-8:])  # short: socket under runtime dir
+    sockets: list[Path] = []
+    try:
+        tether(["mirror", src, f"{sshd.alias}:{tmp_path / 'dst'}"], env, check_rc=0)
+        sockets = list((Path(env["TETHER_HOME"]) / "run" / "ssh").iterdir())
+        assert len(sockets) == 1 and sockets[0].is_socket()
+    finally:
+        for sock in sockets:
+            subprocess.run(["ssh", "-F", str(sshd.ssh_config), "-o", f"ControlPath={sock}", "-O", "exit", "x"],
+                           capture_output=True)  # fmt: skip
+        shutil.rmtree(env["TETHER_HOME"], ignore_errors=True)

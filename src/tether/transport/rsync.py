@@ -6,10 +6,12 @@ paths to the far side outside of any shell, so names are data, never code.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tether.endpoints import Endpoint, Ssh
@@ -92,13 +94,18 @@ class Rsync:
         argv += list(filter_args) + list(extra)
         return [*argv, "--", src.rsync_arg(), dst.rsync_arg()]
 
-    def run(self, argv: list[str], host: str | None = None) -> RsyncResult:
+    def run(self, argv: list[str], host: str | None = None, progress: ProgressFn | None = None) -> RsyncResult:
+        """Run rsync to completion; with `progress`, report (percent, bytes, rate) as it goes."""
         start = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+        if progress is None:
+            proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+            returncode, raw_out, raw_err = proc.returncode, proc.stdout, proc.stderr
+        else:
+            returncode, raw_out, raw_err = _run_with_progress([*argv[:1], "--info=progress2", *argv[1:]], progress)
         seconds = time.monotonic() - start
-        out = proc.stdout.decode("utf-8", "backslashreplace")
-        err = proc.stderr.decode("utf-8", "backslashreplace")
-        res = RsyncResult(argv, proc.returncode, seconds, stdout=out)
+        out = raw_out.decode("utf-8", "backslashreplace")
+        err = raw_err.decode("utf-8", "backslashreplace")
+        res = RsyncResult(argv, returncode, seconds, stdout=out)
         for key, rx in _STAT_RE.items():
             m = rx.search(out)
             if m:
@@ -109,11 +116,38 @@ class Rsync:
             # a directory whose only change is its mtime is a side effect, not news
             if ln.startswith(_ITEM_PREFIX) and not ln.startswith(_ITEM_PREFIX + ".d..t......")
         ]
-        if proc.returncode == MAX_DELETE_HIT:
+        if returncode == MAX_DELETE_HIT:
             res.errors = [ln for ln in err.splitlines() if "max-delete" in ln][:1]
-        elif proc.returncode not in (0, VANISHED):
-            res.errors, res.hint = explain_rsync_failure(proc.returncode, err, host)
+        elif returncode not in (0, VANISHED):
+            res.errors, res.hint = explain_rsync_failure(returncode, err, host)
         return res
+
+
+ProgressFn = Callable[[int, int, str], None]
+_PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)")
+
+
+def _run_with_progress(argv: list[str], progress: ProgressFn) -> tuple[int, bytes, bytes]:
+    """Read rsync's progress2 lines (ended by \\r) as they come; stderr goes to a file so that
+    neither pipe can fill up and stall rsync."""
+    with tempfile.TemporaryFile() as err_file:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err_file, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        kept: list[bytes] = []
+        pending = b""
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            pending += chunk
+            *lines, pending = re.split(rb"[\r\n]", pending)
+            for line in lines:
+                m = _PROGRESS_RE.match(line)
+                if m:
+                    progress(int(m.group(2)), int(m.group(1).replace(b",", b"")), m.group(3).decode())
+                else:
+                    kept.append(line)
+        kept.append(pending)
+        returncode = proc.wait()
+        err_file.seek(0)
+        return returncode, b"\n".join(kept), err_file.read()
 
 
 def explain_rsync_failure(code: int, stderr: str, host: str | None) -> tuple[list[str], str | None]:
