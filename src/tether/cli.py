@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--no-delete", action="store_true", help="keep target files the source no longer has")
     m.add_argument("--bwlimit", metavar="RATE", help="bandwidth limit per target, rsync syntax (e.g. 5M)")
+    m.add_argument("--watch", action="store_true", help="keep running: push every change as it happens")
+    m.add_argument("--delay", type=float, default=0.005, metavar="SEC", help="event window with --watch")
     _add_run_options(m)
 
     j = sub.add_parser("jobs", help="list the configured jobs")
@@ -82,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sync", help="run a job once")
     s.add_argument("name")
     _add_run_options(s)
+    from tether.cli_service import add_parsers as add_service_parsers
+
+    add_service_parsers(sub)
+    from tether.locations import cli as locations_cli
+
+    locations_cli.add_parsers(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -96,7 +104,9 @@ def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOpti
         from tether.progress import ProgressLine
 
         bar = ProgressLine()
-    mirror = Mirror(Rsync(ssh), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar)
+    mirror = Mirror(
+        Rsync(ssh, spec.rsync), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar
+    )
     try:
         outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force)
     finally:
@@ -116,6 +126,19 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
         raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
     flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
     spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
+    if args.watch:
+        from tether.cli_service import run_live
+        from tether.config import LiveOptions
+
+        if args.dry_run:
+            raise UsageError("--watch and --dry-run do not go together", "preview with --dry-run alone first")
+        status = dirs.runtime / "jobs" / f"adhoc-{os.getpid()}.status.json"
+        try:
+            return run_live(
+                "mirror --watch", spec, LiveOptions(delay=args.delay), SshOptions.from_env(dirs), dirs, status
+            )
+        finally:
+            status.unlink(missing_ok=True)
     return _mirror(spec, args, dirs, SshOptions.from_env(dirs))
 
 
@@ -177,6 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.demo import run_demo
 
             return run_demo(keep=args.keep)
+        from tether.cli_service import SERVICE_COMMANDS
+        from tether.locations import cli as locations_cli
+
+        if args.command in locations_cli.COMMANDS:
+            return locations_cli.handle(args, dirs)
+        if args.command in SERVICE_COMMANDS:
+            from tether.cli_service import handle
+
+            return handle(args, dirs)
         handler = {"mirror": cmd_mirror, "sync": cmd_sync, "check": cmd_check, "jobs": cmd_jobs}[args.command]
         return handler(args, dirs)
     except TetherError as e:

@@ -22,7 +22,7 @@ from tether.filters import Filter
 from tether.mirror import MirrorSpec
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DELETE_MODES = ("mirror", "keep")
+DELETE_MODES = ("mirror", "keep", "trash")
 
 # rsync options that would break what tether promises (exact copies, its own file lists,
 # its own ssh settings), refused in `rsync_args`.
@@ -44,6 +44,21 @@ class Field:
 
 def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return _is_int(v) or isinstance(v, float)
+
+
+def _is_owner(v: Any) -> bool:
+    return (
+        isinstance(v, str)
+        and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?", v) is not None
+    )
 
 
 MIRROR_FIELDS: dict[str, Field] = {
@@ -69,7 +84,35 @@ MIRROR_FIELDS: dict[str, Field] = {
     ),
     "rsync_args": Field("list of rsync options", _is_str_list, 'rsync_args = ["--hard-links"]'),
     "ssh_config": Field("path", lambda v: isinstance(v, str), 'ssh_config = "~/.ssh/config-backup"'),
+    # continuous mirror (tether start / run)
+    "delay": Field("number of seconds (0 to 60)", lambda v: _is_num(v) and 0 <= v <= 60, "delay = 0.005"),
+    "interval": Field("number of seconds (0 = never)", lambda v: _is_num(v) and v >= 0, "interval = 3600"),
+    "trash_days": Field("whole number of days", lambda v: _is_int(v) and v >= 0, "trash_days = 30"),
+    "permissions": Field(
+        "setfacl ACL spec", lambda v: isinstance(v, str) and bool(v), 'permissions = "u:www-data:rwX"'
+    ),
+    "sync_owner": Field("owner as user or user:group", _is_owner, 'sync_owner = "deploy:deploy"'),
+    "final_owner": Field("owner as user or user:group", _is_owner, 'final_owner = "www-data:www-data"'),
+    "sudo": Field("true or false", lambda v: isinstance(v, bool), "sudo = true"),
+    "rsync": Field(
+        "path of the rsync program", lambda v: isinstance(v, str) and bool(v), 'rsync = "/usr/local/bin/rsync"'
+    ),
+    "python": Field("python program on ssh targets", lambda v: isinstance(v, str) and bool(v), 'python = "python3"'),
 }
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """Settings of the continuous mirror; the defaults are what a job without them gets."""
+
+    delay: float = 0.005  # event window: a save is a burst of events a few microseconds apart
+    interval: float = 3600.0  # full pass period, the safety net; 0 = only at start
+    trash_days: int = 30
+    permissions: str | None = None
+    sync_owner: str | None = None
+    final_owner: str | None = None
+    sudo: bool = False
+    python: str = "python3"
 
 
 @dataclass(frozen=True)
@@ -78,6 +121,7 @@ class MirrorJob:
     file: Path
     spec: MirrorSpec
     ssh_config: str | None = None
+    live: LiveOptions = LiveOptions()
 
 
 def _key_line(text: str, key: str) -> int | None:
@@ -202,12 +246,24 @@ def parse_job(file: Path, name: str) -> MirrorJob:
         source=source,
         targets=tuple(targets),
         filter=flt,
-        delete=data.get("delete", "mirror") == "mirror",
+        delete=data.get("delete", "mirror") != "keep",
+        trash=data.get("delete") == "trash",
         bwlimit=str(bw) if bw is not None else None,
         rsync_args=tuple(rsync_args),
+        rsync=data.get("rsync", "rsync"),
     )
     ssh_config = data.get("ssh_config")
-    return MirrorJob(name, file, spec, os.path.expanduser(ssh_config) if ssh_config else None)
+    live = LiveOptions(
+        delay=float(data.get("delay", LiveOptions.delay)),
+        interval=float(data.get("interval", LiveOptions.interval)),
+        trash_days=data.get("trash_days", LiveOptions.trash_days),
+        permissions=data.get("permissions"),
+        sync_owner=data.get("sync_owner"),
+        final_owner=data.get("final_owner"),
+        sudo=data.get("sudo", False),
+        python=data.get("python", "python3"),
+    )
+    return MirrorJob(name, file, spec, os.path.expanduser(ssh_config) if ssh_config else None, live)
 
 
 def job_file(dirs: Dirs, name: str) -> Path:

@@ -35,3 +35,9 @@ class UsageError(TetherError):
 
 class ConfigError(UsageError):
     """A job file that does not validate; the message names file, line and key."""
+
+
+class LockedError(TetherError):
+    """Another process runs this job (or holds this replica)."""
+
+    code = EXIT_LOCKED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,8 +32,10 @@ class MirrorSpec:
     targets: tuple[Endpoint, ...]
     filter: Filter = field(default_factory=Filter)
     delete: bool = True
+    trash: bool = False  # deleted and overwritten files go to the target's .tether/trash/<date>/
     bwlimit: str | None = None
     rsync_args: tuple[str, ...] = ()
+    rsync: str = "rsync"
 
 
 @dataclass
@@ -67,6 +70,14 @@ def check_source(source: Local) -> None:
         raise UsageError(f"source {source} is not a directory", "tether mirrors directories")
     if not os.access(source.path, os.R_OK | os.X_OK):
         raise UsageError(f"source {source} cannot be read", "check its permissions")
+
+
+TRASH = f"{META_DIR}/trash"
+
+
+def trash_dir(now: float | None = None) -> str:
+    """Today's trash folder, relative to the target root (rsync takes it relative to the target)."""
+    return f"{TRASH}/{time.strftime('%Y-%m-%d', time.localtime(now))}"
 
 
 def destructive(changes: list[str]) -> list[str]:
@@ -122,6 +133,8 @@ class Mirror:
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
     ) -> list[str]:
         extra = list(spec.rsync_args)
+        if spec.trash:
+            extra += ["--backup", f"--backup-dir={trash_dir()}"]
         if first_contact:  # add what is missing, touch nothing that is there
             extra += ["--ignore-existing", "--max-delete=0"]
         return self.rsync.mirror_argv(
@@ -173,6 +186,17 @@ class Mirror:
         if res.returncode not in (0, PARTIAL, MAX_DELETE_HIT):
             return TargetOutcome.from_rsync(target, res)
         return self._guarded(spec, target, dry_run=False, added=res.files)
+
+    def send_paths(self, spec: MirrorSpec, target: Endpoint, paths: list[str]) -> TargetOutcome:
+        """One rsync run for a batch of paths (directories recursively), given as a NUL list."""
+        argv = self._argv(spec, target)
+        cut = argv.index("--")
+        argv[cut:cut] = ["-r", "--files-from=-", "--from0"]
+        data = b"".join(os.fsencode(p) + b"\0" for p in paths)
+        if self.verbose:
+            self.verbose(shlex.join(argv))
+        res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, input=data)
+        return TargetOutcome.from_rsync(target, res)
 
     def run(self, spec: MirrorSpec, *, dry_run: bool = False, force: bool = False) -> list[TargetOutcome]:
         check_source(spec.source)

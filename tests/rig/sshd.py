@@ -45,6 +45,26 @@ def _free_port() -> int:
         return port
 
 
+def _descendants(pid: int) -> list[int]:
+    """All processes below pid, read from /proc (children first found, then theirs)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat_line.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def _keygen(path: Path, comment: str) -> None:
     """Create an ed25519 key pair without passphrase (ssh-keygen refuses to overwrite)."""
     for p in (path, path.with_name(path.name + ".pub")):
@@ -130,7 +150,11 @@ class SshServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        # sshd runs in its own session: signal the group so forked session children die too.
+        # Connections live in forked children, some in sessions of their own: end them all, so
+        # that a stopped server is a real outage for clients that were connected.
+        for pid in _descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -139,6 +163,10 @@ class SshServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=STOP_DEADLINE_S)
+
+    def restart(self) -> None:
+        """Start again on the same port with the same keys, after stop() (an outage ends)."""
+        self._launch_and_wait()
 
     def __enter__(self) -> Self:
         """Context-manager form so ad-hoc servers cannot leak."""

@@ -94,11 +94,16 @@ class Rsync:
         argv += list(filter_args) + list(extra)
         return [*argv, "--", src.rsync_arg(), dst.rsync_arg()]
 
-    def run(self, argv: list[str], host: str | None = None, progress: ProgressFn | None = None) -> RsyncResult:
-        """Run rsync to completion; with `progress`, report (percent, bytes, rate) as it goes."""
+    def run(
+        self, argv: list[str], host: str | None = None, progress: ProgressFn | None = None, input: bytes | None = None
+    ) -> RsyncResult:
+        """Run rsync to completion; with `progress`, report (percent, bytes, rate) as it goes;
+        `input` feeds its stdin (a NUL-separated file list)."""
         start = time.monotonic()
-        if progress is None:
-            proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
+        if progress is None or input is not None:
+            proc = subprocess.run(
+                argv, capture_output=True, input=input, stdin=None if input is not None else subprocess.DEVNULL
+            )
             returncode, raw_out, raw_err = proc.returncode, proc.stdout, proc.stderr
         else:
             returncode, raw_out, raw_err = _run_with_progress([*argv[:1], "--info=progress2", *argv[1:]], progress)

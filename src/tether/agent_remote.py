@@ -1,0 +1,630 @@
+"""The far-side agent: file operations on one root, driven by framed messages on stdin/stdout.
+
+Why this file is odd: it is sent verbatim over ssh and exec'd by the remote `python3`
+(>= 3.8, stdlib only, nothing installed there), and it is also imported locally so that a
+local target runs the very same `Ops` in-process.  So: no tether imports, no 3.9+ APIs,
+and annotations stay strings (`from __future__ import annotations`).
+
+Safety: every path is relative bytes, checked component by component, and resolved by
+walking directory fds from the root with O_NOFOLLOW, so no symlink anywhere in a parent
+can take an operation outside the root.  Names are never passed to a shell.
+
+Frame (both directions): 4-byte big-endian header length, 4-byte body length, the JSON
+header, the body.  Paths travel in JSON as UTF-8 with surrogateescape (any bytes survive,
+json escapes the lone surrogates); file data travels in the body.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for the checker: `dict[...]` at run time would break python 3.8
+    from typing import TypeAlias
+
+    Result: TypeAlias = dict[str, Any]
+
+PROTOCOL_VERSION = 1
+MAGIC = b"TETHER-AGENT-READY\n"  # first line of stdout: lets the client skip shell start-up noise
+TMP_PREFIX = b".tether-tmp-"
+MAX_HEADER = 64 << 20
+
+_FRAME = struct.Struct(">II")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NAME_MAX = 255
+
+
+class OpError(Exception):
+    """A per-operation failure reported to the client; the agent carries on."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.errno = code
+        self.message = message
+
+
+def to_bytes(value: str | bytes) -> bytes:
+    """Path from the wire (surrogateescaped str) or from a local caller (bytes)."""
+    if isinstance(value, bytes):
+        return value
+    return value.encode("utf-8", "surrogateescape")
+
+
+def to_wire(value: bytes) -> str:
+    """Bytes as a JSON-safe str that `to_bytes` turns back into the same bytes."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def show(path: bytes) -> str:
+    """A path for messages: readable, with undecodable bytes escaped."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+@contextmanager
+def _oserrors(what: str, path: bytes) -> Iterator[None]:
+    """Turn OSError into OpError naming the operation and the path."""
+    try:
+        yield
+    except OSError as e:
+        raise OpError(e.errno, f"{what} {show(path)}: {e.strerror or e}") from None
+
+
+def split_path(path: str | bytes) -> list[bytes]:
+    """Components of a relative path, refusing anything that could leave the root."""
+    p = to_bytes(path)
+    if not p:
+        raise OpError(errno.EINVAL, "empty path refused")
+    if b"\0" in p:
+        raise OpError(errno.EINVAL, f"path with a NUL byte refused: {show(p)}")
+    if p.startswith(b"/"):
+        raise OpError(errno.EINVAL, f"absolute path refused (paths are relative to the root): {show(p)}")
+    parts = p.split(b"/")
+    for c in parts:
+        if c in (b"", b".", b".."):
+            raise OpError(errno.EINVAL, f"path with an empty, '.' or '..' component refused: {show(p)}")
+    return parts
+
+
+def _tmp_name() -> bytes:
+    return TMP_PREFIX + os.urandom(6).hex().encode()
+
+
+def _ftype(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "o"  # fifo, socket, device: present, but not something tether syncs
+
+
+class _Missing(Exception):
+    """A parent component is absent (or not a real directory) on a lookup that must not create."""
+
+
+class Ops:
+    """Every agent operation on one root; local targets call it in-process."""
+
+    def __init__(self, root: str | bytes, create: bool = False) -> None:
+        r = os.path.expanduser(to_bytes(root))
+        if create:
+            with _oserrors("create root", r):
+                os.makedirs(r, 0o755, exist_ok=True)
+        with _oserrors("open root", r):
+            os.close(os.open(r, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        self.root = os.path.abspath(r)
+
+    # ------------------------------------------------------------------ path walking
+
+    @contextmanager
+    def _parent(self, parts: list[bytes], create: bool) -> Iterator[int]:
+        """An fd of the directory holding parts[-1], reached without following any symlink.
+
+        With create, missing directories are made (0o755); a symlink or non-directory in
+        the way is an OpError.  Without create, either raises _Missing.
+        """
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, c in enumerate(parts[:-1]):
+                try:
+                    nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise _Missing() from None
+                    try:
+                        os.mkdir(c, 0o755, dir_fd=fd)
+                        os.chmod(c, 0o755, dir_fd=fd)  # exact mode, whatever the umask
+                    except FileExistsError:
+                        pass  # raced with another creator: fine if it is a directory
+                    nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    if not create:
+                        raise _Missing() from None
+                    where = show(b"/".join(parts[: i + 1]))
+                    if e.errno == errno.ELOOP or stat.S_ISLNK(os.lstat(c, dir_fd=fd).st_mode):
+                        raise OpError(errno.ELOOP, f"parent {where} is a symlink; refusing to follow it") from None
+                    raise OpError(errno.ENOTDIR, f"parent {where} is not a directory") from None
+                os.close(fd)
+                fd = nfd
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _lstat(self, dfd: int, name: bytes) -> os.stat_result | None:
+        try:
+            return os.lstat(name, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+
+    # ------------------------------------------------------------------ operations
+
+    def hello(self, version: int) -> Result:
+        """Handshake: both sides must speak the same protocol."""
+        if version != PROTOCOL_VERSION:
+            raise OpError(
+                errno.EPROTO,
+                f"protocol version mismatch: tether speaks {version}, this agent speaks {PROTOCOL_VERSION}"
+                "; use the same tether version on both sides",
+            )
+        return {
+            "version": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "root": to_wire(self.root),
+        }
+
+    def put(
+        self,
+        path: str | bytes,
+        data: bytes,
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        fsync: bool = False,
+    ) -> Result:
+        """Atomic write: a temp file in the same dir renamed over the name, never half-visible."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        with _oserrors("put", p), self._parent(parts, create=True) as dfd:
+            tmp = _tmp_name()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if uid is not None or gid is not None:
+                        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                    os.fchmod(fd, mode & 0o7777)
+                    if fsync:
+                        os.fsync(fd)
+                    if mtime_ns is not None:
+                        os.utime(fd, ns=(time.time_ns(), mtime_ns))
+                finally:
+                    os.close(fd)
+                os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+        return {"size": len(data)}
+
+    def symlink(self, path: str | bytes, target: str | bytes, mtime_ns: int | None = None) -> Result:
+        """Atomic symlink replace (temp link + rename); the link's own mtime is set, not the target's."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        with _oserrors("symlink", p), self._parent(parts, create=True) as dfd:
+            tmp = _tmp_name()
+            os.symlink(to_bytes(target), tmp, dir_fd=dfd)
+            try:
+                if mtime_ns is not None:
+                    os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+        return {}
+
+    def mkdir(self, path: str | bytes, mode: int = 0o755, mtime_ns: int | None = None) -> Result:
+        """Make a directory (and its parents); an existing directory just gets mode and mtime."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        with _oserrors("mkdir", p), self._parent(parts, create=True) as dfd:
+            created = True
+            try:
+                os.mkdir(parts[-1], 0o700, dir_fd=dfd)
+            except FileExistsError:
+                created = False
+            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=dfd)  # ELOOP/ENOTDIR if a non-dir holds the name
+            try:
+                os.fchmod(fd, mode & 0o7777)
+                if mtime_ns is not None:
+                    os.utime(fd, ns=(time.time_ns(), mtime_ns))
+            finally:
+                os.close(fd)
+        return {"created": created}
+
+    def set_meta(self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None) -> Result:
+        """Mode and mtime of an existing entry (dirs after their contents changed); never follows a symlink."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        try:
+            with _oserrors("set_meta", p), self._parent(parts, create=False) as dfd:
+                return self._set_meta_at(dfd, parts[-1], mode, mtime_ns)
+        except _Missing:
+            raise OpError(errno.ENOENT, f"set_meta {show(p)}: No such file or directory") from None
+
+    def _set_meta_at(self, dfd: int, name: bytes, mode: int | None, mtime_ns: int | None) -> Result:
+        st = os.lstat(name, dir_fd=dfd)
+        if stat.S_ISLNK(st.st_mode):
+            if mtime_ns is not None:
+                os.utime(name, ns=(st.st_atime_ns, mtime_ns), dir_fd=dfd, follow_symlinks=False)
+            return {}  # a symlink's mode means nothing on Linux
+        if mode is not None:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except PermissionError:  # unreadable file (non-root): chmod by name, checked not a symlink above
+                os.chmod(name, mode & 0o7777, dir_fd=dfd)
+            else:
+                try:
+                    os.fchmod(fd, mode & 0o7777)
+                finally:
+                    os.close(fd)
+        if mtime_ns is not None:
+            os.utime(name, ns=(st.st_atime_ns, mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        return {}
+
+    def move(self, old: str | bytes, new: str | bytes) -> Result:
+        """Rename old to new so that new ends up exactly as old was (an existing new is replaced).
+
+        {"moved": False, "reason": "missing"} when old is not there: the caller copies instead.
+        """
+        o, n = to_bytes(old), to_bytes(new)
+        oparts, nparts = split_path(o), split_path(n)
+        if o == n:
+            return {"moved": True}
+        if n.startswith(o + b"/") or o.startswith(n + b"/"):
+            raise OpError(errno.EINVAL, f"move {show(o)} -> {show(n)}: one path is inside the other")
+        with _oserrors("move", o):
+            try:
+                with self._parent(oparts, create=False) as ofd:
+                    ost = self._lstat(ofd, oparts[-1])
+                    if ost is None:
+                        return {"moved": False, "reason": "missing"}
+                    with self._parent(nparts, create=True) as nfd:
+                        nst = self._lstat(nfd, nparts[-1])
+                        if nst is not None and (stat.S_ISDIR(nst.st_mode) or stat.S_ISDIR(ost.st_mode)):
+                            _remove_at(nfd, nparts[-1])  # rename cannot replace across kinds or a non-empty dir
+                        os.rename(oparts[-1], nparts[-1], src_dir_fd=ofd, dst_dir_fd=nfd)
+            except _Missing:
+                return {"moved": False, "reason": "missing"}
+        return {"moved": True}
+
+    def remove(self, paths: list[str | bytes]) -> Result:
+        """Remove files, symlinks and whole dirs; a symlink to a dir is unlinked, never descended."""
+        checked = [(to_bytes(p), split_path(p)) for p in paths]
+        removed, missing = 0, 0
+        failed: list[Result] = []
+        for p, parts in checked:
+            try:
+                with self._parent(parts, create=False) as dfd:
+                    if _remove_at(dfd, parts[-1]):
+                        removed += 1
+                    else:
+                        missing += 1
+            except _Missing:
+                missing += 1
+            except OSError as e:
+                failed.append({"path": to_wire(p), "error": f"remove {show(p)}: {e.strerror}", "errno": e.errno})
+        return {"removed": removed, "missing": missing, "failed": failed}
+
+    def trash(self, paths: list[str | bytes], trash_root: str | bytes) -> Result:
+        """Move each path to trash_root/<YYYY-mm-dd>/<path>, numbering names already taken."""
+        troot = to_bytes(trash_root)
+        tparts = split_path(troot)
+        checked = [(to_bytes(p), split_path(p)) for p in paths]
+        for p, _ in checked:
+            if p == troot or p.startswith(troot + b"/"):
+                raise OpError(errno.EINVAL, f"refusing to trash {show(p)}: it is inside the trash")
+        day = time.strftime("%Y-%m-%d").encode()
+        trashed, missing = 0, 0
+        failed: list[Result] = []
+        dests: list[str] = []
+        for p, parts in checked:
+            try:
+                with self._parent(parts, create=False) as ofd:
+                    if self._lstat(ofd, parts[-1]) is None:
+                        missing += 1
+                        continue
+                    dparts = [*tparts, day, *parts]
+                    with self._parent(dparts, create=True) as dfd:
+                        name = _free_name(dfd, parts[-1])
+                        os.rename(parts[-1], name, src_dir_fd=ofd, dst_dir_fd=dfd)
+                trashed += 1
+                dests.append(to_wire(b"/".join([*dparts[:-1], name])))
+            except _Missing:
+                missing += 1
+            except OpError as e:
+                failed.append({"path": to_wire(p), "error": e.message, "errno": e.errno})
+            except OSError as e:
+                failed.append({"path": to_wire(p), "error": f"trash {show(p)}: {e.strerror}", "errno": e.errno})
+        return {"trashed": trashed, "missing": missing, "failed": failed, "dests": dests}
+
+    def purge_trash(self, trash_root: str | bytes, days: int) -> Result:
+        """Remove the trash's dated dirs more than `days` days old."""
+        troot = to_bytes(trash_root)
+        parts = split_path(troot)
+        today = datetime.date.today()
+        purged = 0
+        with _oserrors("purge_trash", troot):
+            try:
+                with self._parent([*parts, b"x"], create=False) as tfd:
+                    for name in os.listdir(tfd):
+                        try:
+                            day = datetime.date.fromisoformat(name)
+                        except ValueError:
+                            continue  # not one of ours
+                        if (today - day).days > days and _remove_at(tfd, os.fsencode(name)):
+                            purged += 1
+            except _Missing:
+                pass
+        return {"purged": purged}
+
+    def stat(self, paths: list[str | bytes]) -> list[Result]:
+        """lstat of each path; type None when absent (a symlinked parent counts as absent)."""
+        out: list[Result] = []
+        for p in paths:
+            parts = split_path(p)
+            st = None
+            try:
+                with _oserrors("stat", to_bytes(p)), self._parent(parts, create=False) as dfd:
+                    st = self._lstat(dfd, parts[-1])
+            except _Missing:
+                pass
+            if st is None:
+                out.append({"type": None})
+            else:
+                out.append(
+                    {
+                        "type": _ftype(st.st_mode),
+                        "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns,
+                        "mode": stat.S_IMODE(st.st_mode),
+                    }
+                )
+        return out
+
+    def run(self, argv: list[str | bytes], timeout: float | None = None) -> Result:
+        """Run a program (argument list, no shell) in the root, stdin closed, output captured."""
+        args = [to_bytes(a) for a in argv]
+        if not args:
+            raise OpError(errno.EINVAL, "run: empty argument list")
+        try:
+            proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=self.root)
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout if isinstance(e.stdout, bytes) else b""
+            err = e.stderr if isinstance(e.stderr, bytes) else b""
+            return {"rc": None, "timed_out": True, "stdout": to_wire(out), "stderr": to_wire(err)}
+        except OSError as e:
+            raise OpError(e.errno, f"run {show(args[0])}: {e.strerror}") from None
+        return {
+            "rc": proc.returncode,
+            "timed_out": False,
+            "stdout": to_wire(proc.stdout),
+            "stderr": to_wire(proc.stderr),
+        }
+
+    def df(self) -> Result:
+        """Free (for unprivileged users) and total bytes of the root's filesystem."""
+        with _oserrors("df", self.root):
+            st = os.statvfs(self.root)
+        return {"free": st.f_bavail * st.f_frsize, "total": st.f_blocks * st.f_frsize}
+
+
+def _free_name(dfd: int, name: bytes) -> bytes:
+    """name, or name with a number before its extension (a.1.txt, a.2.txt, ...) if taken."""
+    dot = name.rfind(b".")
+    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, b"")
+    candidate, n = name, 0
+    while True:
+        try:
+            os.lstat(candidate, dir_fd=dfd)
+        except FileNotFoundError:
+            return candidate
+        n += 1
+        tag = b".%d" % n
+        candidate = stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
+
+
+def _remove_at(dfd: int, name: bytes) -> bool:
+    """Remove name (a whole tree if a real dir) relative to dfd without following symlinks.
+
+    Iterative, so deep trees cannot hit the recursion limit.  False if name was absent.
+    """
+    try:
+        st = os.lstat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dfd)
+        return True
+    stack = [(dfd, name, os.open(name, _DIR_FLAGS, dir_fd=dfd))]
+    try:
+        while stack:
+            pfd, dname, fd = stack[-1]
+            child = None
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = os.fsencode(entry.name)
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if child is not None:
+                stack.append((fd, child, os.open(child, _DIR_FLAGS, dir_fd=fd)))
+                continue
+            stack.pop()
+            os.close(fd)
+            os.rmdir(dname, dir_fd=pfd)
+    finally:
+        for _, _, fd in stack:
+            os.close(fd)
+    return True
+
+
+# ---------------------------------------------------------------------- dispatch and framing
+
+_PATH_ARGS = ("path", "old", "new", "target", "trash_root")
+_LIST_ARGS = ("paths", "argv")
+
+
+def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
+    return {
+        "hello": ops.hello,
+        "put": ops.put,
+        "symlink": ops.symlink,
+        "mkdir": ops.mkdir,
+        "set_meta": ops.set_meta,
+        "move": ops.move,
+        "remove": ops.remove,
+        "trash": ops.trash,
+        "purge_trash": ops.purge_trash,
+        "stat": lambda paths: {"entries": ops.stat(paths)},  # replies are always objects
+        "run": ops.run,
+        "df": ops.df,
+    }
+
+
+def dispatch(ops: Ops, op: str, args: dict[str, Any], body: bytes) -> Result:
+    """Run one request and build its reply; never raises, so one bad request cannot kill the agent."""
+    try:
+        handler = _handlers(ops).get(op)
+        if handler is None:
+            raise OpError(errno.ENOSYS, f"unknown operation {op!r}")
+        kwargs = dict(args)
+        for k in _PATH_ARGS:
+            if k in kwargs:
+                kwargs[k] = to_bytes(kwargs[k])
+        for k in _LIST_ARGS:
+            if k in kwargs:
+                kwargs[k] = [to_bytes(v) for v in kwargs[k]]
+        if op == "put":
+            kwargs["data"] = body
+        return {"ok": True, "result": handler(**kwargs)}
+    except OpError as e:
+        return {"ok": False, "error": e.message, "errno": e.errno}
+    except OSError as e:
+        return {"ok": False, "error": f"{op}: {e.strerror or e}", "errno": e.errno}
+    except Exception as e:  # a bug or a malformed request: report it, keep serving
+        return {"ok": False, "error": f"agent error in {op}: {type(e).__name__}: {e}", "errno": None}
+
+
+def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    """One message: lengths, JSON header (bytes values as surrogateescaped str), body."""
+    h = json.dumps(header, separators=(",", ":"), default=_json_default).encode("ascii")
+    return _FRAME.pack(len(h), len(body)) + h + body
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        return to_wire(bytes(value))
+    raise TypeError(f"cannot send {type(value).__name__} in a message")
+
+
+def read_exact(f: IO[bytes], n: int) -> bytes | None:
+    """Exactly n bytes, or None on a clean EOF before the first byte (EOFError mid-way)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not k:
+            if got == 0:
+                return None
+            raise EOFError(f"stream ended inside a message ({got} of {n} bytes)")
+        got += k
+    return bytes(buf)
+
+
+def read_frame(f: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:
+    """The next message, or None at EOF."""
+    head = read_exact(f, _FRAME.size)
+    if head is None:
+        return None
+    hlen, blen = _FRAME.unpack(head)
+    if hlen > MAX_HEADER:
+        raise EOFError(f"message header of {hlen} bytes: stream out of sync")
+    h = read_exact(f, hlen) if hlen else b""
+    body = (read_exact(f, blen) if blen else b"") or b""
+    if h is None:
+        raise EOFError("stream ended inside a message")
+    header = json.loads(h.decode("ascii"))
+    if not isinstance(header, dict):
+        raise EOFError("message header is not an object")
+    return header, body
+
+
+def serve(inp: IO[bytes], out: IO[bytes]) -> int:
+    """The agent loop: the first message is hello (with root), then requests in order until EOF."""
+    out.write(MAGIC)
+    out.flush()
+    first = read_frame(inp)
+    if first is None:
+        return 0
+    header, _ = first
+    rid = header.get("id")
+    args = header.get("args") or {}
+    if header.get("op") != "hello" or "root" not in args:
+        out.write(encode_frame({"id": rid, "ok": False, "error": "the first message must be hello with a root"}))
+        out.flush()
+        return 2
+    try:
+        ops = Ops(to_bytes(args["root"]), create=bool(args.get("create")))
+    except OpError as e:
+        out.write(encode_frame({"id": rid, "ok": False, "error": e.message, "errno": e.errno}))
+        out.flush()
+        return 2
+    reply = dispatch(ops, "hello", {"version": args.get("version")}, b"")
+    out.write(encode_frame(dict(reply, id=rid)))
+    out.flush()
+    if not reply["ok"]:
+        return 2
+    while True:
+        frame = read_frame(inp)
+        if frame is None:
+            return 0
+        header, body = frame
+        reply = dispatch(ops, str(header.get("op")), header.get("args") or {}, body)
+        out.write(encode_frame(dict(reply, id=header.get("id"))))
+        out.flush()
+
+
+def main() -> None:
+    """Entry point on the far side: stdout is reserved for frames, stray prints go to stderr."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    try:
+        rc = serve(sys.stdin.buffer, out)
+    except (EOFError, BrokenPipeError) as e:
+        sys.stderr.write(f"tether agent: {e}\n")
+        rc = 3
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Commands for jobs that run continuously: run, start, stop, restart, status, log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.dirs import Dirs
+from tether.errors import EXIT_OK, LockedError, TetherError
+from tether.output import human_bytes, shown
+
+SERVICE_COMMANDS = ("run", "start", "stop", "restart", "status", "log")
+
+
+def add_parsers(sub: Any) -> None:
+    r = sub.add_parser("run", help="run a job continuously in the foreground (for systemd, containers)")
+    r.add_argument("name")
+    s = sub.add_parser("start", help="start a job in the background")
+    s.add_argument("name", nargs="+")
+    p = sub.add_parser("stop", help="stop a background job (after its transfer in flight)")
+    p.add_argument("name", nargs="+")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before killing (default 30)")
+    rs = sub.add_parser("restart", help="stop, then start a job")
+    rs.add_argument("name", nargs="+")
+    st = sub.add_parser("status", help="state of jobs and their targets")
+    st.add_argument("name", nargs="?")
+    st.add_argument("--json", action="store_true")
+    lg = sub.add_parser("log", help="print a job's log")
+    lg.add_argument("name")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("-n", "--lines", type=int, default=50)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+def run_live(name: str, job_spec: Any, live_opts: Any, ssh: Any, dirs: Dirs, status_path: Path) -> int:
+    """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`."""
+    from tether.live import LiveMirror
+    from tether.mirror import Mirror
+    from tether.service.status import JobStatus, StatusBoard
+    from tether.state import KnownTargets
+    from tether.transport.rsync import Rsync
+
+    setup_logging()
+    board = StatusBoard(status_path, JobStatus(name, os.getpid(), job_spec.source.path, time.time()))
+    mirror = Mirror(Rsync(ssh, job_spec.rsync), KnownTargets(dirs.state))
+    live = LiveMirror(job_spec, live_opts, mirror, ssh, board)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("tether").info("stopping (%s): finishing the transfer in flight", signal.Signals(signum).name)
+        board.update(state="stopping", force=True)
+        live.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        live.run()
+    except TetherError as e:
+        board.update(state="failed", message=str(e), force=True)
+        raise
+    board.update(state="stopped", force=True)
+    logging.getLogger("tether").info("stopped")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import job_file, parse_job
+    from tether.service.daemon import JobPaths, check_conflicts
+    from tether.service.locks import PidLock
+    from tether.ssh import SshOptions
+
+    job = parse_job(job_file(dirs, args.name), args.name)
+    paths = JobPaths.of(dirs, args.name)
+    lock = PidLock(paths.pid)
+    if not lock.acquire():
+        raise LockedError(f"{args.name} is already running (pid {lock.holder()})", f"`tether stop {args.name}` first")
+    try:
+        check_conflicts(dirs, job)
+        ssh = SshOptions.from_env(dirs)
+        if job.ssh_config:
+            ssh = SshOptions(ssh.socket_dir, job.ssh_config)
+        return run_live(args.name, job.spec, job.live, ssh, dirs, paths.status)
+    finally:
+        lock.release()
+
+
+def _fmt_time(t: float | None) -> str:
+    if not t:
+        return "never"
+    ago = time.time() - t
+    return f"{ago:.0f}s ago" if ago < 120 else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import list_jobs
+    from tether.service.daemon import JobPaths
+    from tether.service.locks import PidLock
+    from tether.service.status import read_status
+
+    names = [args.name] if args.name else list_jobs(dirs)
+    docs: list[dict[str, Any]] = []
+    for name in names:
+        paths = JobPaths.of(dirs, name)
+        pid = PidLock(paths.pid).holder()
+        st = read_status(paths.status) or {}
+        running = pid is not None
+        state = st.get("state", "stopped") if running else ("failed" if st.get("state") == "failed" else "stopped")
+        docs.append({"job": name, "running": running, "pid": pid, "state": state, "message": st.get("message"),
+                     "watches": st.get("watches", 0), "targets": st.get("targets", []) if running else []})  # fmt: skip
+    if args.json:
+        print(json.dumps({"jobs": docs}, indent=2))
+        return EXIT_OK
+    if not docs:
+        print("no jobs")
+    for d in docs:
+        line = f"{d['job']}: {d['state']}" + (f" (pid {d['pid']}, {d['watches']} dirs watched)" if d["running"] else "")
+        print(line)
+        if d["message"] and d["state"] == "failed":
+            print(f"  {d['message']}")
+        for t in d["targets"]:
+            print(
+                f"  {shown(t['target'])}: {t['state']}, last success {_fmt_time(t['last_success'])}, "
+                f"pending {t['pending']}, sent {t['files_sent']} files / {human_bytes(t['bytes_sent'])}"
+            )
+            if t.get("last_error"):
+                print(f"    last error ({_fmt_time(t['last_error_at'])}): {t['last_error']}")
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import job_file
+    from tether.service.daemon import JobPaths
+
+    job_file(dirs, args.name)
+    path = JobPaths.of(dirs, args.name).log
+    if not path.exists():
+        print(f"no log yet for {args.name} ({path})")
+        return EXIT_OK
+    with open(path, "rb") as f:
+        lines = f.read().splitlines()[-args.lines :]
+        for ln in lines:
+            print(ln.decode("utf-8", "backslashreplace"))
+        while args.follow:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode("utf-8", "backslashreplace"))
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)  # a person watching a log; tail -f polls the same way
+    return EXIT_OK
+
+
+def handle(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.service import daemon
+
+    if args.command == "run":
+        return cmd_run(args, dirs)
+    if args.command == "status":
+        return cmd_status(args, dirs)
+    if args.command == "log":
+        return cmd_log(args, dirs)
+    worst = EXIT_OK
+    for name in args.name:
+        try:
+            if args.command in ("stop", "restart"):
+                daemon.stop(dirs, name, timeout=getattr(args, "timeout", 30.0))
+            if args.command in ("start", "restart"):
+                daemon.start(dirs, name)
+        except TetherError as e:
+            print(f"tether: error: {name}: {shown(str(e))}", file=sys.stderr)
+            worst = max(worst, e.code)
+    return worst

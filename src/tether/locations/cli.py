@@ -1,0 +1,256 @@
+"""`tether backup|work|transfer|tree PATH...` and `tether locations`.
+
+The flow is the same for every action: resolve PATHs to sets, pick source and destination
+locations, plan, list, ask every question, then re-check and apply; a file that changed
+meanwhile sends the remaining destinations back to planning and asking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from tether.dirs import Dirs
+from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
+from tether.locations import execute
+from tether.locations.config import BACKUP, WORKING, Config, Location, LocationSet, load, match_location, resolve_path
+from tether.locations.plan import Op, Plan, diff, display, render
+from tether.locations.prompt import Asker, NeedsAnswer, Stopped
+from tether.output import human_bytes, shown
+
+COMMANDS = {"backup", "work", "transfer", "tree", "locations"}
+MAX_ROUNDS = 5  # re-plans when files keep changing under us
+ACTIONS = {
+    "backup": "copy PATHs from the WORKING to every accessible BACKUP (never deletes there)",
+    "work": "copy PATHs from a BACKUP into a WORKING",
+    "transfer": "copy PATHs from one BACKUP to another",
+    "tree": "create in the WORKING the folder skeleton (no files) of a BACKUP",
+}
+# source role, destination role, per action
+ROLES = {
+    "backup": (WORKING, BACKUP),
+    "work": (BACKUP, WORKING),
+    "transfer": (BACKUP, BACKUP),
+    "tree": (BACKUP, WORKING),
+}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for name, text in ACTIONS.items():
+        p = sub.add_parser(name, help=text, description=text + ". See `tether locations` for the sets.")
+        p.add_argument("paths", metavar="PATH", nargs="+", help="file or folder inside a location")
+        p.add_argument("-m", dest="overwrite", action="store_true", help="overwrite modified files without asking")
+        p.add_argument("-d", dest="delete", action="store_true", help="delete what the source lacks, asking first")
+        p.add_argument("-D", dest="delete_now", action="store_true", help="delete what the source lacks, no question")
+        p.add_argument("-s", dest="hide_dirs", action="store_true", help="do not list changes to folders")
+        p.add_argument("-v", dest="verbose", action="store_true", help="show the rsync commands and ask first")
+        p.add_argument("-n", "--dry-run", action="store_true", help="list what would change; change nothing")
+        p.add_argument("-y", "--yes", action="store_true", help="answer yes to every yes/no question")
+        p.add_argument("--from", dest="from_", action="append", default=[], metavar="LOCATION", help="source")
+        p.add_argument("--to", action="append", default=[], metavar="LOCATION", help="destination")
+    p = sub.add_parser("locations", help="list the location sets, which are accessible now and their free space")
+    p.add_argument("--json", action="store_true")
+
+
+def handle(args: argparse.Namespace, dirs: Dirs) -> int:
+    config = load(dirs)
+    if args.command == "locations":
+        return _list(config, dirs, as_json=args.json)
+    if config is None:
+        raise UsageError(f"no locations configured: {dirs.config / 'locations.toml'} does not exist", _EXAMPLE)
+    asker = Asker.open(yes=args.yes)
+    try:
+        return _Run(args, config, asker).run()
+    except Stopped as e:
+        print(f"tether: {e.message}", file=sys.stderr)
+        return EXIT_ERRORS
+    finally:
+        asker.close()
+
+
+_EXAMPLE = 'write for example:\n  [sets.photos]\n  working = ["~/Pictures"]\n  backup = ["/mnt/disk1/Pictures"]'
+
+
+@dataclass(frozen=True)
+class Job:
+    loc_set: LocationSet
+    source: Location
+    dest: Location
+    scopes: tuple[bytes, ...]
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+class _Run:
+    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker) -> None:
+        self.args, self.config, self.ask = args, config, asker
+        self.verb: str = args.command
+        self.deleting = (args.delete or args.delete_now) and self.verb in ("work", "transfer")
+        self.skipped: set[Location] = set()
+        for given in [*args.from_, *args.to]:
+            match_location(config, given)  # a typo fails before anything is asked
+
+    def run(self) -> int:
+        if (self.args.delete or self.args.delete_now) and not self.deleting:
+            _note(f"{self.verb} never deletes anything: -d/-D ignored")
+        by_set: dict[str, list[bytes]] = {}
+        for arg in self.args.paths:
+            t = resolve_path(self.config, arg)
+            by_set.setdefault(t.location.set_name, []).append(t.rel)
+        jobs = [job for name, rels in by_set.items() for job in self._jobs(self.config.get(name), rels)]
+        return self._loop(jobs)
+
+    def _pick(
+        self, loc_set: LocationSet, role: str, given: list[str], flag: str, exclude: Location | None
+    ) -> list[Location]:
+        """The accessible locations of `role` to use: named by `flag`, the only one, or asked."""
+        everyone = [loc for loc in loc_set.locations if loc.role == role and loc != exclude]
+        for loc in everyone:
+            if not loc.accessible and loc not in self.skipped:
+                self.skipped.add(loc)
+                _note(f"{role} {loc} of set {loc_set.name} is not accessible (not mounted?): skipped")
+        ready = [loc for loc in everyone if loc.accessible]
+        if not ready:
+            raise TetherError(
+                f"no accessible {role} in set {loc_set.name}"
+                + (f" (configured: {', '.join(map(str, everyone))})" if everyone else ""),
+                "mount the disk or create the folder, then run again",
+            )
+        chosen = [loc for loc in (match_location(self.config, g) for g in given) if loc.set_name == loc_set.name]
+        for loc in chosen:
+            if loc not in ready:
+                raise UsageError(f"{flag} {loc} is not an accessible {role} of set {loc_set.name}",
+                                 f"choose one of: {', '.join(map(str, ready))}")  # fmt: skip
+        if chosen:
+            return chosen if self.verb == "backup" and role == BACKUP else chosen[:1]
+        if (self.verb == "backup" and role == BACKUP) or len(ready) == 1:
+            return ready
+        i = self.ask.choose(f"{self.verb} [{loc_set.name}]: which {role}?", [str(loc) for loc in ready], flag)
+        return [ready[i]]
+
+    def _jobs(self, loc_set: LocationSet, rels: list[bytes]) -> list[Job]:
+        src_role, dst_role = ROLES[self.verb]
+        source = self._pick(loc_set, src_role, self.args.from_, "--from", None)[0]
+        dests = self._pick(loc_set, dst_role, self.args.to, "--to", source)
+        scopes = tuple(sorted({r for r in rels if not any(r.startswith(o + b"/") or not o for o in rels if o != r)}))
+        for rel in scopes:
+            if rel and not os.path.lexists(os.path.join(os.fsencode(source.path), rel)):
+                raise UsageError(f"{display(rel)} does not exist in {src_role} {source}",
+                                 "give a PATH that exists in the source")  # fmt: skip
+        return [Job(loc_set, source, d, scopes) for d in dests]
+
+    def _plan(self, job: Job) -> Plan:
+        src = execute.scan(job.source.path, job.scopes)
+        dst = execute.scan(job.dest.path, job.scopes)
+        actions = diff(src, dst, delete=self.deleting, dirs_only=self.verb == "tree")
+        stamp = execute.new_stamp(job.dest.path)
+        return Plan(
+            self.verb, job.loc_set.name, job.source.path, job.dest.path, actions, job.loc_set.keep_versions, stamp
+        )
+
+    def _approve(self, plan: Plan) -> Plan:
+        """Every question for one destination; the answer narrows the plan, never widens it."""
+        dest, a = shown(plan.dest), self.args
+        n_mod, n_del = plan.count(Op.OVERWRITE), plan.count(Op.DELETE)
+        overwrite = a.overwrite or not n_mod or self.ask.confirm(
+            f"overwrite these {n_mod} modified files in {dest}?", "-m",
+            f"{n_mod} modified files would be overwritten in {dest}",
+        )  # fmt: skip
+        delete = a.delete_now or not n_del or self.ask.confirm(
+            f"delete these {n_del} files in {dest}?", "-D", f"{n_del} files would be deleted in {dest}"
+        )  # fmt: skip
+        if not overwrite:
+            print(f"kept {n_mod} modified files in {dest} as they are")
+        if not delete:
+            print(f"kept {n_del} files in {dest} that the source lacks")
+        return plan.approved(overwrite=overwrite, delete=delete)
+
+    def _loop(self, jobs: list[Job]) -> int:
+        failed, rounds = False, 0
+        while jobs:
+            plans = [self._plan(j) for j in jobs]
+            for p in plans:
+                print("\n".join(render(p, show_dirs=not self.args.hide_dirs)))
+            if self.args.dry_run:
+                if self.args.verbose:
+                    self._show_commands(plans)
+                print("dry run: nothing changed")
+                return EXIT_OK
+            try:
+                approved = [self._approve(p) for p in plans]
+                if self.args.verbose and any(p.actions for p in approved):
+                    self._show_commands(approved)
+                    if not self.ask.confirm("run these commands?", "--yes", "-v asks before running"):
+                        raise Stopped("stopped: nothing was changed")
+            except NeedsAnswer as e:
+                if rounds:
+                    e.message = e.message.replace("nothing was changed", "nothing more was changed")
+                raise
+            for i, plan in enumerate(approved):
+                changed = execute.recheck(plan)
+                if changed:
+                    names = ", ".join(display(c) for c in changed[:5])
+                    _note(f"changed since listed in {shown(plan.dest)}: {names}; planning again")
+                    jobs, rounds = jobs[i:], rounds + 1
+                    if rounds > MAX_ROUNDS:
+                        raise TetherError("files keep changing while planning: stopped", "run again when they settle")
+                    break
+                failed |= not self._apply(plan)
+            else:
+                jobs = []
+        return EXIT_ERRORS if failed else EXIT_OK
+
+    def _apply(self, plan: Plan) -> bool:
+        if not plan.actions:
+            return True
+        out = execute.apply(plan)
+        if out.ok:
+            replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
+            kept = f"; old versions in {shown(os.fsdecode(execute.backup_dir(plan)))}" if plan.keep_versions else ""
+            print(f"done  {shown(plan.dest)}: {out.copied} copied, {out.removed} removed{kept if replaced else ''}")
+            return True
+        print(f"FAIL  {shown(plan.dest)}: {shown(out.errors[0])}", file=sys.stderr)
+        if out.hint:
+            print(f"      hint: {out.hint}", file=sys.stderr)
+        return False
+
+    def _show_commands(self, plans: list[Plan]) -> None:
+        for p in plans:
+            gone = execute.removals(p)
+            if gone:
+                how = f"move into {shown(os.fsdecode(execute.backup_dir(p)))}" if p.keep_versions else "remove"
+                print(f"+ {how}: {len(gone)} entries in {shown(p.dest)} (listed above)")
+            if execute.copies(p):
+                argv = shlex.join(shown(a) for a in execute.rsync_argv(p))
+                print(f"+ {argv}  < {len(execute.copies(p))} paths on stdin, NUL-separated")
+
+
+def _list(config: Config | None, dirs: Dirs, *, as_json: bool) -> int:
+    sets: list[dict[str, Any]] = []
+    for s in config.sets if config else ():
+        rows = []
+        for loc in s.locations:
+            ok = loc.accessible
+            free = shutil.disk_usage(loc.path).free if ok else None
+            rows.append({"role": loc.role, "path": shown(loc.path), "accessible": ok, "free_bytes": free})
+        sets.append({"name": s.name, "keep_versions": s.keep_versions, "locations": rows})
+    file = str(config.file if config else dirs.config / "locations.toml")
+    if as_json:
+        print(json.dumps({"file": file, "sets": sets}, indent=2))
+        return EXIT_OK
+    if not sets:
+        print(f"no locations configured yet: write {file} (see README)")
+    for s_doc in sets:
+        print(f"{s_doc['name']} (keep_versions {s_doc['keep_versions']})")
+        for r in s_doc["locations"]:
+            state = f"accessible   {human_bytes(r['free_bytes'])} free" if r["accessible"] else "not accessible"
+            print(f"  {r['role']:<8} {r['path']:<40} {state}")
+    return EXIT_OK

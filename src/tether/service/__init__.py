@@ -1,0 +1,1 @@
+"""Running jobs in the background: pid locks, status files, logs, start/stop."""

@@ -1,0 +1,132 @@
+"""start / stop / restart / status / log for jobs that run in the background.
+
+`tether start NAME` spawns `tether run NAME` in its own session with its output appended to
+the job's log; the child holds the job's pid lock and publishes a status file. Everything
+here talks to a running job through those two files and signals, nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.config import MirrorJob, job_file, list_jobs, parse_job
+from tether.dirs import Dirs
+from tether.endpoints import Endpoint, Local, Ssh, is_inside
+from tether.errors import EXIT_OK, TetherError, UsageError
+from tether.service.locks import PidLock
+from tether.service.status import read_status
+
+START_DEADLINE = 60.0
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    pid: Path
+    status: Path
+    log: Path
+
+    @classmethod
+    def of(cls, dirs: Dirs, name: str) -> JobPaths:
+        run = dirs.runtime / "jobs"
+        return cls(run / f"{name}.pid", run / f"{name}.status.json", dirs.state / "logs" / f"{name}.log")
+
+
+def _overlaps(a: Endpoint, b: Endpoint) -> bool:
+    if isinstance(a, Local) and isinstance(b, Local):
+        pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
+        return is_inside(pa, pb) or is_inside(pb, pa)
+    if isinstance(a, Ssh) and isinstance(b, Ssh) and a.host == b.host:
+        pa, pb = os.path.normpath(a.path or "."), os.path.normpath(b.path or ".")
+        return is_inside(pa, pb) or is_inside(pb, pa)
+    return False
+
+
+def check_conflicts(dirs: Dirs, job: MirrorJob) -> None:
+    """Refuse to run beside a running job that writes the same target path (or one inside it)."""
+    for other in list_jobs(dirs):
+        if other == job.name or PidLock(JobPaths.of(dirs, other).pid).holder() is None:
+            continue
+        try:
+            theirs = parse_job(job_file(dirs, other), other)
+        except TetherError:
+            continue
+        for mine in job.spec.targets:
+            for t in theirs.spec.targets:
+                if _overlaps(mine, t):
+                    raise UsageError(
+                        f"jobs {job.name!r} and {other!r} would both write {t}"
+                        + ("" if str(t) == str(mine) else f" (and {mine})"),
+                        f"stop {other!r} first (`tether stop {other}`) or give the jobs separate targets",
+                    )
+
+
+def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
+    job = parse_job(job_file(dirs, name), name)
+    paths = JobPaths.of(dirs, name)
+    pid = PidLock(paths.pid).holder()
+    if pid is not None:
+        print(f"{name} is already running (pid {pid})")
+        return EXIT_OK
+    check_conflicts(dirs, job)
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
+    paths.status.unlink(missing_ok=True)
+    with open(paths.log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "run", name],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + START_DEADLINE
+    while time.monotonic() < deadline:
+        st = read_status(paths.status)
+        if st and st.get("pid") == proc.pid and st.get("state") == "running":
+            if not quiet:
+                print(f"started {name} (pid {proc.pid}); log: {paths.log}")
+            return EXIT_OK
+        code = proc.poll()
+        if code is not None:
+            raise TetherError(f"{name} stopped at once (exit {code}):\n{_tail(paths.log, 8)}", f"see {paths.log}")
+        time.sleep(0.05)
+    raise TetherError(f"{name} did not report running within {START_DEADLINE:.0f} s", f"see {paths.log}")
+
+
+def stop(dirs: Dirs, name: str, *, timeout: float = 30.0, quiet: bool = False) -> int:
+    job_file(dirs, name)  # validates the name
+    paths = JobPaths.of(dirs, name)
+    lock = PidLock(paths.pid)
+    pid = lock.holder()
+    if pid is None:
+        if not quiet:
+            print(f"{name} is not running")
+        return EXIT_OK
+    os.kill(pid, signal.SIGTERM)  # the job ends its transfer in flight, then exits
+    deadline = time.monotonic() + timeout
+    while lock.holder() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lock.holder() is not None:
+        # The transfer did not end in time: stop the whole group. rsync and the agent write to
+        # temporary names, so no half-written file is left under a real name; the next start
+        # begins with a full pass.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        while lock.holder() is not None:
+            time.sleep(0.05)
+        if not quiet:
+            print(f"{name} did not stop within {timeout:.0f} s and was killed; the next start converges")
+        return EXIT_OK
+    if not quiet:
+        print(f"stopped {name}")
+    return EXIT_OK
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

@@ -1,0 +1,82 @@
+"""The status a running job publishes: one small JSON file, replaced atomically.
+
+A file rather than a socket: `tether status` works even while the job is busy, needs no
+protocol, and a crashed job leaves its last words for the user to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+IDLE, SYNCING, RETRYING, DOWN = "idle", "syncing", "retrying", "down"
+
+
+@dataclass
+class TargetStatus:
+    target: str
+    state: str = IDLE
+    last_success: float | None = None
+    pending: int = 0
+    bytes_sent: int = 0
+    files_sent: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    full_passes: int = 0
+
+
+@dataclass
+class JobStatus:
+    job: str
+    pid: int
+    source: str
+    started: float
+    state: str = "starting"  # starting, running, stopping, stopped, failed
+    watches: int = 0
+    targets: list[TargetStatus] = field(default_factory=list)
+    message: str | None = None
+
+
+class StatusBoard:
+    """Shared by the job's threads; writes the file at most every `min_gap` seconds."""
+
+    def __init__(self, path: Path, status: JobStatus, min_gap: float = 0.2) -> None:
+        self.path = path
+        self.status = status
+        self.min_gap = min_gap
+        self.lock = threading.RLock()
+        self._written = 0.0
+        self._dirty = False
+
+    def update(self, target: TargetStatus | None = None, force: bool = False, **changes: Any) -> None:
+        with self.lock:
+            obj: Any = target if target is not None else self.status
+            for k, v in changes.items():
+                setattr(obj, k, v)
+            self._dirty = True
+            if force or time.monotonic() - self._written >= self.min_gap:
+                self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self._dirty:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(asdict(self.status), indent=1))
+            os.replace(tmp, self.path)
+            self._written = time.monotonic()
+            self._dirty = False
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

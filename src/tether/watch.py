@@ -1,0 +1,419 @@
+"""inotify watcher and the coalescing window for the continuous mirror.
+
+Linux only, stdlib only: inotify through ctypes, events parsed with struct. The watcher keeps
+per-directory state (watch descriptor <-> relative path) and never per-file state, so a tree of
+100,000 files costs a few MB, and it blocks in poll() when idle. What inotify cannot give
+exactly (a lost queue, the root itself moving) becomes Change("rescan", "").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import math
+import os
+import select
+import struct
+import time
+from dataclasses import dataclass
+
+from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
+from tether.errors import UsageError
+from tether.filters import Filter
+
+__all__ = ["Change", "Coalescer", "Watcher", "coalesce"]
+
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_UNMOUNT = 0x2000
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_EXCL_UNLINK = 0x04000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+MASK = (
+    IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
+) | (IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+
+_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+_BUFSIZE = 256 * 1024
+_MAX_READS = 64  # per drain: hand control back during an endless burst
+MOVE_GRACE = 0.02  # how long a MOVED_FROM waits for its MOVED_TO before it counts as a delete
+WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
+
+
+@dataclass(frozen=True)
+class _Event:
+    wd: int
+    mask: int
+    cookie: int
+    name: bytes
+
+
+class _Inotify:
+    """The three libc calls, with errno turned into OSError."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._init1 = libc.inotify_init1
+        self._init1.argtypes = [ctypes.c_int]
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self._rm = libc.inotify_rm_watch
+        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
+
+    @staticmethod
+    def _check(ret: int, what: str) -> int:
+        if ret < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"{what}: {os.strerror(e)}")
+        return ret
+
+    def init(self) -> int:
+        return self._check(self._init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
+
+    def add_watch(self, fd: int, path: bytes, mask: int) -> int:
+        return self._check(self._add(fd, path, mask), "inotify_add_watch")
+
+    def rm_watch(self, fd: int, wd: int) -> None:
+        self._rm(fd, wd)  # EINVAL when the kernel already dropped it: nothing to do
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def max_user_watches() -> int | None:
+    """The kernel's per-user watch limit, or None where it cannot be read."""
+    try:
+        with open(WATCHES_SYSCTL) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:
+    want = max(65536, math.ceil(2 * needed / 65536) * 65536)
+    have = f"fs.inotify.max_user_watches is {limit}" if limit is not None else "the kernel refused more"
+    return UsageError(
+        f"watching {root} needs {needed} inotify watches (one per directory) but {have}",
+        f"raise it: sysctl fs.inotify.max_user_watches={want}; to keep it after a reboot, put "
+        f"the line fs.inotify.max_user_watches={want} in /etc/sysctl.d/90-tether.conf",
+    )
+
+
+class Watcher:
+    """Reports changes below `root` as Change records, excluded paths left out."""
+
+    def __init__(self, root: str, flt: Filter, max_watches: int | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.flt = flt
+        self._max_watches = max_watches
+        self._ino = _Inotify()
+        self._fd = -1
+        self._poll = select.poll()
+        self._paths: dict[int, str] = {}  # wd -> relative dir path
+        self._wds: dict[str, int] = {}  # relative dir path -> wd
+        self._held: list[_Event] = []  # from an unpaired MOVED_FROM on, waiting for its MOVED_TO
+        self._held_since = 0.0
+        self._rescan_on_dir_move = any(r.anchored and not r.pattern.startswith("**/") for r in flt.rules)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Watch every included directory; refuse before the first watch if the limit is short."""
+        if self._fd >= 0:
+            return
+        if not os.path.isdir(self.root):
+            raise UsageError(f"cannot watch {self.root}: not a directory")
+        needed = sum(1 for _ in self._dirs(""))
+        limit = self._max_watches if self._max_watches is not None else max_user_watches()
+        if limit is not None and needed > limit:
+            raise _too_many_watches(self.root, needed, limit)
+        try:
+            self._fd = self._ino.init()
+        except OSError as e:
+            raise UsageError(
+                f"cannot start inotify: {e.strerror}",
+                "too many inotify instances? sysctl fs.inotify.max_user_instances=1024",
+            ) from None
+        self._poll.register(self._fd, select.POLLIN)
+        self._watch_tree("")
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._poll.unregister(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        self._paths.clear()
+        self._wds.clear()
+        self._held.clear()
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._paths)
+
+    @property
+    def holding(self) -> bool:
+        """Whether a MOVED_FROM still waits for its pair (read() settles it within MOVE_GRACE)."""
+        return bool(self._held)
+
+    # -- watches -------------------------------------------------------------------------
+    def _abs(self, rel: str) -> str:
+        return _join(self.root, rel) if rel else self.root
+
+    def _dirs(self, top: str) -> list[str]:
+        """Included directories at and below `top` (symlinks not followed)."""
+        out, stack = [], [top]
+        while stack:
+            d = stack.pop()
+            out.append(d)
+            try:
+                with os.scandir(self._abs(d)) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            child = _join(d, e.name)
+                            if not self.flt.path_excluded(child, True):
+                                stack.append(child)
+            except OSError:
+                continue
+        return out
+
+    def _watch_tree(self, top: str) -> None:
+        """Watch `top` and every included directory below it: watch first, then list, so a
+        directory made meanwhile is either listed or reported."""
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            if not self._add_watch(d):
+                continue
+            try:
+                with os.scandir(self._abs(d)) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            child = _join(d, e.name)
+                            if not self.flt.path_excluded(child, True):
+                                stack.append(child)
+            except OSError:
+                continue
+
+    def _add_watch(self, rel: str) -> bool:
+        try:
+            wd = self._ino.add_watch(self._fd, os.fsencode(self._abs(rel)), MASK)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _too_many_watches(self.root, len(self._paths) + 1, max_user_watches()) from None
+            return False  # gone, not a directory any more, or unreadable
+        old = self._paths.get(wd)
+        if old is not None and old != rel and self._wds.get(old) == wd:
+            del self._wds[old]
+        self._paths[wd] = rel
+        self._wds[rel] = wd
+        return True
+
+    def _unwatch_tree(self, top: str) -> None:
+        for rel in [p for p in self._wds if _under(p, top)]:
+            wd = self._wds.pop(rel)
+            self._paths.pop(wd, None)
+            self._ino.rm_watch(self._fd, wd)
+
+    def _rename_tree(self, old: str, new: str) -> None:
+        """A moved directory keeps its watches (they follow the inode): rename their paths."""
+        for rel in [p for p in self._wds if _under(p, old)]:
+            wd = self._wds.pop(rel)
+            moved = new + rel[len(old) :]
+            self._paths[wd] = moved
+            self._wds[moved] = wd
+
+    def _rebuild(self) -> None:
+        """After a lost queue: re-walk, re-add (same inode, same wd) and drop stale watches."""
+        before = set(self._paths)
+        self._paths.clear()
+        self._wds.clear()
+        self._watch_tree("")
+        for wd in before - set(self._paths):
+            self._ino.rm_watch(self._fd, wd)
+
+    # -- events --------------------------------------------------------------------------
+    def _drain(self) -> list[_Event]:
+        out: list[_Event] = []
+        for _ in range(_MAX_READS):
+            try:
+                buf = os.read(self._fd, _BUFSIZE)
+            except BlockingIOError:
+                break
+            i, n = 0, len(buf)
+            while i + _HEADER.size <= n:
+                wd, mask, cookie, length = _HEADER.unpack_from(buf, i)
+                start = i + _HEADER.size
+                out.append(_Event(wd, mask, cookie, buf[start : start + length].rstrip(b"\0")))
+                i = start + length
+        return out
+
+    def read(self, timeout: float | None) -> list[Change]:
+        """Changes from everything readable now; waits up to `timeout` for the first event."""
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            events = self._drain()
+            now = time.monotonic()
+            expired = bool(self._held) and now >= self._held_since + MOVE_GRACE
+            if events or expired:
+                first = self._held[0] if self._held else None
+                settle = len(self._held) if expired else 0
+                changes, rest = self._decode(self._held + events, settle)
+                self._held = rest
+                if rest and rest[0] is not first:
+                    self._held_since = now
+                if changes:
+                    return changes
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return []
+            wake = end
+            if self._held:
+                due = self._held_since + MOVE_GRACE
+                wake = due if wake is None else min(wake, due)
+            self._poll.poll(-1 if wake is None else max(0, math.ceil((wake - now) * 1000)))
+
+    def _decode(self, events: list[_Event], settle: int) -> tuple[list[Change], list[_Event]]:
+        """Events to changes, in order. A MOVED_FROM pairs with the MOVED_TO of the same cookie;
+        an unpaired one holds back the rest, unless it is among the first `settle` events,
+        whose grace is over: then it was a move out of the tree."""
+        out: list[Change] = []
+        to_at = {ev.cookie: i for i, ev in enumerate(events) if ev.mask & IN_MOVED_TO}
+        paired: set[int] = set()
+        for i, ev in enumerate(events):
+            if i in paired:
+                continue
+            if ev.mask & IN_Q_OVERFLOW:
+                self._rebuild()
+                return [Change(RESCAN, "")], []
+            if ev.mask & IN_IGNORED:
+                rel = self._paths.pop(ev.wd, None)
+                if rel is not None and self._wds.get(rel) == ev.wd:
+                    del self._wds[rel]
+                continue
+            parent = self._paths.get(ev.wd)
+            if parent is None:
+                continue  # a watch we dropped; its last events are stale
+            if not ev.name:
+                if parent == "":  # events on the root itself; other dirs report via their parent
+                    if ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
+                        out.append(Change(RESCAN, ""))
+                    elif ev.mask & IN_ATTRIB:
+                        out.append(Change(WRITE, ""))
+                continue
+            rel = _join(parent, os.fsdecode(ev.name))
+            is_dir = bool(ev.mask & IN_ISDIR)
+            if ev.mask & IN_MOVED_FROM:
+                j = to_at.get(ev.cookie, -1)
+                if j > i:
+                    paired.add(j)
+                    to = events[j]
+                    to_parent = self._paths.get(to.wd)
+                    if to_parent is None:
+                        self._moved_out(rel, is_dir, out)
+                    else:
+                        self._moved(rel, _join(to_parent, os.fsdecode(to.name)), is_dir, out)
+                elif i < settle:
+                    self._moved_out(rel, is_dir, out)
+                else:
+                    return out, [e for k, e in enumerate(events[i:], i) if k not in paired]
+            elif ev.mask & IN_MOVED_TO:
+                self._moved_in(rel, is_dir, out)
+            elif self.flt.path_excluded(rel, is_dir):
+                continue
+            elif ev.mask & IN_CREATE:
+                if is_dir:
+                    self._watch_tree(rel)
+                out.append(Change(WRITE, rel, is_dir, created=True))
+            elif ev.mask & (IN_CLOSE_WRITE | IN_ATTRIB):
+                out.append(Change(WRITE, rel))
+            elif ev.mask & IN_DELETE:
+                out.append(Change(DELETE, rel, is_dir))
+        return out, []
+
+    def _moved_in(self, rel: str, is_dir: bool, out: list[Change]) -> None:
+        if self.flt.path_excluded(rel, is_dir):
+            return
+        if is_dir:
+            self._watch_tree(rel)
+        out.append(Change(WRITE, rel, is_dir))
+
+    def _moved_out(self, rel: str, is_dir: bool, out: list[Change]) -> None:
+        if is_dir:
+            self._unwatch_tree(rel)  # its watches would follow it out of the tree
+        if not self.flt.path_excluded(rel, is_dir):
+            out.append(Change(DELETE, rel, is_dir))
+
+    def _moved(self, old: str, new: str, is_dir: bool, out: list[Change]) -> None:
+        if self.flt.path_excluded(old, is_dir):
+            self._moved_in(new, is_dir, out)
+        elif self.flt.path_excluded(new, is_dir):
+            self._moved_out(old, is_dir, out)
+        else:
+            out.append(Change(MOVE, new, is_dir, old=old))
+            if is_dir:
+                self._rename_tree(old, new)
+                if self._rescan_on_dir_move:
+                    # Anchored rules may judge the subtree differently under its new name.
+                    self._unwatch_tree(new)
+                    self._watch_tree(new)
+                    out.append(Change(RESCAN, ""))
+
+
+class Coalescer:
+    """Gathers changes for `delay` seconds after the first one (window), then hands a merged batch."""
+
+    def __init__(self, watcher: Watcher, delay: float = 0.05, max_delay: float = 1.0) -> None:
+        self.watcher = watcher
+        self.delay = delay
+        self.max_delay = max_delay
+
+    def next_batch(self, timeout: float | None) -> list[Change]:
+        """Wait up to `timeout` for a first change, then read until `delay` passes quietly or
+        `max_delay` since the first; [] on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        changes: list[Change] = []
+        while not changes:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return []
+            changes = self.watcher.read(left)
+        first = last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            stop = min(last + self.delay, first + self.max_delay)
+            if now >= stop:
+                break
+            got = self.watcher.read(stop - now)
+            if got:
+                changes += got
+                last = time.monotonic()
+        while self.watcher.holding:  # settle a half-seen move rather than split it across batches
+            changes += self.watcher.read(MOVE_GRACE)
+        return coalesce(changes)

@@ -1,0 +1,208 @@
+"""The continuous mirror as a user runs it: `tether start`, real inotify, real sshd, real faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.rig.live import running, status, wait_for, wait_same, write_job
+from tests.rig.run import find_named, tether
+from tests.rig.sshd import SshServer
+from tests.rig.trees import HOSTILE_NAMES, make_tree
+
+
+def test_changes_reach_local_and_ssh_targets_hostile_names_included(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env
+) -> None:
+    src, local, remote = tmp_path / "src", tmp_path / "local", tmp_path / "remote"
+    make_tree(src, 300, seed=21)
+    write_job(tether_ssh_env, "j", src, [str(local), f"{sshd.alias}:{remote}"], interval=0)
+    with running(tether_ssh_env, "j"):
+        wait_same(src, local)
+        wait_same(src, remote)
+        bsrc = os.fsencode(src)
+        for i, name in enumerate(HOSTILE_NAMES[:12]):  # create, modify, rename, delete each
+            p = os.path.join(bsrc, b"live-" + name)
+            with open(p, "wb") as f:
+                f.write(b"one")
+            with open(p, "ab") as f:
+                f.write(b" two")
+            os.rename(p, os.path.join(bsrc, b"moved-%d-" % i + name))
+        os.unlink(os.path.join(bsrc, b"moved-0-" + HOSTILE_NAMES[0]))
+        os.mkdir(os.path.join(bsrc, b"new dir \n"))
+        with open(os.path.join(bsrc, b"new dir \n", b"$(touch pwned)"), "wb") as f:
+            f.write(b"x")
+        wait_same(src, local)
+        wait_same(src, remote)
+        st = status(tether_ssh_env, "j")
+        assert st["running"] and [t["state"] for t in st["targets"]] == ["idle", "idle"]
+    assert find_named(tmp_path, b"pwned") == []
+    assert status(tether_ssh_env, "j")["running"] is False
+
+
+def _inode(p: Path) -> int:
+    return p.stat().st_ino
+
+
+def test_event_races_that_lost_data_elsewhere(tmp_path: Path, tether_env) -> None:
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    outside.mkdir()
+    (src / "old").mkdir(parents=True)
+    (src / "a").write_text("chain")
+    (src / "old" / "file").write_text("moved, not re-sent")
+    (src / "keep").mkdir()
+    (src / "keep" / "precious").write_text("must survive")
+    (src / "data").mkdir()
+    (src / "data" / "x").write_text("x")
+    (src / "leaving").write_text("bye")
+    write_job(tether_env, "r", src, [str(dst)], interval=0)
+    with running(tether_env, "r"):
+        wait_same(src, dst)
+        ino_a, ino_file = _inode(dst / "a"), _inode(dst / "old" / "file")
+
+        # a -> b -> c in one window arrives as one move to c
+        os.rename(src / "a", src / "b")
+        os.rename(src / "b", src / "c")
+        # mkdir new && mv old/file new/ moves the file
+        (src / "new").mkdir()
+        os.rename(src / "old" / "file", src / "new" / "file")
+        # a directory replaced at once by a symlink of the same name never deletes what it points to
+        shutil.rmtree(src / "data")
+        (src / "data").symlink_to("keep")
+        # a file moved out of the tree is deleted on the target
+        os.rename(src / "leaving", outside / "leaving")
+        wait_same(src, dst)
+        assert _inode(dst / "c") == ino_a and not (dst / "b").exists()
+        assert _inode(dst / "new" / "file") == ino_file
+        assert (dst / "keep" / "precious").read_text() == "must survive"
+        assert (dst / "data").is_symlink() and not (dst / "leaving").exists()
+
+
+def test_a_file_deleted_on_the_target_by_hand_comes_back_at_the_next_full_pass(tmp_path: Path, tether_env) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 50, seed=22, hostile=False)
+    write_job(tether_env, "fp", src, [str(dst)], interval=1)
+    with running(tether_env, "fp"):
+        wait_same(src, dst)
+        victim = sorted(p for p in dst.rglob("*.dat"))[0]
+        victim.unlink()
+        wait_for(victim.exists, 30, "the periodic full pass to restore the file")
+        wait_same(src, dst)
+
+
+def test_a_renamed_directory_is_moved_on_an_ssh_target_not_resent(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    big = src / "big"
+    big.mkdir(parents=True)
+    for i in range(2000):
+        (big / f"f{i:04d}").write_bytes(os.urandom(512))
+    write_job(tether_ssh_env, "mv", src, [f"{sshd.alias}:{dst}"], interval=0)
+    with running(tether_ssh_env, "mv"):
+        wait_same(src, dst)
+        wait_for(lambda: status(tether_ssh_env, "mv")["targets"][0]["full_passes"] == 1, 30, "the first pass")
+        before = status(tether_ssh_env, "mv")["targets"][0]["bytes_sent"]
+        ino = _inode(dst / "big")
+        os.rename(big, src / "renamed")
+        wait_same(src, dst)
+        assert _inode(dst / "renamed") == ino  # the same directory, moved
+        assert status(tether_ssh_env, "mv")["targets"][0]["bytes_sent"] == before  # no file data sent
+
+
+def test_start_stop_status_and_conflicting_jobs(tmp_path: Path, tether_env) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 20, seed=23, hostile=False)
+    write_job(tether_env, "one", src, [str(dst)], interval=0)
+    (tmp_path / "other").mkdir()
+    write_job(tether_env, "two", tmp_path / "other", [str(dst / "inner")], interval=0)
+    with running(tether_env, "one"):
+        again = tether(["start", "one"], tether_env, check_rc=0)
+        assert "already running" in again.stdout
+        clash = tether(["start", "two"], tether_env, check_rc=2)
+        assert "'two' and 'one' would both write" in clash.stderr
+        run = tether(["run", "one"], tether_env, check_rc=4)
+        assert "already running" in run.stderr
+        text = tether(["status"], tether_env, check_rc=0).stdout
+        assert "one: running" in text and "two: stopped" in text and f"{dst}: " in text
+        wait_same(src, dst)
+    assert "stopped" in tether(["status", "one"], tether_env, check_rc=0).stdout
+    log = tether(["log", "one"], tether_env, check_rc=0).stdout
+    assert "full pass done" in log and "stopped" in log
+
+
+def test_kill_9_during_a_burst_then_start_converges(tmp_path: Path, tether_env) -> None:
+    src, dst, stage = tmp_path / "src", tmp_path / "dst", tmp_path / "stage"
+    src.mkdir()
+    make_tree(stage, 4000, seed=24, hostile=False)
+    archive = tmp_path / "burst.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(stage, arcname="burst")
+    write_job(tether_env, "k", src, [str(dst)], interval=0)
+    tether(["start", "k"], tether_env, check_rc=0)
+    pid = status(tether_env, "k")["pid"]
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(src)], check=True)
+    wait_for(lambda: (dst / "burst").exists(), 30, "the burst to start arriving")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not status(tether_env, "k")["running"], 30, "the job to be dead")
+    with running(tether_env, "k"):
+        wait_same(src, dst)
+
+
+def test_an_ssh_outage_of_30_s_converges_without_user_action(tmp_path: Path, tmp_path_factory, tether_env) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 100, seed=25, hostile=False)
+    with SshServer.start(tmp_path_factory.mktemp("outage")) as server:
+        env = server.env(tether_env)
+        write_job(env, "o", src, [f"{server.alias}:{dst}"], interval=0)
+        with running(env, "o"):
+            wait_same(src, dst)
+            outage_end = time.monotonic() + 30
+            server.stop()
+            make_tree(src / "during", 50, seed=26, hostile=False)
+            (src / "during-edit.txt").write_text("written while the target was down")
+            wait_for(lambda: status(env, "o")["targets"][0]["state"] in ("down", "retrying"), 60, "target down")
+            assert status(env, "o")["targets"][0]["last_error"]
+            time.sleep(max(0.0, outage_end - time.monotonic()))  # the scenario: 30 s without sshd
+            server.restart()
+            wait_same(src, dst, deadline=90)
+            wait_for(lambda: status(env, "o")["targets"][0]["state"] == "idle", 30, "target idle")
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_target_is_a_clear_error_then_converges_when_space_is_freed(
+    tmp_path: Path, tiny_tmpfs: Path, tether_env
+) -> None:
+    src, dst = tmp_path / "src", tiny_tmpfs / "dst"
+    src.mkdir()
+    (src / "small.txt").write_text("fits")
+    write_job(tether_env, "full", src, [str(dst)], interval=0)
+    with running(tether_env, "full"):
+        wait_same(src, dst)
+        (src / "big.bin").write_bytes(os.urandom(3_000_000))  # more than the 2 MB target
+        (src / "small2.txt").write_text("also fits")
+        wait_for(
+            lambda: "space" in (status(tether_env, "full")["targets"][0]["last_error"] or ""), 60, "a disk-full error"
+        )
+        assert not (dst / "big.bin").exists()  # never a half-written file under its name
+        assert "space" in tether(["log", "full"], tether_env, check_rc=0).stdout
+        subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_tmpfs)], check=True)
+        wait_same(src, dst)
+        assert not [p for p in dst.rglob("*") if p.name.startswith(".") and p.name != ".tether"]

@@ -1,0 +1,464 @@
+"""The agent's operations in-process: atomic writes, confinement to the root, hostile names.
+
+Ops is the code that runs on the far side too, so these tests cover the remote agent's
+behaviour without ssh; the framing is exercised through `serve` on in-memory streams.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import errno
+import io
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.rig.run import find_named
+from tests.rig.trees import HOSTILE_NAMES
+from tether import agent_remote
+from tether.agent_remote import (
+    MAGIC,
+    PROTOCOL_VERSION,
+    TMP_PREFIX,
+    OpError,
+    Ops,
+    dispatch,
+    encode_frame,
+    read_frame,
+    serve,
+    to_bytes,
+    to_wire,
+)
+from tether.transport.agent import AgentClient, AgentError
+
+MTIME = 1_600_000_000_123_456_789
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> bytes:
+    r = tmp_path / "root"
+    r.mkdir()
+    return os.fsencode(r)
+
+
+@pytest.fixture
+def ops(root: bytes) -> Ops:
+    return Ops(root)
+
+
+def j(root: bytes, *parts: bytes) -> bytes:
+    return os.path.join(root, *parts)
+
+
+def read(path: bytes) -> bytes:
+    return Path(os.fsdecode(path)).read_bytes()
+
+
+def leftovers(root: bytes) -> list[bytes]:
+    """Temp files anywhere under root: there must never be any after an operation."""
+    return [n for _, dirs, files in os.walk(root) for n in dirs + files if n.startswith(TMP_PREFIX)]
+
+
+# ---------------------------------------------------------------------- put
+
+
+def test_put_writes_content_mode_mtime_and_parents(ops: Ops, root: bytes) -> None:
+    ops.put(b"a/b/c.txt", b"hello", 0o640, MTIME)
+    p = j(root, b"a/b/c.txt")
+    st_ = os.lstat(p)
+    assert read(p) == b"hello"
+    assert stat.S_IMODE(st_.st_mode) == 0o640 and st_.st_mtime_ns == MTIME
+    assert stat.S_IMODE(os.lstat(j(root, b"a")).st_mode) == 0o755
+    assert leftovers(root) == []
+
+
+def test_put_replaces_by_rename_so_readers_see_old_or_new(ops: Ops, root: bytes) -> None:
+    ops.put(b"f", b"old", 0o644, MTIME)
+    before = os.lstat(j(root, b"f")).st_ino
+    with open(j(root, b"f"), "rb") as reader:  # an open reader keeps the old, complete content
+        ops.put(b"f", b"new", 0o600, MTIME)
+        assert reader.read() == b"old"
+    assert read(j(root, b"f")) == b"new"
+    assert os.lstat(j(root, b"f")).st_ino != before
+
+
+def test_put_of_empty_file_and_owner(ops: Ops, root: bytes) -> None:
+    ops.put(b"empty", b"", 0o644, MTIME, uid=os.getuid(), gid=os.getgid())
+    assert os.lstat(j(root, b"empty")).st_size == 0
+
+
+def test_put_over_a_directory_is_an_error(ops: Ops, root: bytes) -> None:
+    os.mkdir(j(root, b"d"))
+    with pytest.raises(OpError) as e:
+        ops.put(b"d", b"x", 0o644, MTIME)
+    assert e.value.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST)
+    assert leftovers(root) == []
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[bytes]:
+    """A 64 KiB tmpfs, so that a write fails with ENOSPC half-way."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to provoke ENOSPC (needs root): {r.stderr.strip()}")
+    try:
+        yield os.fsencode(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_put_that_runs_out_of_space_leaves_neither_temp_nor_final_file(tiny_fs: bytes) -> None:
+    ops = Ops(tiny_fs)
+    ops.put(b"keep", b"old content", 0o644, MTIME)
+    for name in (b"new", b"keep"):
+        with pytest.raises(OpError) as e:
+            ops.put(name, os.urandom(1 << 20), 0o644, MTIME)
+        assert e.value.errno == errno.ENOSPC
+        assert "No space left" in e.value.message and name.decode() in e.value.message
+    assert sorted(os.listdir(tiny_fs)) == [b"keep"]  # no temp, no half-written "new"
+    assert read(j(tiny_fs, b"keep")) == b"old content"
+
+
+# ---------------------------------------------------------------------- confinement
+
+BAD_PATHS = [b"../x", b"/abs", b"/etc/passwd", b"a/../../x", b"a/./b", b"a//b", b"a/", b".", b"..", b"", b"a\0b"]
+
+
+@pytest.mark.parametrize("bad", BAD_PATHS, ids=repr)
+def test_paths_that_could_leave_the_root_are_refused_by_every_op(ops: Ops, root: bytes, bad: bytes) -> None:
+    os.mkdir(j(root, b"a"))
+    ops.put(b"ok", b"1", 0o644, MTIME)
+    calls = [
+        lambda: ops.put(bad, b"x", 0o644, MTIME),
+        lambda: ops.symlink(bad, b"t", MTIME),
+        lambda: ops.mkdir(bad, 0o755, None),
+        lambda: ops.set_meta(bad, 0o700, None),
+        lambda: ops.move(bad, b"z"),
+        lambda: ops.move(b"ok", bad),
+        lambda: ops.remove([bad]),
+        lambda: ops.trash([bad], b".tether/trash"),
+        lambda: ops.trash([b"ok"], bad),
+        lambda: ops.stat([bad]),
+    ]
+    for call in calls:
+        with pytest.raises(OpError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL and "refused" in e.value.message
+    assert os.path.lexists(j(root, b"ok"))  # a refused batch touched nothing
+    assert sorted(os.listdir(os.path.dirname(root))) == [b"root"]
+
+
+def test_a_symlinked_parent_is_never_followed(ops: Ops, root: bytes, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep")
+    os.symlink(outside, j(root, b"evil"))
+    os.symlink(b"/", j(root, b"slash"))
+    os.mkdir(j(root, b"a"))
+    os.symlink(outside, j(root, b"a/evil"))
+
+    for path in (b"evil/x", b"slash/etc/tether-agent-test", b"a/evil/x", b"evil/sub/x"):
+        with pytest.raises(OpError) as e:
+            ops.put(path, b"x", 0o644, MTIME)
+        assert e.value.errno == errno.ELOOP and "symlink" in e.value.message
+        with pytest.raises(OpError):
+            ops.symlink(path, b"t", MTIME)
+        with pytest.raises(OpError):
+            ops.mkdir(path, 0o755, MTIME)
+        with pytest.raises(OpError):
+            ops.move(b"a", path)
+    assert not os.path.lexists("/etc/tether-agent-test")
+
+    victim = b"evil/victim"  # lookups through the link see nothing there
+    assert ops.stat([victim]) == [{"type": None}]
+    assert ops.remove([victim])["missing"] == 1
+    assert ops.move(victim, b"stolen") == {"moved": False, "reason": "missing"}
+    assert ops.trash([victim], b".tether/trash")["missing"] == 1
+    with pytest.raises(OpError):
+        ops.set_meta(victim, 0o777, None)
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert (outside / "victim").read_text() == "keep" and stat.S_IMODE((outside / "victim").stat().st_mode) != 0o777
+
+
+def test_a_file_in_a_parent_position_is_an_error_not_a_crash(ops: Ops) -> None:
+    ops.put(b"file", b"x", 0o644, MTIME)
+    with pytest.raises(OpError) as e:
+        ops.put(b"file/child", b"x", 0o644, MTIME)
+    assert e.value.errno == errno.ENOTDIR
+    assert ops.stat([b"file/child"]) == [{"type": None}]
+
+
+# ---------------------------------------------------------------------- hostile names
+
+
+def test_hostile_names_survive_put_move_trash_remove(ops: Ops, root: bytes, tmp_path: Path) -> None:
+    names = [*HOSTILE_NAMES, b"-leading-dash", b"$(touch pwned)"]
+    for i, name in enumerate(dict.fromkeys(names)):
+        d = b"d%d/" % i
+        ops.put(d + name, name, 0o644, MTIME)
+        assert read(j(root, d + name)) == name
+        assert ops.move(d + name, d + b"moved/" + name) == {"moved": True}
+        ops.put(d + b"sub/" + name, b"t", 0o600, MTIME)
+        t = ops.trash([d + b"moved/" + name], b".tether/trash")
+        assert t["trashed"] == 1 and t["failed"] == [], t
+        assert os.path.lexists(j(root, to_bytes(t["dests"][0])))
+        assert ops.remove([d + b"sub/" + name, d + b"sub", d + b"moved"]) == {"removed": 3, "missing": 0, "failed": []}
+        assert os.listdir(j(root, d)) == []
+    for place in (tmp_path, Path.cwd()):
+        assert find_named(place, b"pwned") == []
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_survive_the_json_wire(raw: bytes) -> None:
+    header = json.loads(encode_frame({"p": raw})[8:].decode("ascii"))
+    assert to_bytes(header["p"]) == raw and to_wire(raw) == header["p"]
+
+
+# ---------------------------------------------------------------------- move, remove
+
+
+def test_move_dir_creates_parents_and_replaces_an_existing_dir(ops: Ops, root: bytes) -> None:
+    ops.put(b"src/a.txt", b"a", 0o644, MTIME)
+    ops.put(b"src/deep/b.txt", b"b", 0o644, MTIME)
+    ops.put(b"x/y/dst/stale.txt", b"stale", 0o644, MTIME)
+    assert ops.move(b"src", b"x/y/dst") == {"moved": True}
+    assert not os.path.lexists(j(root, b"src"))
+    assert sorted(os.listdir(j(root, b"x/y/dst"))) == [b"a.txt", b"deep"]
+    assert ops.move(b"nope", b"z") == {"moved": False, "reason": "missing"}
+    assert ops.move(b"x/y/dst/a.txt", b"x/y/dst/a.txt") == {"moved": True}
+
+
+def test_move_replaces_across_kinds_and_refuses_moving_into_itself(ops: Ops, root: bytes) -> None:
+    ops.put(b"f", b"file", 0o644, MTIME)
+    ops.put(b"d/inner", b"i", 0o644, MTIME)
+    assert ops.move(b"f", b"d") == {"moved": True}  # a file replaces a dir: target equals source
+    assert read(j(root, b"d")) == b"file"
+    ops.put(b"e/inner", b"i", 0o644, MTIME)
+    with pytest.raises(OpError) as e:
+        ops.move(b"e", b"e/inner/x")
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(OpError):
+        ops.move(b"e/inner", b"e")
+    assert os.path.lexists(j(root, b"e/inner"))
+
+
+def test_remove_unlinks_a_symlink_to_a_dir_and_never_descends(ops: Ops, root: bytes, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "f").write_text("keep")
+    os.symlink(outside, j(root, b"link"))
+    ops.put(b"tree/a/b/c", b"x", 0o644, MTIME)
+    os.symlink(outside, j(root, b"tree/a/link-inside"))
+    os.symlink(b"sub", j(root, b"tree/dangling-ish"))
+    r = ops.remove([b"link", b"tree", b"never-there", b"missing/parent/x"])
+    assert r == {"removed": 2, "missing": 2, "failed": []}
+    assert os.listdir(root) == []
+    assert (outside / "sub" / "f").read_text() == "keep"
+
+
+def test_remove_of_a_deep_tree_does_not_recurse_in_python(ops: Ops, root: bytes) -> None:
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(1200):  # deeper than the recursion limit, built without recursion
+        os.mkdir(b"d", dir_fd=fd)
+        fd, old = os.open(b"d", os.O_RDONLY, dir_fd=fd), fd
+        os.close(old)
+    os.close(fd)
+    assert ops.remove([b"d"])["removed"] == 1
+    assert os.listdir(root) == []
+
+
+# ---------------------------------------------------------------------- trash
+
+
+def test_trash_keeps_the_relative_path_under_a_dated_dir_and_numbers_taken_names(ops: Ops, root: bytes) -> None:
+    day = time.strftime("%Y-%m-%d")
+    dests = []
+    for content in (b"1", b"2", b"3"):
+        ops.put(b"docs/report.txt", content, 0o644, MTIME)
+        r = ops.trash([b"docs/report.txt", b"docs/gone"], b".tether/trash")
+        assert (r["trashed"], r["missing"]) == (1, 1)
+        dests += r["dests"]
+    assert dests == [
+        f".tether/trash/{day}/docs/report.txt",
+        f".tether/trash/{day}/docs/report.1.txt",
+        f".tether/trash/{day}/docs/report.2.txt",
+    ]
+    assert [read(j(root, os.fsencode(d))) for d in dests] == [b"1", b"2", b"3"]
+    ops.put(b".bashrc", b"x", 0o644, MTIME)
+    ops.trash([b".bashrc"], b".tether/trash")
+    ops.put(b".bashrc", b"y", 0o644, MTIME)
+    assert ops.trash([b".bashrc"], b".tether/trash")["dests"] == [f".tether/trash/{day}/.bashrc.1"]
+    with pytest.raises(OpError):
+        ops.trash([b".tether/trash"], b".tether/trash")
+
+
+def test_trash_a_name_at_name_max_still_gets_a_free_name(ops: Ops, root: bytes) -> None:
+    name = b"n" * 255
+    for _ in range(2):
+        ops.put(name, b"x", 0o644, MTIME)
+        r = ops.trash([name], b"trash")
+        assert r["trashed"] == 1, r
+    day = time.strftime("%Y-%m-%d").encode()
+    assert sorted(len(n) for n in os.listdir(j(root, b"trash", day))) == [255, 255]
+
+
+def test_purge_trash_removes_only_dated_dirs_older_than_the_limit(ops: Ops, root: bytes) -> None:
+    today = datetime.date.today()
+    old = (today - datetime.timedelta(days=31)).isoformat().encode()
+    recent = (today - datetime.timedelta(days=29)).isoformat().encode()
+    for d in (old, recent, b"not-a-date"):
+        ops.put(b"t/" + d + b"/f", b"x", 0o644, MTIME)
+    os.symlink(b"/", j(root, b"t/1999-01-01"))  # a dated symlink is unlinked, never followed
+    assert ops.purge_trash(b"t", 30) == {"purged": 2}
+    assert sorted(os.listdir(j(root, b"t"))) == sorted([recent, b"not-a-date"])
+    assert ops.purge_trash(b"no-trash-yet", 30) == {"purged": 0}
+
+
+# ---------------------------------------------------------------------- symlink, mkdir, set_meta, stat
+
+
+def test_symlink_replaces_atomically_and_sets_its_own_mtime(ops: Ops, root: bytes) -> None:
+    ops.put(b"l", b"a file first", 0o644, MTIME)
+    ops.symlink(b"l", b"../../etc/passwd", MTIME)  # the target is data, never resolved
+    assert os.readlink(j(root, b"l")) == b"../../etc/passwd"
+    assert os.lstat(j(root, b"l")).st_mtime_ns == MTIME
+    ops.symlink(b"l", b"caf\xe9", None)
+    assert os.readlink(j(root, b"l")) == b"caf\xe9"
+    assert leftovers(root) == []
+
+
+def test_mkdir_and_set_meta_never_follow_symlinks(ops: Ops, root: bytes, tmp_path: Path) -> None:
+    assert ops.mkdir(b"a/b", 0o700, MTIME) == {"created": True}
+    assert ops.mkdir(b"a/b", 0o750, None) == {"created": False}
+    assert stat.S_IMODE(os.lstat(j(root, b"a/b")).st_mode) == 0o750
+    ops.put(b"a/b/f", b"x", 0o644, MTIME)
+    ops.set_meta(b"a/b", None, MTIME)
+    assert os.lstat(j(root, b"a/b")).st_mtime_ns == MTIME
+    target = tmp_path / "target"
+    target.write_text("t")
+    target.chmod(0o644)
+    os.symlink(target, j(root, b"ln"))
+    ops.set_meta(b"ln", 0o777, MTIME)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert os.lstat(j(root, b"ln")).st_mtime_ns == MTIME
+    with pytest.raises(OpError):
+        ops.mkdir(b"ln", 0o755, None)  # a symlink holds the name: not a directory
+    assert ops.stat([b"a/b", b"a/b/f", b"ln", b"none"]) == [
+        {"type": "d", "size": os.lstat(j(root, b"a/b")).st_size, "mtime_ns": MTIME, "mode": 0o750},
+        {"type": "f", "size": 1, "mtime_ns": MTIME, "mode": 0o644},
+        {"type": "l", "size": len(os.fsencode(target)), "mtime_ns": MTIME, "mode": 0o777},
+        {"type": None},
+    ]
+
+
+# ---------------------------------------------------------------------- run, df, hello, dispatch
+
+
+def test_run_passes_arguments_as_data_in_the_root(ops: Ops, root: bytes, tmp_path: Path) -> None:
+    r = ops.run([b"sh", b"-c", b'printf "%s|" "$@"; pwd; cat', b"sh", b"$(touch pwned)", b"caf\xe9"], 10)
+    assert r["rc"] == 0 and not r["timed_out"]
+    assert to_bytes(r["stdout"]) == b"$(touch pwned)|caf\xe9|" + root + b"\n"  # stdin is closed: cat got EOF
+    assert find_named(tmp_path, b"pwned") == []
+    with pytest.raises(OpError) as e:
+        ops.run([b"no-such-program-tether"], 5)
+    assert e.value.errno == errno.ENOENT
+    assert ops.run([b"sleep", b"5"], 0.05)["timed_out"] is True
+
+
+def test_df_hello_and_version_mismatch(ops: Ops, root: bytes) -> None:
+    d = ops.df()
+    assert 0 <= d["free"] <= d["total"] and d["total"] > 0
+    assert ops.hello(PROTOCOL_VERSION)["version"] == PROTOCOL_VERSION
+    with pytest.raises(OpError, match="protocol version mismatch"):
+        ops.hello(PROTOCOL_VERSION + 1)
+
+
+def test_dispatch_reports_every_failure_instead_of_raising(ops: Ops) -> None:
+    assert dispatch(ops, "nope", {}, b"")["ok"] is False
+    bad_args = dispatch(ops, "put", {"path": "x", "mode": "rw"}, b"x")
+    assert bad_args["ok"] is False and "TypeError" in bad_args["error"]
+    missing_arg = dispatch(ops, "move", {"old": "a"}, b"")
+    assert missing_arg["ok"] is False
+    assert dispatch(ops, "stat", {"paths": ["nothing"]}, b"") == {"ok": True, "result": {"entries": [{"type": None}]}}
+
+
+def _frames(*msgs: tuple[dict[str, object], bytes]) -> io.BytesIO:
+    return io.BytesIO(b"".join(encode_frame(h, b) for h, b in msgs))
+
+
+def test_serve_speaks_the_framing_and_survives_bad_requests(tmp_path: Path) -> None:
+    root = tmp_path / "new-root"
+    name = "caf\udce9/\n$(x)"  # non-UTF-8 bytes as the wire carries them
+    inp = _frames(
+        ({"id": 0, "op": "hello", "args": {"version": PROTOCOL_VERSION, "root": str(root), "create": True}}, b""),
+        ({"id": 1, "op": "put", "args": {"path": name, "mode": 0o600, "mtime_ns": MTIME}}, b"\x00data\xff"),
+        ({"id": 2, "op": "put", "args": {"path": "../escape", "mode": 0o600}}, b"x"),
+        ({"id": 3, "op": "stat", "args": {"paths": [name]}}, b""),
+    )
+    out = io.BytesIO()
+    assert serve(inp, out) == 0
+    out.seek(0)
+    assert out.read(len(MAGIC)) == MAGIC
+    replies = []
+    while (frame := read_frame(out)) is not None:
+        replies.append(frame[0])
+    assert [r["id"] for r in replies] == [0, 1, 2, 3]
+    assert [r["ok"] for r in replies] == [True, True, False, True]
+    assert replies[2]["errno"] == errno.EINVAL
+    assert replies[3]["result"]["entries"][0]["size"] == 6
+    assert (root / os.fsdecode(b"caf\xe9") / "\n$(x)").read_bytes() == b"\x00data\xff"
+
+
+def test_serve_refuses_to_start_without_a_valid_hello(tmp_path: Path) -> None:
+    for first in (
+        {"id": 0, "op": "put", "args": {"path": "x"}},
+        {"id": 0, "op": "hello", "args": {"version": PROTOCOL_VERSION + 1, "root": str(tmp_path)}},
+        {"id": 0, "op": "hello", "args": {"version": PROTOCOL_VERSION, "root": str(tmp_path / "missing")}},
+    ):
+        out = io.BytesIO()
+        assert serve(_frames((first, b"")), out) == 2
+        out.seek(len(MAGIC))
+        frame = read_frame(out)
+        assert frame is not None and frame[0]["ok"] is False, first
+    assert not (tmp_path / "missing").exists()
+
+
+def test_the_far_side_program_parses_as_python_3_8_and_imports_only_stdlib() -> None:
+    source = Path(agent_remote.__file__).read_text()
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "tether" not in imported
+    assert imported <= {"__future__", "collections", "contextlib", "datetime", "errno", "json", "os", "socket",
+                        "stat", "struct", "subprocess", "sys", "time", "typing"}  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the in-process client
+
+
+def test_local_client_has_the_same_call_and_pipeline_api(tmp_path: Path) -> None:
+    with AgentClient.local(str(tmp_path / "target"), create=True) as client:
+        assert client.info["version"] == PROTOCOL_VERSION
+        assert client.call("put", b"data", path=b"dir/caf\xe9", mode=0o644, mtime_ns=MTIME) == {"size": 4}
+        replies = client.pipeline(
+            [("put", {"path": f"p/{i}", "mode": 0o600}, b"x" * i) for i in range(5)]
+            + [("remove", {"paths": ["/abs"]}, b"")]
+        )
+        assert replies[:5] == [{"size": i} for i in range(5)]
+        assert isinstance(replies[5], AgentError) and replies[5].errno == errno.EINVAL
+        with pytest.raises(AgentError, match="refused"):
+            client.call("put", b"x", path="../x", mode=0o644)
+        assert client.call("stat", paths=[b"dir/caf\xe9"])["entries"][0]["type"] == "f"
+    with pytest.raises(AgentError):
+        AgentClient.local(str(tmp_path / "absent"))
