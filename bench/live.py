@@ -51,6 +51,22 @@ def has(path: Path, size: int) -> Callable[[], bool]:
     return check
 
 
+def first_pass_done(b: Bench, name: Any) -> bool:
+    return bool(b.status(name)["targets"][0]["full_passes"] >= 1)
+
+
+def renamed(old: Path, new: Path) -> bool:
+    return not old.exists() and (new / "f1999").exists()
+
+
+def idle_since(status_file: Path, since: float) -> bool:
+    try:
+        t = json.loads(status_file.read_text())["targets"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    return bool(t["state"] == "idle" and t["pending"] == 0 and (t["last_success"] or 0) > since)
+
+
 def all_have(items: list[tuple[Path, int]]) -> bool:
     return all(has(p, n)() for p, n in items)
 
@@ -197,10 +213,24 @@ def case_burst(b: Bench) -> None:
     archive = b.work / "burst.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(stage, arcname="x")
-    with b.tether_job(src, [f"{b.server.alias}:{dst}"]):
-        poll(lambda: dst.is_dir(), 60)
+    with b.tether_job(src, [f"{b.server.alias}:{dst}"]) as name:
+        poll(functools.partial(first_pass_done, b, name), 60, 0.01)
+        t0 = time.perf_counter()
         subprocess.run(["tar", "-xf", str(archive), "-C", str(src)], check=True)
-        after = poll(same_listing(src, dst), 300)
+        burst_end = time.time_ns()
+        if os.environ.get("BENCH_LOG"):
+            print(f"  (extraction took {time.perf_counter() - t0:.2f} s)")
+        # wait cheaply (reading the status file) for tether to report idle, so that the polling
+        # does not steal CPU from the transfer; then check the listing itself
+        status_file = b.work / "home" / "run" / "jobs" / f"{name}.status.json"
+        poll(functools.partial(idle_since, status_file, burst_end / 1e9), 300, 0.05)
+        poll(same_listing(src, dst), 300, 0.05)
+        # when the target last changed: the newest ctime there (a rename or a chmod sets it), so
+        # the time our own polling takes does not count
+        last = max(os.lstat(os.path.join(d, n)).st_ctime_ns for d, ds, fs in os.walk(dst) for n in ds + fs)
+        after = (last - burst_end) / 1e9
+        if os.environ.get("BENCH_LOG"):
+            print(b.tether("log", "b1" if b.n == 1 else f"b{b.n}", "-n", "30"))
     rs = b.work / "burst-rsync"
     t = time.perf_counter()
     subprocess.run(
@@ -224,12 +254,16 @@ def case_rename(b: Bench) -> None:
         ctx = b.tether_job(src, [f"{b.server.alias}:{dst}"]) if tool == "tether" else b.lsyncd(src, dst, True)
         with ctx as name:
             poll(same_listing(src, dst), 120)
+            if tool == "tether":  # the first full pass is counted once it has finished
+                poll(functools.partial(first_pass_done, b, name), 60, 0.01)
             before = b.status(name)["targets"][0]["bytes_sent"] if tool == "tether" else 0
-            ino = (dst / "d" / "f0000").stat().st_ino
             old, new = ("d", "e") if (src / "d").exists() else ("e", "d")
+            ino = (dst / old / "f0000").stat().st_ino
             os.rename(src / old, src / new)
-            took = poll(same_listing(src, dst), 120)
-            resent = sum(1 for p in (dst / new).iterdir() if p.stat().st_ino != ino and p.name == "f0000")
+            # a rename is atomic on the target too: the new name complete and the old one gone
+            took = poll(functools.partial(renamed, dst / old, dst / new), 120)
+            poll(same_listing(src, dst), 120)
+            resent = (dst / new / "f0000").stat().st_ino != ino
             sent = (b.status(name)["targets"][0]["bytes_sent"] - before) if tool == "tether" else None
         print(f"  {tool:<7} {took * 1000:7.1f} ms, "
               + (f"file bytes sent {sent}" if sent is not None else f"f0000 re-sent: {bool(resent)}")

@@ -175,9 +175,15 @@ class Filter:
                 return True
         return self.excluded(relpath, is_dir)
 
-    def rsync_args(self) -> list[str]:
-        """--filter arguments for rsync; rsync takes the first match, so the order flips."""
-        out = [f"--filter=- /{META_DIR}/"]
+    @property
+    def anchored(self) -> bool:
+        """Whether some rule is tied to the tree root (it means something else in a subtree)."""
+        return any(r.anchored and not r.pattern.startswith("**/") for r in self.rules)
+
+    def rsync_args(self, root: bool = True) -> list[str]:
+        """--filter arguments for rsync; rsync takes the first match, so the order flips.
+        `root=False` for a transfer rooted in a subdirectory (no root-only rules then)."""
+        out = [f"--filter=- /{META_DIR}/"] if root else []
         for rule in reversed(self.rules):
             out += [f"--filter={r}" for r in rule.rsync_rules()]
         return out

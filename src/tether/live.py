@@ -33,6 +33,9 @@ SMALL_FILE = 256 * 1024  # up to this size a file travels inside the agent chann
 AGENT_BATCH = 256  # more files than this in one batch go to one rsync run instead
 QUEUE_LIMIT = 50_000  # more pending changes than this: a full pass is cheaper than the list
 BACKOFF_MAX = 10.0
+SUBTREE_RUNS = 4  # up to this many new directories are sent by one plain rsync run each
+SETTLE = 0.1  # a bulk batch waits for this much quiet: one transfer for a whole burst
+SETTLE_MAX = 5.0  # but never longer than this, for sources that are never quiet
 
 
 @dataclass
@@ -59,10 +62,10 @@ class Applier:
         if self._agent is None:
             if isinstance(self.target, Ssh):
                 self._agent = AgentClient.connect_ssh(
-                    self.ssh, self.target.host, self.target.path or ".", python=self.opts.python
+                    self.ssh, self.target.host, self.target.path or ".", python=self.opts.python, create=True
                 )
             else:
-                self._agent = AgentClient.local(self.target.path)
+                self._agent = AgentClient.local(self.target.path, create=True)
         return self._agent
 
     def reset(self) -> None:
@@ -77,6 +80,7 @@ class Applier:
     # -- passes -----------------------------------------------------------------------------
     def full_pass(self) -> BatchResult:
         started = time.time_ns()
+        self.agent()  # connected now, off the path of the first change
         outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)
@@ -219,11 +223,16 @@ class Applier:
                     raise r
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
-            out = self.mirror.send_paths(self.spec, self.target, bulk)
-            if not out.ok:
-                raise TetherError("; ".join(out.errors) or "transfer failed", out.hint)
-            res.files += out.files
-            res.bytes += out.bytes
+            subtrees = [p for p in bulk if os.path.isdir(os.path.join(self.src, p))]
+            if len(subtrees) == len(bulk) and len(bulk) <= SUBTREE_RUNS and not self.spec.filter.anchored:
+                outs = [self.mirror.send_subtree(self.spec, self.target, p) for p in bulk]
+            else:
+                outs = [self.mirror.send_paths(self.spec, self.target, bulk)]
+            for out in outs:
+                if not out.ok:
+                    raise TetherError("; ".join(out.errors) or "transfer failed", out.hint)
+                res.files += out.files
+                res.bytes += out.bytes
         self._housekeeping([c.path for c in group], recursive=False)
 
     def _dirs_below(self, top: str) -> list[str]:
@@ -289,6 +298,10 @@ class Applier:
             raise TetherError(f"{self.target}: {' '.join(argv[:3])}... failed: {err or 'exit ' + str(r.get('rc'))}")
 
 
+def _is_bulk(batch: Sequence[Change]) -> bool:
+    return len(batch) > AGENT_BATCH or any(c.kind == "write" and c.is_dir for c in batch)
+
+
 class TargetWorker(threading.Thread):
     def __init__(self, applier: Applier, status: TargetStatus, board: StatusBoard, stopping: threading.Event) -> None:
         super().__init__(name=f"target {applier.target}", daemon=True)
@@ -296,9 +309,11 @@ class TargetWorker(threading.Thread):
         self.cond = threading.Condition()
         self.pending: list[Change] = []
         self.full = False
+        self.last_submit = 0.0
 
     def submit(self, changes: Sequence[Change]) -> None:
         with self.cond:
+            self.last_submit = time.monotonic()
             if any(c.kind == "rescan" for c in changes) or len(self.pending) + len(changes) > QUEUE_LIMIT:
                 self.pending.clear()
                 self.full = True
@@ -317,6 +332,21 @@ class TargetWorker(threading.Thread):
         with self.cond:
             self.cond.notify()
 
+    def _settle(self, batch: list[Change], full: bool) -> tuple[list[Change], bool]:
+        """Let a burst finish before a bulk transfer, so that it travels in one rsync run."""
+        deadline = time.monotonic() + SETTLE_MAX
+        with self.cond:
+            while not self.stopping.is_set():
+                quiet = time.monotonic() - self.last_submit
+                if quiet >= SETTLE or time.monotonic() >= deadline:
+                    break
+                self.cond.wait(SETTLE - quiet)
+            batch += self.pending
+            self.pending = []
+            full = full or self.full
+            self.full = False
+        return ([] if full else batch), full
+
     def run(self) -> None:
         backoff = 0.0
         while True:
@@ -327,7 +357,10 @@ class TargetWorker(threading.Thread):
                     break
                 batch, self.pending = self.pending, []
                 full, self.full = self.full, False
+            if (full or _is_bulk(batch)) and self.status.full_passes:
+                batch, full = self._settle(batch, full)
             self.board.update(self.status, state=SYNCING, pending=len(batch))
+            began = time.monotonic()
             try:
                 res = self.applier.full_pass() if full else self.applier.apply(coalesce(batch))
             except (AgentDown, AgentError, TetherError, OSError) as e:
@@ -352,9 +385,11 @@ class TargetWorker(threading.Thread):
                 left = len(self.pending)
             if full:
                 st.full_passes += 1
-                log.info("%s: full pass done (%d files, %d bytes)", self.applier.target, res.files, res.bytes)
-            elif res.files:
-                log.info("%s: sent %d files (%d bytes)", self.applier.target, res.files, res.bytes)
+                log.info("%s: full pass done (%d files, %d bytes) in %.3f s", self.applier.target, res.files, res.bytes,
+                         time.monotonic() - began)  # fmt: skip
+            elif res.files or len(batch) > 1:
+                log.info("%s: %d changes: sent %d files (%d bytes) in %.3f s", self.applier.target, len(batch),
+                         res.files, res.bytes, time.monotonic() - began)  # fmt: skip
             self.board.update(
                 st, state=IDLE if not left else SYNCING, last_success=time.time(), pending=left,
                 bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True,

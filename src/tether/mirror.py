@@ -132,15 +132,17 @@ class Mirror:
     def _argv(
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
     ) -> list[str]:
-        extra = list(spec.rsync_args)
-        if spec.trash:
-            extra += ["--backup", f"--backup-dir={trash_dir()}"]
+        extra = [*self._trash_args(spec), *spec.rsync_args]
         if first_contact:  # add what is missing, touch nothing that is there
             extra += ["--ignore-existing", "--max-delete=0"]
         return self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(), delete=spec.delete,
             bwlimit=spec.bwlimit, extra=extra, dry_run=dry_run,
         )  # fmt: skip
+
+    @staticmethod
+    def _trash_args(spec: MirrorSpec) -> list[str]:
+        return ["--backup", f"--backup-dir={trash_dir()}"] if spec.trash else []
 
     def _pass(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False) -> TargetOutcome:
         res = self._run(self._argv(spec, target, dry_run=dry_run), target)
@@ -196,6 +198,21 @@ class Mirror:
         if self.verbose:
             self.verbose(shlex.join(argv))
         res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, input=data)
+        return TargetOutcome.from_rsync(target, res)
+
+    def send_subtree(self, spec: MirrorSpec, target: Endpoint, rel: str) -> TargetOutcome:
+        """A plain recursive rsync of one directory. Unlike a --files-from run it keeps rsync's
+        incremental recursion: the transfer starts while the file list is still being built.
+        Only for filters without root-anchored rules (those would not mean the same below rel)."""
+        argv = self.rsync.mirror_argv(
+            spec.source, target, filter_args=spec.filter.rsync_args(root=False), delete=spec.delete,
+            bwlimit=spec.bwlimit, extra=[*self._trash_args(spec), *spec.rsync_args, "--mkpath"],
+        )  # fmt: skip
+        cut = argv.index("--")
+        argv[cut + 1 :] = [f"{argv[cut + 1]}{rel}/", f"{argv[cut + 2]}{rel}/"]
+        if self.verbose:
+            self.verbose(shlex.join(argv))
+        res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None)
         return TargetOutcome.from_rsync(target, res)
 
     def run(self, spec: MirrorSpec, *, dry_run: bool = False, force: bool = False) -> list[TargetOutcome]:
