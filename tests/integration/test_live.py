@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -28,14 +30,17 @@ def test_changes_reach_local_and_ssh_targets_hostile_names_included(
         wait_same(src, local)
         wait_same(src, remote)
         bsrc = os.fsencode(src)
-        for i, name in enumerate(HOSTILE_NAMES[:12]):  # create, modify, rename, delete each
-            p = os.path.join(bsrc, b"live-" + name)
-            with open(p, "wb") as f:
+        n = len(HOSTILE_NAMES)
+        for i, name in enumerate(HOSTILE_NAMES):  # create, modify, rename (to another hostile name), delete
+            a, b = os.path.join(bsrc, b"live-a%d" % i), os.path.join(bsrc, b"live-b%d" % i)
+            os.mkdir(a)
+            os.mkdir(b)
+            with open(os.path.join(a, name), "wb") as f:
                 f.write(b"one")
-            with open(p, "ab") as f:
+            with open(os.path.join(a, name), "ab") as f:
                 f.write(b" two")
-            os.rename(p, os.path.join(bsrc, b"moved-%d-" % i + name))
-        os.unlink(os.path.join(bsrc, b"moved-0-" + HOSTILE_NAMES[0]))
+            os.rename(os.path.join(a, name), os.path.join(b, HOSTILE_NAMES[(i + 1) % n]))
+        os.unlink(os.path.join(bsrc, b"live-b0", HOSTILE_NAMES[1]))
         os.mkdir(os.path.join(bsrc, b"new dir \n"))
         with open(os.path.join(bsrc, b"new dir \n", b"$(touch pwned)"), "wb") as f:
             f.write(b"x")
@@ -206,3 +211,74 @@ def test_a_full_target_is_a_clear_error_then_converges_when_space_is_freed(
         subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_tmpfs)], check=True)
         wait_same(src, dst)
         assert not [p for p in dst.rglob("*") if p.name.startswith(".") and p.name != ".tether"]
+
+
+def test_delete_modes_keep_and_trash(tmp_path: Path, tether_env) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 20, seed=27, hostile=False)
+    keep, trash = tmp_path / "keep", tmp_path / "trash"
+    write_job(tether_env, "keep", src, [str(keep)], interval=0, delete="keep")
+    write_job(tether_env, "trash", src, [str(trash)], interval=0, delete="trash", trash_days=7)
+    victim = sorted(p for p in src.rglob("*.dat"))[0]
+    rel = victim.relative_to(src)
+    with running(tether_env, "keep"), running(tether_env, "trash"):
+        wait_same(src, keep)
+        wait_same(src, trash)
+        victim.unlink()
+        (src / "marker.txt").write_text("after the delete")
+        wait_for(lambda: (keep / "marker.txt").exists() and (trash / "marker.txt").exists(), 30, "the marker")
+        wait_for(lambda: not (trash / rel).exists(), 30, "the delete on the trash target")
+        assert (keep / rel).exists()  # delete = "keep": the target keeps it
+        trashed = list((trash / ".tether" / "trash").glob(f"*/{rel}"))
+        assert len(trashed) == 1 and trashed[0].read_bytes() == (keep / rel).read_bytes()
+
+
+def test_one_target_down_never_delays_the_others(tmp_path: Path, sshd: SshServer, tether_ssh_env) -> None:
+    src, ok = tmp_path / "src", tmp_path / "ok"
+    make_tree(src, 30, seed=28, hostile=False)
+    write_job(tether_ssh_env, "fan", src, [str(ok), "tether-down:/nowhere", f"{sshd.alias}:{tmp_path / 'ok2'}"],
+              interval=0)  # fmt: skip
+    with running(tether_ssh_env, "fan"):
+        wait_same(src, ok)
+        (src / "new.txt").write_text("still flowing")
+        wait_same(src, ok)
+        wait_same(src, tmp_path / "ok2")
+        states = [t["state"] for t in status(tether_ssh_env, "fan")["targets"]]
+        assert states[0] == "idle" and states[1] in ("down", "retrying") and states[2] == "idle"
+        assert "connection refused" in status(tether_ssh_env, "fan")["targets"][1]["last_error"]
+
+
+def test_mirror_watch_runs_in_the_foreground_and_stops_cleanly_on_sigterm(tmp_path: Path, tether_env) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 20, seed=29)
+    proc = subprocess.Popen([sys.executable, "-m", "tether", "mirror", "--watch", str(src), str(dst)],
+                            env=tether_env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_same(src, dst)
+        (src / "later.txt").write_text("seen by the watcher")
+        wait_same(src, dst)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
+
+
+def test_restart_and_owner_and_acl_housekeeping(tmp_path: Path, tether_env) -> None:
+    if not shutil.which("setfacl"):
+        pytest.skip("setfacl (package acl) is not installed")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 10, seed=30, hostile=False)
+    write_job(tether_env, "own", src, [str(dst)], interval=0, permissions="u:nobody:rX",
+              sync_owner="nobody", final_owner="root:root")  # fmt: skip
+    with running(tether_env, "own"):
+        wait_same(src, dst)
+        wait_for(lambda: dst.stat().st_uid == pwd.getpwnam("nobody").pw_uid, 30, "sync_owner on the target")
+        (src / "new.txt").write_text("n")
+        wait_for(lambda: (dst / "new.txt").exists() and (dst / "new.txt").stat().st_uid != 0, 30, "owner of new file")
+        acl = subprocess.run(["getfacl", "-p", str(dst / "new.txt")], capture_output=True, text=True).stdout
+        assert "user:nobody:r" in acl
+        first = status(tether_env, "own")["pid"]
+        tether(["restart", "own"], tether_env, check_rc=0)
+        assert status(tether_env, "own")["pid"] != first
+    wait_for(lambda: (dst / "new.txt").stat().st_uid == 0, 30, "final_owner when the job stopped")
