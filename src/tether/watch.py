@@ -192,16 +192,20 @@ class Watcher:
         while stack:
             d = stack.pop()
             out.append(d)
-            try:
-                with os.scandir(self._abs(d)) as it:
-                    for e in it:
-                        if e.is_dir(follow_symlinks=False):
-                            child = _join(d, e.name)
-                            if not self.flt.path_excluded(child, True):
-                                stack.append(child)
-            except OSError:
-                continue
+            stack += self._subdirs(d)
         return out
+
+    def _subdirs(self, d: str) -> list[str]:
+        """The included directories right below `d`; an unreadable or vanished `d` has none."""
+        try:
+            with os.scandir(self._abs(d)) as it:
+                return [
+                    child
+                    for e in it
+                    if e.is_dir(follow_symlinks=False) and not self.flt.path_excluded(child := _join(d, e.name), True)
+                ]
+        except OSError:
+            return []
 
     def _watch_tree(self, top: str) -> None:
         """Watch `top` and every included directory below it: watch first, then list, so a
@@ -209,17 +213,8 @@ class Watcher:
         stack = [top]
         while stack:
             d = stack.pop()
-            if not self._add_watch(d):
-                continue
-            try:
-                with os.scandir(self._abs(d)) as it:
-                    for e in it:
-                        if e.is_dir(follow_symlinks=False):
-                            child = _join(d, e.name)
-                            if not self.flt.path_excluded(child, True):
-                                stack.append(child)
-            except OSError:
-                continue
+            if self._add_watch(d):
+                stack += self._subdirs(d)
 
     def _add_watch(self, rel: str) -> bool:
         try:
