@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tether.cli_service import add_parsers as add_service_parsers
 
     add_service_parsers(sub)
-    from tether.locations import cli as locations_cli
+    from tether.locations.parsers import add_parsers as add_locations_parsers
 
-    locations_cli.add_parsers(sub)
+    add_locations_parsers(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -201,9 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(keep=args.keep)
         from tether.cli_service import SERVICE_COMMANDS
-        from tether.locations import cli as locations_cli
+        from tether.locations.parsers import COMMANDS as LOCATION_COMMANDS
 
-        if args.command in locations_cli.COMMANDS:
+        if args.command in LOCATION_COMMANDS:
+            from tether.locations import cli as locations_cli
+
             return locations_cli.handle(args, dirs)
         if args.command in SERVICE_COMMANDS:
             from tether.cli_service import handle

@@ -24,14 +24,7 @@ from tether.locations.plan import Op, Plan, diff, display, render
 from tether.locations.prompt import Asker, NeedsAnswer, Stopped
 from tether.output import human_bytes, shown
 
-COMMANDS = {"backup", "work", "transfer", "tree", "locations"}
 MAX_ROUNDS = 5  # re-plans when files keep changing under us
-ACTIONS = {
-    "backup": "copy PATHs from the WORKING to every accessible BACKUP (never deletes there)",
-    "work": "copy PATHs from a BACKUP into a WORKING",
-    "transfer": "copy PATHs from one BACKUP to another",
-    "tree": "create in the WORKING the folder skeleton (no files) of a BACKUP",
-}
 # source role, destination role, per action
 ROLES = {
     "backup": (WORKING, BACKUP),
@@ -39,23 +32,6 @@ ROLES = {
     "transfer": (BACKUP, BACKUP),
     "tree": (BACKUP, WORKING),
 }
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for name, text in ACTIONS.items():
-        p = sub.add_parser(name, help=text, description=text + ". See `tether locations` for the sets.")
-        p.add_argument("paths", metavar="PATH", nargs="+", help="file or folder inside a location")
-        p.add_argument("-m", dest="overwrite", action="store_true", help="overwrite modified files without asking")
-        p.add_argument("-d", dest="delete", action="store_true", help="delete what the source lacks, asking first")
-        p.add_argument("-D", dest="delete_now", action="store_true", help="delete what the source lacks, no question")
-        p.add_argument("-s", dest="hide_dirs", action="store_true", help="do not list changes to folders")
-        p.add_argument("-v", dest="verbose", action="store_true", help="show the rsync commands and ask first")
-        p.add_argument("-n", "--dry-run", action="store_true", help="list what would change; change nothing")
-        p.add_argument("-y", "--yes", action="store_true", help="answer yes to every yes/no question")
-        p.add_argument("--from", dest="from_", action="append", default=[], metavar="LOCATION", help="source")
-        p.add_argument("--to", action="append", default=[], metavar="LOCATION", help="destination")
-    p = sub.add_parser("locations", help="list the location sets, which are accessible now and their free space")
-    p.add_argument("--json", action="store_true")
 
 
 def handle(args: argparse.Namespace, dirs: Dirs) -> int:
