@@ -96,7 +96,9 @@ class TargetWorker(threading.Thread):
             began = time.monotonic()
             try:
                 res = self.applier.full_pass() if full else self.applier.apply(coalesce(batch))
-            except (AgentDown, AgentError, TetherError, OSError) as e:
+            except Exception as e:  # a worker that dies would stop its target silently
+                if not isinstance(e, (AgentDown, AgentError, TetherError, OSError)):
+                    log.exception("%s: unexpected error", self.applier.target)
                 self.applier.reset()
                 down = isinstance(e, AgentDown) or "connection" in str(e) or "unreachable" in str(e)
                 backoff = min(BACKOFF_MAX, backoff * 2 or 0.5)

@@ -171,7 +171,25 @@ class Mirror:
             hint="check the target path; pass --force to make it an exact mirror, or --no-delete to keep extra files",
         )  # fmt: skip
 
+    def _emptied_source(self, spec: MirrorSpec, target: Endpoint) -> TargetOutcome | None:
+        """An empty source (an unmounted disk leaves an empty mount point) must not empty a target."""
+        if not _local_is_empty(spec.source):
+            return None
+        plan = self._run(self._argv(spec, target, dry_run=True), target)
+        gone = [c[12:] for c in plan.changes if c.startswith("*deleting")]
+        if not plan.ok or not gone:
+            return None
+        return TargetOutcome(
+            str(target), False, refused=True,
+            errors=[f"refused: the source is empty and mirroring would delete {len(gone)} entries on the target"],
+            hint="is the source's disk mounted? pass --force if the target really should be emptied",
+        )  # fmt: skip
+
     def sync_target(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
+        if spec.delete and not force:
+            refused = self._emptied_source(spec, target)
+            if refused:
+                return refused
         if force or not spec.delete or self.known.has(target.key()):
             return self._pass(spec, target, dry_run=dry_run)
         if dry_run or isinstance(target, Local):

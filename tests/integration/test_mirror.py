@@ -217,3 +217,16 @@ def test_ssh_connections_are_shared_through_a_socket_in_the_runtime_dir(
             subprocess.run(["ssh", "-F", str(sshd.ssh_config), "-o", f"ControlPath={sock}", "-O", "exit", "x"],
                            capture_output=True)  # fmt: skip
         shutil.rmtree(env["TETHER_HOME"], ignore_errors=True)
+
+
+def test_an_empty_source_never_empties_a_target(tmp_path: Path, tether_env) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 20, seed=14, hostile=False)
+    tether(["mirror", src, dst], tether_env, check_rc=0)
+    shutil.rmtree(src)
+    src.mkdir()  # what an unmounted disk leaves behind: an empty mount point
+    proc = tether(["mirror", src, dst], tether_env, check_rc=1)
+    assert "the source is empty" in proc.stderr and "--force" in proc.stderr
+    assert any(dst.iterdir())
+    tether(["mirror", "--force", src, dst], tether_env, check_rc=0)
+    assert not any(dst.iterdir())
