@@ -63,7 +63,7 @@ def run_live(name: str, job_spec: Any, live_opts: Any, ssh: Any, dirs: Dirs, sta
     def on_signal(signum: int, _frame: object) -> None:
         logging.getLogger("tether").info("stopping (%s): finishing the transfer in flight", signal.Signals(signum).name)
         board.update(state="stopping", force=True)
-        live.stopping.set()
+        live.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -145,6 +145,7 @@ class LiveMirror:
     ) -> None:
         self.spec, self.opts, self.board = spec, opts, board
         self.stopping = threading.Event()
+        self._watcher: Watcher | None = None
         self.on_batch = on_batch
         self.workers = []
         for t in spec.targets:
@@ -160,11 +161,13 @@ class LiveMirror:
         for w in self.workers:
             w.request_full()
             w.start()
+        self._watcher = watcher
         coalescer = Coalescer(watcher, delay=self.opts.delay)
         next_full = time.monotonic() + self.opts.interval if self.opts.interval else None
         try:
             while not self.stopping.is_set():
-                wait = 0.5 if next_full is None else max(0.0, min(0.5, next_full - time.monotonic()))
+                # no timer while idle: events, the next full pass or wake() end the wait
+                wait = None if next_full is None else max(0.0, next_full - time.monotonic())
                 batch = coalescer.next_batch(timeout=wait)
                 if batch:
                     if self.on_batch:
@@ -179,6 +182,12 @@ class LiveMirror:
         finally:
             watcher.close()
             self.stop()
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: the loop ends and the workers finish their transfer."""
+        self.stopping.set()
+        if self._watcher is not None:
+            self._watcher.wake()
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()

@@ -8,6 +8,7 @@ exactly (a lost queue, the root itself moving) becomes Change("rescan", "").
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -132,6 +133,10 @@ class Watcher:
         self._held: list[_Event] = []  # from an unpaired MOVED_FROM on, waiting for its MOVED_TO
         self._held_since = 0.0
         self._rescan_on_dir_move = any(r.anchored and not r.pattern.startswith("**/") for r in flt.rules)
+        # wake(): a pipe in the same poll set, so a stop request ends a wait with no timer
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._woken = False
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -157,6 +162,22 @@ class Watcher:
     def fileno(self) -> int:
         return self._fd
 
+    def wake(self) -> None:
+        """End a read() that is waiting, from another thread or a signal handler."""
+        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake is pending already
+            os.write(self._wake_w, b"!")
+
+    def take_woken(self) -> bool:
+        """Whether the last read() ended because of wake(); clears the flag."""
+        woken, self._woken = self._woken, False
+        return woken
+
+    def _take_wake(self) -> bool:
+        try:
+            return bool(os.read(self._wake_r, 64))
+        except BlockingIOError:
+            return False
+
     def close(self) -> None:
         if self._fd >= 0:
             self._poll.unregister(self._fd)
@@ -165,6 +186,10 @@ class Watcher:
         self._paths.clear()
         self._wds.clear()
         self._held.clear()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def __enter__(self) -> Watcher:
         self.start()
@@ -286,7 +311,8 @@ class Watcher:
                 if changes:
                     return changes
             now = time.monotonic()
-            if end is not None and now >= end:
+            if (end is not None and now >= end) or self._take_wake():
+                self._woken = True
                 return []
             wake = end
             if self._held:
@@ -399,6 +425,8 @@ class Coalescer:
             if left is not None and left <= 0:
                 return []
             changes = self.watcher.read(left)
+            if self.watcher.take_woken():
+                return coalesce(changes)
         first = last = time.monotonic()
         while True:
             now = time.monotonic()
