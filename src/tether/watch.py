@@ -311,8 +311,10 @@ class Watcher:
                 if changes:
                     return changes
             now = time.monotonic()
-            if (end is not None and now >= end) or self._take_wake():
+            if self._take_wake():
                 self._woken = True
+                return []
+            if end is not None and now >= end:
                 return []
             wake = end
             if self._held:

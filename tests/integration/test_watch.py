@@ -298,3 +298,14 @@ def test_burst_below_the_queue_limit_reports_every_file(root: Path, watcher: Wat
     paths = {c.path for c in out}
     assert files <= paths and all(p.startswith("burst") and (root / p).is_dir() for p in paths - files)
     assert all(c.kind == "write" for c in out)
+
+
+def test_wake_ends_an_untimed_wait_and_a_timeout_is_not_a_wake(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "w").mkdir()
+    with Watcher(str(tmp_path / "w"), Filter()) as w:
+        assert w.read(0.05) == [] and not w.take_woken()  # a plain timeout
+        threading.Timer(0.1, w.wake).start()
+        assert w.read(None) == []  # no timer: only the wake ends this
+        assert w.take_woken() and not w.take_woken()
