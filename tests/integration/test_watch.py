@@ -309,3 +309,19 @@ def test_wake_ends_an_untimed_wait_and_a_timeout_is_not_a_wake(tmp_path: Path) -
         threading.Timer(0.1, w.wake).start()
         assert w.read(None) == []  # no timer: only the wake ends this
         assert w.take_woken() and not w.take_woken()
+
+
+def test_the_window_gathers_changes_that_come_close_together_every_time(tmp_path: Path) -> None:
+    import threading
+
+    from tether.watch import Coalescer
+
+    root = tmp_path / "w"
+    root.mkdir()
+    with Watcher(str(root), Filter()) as w:
+        co = Coalescer(w, delay=0.3, max_delay=2.0)
+        for round_no in range(3):  # not only the first batch: the window holds for every one
+            (root / f"a{round_no}").write_text("1")
+            threading.Timer(0.05, (root / f"b{round_no}").write_text, ["2"]).start()
+            batch = co.next_batch(timeout=10)
+            assert sorted(c.path for c in batch) == [f"a{round_no}", f"b{round_no}"], batch
