@@ -284,3 +284,21 @@ def test_restart_and_owner_and_acl_housekeeping(tmp_path: Path, tether_env) -> N
         tether(["restart", "own"], tether_env, check_rc=0)
         assert status(tether_env, "own")["pid"] != first
     wait_for(lambda: (dst / "new.txt").stat().st_uid == 0, 30, "final_owner when the job stopped")
+
+
+def test_stop_kills_a_transfer_that_outlives_the_timeout_and_the_next_start_converges(
+    tmp_path: Path, tether_env
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 10, seed=31, hostile=False)
+    write_job(tether_env, "slow", src, [str(dst)], interval=0, bwlimit="100")
+    tether(["start", "slow"], tether_env, check_rc=0)
+    wait_same(src, dst)
+    (src / "big.bin").write_bytes(os.urandom(4_000_000))  # 40 s at 100 KB/s
+    wait_for(lambda: status(tether_env, "slow")["targets"][0]["state"] == "syncing", 30, "the transfer to start")
+    out = tether(["stop", "--timeout", "1", "slow"], tether_env, check_rc=0).stdout
+    assert "was killed" in out
+    assert not (dst / "big.bin").exists()  # never a half-written file under its name
+    write_job(tether_env, "slow", src, [str(dst)], interval=0)
+    with running(tether_env, "slow"):
+        wait_same(src, dst)
