@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -302,3 +304,52 @@ def test_stop_kills_a_transfer_that_outlives_the_timeout_and_the_next_start_conv
     write_job(tether_env, "slow", src, [str(dst)], interval=0)
     with running(tether_env, "slow"):
         wait_same(src, dst)
+
+
+@pytest.fixture
+def unprivileged_user() -> Iterator[str]:
+    if not (shutil.which("useradd") and shutil.which("sudo")):
+        pytest.skip("useradd and sudo are needed (scripts/setup --dev installs sudo)")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("the far side needs /usr/bin/python3 on the unprivileged user's PATH")
+    name = "tethernopw"
+    subprocess.run(["userdel", name], capture_output=True)
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", "-p", "*", name], check=True)  # "*": not locked, no password
+    yield name
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_sudo_that_would_ask_for_a_password_is_a_clear_error(
+    tmp_path: Path, tether_env, unprivileged_user: str
+) -> None:
+    user = unprivileged_user
+    # sshd reads authorized_keys as the user: everything here must be reachable by that user
+    base = Path(tempfile.mkdtemp(prefix="tether-nopw-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        src, dst = tmp_path / "src", base / "dst"
+        make_tree(src, 5, seed=32, hostile=False)
+        dst.mkdir()
+        shutil.chown(dst, user)
+        with SshServer.start(base / "sshd") as server:
+            (base / "sshd").chmod(0o755)
+            server.authorized_keys.chmod(0o644)  # public keys only
+            theirs = server.ssh_config.read_text()
+            mine = theirs.replace(f"Host {server.alias}\n", "Host as-user\n", 1).replace(
+                f"User {server.user}\n", f"User {user}\n", 1
+            )
+            config = tmp_path / "ssh_config"
+            config.write_text(mine)
+            env = dict(tether_env, TETHER_SSH_CONFIG=str(config))
+            write_job(env, "nopw", src, [f"as-user:{dst}"], interval=0, sync_owner="root", sudo=True)
+            with running(env, "nopw"):
+                try:
+                    wait_for(
+                        lambda: "sudo asks for a password" in (status(env, "nopw")["targets"][0]["last_error"] or ""),
+                        60, "the sudo error",
+                    )  # fmt: skip
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\n{tether(['log', 'nopw'], env).stdout}") from None
+                assert status(env, "nopw")["targets"][0]["state"] == "retrying"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
