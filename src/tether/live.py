@@ -92,7 +92,7 @@ class TargetWorker(threading.Thread):
                 full, self.full = self.full, False
             if (full or _is_bulk(batch)) and self.status.full_passes:
                 batch, full = self._settle(batch, full)
-            self.board.update(self.status, state=SYNCING, pending=len(batch))
+            self.board.update(self.status, state=SYNCING, pending=len(batch), force=True)
             began = time.monotonic()
             try:
                 res = self.applier.full_pass() if full else self.applier.apply(coalesce(batch))

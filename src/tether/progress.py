@@ -27,7 +27,8 @@ class ProgressLine:
             if now - self.last < 0.1 and pct < 100:
                 return
             self.last = now
-            parts = [f"{shown(t)} {p}% {human_bytes(b)} {r}" for t, (p, b, r) in self.state.items()]
+            # the figures first: a long target name is what gets cut on a narrow terminal
+            parts = [f"{p:3d}% {human_bytes(b)} {r} {shown(t)}" for t, (p, b, r) in self.state.items()]
             width = shutil.get_terminal_size().columns - 1
             self.stream.write("\r" + " | ".join(parts)[:width].ljust(width))
             self.stream.flush()

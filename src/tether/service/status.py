@@ -43,35 +43,45 @@ class JobStatus:
 
 
 class StatusBoard:
-    """Shared by the job's threads; writes the file at most every `min_gap` seconds."""
+    """Shared by the job's threads. Writes are coalesced: at most one every `min_gap` seconds,
+    and a background flusher makes sure the last change is always written (never stale)."""
 
     def __init__(self, path: Path, status: JobStatus, min_gap: float = 0.2) -> None:
         self.path = path
         self.status = status
         self.min_gap = min_gap
         self.lock = threading.RLock()
-        self._written = 0.0
-        self._dirty = False
+        self._dirty = threading.Condition(self.lock)
+        self._is_dirty = False
+        threading.Thread(target=self._flusher, name="status", daemon=True).start()
 
     def update(self, target: TargetStatus | None = None, force: bool = False, **changes: Any) -> None:
         with self.lock:
             obj: Any = target if target is not None else self.status
             for k, v in changes.items():
                 setattr(obj, k, v)
-            self._dirty = True
-            if force or time.monotonic() - self._written >= self.min_gap:
+            self._is_dirty = True
+            if force:
                 self.flush()
+            else:
+                self._dirty.notify()
+
+    def _flusher(self) -> None:
+        while True:
+            with self.lock:
+                self._dirty.wait_for(lambda: self._is_dirty)
+            time.sleep(self.min_gap)  # gather the changes of this moment into one write
+            self.flush()
 
     def flush(self) -> None:
         with self.lock:
-            if not self._dirty:
+            if not self._is_dirty:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(asdict(self.status), indent=1))
             os.replace(tmp, self.path)
-            self._written = time.monotonic()
-            self._dirty = False
+            self._is_dirty = False
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
