@@ -49,6 +49,10 @@ def test_a_valid_job(tmp_path: Path) -> None:
         ('source = "/a"\n\ntargets = ["/b"\n', 3, "invalid TOML"),
         ('source = /a\ntargets = ["/b"]\n', 1, "invalid TOML"),
         ('source = "/a"\ntargets = ["/b"]\nbwlimit = true\n', 3, "bwlimit must be"),
+        ('source = "/a"\ntargets = ["/b"]\ndelay = -1\n', 3, "delay must be"),
+        ('source = "/a"\ntargets = ["/b"]\ninterval = "hourly"\n', 3, "interval must be"),
+        ('source = "/a"\ntargets = ["/b"]\nsync_owner = "a b"\n', 3, "sync_owner must be"),
+        ('source = "/a"\ntargets = ["/b"]\nsudo = "yes"\n', 3, "sudo must be"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, fragment: str) -> None:
@@ -57,6 +61,13 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, fra
         parse_job(p, "web")
     assert str(e.value).startswith(f"{p}:{line}: ")
     assert e.value.code == 2
+
+
+def test_continuous_mirror_keys(tmp_path: Path) -> None:
+    text = 'source = "/a"\ntargets = ["/b"]\ndelete = "trash"\ntrash_days = 7\ndelay = 0.2\ninterval = 0\n'
+    j = parse_job(job(tmp_path, text), "web")
+    assert j.spec.trash and j.spec.delete and j.live.trash_days == 7
+    assert (j.live.delay, j.live.interval) == (0.2, 0.0)
 
 
 def test_missing_key_says_what_to_add(tmp_path: Path) -> None:
