@@ -173,6 +173,7 @@ class Applier:
     def _writes(self, group: Sequence[Change], res: BatchResult) -> None:
         requests: list[tuple[str, dict[str, object], bytes]] = []
         bulk: list[str] = []
+        bulk_dirs = 0
         many = len(group) > AGENT_BATCH
         for c in group:
             if not c.path:
@@ -186,6 +187,7 @@ class Applier:
             if stat.S_ISDIR(st.st_mode):
                 if c.is_dir:
                     bulk.append(c.path)
+                    bulk_dirs += 1
                     # rsync leaves a directory's mtime alone when it is within the same second,
                     # so the new dirs get theirs from the agent afterwards, like any touched dir
                     res.touched_dirs.update(self._dirs_below(c.path))
@@ -215,8 +217,7 @@ class Applier:
                     raise r
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
-            subtrees = [p for p in bulk if os.path.isdir(os.path.join(self.src, p))]
-            if len(subtrees) == len(bulk) and len(bulk) <= SUBTREE_RUNS and not self.spec.filter.anchored:
+            if bulk_dirs == len(bulk) <= SUBTREE_RUNS and not self.spec.filter.anchored:
                 outs = [self.mirror.send_subtree(self.spec, self.target, p) for p in bulk]
             else:
                 outs = [self.mirror.send_paths(self.spec, self.target, bulk)]

@@ -18,7 +18,7 @@ from tether.mirror import Mirror, MirrorSpec, TargetOutcome
 from tether.output import print_outcomes, shown
 from tether.ssh import SshOptions
 from tether.state import KnownTargets
-from tether.transport.rsync import Rsync
+from tether.transport.rsync import RATE_RE, Rsync
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,7 +122,7 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
     targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
     check_overlap(source, targets)
-    if args.bwlimit is not None and not args.bwlimit.rstrip("KMGkmg").replace(".", "", 1).isdigit():
+    if args.bwlimit is not None and not RATE_RE.fullmatch(args.bwlimit):
         raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
     flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
     spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)

@@ -10,11 +10,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, LockedError, TetherError
 from tether.output import human_bytes, shown
+
+if TYPE_CHECKING:  # imported lazily at run time: other commands start faster without them
+    from tether.config import LiveOptions
+    from tether.mirror import MirrorSpec
+    from tether.ssh import SshOptions
 
 SERVICE_COMMANDS = ("run", "start", "stop", "restart", "status", "log")
 
@@ -47,7 +52,9 @@ def setup_logging() -> None:
     )
 
 
-def run_live(name: str, job_spec: Any, live_opts: Any, ssh: Any, dirs: Dirs, status_path: Path) -> int:
+def run_live(
+    name: str, job_spec: MirrorSpec, live_opts: LiveOptions, ssh: SshOptions, dirs: Dirs, status_path: Path
+) -> int:
     """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`."""
     from tether.live import LiveMirror
     from tether.mirror import Mirror

@@ -20,6 +20,7 @@ from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
 from tether.mirror import MirrorSpec
+from tether.transport.rsync import RATE_RE
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DELETE_MODES = ("mirror", "keep", "trash")
@@ -78,7 +79,7 @@ MIRROR_FIELDS: dict[str, Field] = {
         "rate like 5M or a number of KiB/s",
         lambda v: (
             (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-            or (isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?[KMGkmg]?", v) is not None)
+            or (isinstance(v, str) and RATE_RE.fullmatch(v) is not None)
         ),
         'bwlimit = "5M"',
     ),

@@ -117,17 +117,17 @@ class Mirror:
         self.verbose = verbose
         self.progress = progress  # (target, percent, bytes, rate), for transfers that change things
 
-    def _run(self, argv: list[str], target: Endpoint) -> RsyncResult:
+    def _run(self, argv: list[str], target: Endpoint, input: bytes | None = None) -> RsyncResult:
         if self.verbose:
             self.verbose(shlex.join(argv))
         report = None
-        if self.progress and "--dry-run" not in argv:
+        if self.progress and "--dry-run" not in argv and input is None:
             on_progress = self.progress
 
             def report(pct: int, done: int, rate: str) -> None:
                 on_progress(str(target), pct, done, rate)
 
-        return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report)
+        return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report, input)
 
     def _argv(
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
@@ -213,10 +213,7 @@ class Mirror:
         cut = argv.index("--")
         argv[cut:cut] = ["-r", "--files-from=-", "--from0"]
         data = b"".join(os.fsencode(p) + b"\0" for p in paths)
-        if self.verbose:
-            self.verbose(shlex.join(argv))
-        res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, input=data)
-        return TargetOutcome.from_rsync(target, res)
+        return TargetOutcome.from_rsync(target, self._run(argv, target, input=data))
 
     def send_subtree(self, spec: MirrorSpec, target: Endpoint, rel: str) -> TargetOutcome:
         """A plain recursive rsync of one directory. Unlike a --files-from run it keeps rsync's
@@ -228,10 +225,7 @@ class Mirror:
         )  # fmt: skip
         cut = argv.index("--")
         argv[cut + 1 :] = [f"{argv[cut + 1]}{rel}/", f"{argv[cut + 2]}{rel}/"]
-        if self.verbose:
-            self.verbose(shlex.join(argv))
-        res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None)
-        return TargetOutcome.from_rsync(target, res)
+        return TargetOutcome.from_rsync(target, self._run(argv, target))
 
     def run(self, spec: MirrorSpec, *, dry_run: bool = False, force: bool = False) -> list[TargetOutcome]:
         check_source(spec.source)

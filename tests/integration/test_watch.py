@@ -319,7 +319,7 @@ def test_the_window_gathers_changes_that_come_close_together_every_time(tmp_path
     root = tmp_path / "w"
     root.mkdir()
     with Watcher(str(root), Filter()) as w:
-        co = Coalescer(w, delay=0.3, max_delay=2.0)
+        co = Coalescer(w, delay=1.0, max_delay=5.0)  # wide: a busy machine may run the timer late
         for round_no in range(3):  # not only the first batch: the window holds for every one
             (root / f"a{round_no}").write_text("1")
             threading.Timer(0.05, (root / f"b{round_no}").write_text, ["2"]).start()

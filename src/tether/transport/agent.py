@@ -224,19 +224,24 @@ class _SshAgent(AgentClient):
             junk += len(line)
             if junk > _MAX_JUNK:
                 raise self._went_down("no agent greeting: the remote shell printed too much")
-        try:
-            frame = read_frame(self._stdout)
-        except (OSError, EOFError, ValueError):
-            frame = None
-        if frame is None:
-            raise self._went_down("during the handshake")
-        reply = frame[0]
+        reply = self._read_reply("during the handshake")
         if not reply.get("ok"):
             raise AgentError(f"{self.host}: {reply.get('error')}", reply.get("errno"))
         self.info = reply.get("result") or {}
         if self.info.get("version") != PROTOCOL_VERSION:
             raise AgentError(f"{self.host}: agent speaks protocol {self.info.get('version')}, not {PROTOCOL_VERSION}")
         self._next_id = 1
+
+    def _read_reply(self, when: str) -> dict[str, Any]:
+        """The next reply header; a broken or closed stream marks the connection down."""
+        try:
+            frame = read_frame(self._stdout)
+        except (OSError, EOFError, ValueError):
+            frame = None
+        if frame is None:
+            raise self._went_down(when)
+        reply: dict[str, Any] = frame[0]
+        return reply
 
     def _exchange(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
         if self._down is not None:
@@ -266,13 +271,7 @@ class _SshAgent(AgentClient):
         replies: list[dict[str, Any]] = []
         try:
             for i in range(len(frames)):
-                try:
-                    frame = read_frame(self._stdout)
-                except (OSError, EOFError, ValueError):
-                    frame = None
-                if frame is None:
-                    raise self._went_down("while waiting for a reply")
-                reply = frame[0]
+                reply = self._read_reply("while waiting for a reply")
                 if reply.get("id") != first + i:
                     raise self._went_down(f"reply {reply.get('id')} out of order (expected {first + i})")
                 replies.append(reply)

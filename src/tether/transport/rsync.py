@@ -23,6 +23,8 @@ VANISHED = 24  # source files vanished during the pass: normal on a live tree
 MAX_DELETE_HIT = 25  # --max-delete stopped deletions
 
 _ITEM_PREFIX = "@@ "
+# a --bwlimit value: KiB/s, or a number with a K/M/G suffix
+RATE_RE = re.compile(r"\d+(\.\d+)?[KMGkmg]?")
 _STAT_RE = {
     "total": re.compile(r"^Number of files: ([\d,.]+)", re.M),
     "created": re.compile(r"^Number of created files: ([\d,.]+)", re.M),
@@ -48,7 +50,6 @@ class RsyncResult:
     changes: list[str] = field(default_factory=list)  # itemized lines, e.g. ">f+++++++++ a/b"
     errors: list[str] = field(default_factory=list)
     hint: str | None = None
-    stdout: str = ""
 
     @property
     def ok(self) -> bool:
@@ -110,7 +111,7 @@ class Rsync:
         seconds = time.monotonic() - start
         out = raw_out.decode("utf-8", "backslashreplace")
         err = raw_err.decode("utf-8", "backslashreplace")
-        res = RsyncResult(argv, returncode, seconds, stdout=out)
+        res = RsyncResult(argv, returncode, seconds)
         for key, rx in _STAT_RE.items():
             m = rx.search(out)
             if m:
