@@ -75,6 +75,7 @@ def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
         print(f"{name} is already running (pid {pid})")
         return EXIT_OK
     check_conflicts(dirs, job)
+    _kill_leftovers(PidLock(paths.pid).last_pid())
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.status.unlink(missing_ok=True)
     with open(paths.log, "ab") as log:
@@ -123,6 +124,36 @@ def stop(dirs: Dirs, name: str, *, timeout: float = 30.0, quiet: bool = False) -
     if not quiet:
         print(f"stopped {name}")
     return EXIT_OK
+
+
+def _kill_leftovers(old: int | None) -> None:
+    """Kill what a job killed by -9 left running in its session (an rsync still writing).
+
+    Such a writer would race the new start's full pass and leave stale files or times after it.
+    The group is only ours when its leader is gone (or a zombie): Linux never hands out a pid
+    that is still some live group's id, so a dead leader with live members means orphans of
+    that job.
+    """
+    if old is None or old <= 1:
+        return
+    if _alive(old):
+        return  # the leader's pid is alive: not a leftover group (a stop is in progress, or reuse)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(old, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie: a killed job's leader stays a zombie until its parent reaps it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
 def _tail(path: Path, lines: int) -> str:

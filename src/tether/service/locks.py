@@ -35,6 +35,14 @@ class PidLock:
             os.close(self._fd)
             self._fd = None
 
+    def last_pid(self) -> int | None:
+        """The pid written by the last holder, alive or not."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
+
     def holder(self) -> int | None:
         """The pid of the live process holding the lock, or None when nobody does."""
         try:
