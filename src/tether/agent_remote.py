@@ -125,6 +125,8 @@ class Ops:
         with _oserrors("open root", r):
             os.close(os.open(r, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         self.root = os.path.abspath(r)
+        self._locks: dict[bytes, int] = {}
+        self._watcher: _Inotify | None = None
 
     # ------------------------------------------------------------------ path walking
 
@@ -436,6 +438,312 @@ class Ops:
             st = os.statvfs(self.root)
         return {"free": st.f_bavail * st.f_frsize, "total": st.f_blocks * st.f_frsize}
 
+    # ------------------------------------------------------------------ two-way sync (bisync)
+
+    def scan(self, skip: str | bytes = b".tether") -> Result:
+        """Every entry under the root as [path, type, size, mtime_ns, mode, ino, link].
+
+        Directories that cannot be listed are reported in "unreadable": the caller must not
+        read their absence as deletions.
+        """
+        top_skip = to_bytes(skip)
+        rows: list[list[Any]] = []
+        unreadable: list[list[Any]] = []
+        stack: list[bytes] = [b""]
+        while stack:
+            rel = stack.pop()
+            full = self.root + b"/" + rel if rel else self.root
+            try:
+                it = os.scandir(full)
+            except OSError as e:
+                unreadable.append([to_wire(rel), e.strerror])
+                continue
+            with it:
+                for de in it:
+                    name = de.name
+                    if (not rel and name == top_skip) or name.startswith(TMP_PREFIX):
+                        continue
+                    p = rel + b"/" + name if rel else name
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                        t = _ftype(st.st_mode)
+                        link = to_wire(os.readlink(de.path)) if t == "l" else None
+                    except OSError:
+                        continue  # vanished under the walk: the next scan sees what became of it
+                    rows.append([to_wire(p), t, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino, link])
+                    if t == "d":
+                        stack.append(p)
+        return {"entries": rows, "unreadable": unreadable}
+
+    def _open_regular(self, p: bytes) -> int:
+        parts = split_path(p)
+        try:
+            with self._parent(parts, create=False) as dfd:
+                return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+        except _Missing:
+            raise OpError(errno.ENOENT, f"{show(p)}: No such file or directory") from None
+
+    def hash(self, paths: list[str | bytes]) -> Result:
+        """A content digest per file (None when it cannot be read): decides 'same content'."""
+        import hashlib
+
+        out: list[str | None] = []
+        for p in paths:
+            try:
+                fd = self._open_regular(to_bytes(p))
+            except (OSError, OpError):
+                out.append(None)
+                continue
+            h = hashlib.blake2b(digest_size=20)
+            try:
+                while True:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                out.append(h.hexdigest())
+            except OSError:
+                out.append(None)
+            finally:
+                os.close(fd)
+        return {"digests": out}
+
+    def read(self, path: str | bytes, size: int, mtime_ns: int) -> Result:
+        """A whole small file, only if it is still the version the caller scanned."""
+        p = to_bytes(path)
+        with _oserrors("read", p):
+            fd = self._open_regular(p)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
+                    raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
+                chunks = []
+                got = 0
+                while got <= size:
+                    chunk = os.read(fd, max(size - got, 0) + 1)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    got += len(chunk)
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
+        if got != size or after.st_mtime_ns != mtime_ns:
+            raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
+        return {"data": b"".join(chunks), "mode": stat.S_IMODE(st.st_mode)}
+
+    def _check_expect(self, dfd: int, name: bytes, p: bytes, expect: list[Any] | None) -> os.stat_result | None:
+        """The entry must still be what the pass planned against: [type, size, mtime_ns] or None (absent)."""
+        st = self._lstat(dfd, name)
+        if expect is None:
+            if st is not None:
+                raise OpError(errno.EEXIST, f"{show(p)} appeared during the pass")
+            return None
+        if st is None:
+            raise OpError(errno.ENOENT, f"{show(p)} vanished during the pass")
+        t = _ftype(st.st_mode)
+        if t != expect[0] or (t != "d" and (st.st_size != expect[1] or st.st_mtime_ns != expect[2])):
+            raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
+        return st
+
+    def _backup_at(self, dfd: int, name: bytes, p: bytes, backup_root: bytes, keep: int) -> bytes:
+        """Keep the current version of p under backup_root as <path>.<stamp> (a hard link: no copy)."""
+        parts = split_path(p)
+        stamp = time.strftime("%Y%m%d-%H%M%S").encode() + b"-%06d" % (time.time_ns() // 1000 % 1_000_000)
+        bparts = [*split_path(backup_root), *parts]
+        bname = parts[-1][: _NAME_MAX - len(stamp) - 1] + b"." + stamp
+        with self._parent(bparts, create=True) as bfd:
+            bname = _free_name(bfd, bname)
+            try:
+                os.link(name, bname, src_dir_fd=dfd, dst_dir_fd=bfd, follow_symlinks=False)
+            except OSError:  # no hard links here (or a dir): move it instead, the caller replaces it anyway
+                os.rename(name, bname, src_dir_fd=dfd, dst_dir_fd=bfd)
+            if keep > 0:
+                prefix = parts[-1][: _NAME_MAX - len(stamp) - 1] + b"."
+                versions = sorted(
+                    n for n in map(os.fsencode, os.listdir(bfd)) if n.startswith(prefix) and len(n) >= len(prefix) + 22
+                    and n[len(prefix) : len(prefix) + 8].isdigit()
+                )  # fmt: skip
+                for old in versions[:-keep]:
+                    with suppress(OSError):
+                        _remove_at(bfd, old)
+        return b"/".join([*bparts[:-1], bname])
+
+    def _entry(self, dfd: int, name: bytes) -> list[Any]:
+        st = os.lstat(name, dir_fd=dfd)
+        return [_ftype(st.st_mode), st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino]
+
+    def install(
+        self,
+        path: str | bytes,
+        kind: str,
+        expect: list[Any] | None,
+        backup_root: str | bytes,
+        data: bytes = b"",
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        target: str | bytes = b"",
+        keep: int = 10,
+    ) -> Result:
+        """Create or replace path with a file, symlink or directory, if it is still as planned.
+
+        An existing file or link is kept in the backups first; an existing dir is only replaced
+        when empty.  Returns the new entry, so the caller records exactly what is there.
+        """
+        p = to_bytes(path)
+        parts = split_path(p)
+        broot = to_bytes(backup_root)
+        with _oserrors("install", p), self._parent(parts, create=True) as dfd:
+            name = parts[-1]
+            st = self._check_expect(dfd, name, p, expect)
+            if kind == "d" and st is not None and stat.S_ISDIR(st.st_mode):
+                os.chmod(name, mode & 0o7777, dir_fd=dfd)
+                return {"entry": self._entry(dfd, name)}
+            if st is not None:
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=dfd)  # ENOTEMPTY: something still lives there, nothing is lost
+                elif kind == "d":
+                    self._backup_at(dfd, name, p, broot, keep)
+                    os.unlink(name, dir_fd=dfd)
+                else:
+                    self._backup_at(dfd, name, p, broot, keep)
+            if kind == "d":
+                os.mkdir(name, 0o700, dir_fd=dfd)
+                os.chmod(name, mode & 0o7777, dir_fd=dfd)
+            elif kind == "l":
+                tmp = _tmp_name()
+                os.symlink(to_bytes(target), tmp, dir_fd=dfd)
+                if mtime_ns is not None:
+                    os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            else:
+                tmp = _tmp_name()
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+                try:
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        os.fchmod(fd, mode & 0o7777)
+                        if mtime_ns is not None:
+                            os.utime(fd, ns=(time.time_ns(), mtime_ns))
+                    finally:
+                        os.close(fd)
+                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                except BaseException:
+                    with suppress(OSError):
+                        os.unlink(tmp, dir_fd=dfd)
+                    raise
+            return {"entry": self._entry(dfd, name)}
+
+    def prepare(self, path: str | bytes, expect: list[Any] | None, backup_root: str | bytes, keep: int = 10) -> Result:
+        """Before rsync replaces a big file: check it is as planned and keep its version."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        with _oserrors("prepare", p), self._parent(parts, create=True) as dfd:
+            st = self._check_expect(dfd, parts[-1], p, expect)
+            if st is not None:
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(parts[-1], dir_fd=dfd)
+                else:
+                    self._backup_at(dfd, parts[-1], p, to_bytes(backup_root), keep)
+        return {}
+
+    def entry(self, path: str | bytes) -> Result:
+        """The entry as it is now, in scan form (None when absent)."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        try:
+            with _oserrors("entry", p), self._parent(parts, create=False) as dfd:
+                if self._lstat(dfd, parts[-1]) is None:
+                    return {"entry": None}
+                return {"entry": self._entry(dfd, parts[-1])}
+        except _Missing:
+            return {"entry": None}
+
+    def discard(self, path: str | bytes, expect: list[Any], trash_root: str | bytes) -> Result:
+        """Soft delete: a file or link moves to trash_root/<day>/<path>; a dir is removed only if empty."""
+        p = to_bytes(path)
+        parts = split_path(p)
+        try:
+            with _oserrors("delete", p), self._parent(parts, create=False) as dfd:
+                st = self._check_expect(dfd, parts[-1], p, expect)
+                assert st is not None
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(parts[-1], dir_fd=dfd)  # ENOTEMPTY: something new lives there, keep it
+                    return {"trashed": None}
+                day = time.strftime("%Y-%m-%d").encode()
+                dparts = [*split_path(to_bytes(trash_root)), day, *parts]
+                with self._parent(dparts, create=True) as tfd:
+                    name = _free_name(tfd, parts[-1])
+                    os.rename(parts[-1], name, src_dir_fd=dfd, dst_dir_fd=tfd)
+                return {"trashed": to_wire(b"/".join([*dparts[:-1], name]))}
+        except _Missing:
+            raise OpError(errno.ENOENT, f"{show(p)} vanished during the pass") from None
+
+    def rename(self, old: str | bytes, new: str | bytes, expect: list[Any]) -> Result:
+        """Rename within the replica, only if old is as planned and new is free (conflict copies)."""
+        o, n = to_bytes(old), to_bytes(new)
+        oparts, nparts = split_path(o), split_path(n)
+        try:
+            with _oserrors("rename", o), self._parent(oparts, create=False) as ofd:
+                self._check_expect(ofd, oparts[-1], o, expect)
+                with self._parent(nparts, create=True) as nfd:
+                    self._check_expect(nfd, nparts[-1], n, None)
+                    os.rename(oparts[-1], nparts[-1], src_dir_fd=ofd, dst_dir_fd=nfd)
+                    return {"entry": self._entry(nfd, nparts[-1])}
+        except _Missing:
+            raise OpError(errno.ENOENT, f"{show(o)} vanished during the pass") from None
+
+    def prune_backups(self, backup_root: str | bytes, days: int) -> Result:
+        """Remove backup versions whose stamp is more than `days` days old."""
+        cutoff = time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400)).encode()
+        root = self.root + b"/" + to_bytes(backup_root)
+        pruned = 0
+        for dirpath, _dirs, files in os.walk(root):
+            for n in files:
+                dot = n.rfind(b".")
+                stamp = n[dot + 1 : dot + 9]
+                if dot > 0 and stamp.isdigit() and stamp < cutoff:
+                    with suppress(OSError):
+                        os.unlink(os.path.join(dirpath, n))
+                        pruned += 1
+        return {"pruned": pruned}
+
+    def lock(self, path: str | bytes, owner: str) -> Result:
+        """Hold an flock on path for this agent's life; a dead holder's lock is simply taken over."""
+        import fcntl
+
+        p = to_bytes(path)
+        parts = split_path(p)
+        with _oserrors("lock", p), self._parent(parts, create=True) as dfd:
+            fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OpError(errno.EAGAIN, f"locked by {holder}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n".encode())
+        self._locks[p] = fd
+        return {}
+
+    def unlock(self, path: str | bytes) -> Result:
+        fd = self._locks.pop(to_bytes(path), None)
+        if fd is not None:
+            with suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+        return {}
+
+    def watch(self, timeout: float) -> Result:
+        """Block until something under the root changes (inotify) or timeout; for continuous bisync."""
+        if self._watcher is None:
+            self._watcher = _Inotify(self.root)
+        return {"changed": self._watcher.wait(timeout)}
+
 
 def _free_name(dfd: int, name: bytes) -> bytes:
     """name, or name with a number before its extension (a.1.txt, a.2.txt, ...) if taken."""
@@ -487,9 +795,63 @@ def _remove_at(dfd: int, name: bytes) -> bool:
     return True
 
 
+class _Inotify:
+    """Recursive inotify on the root (ctypes, stdlib only): tells whether anything changed."""
+
+    _MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # modify..move_self
+    _ISDIR = 0x40000000
+    _EVENT = struct.Struct("iIII")
+
+    def __init__(self, root: bytes) -> None:
+        import ctypes
+        import ctypes.util
+
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OpError(ctypes.get_errno(), "inotify_init1 failed")
+        self.root = root
+        self._rescan = False
+        self._add_tree(root)
+
+    def _add_tree(self, top: bytes) -> None:
+        for dirpath, dirs, _files in os.walk(top):
+            if dirpath == self.root and b".tether" in dirs:
+                dirs.remove(b".tether")
+            self._libc.inotify_add_watch(self.fd, dirpath, self._MASK)
+
+    def wait(self, timeout: float) -> bool:
+        import select
+
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return False
+        changed = False
+        time.sleep(0.02)  # let a burst arrive, so one wake covers it
+        while True:
+            try:
+                buf = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                break
+            off = 0
+            while off < len(buf):
+                _wd, mask, _cookie, length = self._EVENT.unpack_from(buf, off)
+                name = buf[off + 16 : off + 16 + length].rstrip(b"\0")
+                off += 16 + length
+                if name == b".tether" or name.startswith(TMP_PREFIX):
+                    continue
+                changed = True
+                if mask & self._ISDIR and mask & (0x100 | 0x80):  # a dir created or moved in
+                    self._rescan = True
+        if self._rescan:
+            self._rescan = False
+            self._add_tree(self.root)  # adding an existing watch is a no-op
+        return changed
+
+
 # ---------------------------------------------------------------------- dispatch and framing
 
-_PATH_ARGS = ("path", "old", "new", "target", "trash_root")
+_PATH_ARGS = ("path", "old", "new", "target", "trash_root", "backup_root", "skip")
 _LIST_ARGS = ("paths", "argv")
 
 
@@ -507,6 +869,18 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "stat": lambda paths: {"entries": ops.stat(paths)},  # replies are always objects
         "run": ops.run,
         "df": ops.df,
+        "scan": ops.scan,
+        "hash": ops.hash,
+        "read": ops.read,
+        "install": ops.install,
+        "prepare": ops.prepare,
+        "entry": ops.entry,
+        "discard": ops.discard,
+        "rename": ops.rename,
+        "prune_backups": ops.prune_backups,
+        "lock": ops.lock,
+        "unlock": ops.unlock,
+        "watch": ops.watch,
     }
 
 
@@ -523,9 +897,13 @@ def dispatch(ops: Ops, op: str, args: dict[str, Any], body: bytes) -> Result:
         for k in _LIST_ARGS:
             if k in kwargs:
                 kwargs[k] = [to_bytes(v) for v in kwargs[k]]
-        if op == "put":
+        if op in ("put", "install"):
             kwargs["data"] = body
-        return {"ok": True, "result": handler(**kwargs)}
+        result = handler(**kwargs)
+        data = result.pop("data", None) if isinstance(result, dict) else None
+        if isinstance(data, bytes):  # file content travels in the frame body, not the JSON
+            return {"ok": True, "result": result, "_body": data}
+        return {"ok": True, "result": result}
     except OpError as e:
         return {"ok": False, "error": e.message, "errno": e.errno}
     except OSError as e:
@@ -610,7 +988,8 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
             return 0
         header, body = frame
         reply = dispatch(ops, str(header.get("op")), header.get("args") or {}, body)
-        out.write(encode_frame(dict(reply, id=header.get("id"))))
+        data = reply.pop("_body", b"")
+        out.write(encode_frame(dict(reply, id=header.get("id")), data))
         out.flush()
 
 

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tether.locations.parsers import add_parsers as add_locations_parsers
 
     add_locations_parsers(sub)
+    from tether.bisync.cli import add_parsers as add_bisync_parsers
+
+    add_bisync_parsers(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -143,9 +146,17 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.bisync.config import is_bisync
     from tether.config import job_file, parse_job
 
-    job = parse_job(job_file(dirs, args.name), args.name)
+    file = job_file(dirs, args.name)
+    if is_bisync(file):
+        from tether.bisync.cli import run_once
+        from tether.bisync.config import parse_bisync_job
+
+        bjob = parse_bisync_job(file, args.name)
+        return run_once(bjob, dirs, dry_run=args.dry_run, force=args.force, as_json=args.json)
+    job = parse_job(file, args.name)
     ssh = SshOptions.from_env(dirs)
     if job.ssh_config:
         ssh = SshOptions(ssh.socket_dir, job.ssh_config)
@@ -153,9 +164,15 @@ def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.bisync.config import is_bisync, parse_bisync_job
     from tether.config import job_file, parse_job
 
-    job = parse_job(job_file(dirs, args.name), args.name)
+    file = job_file(dirs, args.name)
+    if is_bisync(file):
+        bjob = parse_bisync_job(file, args.name)
+        print(f"{file}: ok (bisync {shown(str(bjob.path1))} <-> {shown(str(bjob.path2))})")
+        return EXIT_OK
+    job = parse_job(file, args.name)
     targets = ", ".join(shown(str(t)) for t in job.spec.targets)
     print(f"{job.file}: ok (mirror {shown(job.spec.source.path)} -> {targets})")
     return EXIT_OK
@@ -164,12 +181,18 @@ def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
 def cmd_jobs(args: argparse.Namespace, dirs: Dirs) -> int:
     import json
 
+    from tether.bisync.config import is_bisync, parse_bisync_job
     from tether.config import job_file, list_jobs, parse_job
 
     rows: list[dict[str, Any]] = []
     worst = EXIT_OK
     for name in list_jobs(dirs):
         try:
+            if is_bisync(job_file(dirs, name)):
+                bjob = parse_bisync_job(job_file(dirs, name), name)
+                rows.append({"name": name, "kind": "bisync", "ok": True, "source": shown(str(bjob.path1)),
+                             "targets": [shown(str(bjob.path2))]})  # fmt: skip
+                continue
             job = parse_job(job_file(dirs, name), name)
             rows.append({"name": name, "kind": "mirror", "ok": True, "source": shown(job.spec.source.path),
                          "targets": [shown(str(t)) for t in job.spec.targets]})  # fmt: skip
@@ -182,7 +205,8 @@ def cmd_jobs(args: argparse.Namespace, dirs: Dirs) -> int:
         print(f"no jobs yet: write one as {dirs.jobs}/NAME.toml (see README)")
     for r in [] if args.json else rows:
         if r["ok"]:
-            print(f"{r['name']:<20} mirror  {r['source']} -> {', '.join(r['targets'])}")
+            arrow = "<->" if r["kind"] == "bisync" else "->"
+            print(f"{r['name']:<20} {r['kind']:<7} {r['source']} {arrow} {', '.join(r['targets'])}")
         else:
             print(f"{r['name']:<20} INVALID {r['error']}")
     return worst
@@ -207,6 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.locations import cli as locations_cli
 
             return locations_cli.handle(args, dirs)
+        from tether.bisync.cli import COMMANDS as BISYNC_COMMANDS
+
+        if args.command in BISYNC_COMMANDS:
+            from tether.bisync import cli as bisync_cli
+
+            return bisync_cli.handle(args, dirs)
         if args.command in SERVICE_COMMANDS:
             from tether.cli_service import handle
 

@@ -85,17 +85,26 @@ def run_live(
 
 
 def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.bisync.config import is_bisync, parse_bisync_job
     from tether.config import job_file, parse_job
     from tether.service.daemon import JobPaths, check_conflicts
     from tether.service.locks import PidLock
     from tether.ssh import SshOptions
 
-    job = parse_job(job_file(dirs, args.name), args.name)
+    file = job_file(dirs, args.name)
+    bisync = is_bisync(file)
+    bjob = parse_bisync_job(file, args.name) if bisync else None
+    job = None if bisync else parse_job(file, args.name)
     paths = JobPaths.of(dirs, args.name)
     lock = PidLock(paths.pid)
     if not lock.acquire():
         raise LockedError(f"{args.name} is already running (pid {lock.holder()})", f"`tether stop {args.name}` first")
     try:
+        if bjob is not None:
+            from tether.bisync.cli import run_job_live
+
+            return run_job_live(bjob, dirs, paths.status)
+        assert job is not None
         check_conflicts(dirs, job)
         ssh = SshOptions.from_env(dirs)
         if job.ssh_config:

@@ -68,13 +68,19 @@ def check_conflicts(dirs: Dirs, job: MirrorJob) -> None:
 
 
 def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
-    job = parse_job(job_file(dirs, name), name)
+    from tether.bisync.config import is_bisync, parse_bisync_job
+
+    file = job_file(dirs, name)
+    job = None if is_bisync(file) else parse_job(file, name)
+    if job is None:
+        parse_bisync_job(file, name)  # a bad job file fails here, with its line, not in the log
     paths = JobPaths.of(dirs, name)
     pid = PidLock(paths.pid).holder()
     if pid is not None:
         print(f"{name} is already running (pid {pid})")
         return EXIT_OK
-    check_conflicts(dirs, job)
+    if job is not None:
+        check_conflicts(dirs, job)
     _kill_leftovers(PidLock(paths.pid).last_pid())
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.status.unlink(missing_ok=True)

@@ -141,6 +141,8 @@ class AgentClient:
     def _outcome(self, reply: dict[str, Any]) -> dict[str, Any] | AgentError:
         if reply.get("ok"):
             result: dict[str, Any] = reply.get("result") or {}
+            if "_body" in reply:  # file content, sent beside the JSON
+                result["data"] = reply["_body"]
             return result
         return AgentError(f"{self.name}: {reply.get('error', 'unknown agent error')}", reply.get("errno"))
 
@@ -241,6 +243,8 @@ class _SshAgent(AgentClient):
         if frame is None:
             raise self._went_down(when)
         reply: dict[str, Any] = frame[0]
+        if frame[1]:
+            reply["_body"] = frame[1]
         return reply
 
     def _exchange(self, requests: Sequence[Request]) -> list[dict[str, Any]]:

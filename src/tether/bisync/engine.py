@@ -1,0 +1,445 @@
+"""One bisync pass: lock both replicas, scan, reconcile, guard, then act, recording as it goes.
+
+Every action re-checks on the far side that the entry is still what the scan saw (the agent's
+`expect`), so a file edited while the pass runs is skipped, never overwritten by a stale copy;
+the next pass picks it up.  Each finished batch of actions is recorded in the state at once,
+so a crash between any two actions leaves a state the next pass can trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.agent_remote import to_bytes
+from tether.bisync.plan import Action, Entry, Plan, Synced, ordered, reconcile
+from tether.bisync.replica import BACKUPS, LOCK, TRASH, AgentError, Replica, entry_of, shown, wire
+from tether.bisync.state import State
+from tether.endpoints import Ssh
+from tether.errors import LockedError, TetherError
+from tether.filters import Filter
+from tether.ssh import SshOptions
+
+SMALL = 4 << 20  # files up to this size travel inside agent messages; bigger ones go by rsync
+BATCH = 128
+
+
+class Crash(BaseException):
+    """Raised by the crash-injection seam of the tests: an abrupt stop between two actions."""
+
+
+@dataclass
+class Options:
+    policy: str = "keep-both"
+    dry_run: bool = False
+    force: bool = False
+    max_delete: int = 50  # percent of a replica's files one pass may delete
+    filter: Filter = field(default_factory=Filter)
+    backups_keep: int = 10
+    trash_days: int = 30
+    max_time_soft: float | None = None
+    max_time_hard: float | None = None
+    bwlimit: str | None = None
+    crash_after: int | None = None  # tests: stop abruptly after this many actions
+    after_scan: Callable[[], None] | None = None  # tests: runs between the scans and the actions
+
+
+@dataclass
+class Report:
+    path1: str
+    path2: str
+    dry_run: bool = False
+    first_run: bool = False
+    copied: dict[str, int] = field(default_factory=lambda: {"to_path1": 0, "to_path2": 0})
+    deleted: dict[str, int] = field(default_factory=lambda: {"path1": 0, "path2": 0})
+    conflicts: list[dict[str, str]] = field(default_factory=list)
+    plan: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    refused: str | None = None
+    hint: str | None = None
+    stopped: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.refused and not self.stopped and not self.skipped
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["ok"] = self.ok
+        return d
+
+
+def _e(x: dict[str, Any] | AgentError) -> dict[str, Any]:
+    if isinstance(x, AgentError):
+        raise x
+    return x
+
+
+class Pass:
+    def __init__(self, r1: Replica, r2: Replica, state: State, opts: Options, ssh: SshOptions) -> None:
+        self.r = {1: r1, 2: r2}
+        self.state = state
+        self.opts = opts
+        self.ssh = ssh
+        self.report = Report(str(r1.endpoint), str(r2.endpoint), dry_run=opts.dry_run)
+        self.started = time.monotonic()
+        self.done = 0
+        self.soft_warned = False
+
+    # ------------------------------------------------------------------ the pass
+
+    def run(self) -> Report:
+        rep = self.report
+        try:
+            self._lock()
+            try:
+                self._run()
+            finally:
+                self._unlock()
+        finally:
+            rep.seconds = round(time.monotonic() - self.started, 3)
+        return rep
+
+    def _lock(self) -> None:
+        for i in (1, 2):
+            try:
+                self.r[i].call("lock", path=LOCK, owner=f"tether bisync {self.r[1].endpoint} <-> {self.r[2].endpoint}")
+            except AgentError as e:
+                if i == 2:
+                    self._unlock(only=1)
+                raise LockedError(f"{self.r[i]} is in use: {e}", "wait for the other run to finish") from None
+
+    def _unlock(self, only: int | None = None) -> None:
+        for i in (1, 2) if only is None else (only,):
+            with contextlib.suppress(TetherError):  # a dead channel: the far side's lock died with its agent
+                self.r[i].call("unlock", path=LOCK)
+
+    def _scan_both(self) -> tuple[dict[int, dict[bytes, Entry]], list[tuple[int, bytes]]]:
+        out: dict[int, Any] = {}
+
+        def scan(i: int) -> None:
+            try:
+                out[i] = self.r[i].scan()
+            except BaseException as e:
+                out[i] = e
+
+        t = threading.Thread(target=scan, args=(2,))
+        t.start()
+        scan(1)
+        t.join()
+        sides: dict[int, dict[bytes, Entry]] = {}
+        unreadable: list[tuple[int, bytes]] = []
+        for i in (1, 2):
+            if isinstance(out[i], BaseException):
+                raise out[i]
+            entries, bad = out[i]
+            sides[i] = self._filtered(entries)
+            unreadable += [(i, b) for b in bad]
+        return sides, unreadable
+
+    def _filtered(self, entries: dict[bytes, Entry]) -> dict[bytes, Entry]:
+        f = self.opts.filter
+        if not f.rules:
+            return entries
+        return {p: e for p, e in entries.items() if not f.path_excluded(os.fsdecode(p), e.type == "d")}
+
+    def _run(self) -> None:
+        rep, opts = self.report, self.opts
+        prev = self.state.load()
+        if opts.filter.rules:
+            prev = {
+                p: s for p, s in prev.items()
+                if not opts.filter.path_excluded(os.fsdecode(p), (s.e1 or s.e2 or Entry("f", 0, 0, 0, 0)).type == "d")
+            }  # fmt: skip
+        rep.first_run = not prev
+        sides, unreadable = self._scan_both()
+        if self.state.reset_note:
+            rep.warnings.append(self.state.reset_note)
+        if self._emptied(prev, sides):
+            return
+        plan = reconcile(
+            prev, sides[1], sides[2], policy=opts.policy, same_content=self._same_content,
+            hosts=(self.r[1].host, self.r[2].host), unreadable=unreadable,
+        )  # fmt: skip
+        for p, why in plan.skipped:
+            rep.skipped.append({"path": shown(p), "reason": why})
+        actions = ordered(plan.actions)
+        rep.plan = [_describe(a) for a in actions if a.kind not in ("record", "forget")]
+        if self._too_many_deletes(plan, prev):
+            return
+        if opts.dry_run:
+            self._count(plan.actions)
+            return
+        if opts.after_scan is not None:
+            opts.after_scan()
+        self._execute(actions)
+        self._housekeeping()
+
+    # ------------------------------------------------------------------ guards
+
+    def _emptied(self, prev: dict[bytes, Synced], sides: dict[int, dict[bytes, Entry]]) -> bool:
+        """An empty replica that held files at the last sync is an unmounted disk until told otherwise."""
+        if self.opts.force:
+            return False
+        for i in (1, 2):
+            had = sum(1 for s in prev.values() if (s.e1 if i == 1 else s.e2) is not None)
+            if had and not sides[i]:
+                self.report.refused = (
+                    f"{self.r[i]} is empty, but held {had} entries at the last sync; "
+                    "refusing to propagate that as deletions"
+                )
+                self.report.hint = "is its disk mounted? if it really was emptied on purpose, run again with --force"
+                return True
+        return False
+
+    def _too_many_deletes(self, plan: Plan, prev: dict[bytes, Synced]) -> bool:
+        if self.opts.force:
+            return False
+        for i in (1, 2):
+            files = sum(1 for s in prev.values() if (e := (s.e1 if i == 1 else s.e2)) is not None and e.type != "d")
+            gone = sum(1 for a in plan.actions if a.kind == "delete" and a.to == i)
+            if gone and files and gone * 100 > self.opts.max_delete * files:
+                self.report.refused = (
+                    f"this pass would delete {gone} of {files} files ({gone * 100 // files}%) on {self.r[i]}, "
+                    f"more than max_delete={self.opts.max_delete}%; nothing was deleted or copied"
+                )
+                self.report.hint = "check that both replicas are the right ones; --force if the deletions are meant"
+                return True
+        return False
+
+    def _same_content(self, p: bytes, a: Entry, b: Entry) -> bool:
+        d1 = self.r[1].call("hash", paths=[wire(p)])["digests"][0]
+        d2 = self.r[2].call("hash", paths=[wire(p)])["digests"][0]
+        return d1 is not None and d1 == d2
+
+    # ------------------------------------------------------------------ doing it
+
+    def _tick(self, n: int = 1) -> None:
+        self.done += n
+        if self.opts.crash_after is not None and self.done >= self.opts.crash_after:
+            raise Crash(f"injected crash after {self.done} actions")
+
+    def _time_left(self) -> bool:
+        took = time.monotonic() - self.started
+        if self.opts.max_time_soft is not None and took > self.opts.max_time_soft and not self.soft_warned:
+            self.soft_warned = True
+            self.report.warnings.append(
+                f"the pass has run {took:.0f} s, past max_time_soft={self.opts.max_time_soft:g}"
+            )
+        if self.opts.max_time_hard is not None and took > self.opts.max_time_hard:
+            self.report.stopped = (
+                f"stopped after {took:.0f} s (max_time_hard={self.opts.max_time_hard:g}); "
+                "what was done is recorded, the next pass continues"
+            )
+            return False
+        return True
+
+    def _execute(self, actions: list[Action]) -> None:
+        batch = 1 if self.opts.crash_after is not None else BATCH
+        records = [a for a in actions if a.kind in ("record", "forget")]
+        if records:
+            self.state.put(
+                (a.path, a.src, a.expect) if a.kind == "record" else (a.path, None, None) for a in records
+            )  # fmt: skip
+        work = [a for a in actions if a.kind not in ("record", "forget")]
+        i = 0
+        while i < len(work):
+            if not self._time_left():
+                return
+            a0 = work[i]
+            j = i + 1
+            while j < len(work) and j - i < batch and work[j].kind == a0.kind and work[j].to == a0.to:
+                j += 1
+            group = work[i:j]
+            if a0.kind == "conflict":
+                for a in group:
+                    self._conflict(a)
+                    self._tick()
+            elif a0.kind in ("delete", "rmdir"):
+                self._deletes(group)
+            else:
+                self._copies(group)
+            i = j
+
+    def _fail(self, a: Action | bytes, err: Exception) -> None:
+        path = a if isinstance(a, bytes) else a.path
+        msg = str(err)
+        if isinstance(err, AgentError) and err.errno in (116, 17, 2):  # ESTALE EEXIST ENOENT: raced a change
+            self.report.skipped.append({"path": shown(path), "reason": msg + "; the next pass picks it up"})
+        else:
+            self.report.errors.append(msg)
+
+    def _deletes(self, group: list[Action]) -> None:
+        to = group[0].to
+        rep = self.r[to]
+        replies = rep.pipeline(
+            [("discard", {"path": wire(a.path), "expect": a.expect.expect() if a.expect else None,
+                          "trash_root": TRASH}, b"") for a in group]
+        )  # fmt: skip
+        rows = []
+        for a, r in zip(group, replies, strict=True):
+            if isinstance(r, AgentError):
+                if r.errno == 39:  # ENOTEMPTY: something new lives in the dir; it stays
+                    self.report.skipped.append({"path": shown(a.path), "reason": "directory not empty; kept"})
+                else:
+                    self._fail(a, r)
+                continue
+            rows.append((a.path, None, None))
+            if a.kind == "delete":
+                self.report.deleted[f"path{to}"] += 1
+        self.state.put(rows)
+        self._tick(len(group))
+
+    def _copies(self, group: list[Action]) -> None:
+        """Copies and dir makes to one side: small files by agent messages, big ones by rsync."""
+        to = group[0].to
+        items = [(a, a.path, a.path, a.src, a.expect) for a in group]
+        results = self._transfer(3 - to, to, [(x[1], x[2], x[3], x[4]) for x in items])
+        rows = []
+        for a, res in zip(group, results, strict=True):
+            if isinstance(res, Exception):
+                self._fail(a, res)
+                continue
+            assert a.src is not None
+            rows.append((a.path, a.src, res) if to == 2 else (a.path, res, a.src))
+            if a.kind == "copy":
+                self.report.copied[f"to_path{to}"] += 1
+        self.state.put(rows)
+        self._tick(len(group))
+
+    def _transfer(
+        self, frm: int, to: int, items: Sequence[tuple[bytes, bytes, Entry | None, Entry | None]]
+    ) -> list[Entry | Exception]:
+        """(source path, dest path, source entry, expected dest entry) -> the new dest entry, or the error."""
+        src, dst = self.r[frm], self.r[to]
+        out: list[Entry | Exception | None] = [None] * len(items)
+        small = [k for k, it in enumerate(items) if it[2] is not None and (it[2].type != "f" or it[2].size <= SMALL)]
+        big = [k for k, it in enumerate(items) if it[2] is not None and it[2].type == "f" and it[2].size > SMALL]
+        reads = [k for k in small if items[k][2].type == "f"]  # type: ignore[union-attr]
+        data: dict[int, bytes | Exception] = {}
+        for k, r in zip(reads, src.pipeline(
+            [("read", {"path": wire(items[k][0]), "size": items[k][2].size, "mtime_ns": items[k][2].mtime}, b"")  # type: ignore[union-attr]
+             for k in reads]
+        ), strict=True):  # fmt: skip
+            data[k] = r if isinstance(r, AgentError) else r["data"]
+        reqs: list[tuple[str, dict[str, Any], bytes]] = []
+        sent: list[int] = []
+        for k in small:
+            _sp, dp, e, exp = items[k]
+            assert e is not None
+            body = data.get(k, b"")
+            if isinstance(body, Exception):
+                out[k] = body
+                continue
+            args: dict[str, Any] = {
+                "path": wire(dp), "kind": e.type, "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
+                "mode": e.mode, "mtime_ns": e.mtime if e.type != "d" else None, "keep": self.opts.backups_keep,
+            }  # fmt: skip
+            if e.type == "l":
+                args["target"] = wire(e.link or b"")
+            reqs.append(("install", args, body))
+            sent.append(k)
+        for k, r in zip(sent, dst.pipeline(reqs), strict=True):
+            out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)  # type: ignore[union-attr]
+        if big:
+            for k, got in zip(big, self._rsync(src, dst, [items[k] for k in big]), strict=True):
+                out[k] = got
+        return [x if x is not None else TetherError("nothing to copy") for x in out]
+
+    def _rsync(
+        self, src: Replica, dst: Replica, items: Sequence[tuple[bytes, bytes, Entry | None, Entry | None]]
+    ) -> list[Entry | Exception]:
+        out: list[Entry | Exception] = []
+        prep = dst.pipeline(
+            [("prepare", {"path": wire(dp), "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
+                          "keep": self.opts.backups_keep}, b"") for _sp, dp, _e, exp in items]
+        )  # fmt: skip
+        ready = [it for it, r in zip(items, prep, strict=True) if not isinstance(r, AgentError)]
+        if ready:
+            argv = ["rsync", "--secluded-args", "-lpt", "--files-from=-", "--from0", "--no-implied-dirs"]
+            if any(isinstance(x.endpoint, Ssh) for x in (src, dst)):
+                argv += ["-e", self.ssh.rsync_rsh()]
+            if self.opts.bwlimit:
+                argv.append(f"--bwlimit={self.opts.bwlimit}")
+            argv += ["--", src.rsync_root(), dst.rsync_root()]
+            listing = b"".join(sp + b"\0" for sp, _dp, _e, _x in ready)
+            proc = subprocess.run(argv, input=listing, capture_output=True)
+            if proc.returncode not in (0, 23, 24):
+                err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+                return [TetherError(f"rsync to {dst} failed (exit {proc.returncode}): {err[0]}")] * len(items)
+        now = dst.pipeline([("entry", {"path": wire(dp)}, b"") for _sp, dp, _e, _x in items])
+        for it, p, n in zip(items, prep, now, strict=True):
+            if isinstance(p, AgentError):
+                out.append(p)
+            elif isinstance(n, AgentError) or n.get("entry") is None:
+                out.append(TetherError(f"{shown(it[1])}: not copied to {dst}"))
+            else:
+                out.append(entry_of(n["entry"]))
+        return out
+
+    def _conflict(self, a: Action) -> None:
+        """keep-both: the loser's side renames its version aside, then each side gets the other's."""
+        lose, win = a.to, a.other
+        assert a.src is not None and a.winner is not None
+        try:
+            moved = entry_of(
+                self.r[lose].call("rename", old=wire(a.path), new=wire(a.copy_name), expect=a.src.expect())["entry"],
+                a.src.link,
+            )
+        except AgentError as e:
+            self._fail(a, e)
+            return
+        self.state.add_conflict(a.path, a.copy_name, a.note)
+        self.report.conflicts.append({"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"})
+        got = self._transfer(win, lose, [(a.path, a.path, a.winner, None)])[0]
+        if isinstance(got, Exception):
+            self._fail(a, got)
+        else:
+            self.state.put([(a.path, a.winner, got) if win == 1 else (a.path, got, a.winner)])
+            self.report.copied[f"to_path{lose}"] += 1
+        back = self._transfer(lose, win, [(a.copy_name, a.copy_name, moved, None)])[0]
+        if isinstance(back, Exception):
+            self._fail(a.copy_name, back)
+        else:
+            self.state.put([(a.copy_name, moved, back) if lose == 1 else (a.copy_name, back, moved)])
+            self.report.copied[f"to_path{win}"] += 1
+
+    def _housekeeping(self) -> None:
+        for i in (1, 2):
+            try:
+                self.r[i].pipeline(
+                    [("purge_trash", {"trash_root": TRASH, "days": self.opts.trash_days}, b""),
+                     ("prune_backups", {"backup_root": BACKUPS, "days": self.opts.trash_days}, b"")]
+                )  # fmt: skip
+            except TetherError as e:
+                self.report.warnings.append(f"cleaning old trash on {self.r[i]}: {e}")
+
+    def _count(self, actions: list[Action]) -> None:
+        for a in actions:
+            if a.kind == "copy":
+                self.report.copied[f"to_path{a.to}"] += 1
+            elif a.kind == "delete":
+                self.report.deleted[f"path{a.to}"] += 1
+            elif a.kind == "conflict":
+                self.report.conflicts.append({"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"})
+
+
+def _describe(a: Action) -> dict[str, str]:
+    d = {"action": a.kind, "to": f"path{a.to}", "path": shown(a.path)}
+    if a.note:
+        d["note"] = a.note
+    if a.kind == "conflict":
+        d["copy"] = shown(a.copy_name)
+    return d
+
+
+__all__ = ["Crash", "Options", "Pass", "Report", "to_bytes"]

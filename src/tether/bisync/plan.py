@@ -1,0 +1,239 @@
+"""The reconcile decision table: from the last synced state and two scans, what to do.
+
+Pure functions, no I/O, so the table can be read and tested on its own.  For each path,
+with `prev` the entry recorded at the last sync (per side) and `a` / `b` what each side holds now:
+
+| path1 (a)            | path2 (b)            | decision                                          |
+|----------------------|----------------------|---------------------------------------------------|
+| unchanged            | unchanged            | nothing                                           |
+| changed or new       | unchanged            | copy a to path2 (path2's old version -> backups)  |
+| deleted              | unchanged            | delete on path2 (soft: to its trash)              |
+| changed              | deleted              | the change wins: copy a back to path2             |
+| changed              | changed, same content| nothing (record both)                             |
+| changed              | changed, different   | conflict, resolved by the job's policy            |
+| deleted              | deleted              | forget the path                                   |
+| dir deleted          | files added under it | the files survive; the dir is made again on path1 |
+| (and the same with the sides swapped)                                                            |
+
+No state for a path (first run, or lost state) means both sides count as changed: a union,
+where differing files become conflicts and nothing is ever deleted.  A file and a directory
+at the same path is a conflict the directory always wins: the file keeps living as a
+conflict copy.  "Changed" compares type, size, mtime (ns), mode, inode and link target;
+"same content" compares size and mtime, and a content hash when those cannot decide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+POLICIES = ("keep-both", "newer", "path1", "path2")
+
+
+class Entry(NamedTuple):
+    type: str  # f file, d dir, l symlink, o other (never synced)
+    size: int
+    mtime: int  # ns
+    mode: int
+    ino: int
+    link: bytes | None = None
+
+    def expect(self) -> list[object]:
+        """What the far side checks before touching the entry (the agent's `expect`)."""
+        return [self.type, self.size, self.mtime]
+
+
+Side = Mapping[bytes, Entry]
+
+
+class Synced(NamedTuple):
+    """A path's entries on each side at the last sync (either may be None in a half-done state)."""
+
+    e1: Entry | None
+    e2: Entry | None
+
+
+@dataclass
+class Action:
+    """One step on one side.  `to` is the side changed (1 or 2); `src` is what goes there."""
+
+    kind: str  # copy | delete | mkdir | rmdir | conflict | record | forget
+    path: bytes
+    to: int = 0
+    src: Entry | None = None
+    expect: Entry | None = None  # what side `to` must still hold (None: absent)
+    winner: Entry | None = None  # conflict: the version that keeps the name
+    copy_name: bytes = b""  # conflict: where the losing version goes
+    note: str = ""
+
+    @property
+    def other(self) -> int:
+        return 3 - self.to
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[Action] = field(default_factory=list)
+    skipped: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def count(self, kind: str, to: int) -> int:
+        return sum(1 for a in self.actions if a.kind == kind and a.to == to)
+
+
+def changed(now: Entry | None, then: Entry | None) -> bool:
+    if now is None or then is None:
+        return (now is None) != (then is None)
+    if now.type != then.type:
+        return True
+    if now.type == "d":
+        return False  # a dir's own mtime follows its contents; its contents are compared path by path
+    if now.type == "l":
+        return now.link != then.link
+    return now.size != then.size or now.mtime != then.mtime or now.mode != then.mode or now.ino != then.ino
+
+
+def _subsecond(e: Entry) -> bool:
+    return e.mtime % 1_000_000_000 != 0
+
+
+def conflict_name(path: bytes, host: str, now: float | None = None) -> bytes:
+    """dir/stem.conflict-<host>-<YYYYmmdd-HHMMSS>.ext: sorts beside the original, keeps the type's extension."""
+    head, _, name = path.rpartition(b"/")
+    dot = name.rfind(b".")
+    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, b"")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)).encode()
+    tag = b".conflict-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in host).encode() + b"-" + stamp
+    stem = stem[: 255 - len(tag) - len(ext)]
+    return (head + b"/" if head else b"") + stem + tag + ext
+
+
+def _under(path: bytes, top: bytes) -> bool:
+    return path.startswith(top + b"/")
+
+
+def reconcile(
+    prev: Mapping[bytes, Synced],
+    side1: Side,
+    side2: Side,
+    *,
+    policy: str = "keep-both",
+    same_content: Callable[[bytes, Entry, Entry], bool],
+    hosts: tuple[str, str] = ("path1", "path2"),
+    unreadable: Iterable[tuple[int, bytes]] = (),
+    now: float | None = None,
+) -> Plan:
+    """Decide every path; `same_content` is asked only when both sides changed a file the same size."""
+    plan = Plan()
+    blocked = [(s, top) for s, top in unreadable]
+    out = plan.actions
+    for p in sorted(set(side1) | set(side2) | set(prev)):
+        if any(top == b"" or p == top or _under(p, top) for _s, top in blocked):
+            plan.skipped.append((p, "in a directory that could not be read"))
+            continue
+        a, b = side1.get(p), side2.get(p)
+        if (a is not None and a.type == "o") or (b is not None and b.type == "o"):
+            plan.skipped.append((p, "not a regular file, directory or symlink"))
+            continue
+        s = prev.get(p)
+        c1 = changed(a, s.e1) if s is not None else a is not None
+        c2 = changed(b, s.e2) if s is not None else b is not None
+        if not c1 and not c2:
+            continue
+        if c1 and not c2:
+            out.append(_propagate(p, a, b, to=2))
+        elif c2 and not c1:
+            out.append(_propagate(p, b, a, to=1))
+        elif a is None and b is None:
+            out.append(Action("forget", p))
+        elif a is None:
+            out.append(_propagate(p, b, None, to=1))  # deleted here, changed there: the change wins
+        elif b is None:
+            out.append(_propagate(p, a, None, to=2))
+        elif _equal(p, a, b, same_content):
+            out.append(Action("record", p, src=a, expect=b))
+        else:
+            act = _conflict(p, a, b, policy, hosts, now)
+            out.append(act)
+            plan.conflicts.append(act)
+    _keep_dirs_with_survivors(plan, side1, side2)
+    return plan
+
+
+def _propagate(p: bytes, new: Entry | None, old: Entry | None, to: int) -> Action:
+    if new is None:
+        assert old is not None
+        return Action("rmdir" if old.type == "d" else "delete", p, to=to, expect=old)
+    return Action("mkdir" if new.type == "d" else "copy", p, to=to, src=new, expect=old)
+
+
+def _equal(p: bytes, a: Entry, b: Entry, same_content: Callable[[bytes, Entry, Entry], bool]) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type == "d":
+        return True
+    if a.type == "l":
+        return a.link == b.link
+    if a.size != b.size:
+        return False
+    if a.mtime == b.mtime and _subsecond(a):
+        return True  # a copy of ours, or the same edit: a ns-exact mtime does not happen by chance
+    return same_content(p, a, b)
+
+
+def _conflict(p: bytes, a: Entry, b: Entry, policy: str, hosts: tuple[str, str], now: float | None) -> Action:
+    if (a.type == "d") != (b.type == "d"):  # file vs dir: the dir keeps the name, whatever the policy
+        loser = 2 if a.type == "d" else 1
+        keep_both = True
+    elif policy == "keep-both":
+        loser = 1 if a.mtime < b.mtime else 2
+        keep_both = True
+    else:
+        winner = {"path1": 1, "path2": 2}.get(policy) or (2 if b.mtime > a.mtime else 1)
+        loser = 3 - winner
+        keep_both = False
+    win, lose = (b, a) if loser == 1 else (a, b)
+    if not keep_both:  # the winner overwrites; the agent keeps the loser in that side's backups
+        return Action("copy", p, to=loser, src=win, expect=lose, note=f"conflict: {policy}")
+    return Action(
+        "conflict", p, to=loser, src=lose, expect=lose, winner=win,
+        copy_name=conflict_name(p, hosts[loser - 1], now), note="conflict: keep-both",
+    )  # fmt: skip
+
+
+def _keep_dirs_with_survivors(plan: Plan, side1: Side, side2: Side) -> None:
+    """A dir removed on one side stays (and is made again there) while anything lives under it."""
+    removals = [a for a in plan.actions if a.kind == "rmdir"]
+    if not removals:
+        return
+    present: dict[int, set[bytes]] = {1: set(side1), 2: set(side2)}
+    for act in plan.actions:
+        if act.kind in ("delete", "rmdir"):
+            present[act.to].discard(act.path)
+        elif act.kind in ("copy", "mkdir"):
+            present[act.to].add(act.path)
+        elif act.kind == "conflict":
+            present[act.to].add(act.copy_name)
+            present[act.other].add(act.copy_name)
+    for act in sorted(removals, key=lambda a: a.path.count(b"/")):  # parents first
+        if any(_under(q, act.path) for q in present[act.to]):
+            src = (side1 if act.to == 1 else side2).get(act.path)
+            back = act.other
+            act.kind, act.to, act.src, act.expect = "mkdir", back, src, None
+            act.note = "kept: something new lives inside"
+            present[back].add(act.path)
+
+
+PHASES = {"conflict": 0, "delete": 1, "rmdir": 2, "mkdir": 3, "copy": 4, "record": 5, "forget": 5}
+
+
+def ordered(actions: Iterable[Action]) -> list[Action]:
+    """Renames of conflicts, then deletes (deepest first), dir removals, dir makes, copies."""
+
+    def key(a: Action) -> tuple[int, int, bytes]:
+        depth = a.path.count(b"/")
+        return (PHASES[a.kind], -depth if a.kind in ("delete", "rmdir") else depth, a.path)
+
+    return sorted(actions, key=key)
