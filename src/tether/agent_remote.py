@@ -738,6 +738,14 @@ class Ops:
             os.close(fd)
         return {}
 
+    def close(self) -> None:
+        """Release locks and the watch (an in-process agent outlives nothing it was given)."""
+        for p in list(self._locks):
+            self.unlock(p)
+        if self._watcher is not None:
+            os.close(self._watcher.fd)
+            self._watcher = None
+
     def watch(self, timeout: float) -> Result:
         """Block until something under the root changes (inotify) or timeout; for continuous bisync."""
         if self._watcher is None:

@@ -376,7 +376,9 @@ def tree_problems(actual: Tree, spec: TreeSpec) -> list[str]:
         if good:
             del remaining[good[0]]
         elif hits:
-            problems.append(f"{show(key)} -> {show(hits[0])}: expected {fmt(want)}, found {fmt(remaining.pop(hits[0]))}")
+            problems.append(
+                f"{show(key)} -> {show(hits[0])}: expected {fmt(want)}, found {fmt(remaining.pop(hits[0]))}"
+            )
         else:
             problems.append(f"{show(key)}: expected {fmt(want)}, found no matching name")
     problems += [f"{show(k)}: unexpected {fmt(v)}" for k, v in sorted(remaining.items())]
@@ -505,7 +507,8 @@ def run_seam_pass(
     seam = work / "seam"
     scanned, go = Path(f"{seam}.scanned"), Path(f"{seam}.go")
     out_path, err_path = work / "seam.stdout", work / "seam.stderr"
-    argv = [sys.executable, "-m", "tether", *map(os.fsencode, bisync_args(sc, roots, under_test=True)), b"--json"]
+    argv: list[str | bytes] = [sys.executable, "-m", "tether"]
+    argv += [os.fsencode(a) for a in bisync_args(sc, roots, under_test=True)] + [b"--json"]
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             argv, env={**env, "TETHER_TEST_AFTER_SCAN": str(seam)}, stdin=subprocess.DEVNULL, stdout=out, stderr=err
@@ -559,7 +562,9 @@ REPORT_TYPES: dict[str, type] = {
 def check_report(doc: dict[str, Any], label: str, *, dry_run: bool, first_run: bool) -> None:
     """The report's shape and the invariants the contract states for every pass."""
     for key, typ in REPORT_TYPES.items():
-        assert isinstance(doc.get(key), typ), f"{label}: report key {key!r} missing or not {typ.__name__}\n{describe(doc)}"
+        assert isinstance(doc.get(key), typ), (
+            f"{label}: report key {key!r} missing or not {typ.__name__}\n{describe(doc)}"
+        )
     assert set(doc["copied"]) >= {"to_path1", "to_path2"}, f"{label}: copied keys\n{describe(doc)}"
     assert set(doc["deleted"]) >= {"path1", "path2"}, f"{label}: deleted keys\n{describe(doc)}"
     assert doc["dry_run"] is dry_run, f"{label}: dry_run should be {dry_run}\n{describe(doc)}"

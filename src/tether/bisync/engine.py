@@ -266,6 +266,8 @@ class Pass:
                     self._tick()
             elif a0.kind in ("delete", "rmdir"):
                 self._deletes(group)
+            elif a0.kind == "meta":
+                self._metas(group)
             else:
                 self._copies(group)
             i = j
@@ -296,6 +298,27 @@ class Pass:
             rows.append((a.path, None, None))
             if a.kind == "delete":
                 self.report.deleted[f"path{to}"] += 1
+        self.state.put(rows)
+        self._tick(len(group))
+
+    def _metas(self, group: list[Action]) -> None:
+        """Same bytes on both sides, different mtime or mode: the older side takes the newer's."""
+        to = group[0].to
+        reqs: list[tuple[str, dict[str, Any], bytes]] = []
+        for a in group:
+            assert a.src is not None
+            reqs += [("set_meta", {"path": wire(a.path), "mode": a.src.mode, "mtime_ns": a.src.mtime}, b""),
+                     ("entry", {"path": wire(a.path)}, b"")]  # fmt: skip
+        replies = self.r[to].pipeline(reqs)
+        rows = []
+        for k, a in enumerate(group):
+            done, now = replies[2 * k], replies[2 * k + 1]
+            if isinstance(done, AgentError) or isinstance(now, AgentError) or now.get("entry") is None:
+                self._fail(a, done if isinstance(done, AgentError) else TetherError(f"{shown(a.path)} vanished"))
+                continue
+            assert a.src is not None
+            got = entry_of(now["entry"])
+            rows.append((a.path, a.src, got) if to == 2 else (a.path, got, a.src))
         self.state.put(rows)
         self._tick(len(group))
 

@@ -9,7 +9,7 @@ with `prev` the entry recorded at the last sync (per side) and `a` / `b` what ea
 | changed or new       | unchanged            | copy a to path2 (path2's old version -> backups)  |
 | deleted              | unchanged            | delete on path2 (soft: to its trash)              |
 | changed              | deleted              | the change wins: copy a back to path2             |
-| changed              | changed, same content| nothing (record both)                             |
+| changed              | changed, same content| nothing (the older side takes the newer mtime)    |
 | changed              | changed, different   | conflict, resolved by the job's policy            |
 | deleted              | deleted              | forget the path                                   |
 | dir deleted          | files added under it | the files survive; the dir is made again on path1 |
@@ -59,7 +59,7 @@ class Synced(NamedTuple):
 class Action:
     """One step on one side.  `to` is the side changed (1 or 2); `src` is what goes there."""
 
-    kind: str  # copy | delete | mkdir | rmdir | conflict | record | forget
+    kind: str  # copy | delete | mkdir | rmdir | conflict | meta | record | forget
     path: bytes
     to: int = 0
     src: Entry | None = None
@@ -99,15 +99,21 @@ def _subsecond(e: Entry) -> bool:
     return e.mtime % 1_000_000_000 != 0
 
 
-def conflict_name(path: bytes, host: str, now: float | None = None) -> bytes:
-    """dir/stem.conflict-<host>-<YYYYmmdd-HHMMSS>.ext: sorts beside the original, keeps the type's extension."""
+def conflict_name(path: bytes, host: str, now: float | None = None, taken: Callable[[bytes], bool] = bool) -> bytes:
+    """dir/stem.conflict-<host>-<YYYYmmdd-HHMMSS>.ext: sorts beside the original, keeps the type's
+    extension; `-2`, `-3`... after the stamp when that name is taken on either side."""
     head, _, name = path.rpartition(b"/")
     dot = name.rfind(b".")
     stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, b"")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)).encode()
     tag = b".conflict-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in host).encode() + b"-" + stamp
-    stem = stem[: 255 - len(tag) - len(ext)]
-    return (head + b"/" if head else b"") + stem + tag + ext
+    n = 1
+    while True:
+        suffix = tag + (b"-%d" % n if n > 1 else b"")
+        candidate = (head + b"/" if head else b"") + stem[: 255 - len(suffix) - len(ext)] + suffix + ext
+        if not taken(candidate):
+            return candidate
+        n += 1
 
 
 def _under(path: bytes, top: bytes) -> bool:
@@ -129,6 +135,7 @@ def reconcile(
     plan = Plan()
     blocked = [(s, top) for s, top in unreadable]
     out = plan.actions
+    planned: set[bytes] = set()
     for p in sorted(set(side1) | set(side2) | set(prev)):
         if any(top == b"" or p == top or _under(p, top) for _s, top in blocked):
             plan.skipped.append((p, "in a directory that could not be read"))
@@ -153,12 +160,19 @@ def reconcile(
         elif b is None:
             out.append(_propagate(p, a, None, to=2))
         elif _equal(p, a, b, same_content):
-            out.append(Action("record", p, src=a, expect=b))
+            if a.type == "f" and (a.mtime, a.mode) != (b.mtime, b.mode):  # same bytes: align the metadata
+                to = 1 if b.mtime > a.mtime else 2
+                out.append(Action("meta", p, to=to, src=b if to == 1 else a, expect=a if to == 1 else b))
+            else:
+                out.append(Action("record", p, src=a, expect=b))
         else:
-            act = _conflict(p, a, b, policy, hosts, now)
+            act = _conflict(p, a, b, policy, hosts, now, lambda q: q in side1 or q in side2 or q in planned)
+            planned.add(act.copy_name)
             out.append(act)
             plan.conflicts.append(act)
-    _keep_dirs_with_survivors(plan, side1, side2)
+    _keep_dirs_with_survivors(
+        plan, side1, side2, lambda q, loser: conflict_name(q, hosts[loser - 1], now, lambda n: n in side1 or n in side2)
+    )
     return plan
 
 
@@ -183,7 +197,9 @@ def _equal(p: bytes, a: Entry, b: Entry, same_content: Callable[[bytes, Entry, E
     return same_content(p, a, b)
 
 
-def _conflict(p: bytes, a: Entry, b: Entry, policy: str, hosts: tuple[str, str], now: float | None) -> Action:
+def _conflict(
+    p: bytes, a: Entry, b: Entry, policy: str, hosts: tuple[str, str], now: float | None, taken: Callable[[bytes], bool]
+) -> Action:
     if (a.type == "d") != (b.type == "d"):  # file vs dir: the dir keeps the name, whatever the policy
         loser = 2 if a.type == "d" else 1
         keep_both = True
@@ -199,14 +215,27 @@ def _conflict(p: bytes, a: Entry, b: Entry, policy: str, hosts: tuple[str, str],
         return Action("copy", p, to=loser, src=win, expect=lose, note=f"conflict: {policy}")
     return Action(
         "conflict", p, to=loser, src=lose, expect=lose, winner=win,
-        copy_name=conflict_name(p, hosts[loser - 1], now), note="conflict: keep-both",
+        copy_name=conflict_name(p, hosts[loser - 1], now, taken), note="conflict: keep-both",
     )  # fmt: skip
 
 
-def _keep_dirs_with_survivors(plan: Plan, side1: Side, side2: Side) -> None:
-    """A dir removed on one side stays (and is made again there) while anything lives under it."""
-    removals = [a for a in plan.actions if a.kind == "rmdir"]
-    if not removals:
+def _keep_dirs_with_survivors(plan: Plan, side1: Side, side2: Side, name_for: Callable[[bytes, int], bytes]) -> None:
+    """A dir that one side removed, or replaced by a file, stays while anything lives under it on
+    the other side: a removal becomes a make on the side that lost it, a replacement a conflict
+    the dir wins (the file lives on as a conflict copy)."""
+    doomed = [
+        a
+        for a in plan.actions
+        if a.kind == "rmdir"
+        or (
+            a.kind == "copy"
+            and a.expect is not None
+            and a.expect.type == "d"
+            and a.src is not None
+            and a.src.type != "d"
+        )
+    ]
+    if not doomed:
         return
     present: dict[int, set[bytes]] = {1: set(side1), 2: set(side2)}
     for act in plan.actions:
@@ -217,16 +246,24 @@ def _keep_dirs_with_survivors(plan: Plan, side1: Side, side2: Side) -> None:
         elif act.kind == "conflict":
             present[act.to].add(act.copy_name)
             present[act.other].add(act.copy_name)
-    for act in sorted(removals, key=lambda a: a.path.count(b"/")):  # parents first
-        if any(_under(q, act.path) for q in present[act.to]):
+    for act in sorted(doomed, key=lambda a: a.path.count(b"/")):  # parents first
+        if not any(_under(q, act.path) for q in present[act.to]):
+            continue
+        if act.kind == "rmdir":
             src = (side1 if act.to == 1 else side2).get(act.path)
             back = act.other
             act.kind, act.to, act.src, act.expect = "mkdir", back, src, None
             act.note = "kept: something new lives inside"
             present[back].add(act.path)
+        else:  # the file's side renames its file aside and gets the dir
+            file, folder, loser = act.src, act.expect, act.other
+            act.kind, act.to, act.src, act.expect, act.winner = "conflict", loser, file, file, folder
+            act.copy_name = name_for(act.path, loser)
+            act.note = "conflict: a file and a non-empty directory"
+            plan.conflicts.append(act)
 
 
-PHASES = {"conflict": 0, "delete": 1, "rmdir": 2, "mkdir": 3, "copy": 4, "record": 5, "forget": 5}
+PHASES = {"conflict": 0, "delete": 1, "rmdir": 2, "mkdir": 3, "copy": 4, "meta": 4, "record": 5, "forget": 5}
 
 
 def ordered(actions: Iterable[Action]) -> list[Action]:

@@ -163,6 +163,10 @@ class _LocalAgent(AgentClient):
     def _exchange(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
         return [dispatch(self._ops, op, args, body) for op, args, body in requests]
 
+    def close(self) -> None:
+        with self._lock:
+            self._ops.close()
+
 
 class _SshAgent(AgentClient):
     """The agent as `ssh HOST python3 -c BOOTSTRAP N`, messages on its stdin/stdout."""
