@@ -440,40 +440,54 @@ class Ops:
 
     # ------------------------------------------------------------------ two-way sync (bisync)
 
-    def scan(self, skip: str | bytes = b".tether") -> Result:
-        """Every entry under the root as [path, type, size, mtime_ns, mode, ino, link].
+    def scan_raw(self, skip: bytes = b".tether") -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]]]:
+        """Every entry under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
 
-        Directories that cannot be listed are reported in "unreadable": the caller must not
-        read their absence as deletions.
+        A directory's size, mtime and inode are given as 0: its contents are compared path by
+        path, so only its type and mode mean something.  Directories that cannot be listed come
+        back separately: the caller must not read their absence as deletions.
         """
-        top_skip = to_bytes(skip)
-        rows: list[list[Any]] = []
-        unreadable: list[list[Any]] = []
+        rows: dict[bytes, tuple[Any, ...]] = {}
+        unreadable: list[tuple[bytes, str]] = []
         stack: list[bytes] = [b""]
+        is_reg, is_dir, is_lnk, imode = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK, stat.S_IMODE
         while stack:
             rel = stack.pop()
-            full = self.root + b"/" + rel if rel else self.root
+            prefix = rel + b"/" if rel else b""
             try:
-                it = os.scandir(full)
+                it = os.scandir(self.root + b"/" + rel if rel else self.root)
             except OSError as e:
-                unreadable.append([to_wire(rel), e.strerror])
+                unreadable.append((rel, e.strerror or str(e)))
                 continue
             with it:
                 for de in it:
                     name = de.name
-                    if (not rel and name == top_skip) or name.startswith(TMP_PREFIX):
+                    if name.startswith(TMP_PREFIX) or (not rel and name == skip):
                         continue
-                    p = rel + b"/" + name if rel else name
                     try:
                         st = de.stat(follow_symlinks=False)
-                        t = _ftype(st.st_mode)
-                        link = to_wire(os.readlink(de.path)) if t == "l" else None
+                        m = st.st_mode
+                        p = prefix + name
+                        if is_reg(m):
+                            rows[p] = ("f", st.st_size, st.st_mtime_ns, imode(m), st.st_ino, None)
+                        elif is_dir(m):
+                            rows[p] = ("d", 0, 0, imode(m), 0, None)
+                            stack.append(p)
+                        elif is_lnk(m):
+                            rows[p] = ("l", st.st_size, st.st_mtime_ns, 0, st.st_ino, os.readlink(de.path))
+                        else:
+                            rows[p] = ("o", 0, 0, 0, 0, None)
                     except OSError:
                         continue  # vanished under the walk: the next scan sees what became of it
-                    rows.append([to_wire(p), t, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino, link])
-                    if t == "d":
-                        stack.append(p)
-        return {"entries": rows, "unreadable": unreadable}
+        return rows, unreadable
+
+    def scan(self, skip: str | bytes = b".tether") -> Result:
+        """scan_raw for the wire: paths and link targets as surrogateescaped str."""
+        rows, unreadable = self.scan_raw(to_bytes(skip))
+        return {
+            "entries": [(to_wire(p), *r[:5], None if r[5] is None else to_wire(r[5])) for p, r in rows.items()],
+            "unreadable": [(to_wire(p), why) for p, why in unreadable],
+        }
 
     def _open_regular(self, p: bytes) -> int:
         parts = split_path(p)
@@ -570,8 +584,14 @@ class Ops:
         return b"/".join([*bparts[:-1], bname])
 
     def _entry(self, dfd: int, name: bytes) -> list[Any]:
+        """One entry in scan form (without path and link)."""
         st = os.lstat(name, dir_fd=dfd)
-        return [_ftype(st.st_mode), st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino]
+        t = _ftype(st.st_mode)
+        if t == "d":
+            return ["d", 0, 0, stat.S_IMODE(st.st_mode), 0]
+        if t == "l":
+            return ["l", st.st_size, st.st_mtime_ns, 0, st.st_ino]
+        return [t, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino]
 
     def install(
         self,

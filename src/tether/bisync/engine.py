@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agent_remote import to_bytes
-from tether.bisync.plan import Action, Entry, Plan, Synced, ordered, reconcile
+from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, Side, ordered, reconcile
 from tether.bisync.replica import BACKUPS, LOCK, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
 from tether.endpoints import Ssh
@@ -123,45 +122,40 @@ class Pass:
             with contextlib.suppress(TetherError):  # a dead channel: the far side's lock died with its agent
                 self.r[i].call("unlock", path=LOCK)
 
-    def _scan_both(self) -> tuple[dict[int, dict[bytes, Entry]], list[tuple[int, bytes]]]:
-        out: dict[int, Any] = {}
-
-        def scan(i: int) -> None:
-            try:
-                out[i] = self.r[i].scan()
-            except BaseException as e:
-                out[i] = e
-
-        t = threading.Thread(target=scan, args=(2,))
-        t.start()
-        scan(1)
-        t.join()
-        sides: dict[int, dict[bytes, Entry]] = {}
+    def _scan_both(self) -> tuple[Prev, dict[int, Side], list[tuple[int, bytes]]]:
+        """Both scans run at once (forked children, or the far agents) while the state loads here."""
+        waits = {i: self.r[i].start_scan() for i in (1, 2)}
+        try:
+            prev = self.state.load()
+        finally:
+            got: dict[int, Any] = {}
+            for i in (1, 2):
+                try:
+                    got[i] = waits[i]()
+                except BaseException as e:
+                    got[i] = e
+        sides: dict[int, Side] = {}
         unreadable: list[tuple[int, bytes]] = []
         for i in (1, 2):
-            if isinstance(out[i], BaseException):
-                raise out[i]
-            entries, bad = out[i]
+            if isinstance(got[i], BaseException):
+                raise got[i]
+            entries, bad = got[i]
             sides[i] = self._filtered(entries)
             unreadable += [(i, b) for b in bad]
-        return sides, unreadable
+        return prev, sides, unreadable
 
-    def _filtered(self, entries: dict[bytes, Entry]) -> dict[bytes, Entry]:
+    def _filtered(self, entries: dict[bytes, Raw]) -> dict[bytes, Raw]:
         f = self.opts.filter
         if not f.rules:
             return entries
-        return {p: e for p, e in entries.items() if not f.path_excluded(os.fsdecode(p), e.type == "d")}
+        return {p: e for p, e in entries.items() if not f.path_excluded(os.fsdecode(p), e[0] == "d")}
 
     def _run(self) -> None:
         rep, opts = self.report, self.opts
-        prev = self.state.load()
+        prev, sides, unreadable = self._scan_both()
         if opts.filter.rules:
-            prev = {
-                p: s for p, s in prev.items()
-                if not opts.filter.path_excluded(os.fsdecode(p), (s.e1 or s.e2 or Entry("f", 0, 0, 0, 0)).type == "d")
-            }  # fmt: skip
+            prev = {p: s for p, s in prev.items() if not opts.filter.path_excluded(os.fsdecode(p), _kind(s) == "d")}
         rep.first_run = not prev
-        sides, unreadable = self._scan_both()
         if self.state.reset_note:
             rep.warnings.append(self.state.reset_note)
         if self._emptied(prev, sides):
@@ -186,13 +180,15 @@ class Pass:
 
     # ------------------------------------------------------------------ guards
 
-    def _emptied(self, prev: dict[bytes, Synced], sides: dict[int, dict[bytes, Entry]]) -> bool:
+    def _emptied(self, prev: Prev, sides: dict[int, Side]) -> bool:
         """An empty replica that held files at the last sync is an unmounted disk until told otherwise."""
         if self.opts.force:
             return False
         for i in (1, 2):
-            had = sum(1 for s in prev.values() if (s.e1 if i == 1 else s.e2) is not None)
-            if had and not sides[i]:
+            if sides[i]:
+                continue
+            had = sum(1 for s in prev.values() if s[i - 1] is not None)
+            if had:
                 self.report.refused = (
                     f"{self.r[i]} is empty, but held {had} entries at the last sync; "
                     "refusing to propagate that as deletions"
@@ -201,13 +197,15 @@ class Pass:
                 return True
         return False
 
-    def _too_many_deletes(self, plan: Plan, prev: dict[bytes, Synced]) -> bool:
+    def _too_many_deletes(self, plan: Plan, prev: Prev) -> bool:
         if self.opts.force:
             return False
         for i in (1, 2):
-            files = sum(1 for s in prev.values() if (e := (s.e1 if i == 1 else s.e2)) is not None and e.type != "d")
             gone = sum(1 for a in plan.actions if a.kind == "delete" and a.to == i)
-            if gone and files and gone * 100 > self.opts.max_delete * files:
+            if not gone:
+                continue
+            files = sum(1 for s in prev.values() if (e := s[i - 1]) is not None and e[0] != "d")
+            if files and gone * 100 > self.opts.max_delete * files:
                 self.report.refused = (
                     f"this pass would delete {gone} of {files} files ({gone * 100 // files}%) on {self.r[i]}, "
                     f"more than max_delete={self.opts.max_delete}%; nothing was deleted or copied"
@@ -454,6 +452,11 @@ class Pass:
                 self.report.deleted[f"path{a.to}"] += 1
             elif a.kind == "conflict":
                 self.report.conflicts.append({"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"})
+
+
+def _kind(s: tuple[Raw | None, Raw | None]) -> str:
+    e = s[0] if s[0] is not None else s[1]
+    return str(e[0]) if e is not None else "f"
 
 
 def _describe(a: Action) -> dict[str, str]:

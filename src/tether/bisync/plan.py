@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 POLICIES = ("keep-both", "newer", "path1", "path2")
 
@@ -45,7 +45,9 @@ class Entry(NamedTuple):
         return [self.type, self.size, self.mtime]
 
 
-Side = Mapping[bytes, Entry]
+Raw = tuple[Any, ...]  # an Entry as plain fields: scans and the state hand these out, compared as tuples
+Side = Mapping[bytes, Raw]
+Prev = Mapping[bytes, tuple[Raw | None, Raw | None]]  # path -> (entry on path1, entry on path2) at the last sync
 
 
 class Synced(NamedTuple):
@@ -53,6 +55,12 @@ class Synced(NamedTuple):
 
     e1: Entry | None
     e2: Entry | None
+
+
+def as_entry(t: Raw | None) -> Entry | None:
+    if t is None or isinstance(t, Entry):
+        return t
+    return Entry._make(t)
 
 
 @dataclass
@@ -89,7 +97,7 @@ def changed(now: Entry | None, then: Entry | None) -> bool:
     if now.type != then.type:
         return True
     if now.type == "d":
-        return False  # a dir's own mtime follows its contents; its contents are compared path by path
+        return now.mode != then.mode  # size, mtime and inode of a dir are not compared (scans give 0)
     if now.type == "l":
         return now.link != then.link
     return now.size != then.size or now.mtime != then.mtime or now.mode != then.mode or now.ino != then.ino
@@ -121,7 +129,7 @@ def _under(path: bytes, top: bytes) -> bool:
 
 
 def reconcile(
-    prev: Mapping[bytes, Synced],
+    prev: Prev,
     side1: Side,
     side2: Side,
     *,
@@ -136,15 +144,22 @@ def reconcile(
     blocked = [(s, top) for s, top in unreadable]
     out = plan.actions
     planned: set[bytes] = set()
-    for p in sorted(set(side1) | set(side2) | set(prev)):
-        if any(top == b"" or p == top or _under(p, top) for _s, top in blocked):
+    get1, get2, getp = side1.get, side2.get, prev.get
+    todo = []
+    for p in set(side1).union(side2, prev):
+        s = getp(p)
+        if s is None or get1(p) != s[0] or get2(p) != s[1]:  # the common case: one tuple comparison per side
+            todo.append(p)
+    for p in sorted(todo):
+        a, b = as_entry(get1(p)), as_entry(get2(p))
+        raw = getp(p)
+        s = Synced(as_entry(raw[0]), as_entry(raw[1])) if raw is not None else None
+        if blocked and any(top == b"" or p == top or _under(p, top) for _s, top in blocked):
             plan.skipped.append((p, "in a directory that could not be read"))
             continue
-        a, b = side1.get(p), side2.get(p)
         if (a is not None and a.type == "o") or (b is not None and b.type == "o"):
             plan.skipped.append((p, "not a regular file, directory or symlink"))
             continue
-        s = prev.get(p)
         c1 = changed(a, s.e1) if s is not None else a is not None
         c2 = changed(b, s.e2) if s is not None else b is not None
         if not c1 and not c2:
@@ -250,7 +265,7 @@ def _keep_dirs_with_survivors(plan: Plan, side1: Side, side2: Side, name_for: Ca
         if not any(_under(q, act.path) for q in present[act.to]):
             continue
         if act.kind == "rmdir":
-            src = (side1 if act.to == 1 else side2).get(act.path)
+            src = as_entry((side1 if act.to == 1 else side2).get(act.path))
             back = act.other
             act.kind, act.to, act.src, act.expect = "mkdir", back, src, None
             act.note = "kept: something new lives inside"
@@ -267,10 +282,11 @@ PHASES = {"conflict": 0, "delete": 1, "rmdir": 2, "mkdir": 3, "copy": 4, "meta":
 
 
 def ordered(actions: Iterable[Action]) -> list[Action]:
-    """Renames of conflicts, then deletes (deepest first), dir removals, dir makes, copies."""
+    """Renames of conflicts, then deletes (deepest first), dir removals, dir makes, copies; within a
+    phase, one side's actions together, so that they travel as one batch."""
 
-    def key(a: Action) -> tuple[int, int, bytes]:
+    def key(a: Action) -> tuple[int, int, int, bytes]:
         depth = a.path.count(b"/")
-        return (PHASES[a.kind], -depth if a.kind in ("delete", "rmdir") else depth, a.path)
+        return (PHASES[a.kind], a.to, -depth if a.kind in ("delete", "rmdir") else depth, a.path)
 
     return sorted(actions, key=key)

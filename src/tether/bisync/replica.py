@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import marshal
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tether.agent_remote import to_bytes, to_wire
-from tether.bisync.plan import Entry
+from tether.bisync.plan import Entry, Raw
 from tether.endpoints import Endpoint, Local, Ssh
 from tether.errors import TetherError
 from tether.ssh import SshOptions
@@ -18,6 +20,39 @@ META = ".tether"
 TRASH = f"{META}/trash"
 BACKUPS = f"{META}/backups"
 LOCK = f"{META}/lock"
+
+
+def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Start fn() in a forked child; the returned function waits for its (marshal-able) result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compute, send, leave without running any of the parent's cleanup
+        code = 0
+        try:
+            os.close(r)
+            try:
+                data = marshal.dumps((True, fn()))
+            except BaseException as e:
+                data = marshal.dumps((False, f"{type(e).__name__}: {e}"))
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(w)
+
+    def wait() -> Any:
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        if not data:
+            raise TetherError("the scan process died")
+        ok, result = marshal.loads(data)
+        if not ok:
+            raise TetherError(f"scan failed: {result}")
+        return result
+
+    return wait
 
 
 def entry_of(row: Sequence[Any], link: bytes | None = None) -> Entry:
@@ -65,15 +100,38 @@ class Replica:
     def pipeline(self, requests: Sequence[Request]) -> list[dict[str, Any] | AgentError]:
         return self.agent.pipeline(requests)
 
-    def scan(self) -> tuple[dict[bytes, Entry], list[bytes]]:
-        res = self.call("scan", skip=META)
-        out: dict[bytes, Entry] = {}
-        for row in res["entries"]:
-            out[to_bytes(row[0])] = Entry(
-                row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]),
-                to_bytes(row[6]) if row[6] is not None else None,
-            )  # fmt: skip
-        return out, [to_bytes(u[0]) for u in res.get("unreadable", [])]
+    def start_scan(self) -> Callable[[], tuple[dict[bytes, Raw], list[bytes]]]:
+        """Begin scanning; the returned function waits for (entries by path, unreadable dirs).
+
+        A local replica is walked in a forked child, a remote one by its agent, so both sides of
+        a pair (and the state load) proceed at once instead of one after the other under the GIL.
+        """
+        if isinstance(self.endpoint, Local):
+            ops = self.agent.ops  # type: ignore[attr-defined]
+            return forked(lambda: ops.scan_raw(META.encode()))
+        out: list[Any] = []
+
+        def remote() -> None:
+            try:
+                res = self.call("scan", skip=META)
+                ents: dict[bytes, Raw] = {}
+                for r in res["entries"]:
+                    lk = r[6]
+                    ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
+                out.append((ents, [to_bytes(u[0]) for u in res.get("unreadable", [])]))
+            except BaseException as e:
+                out.append(e)
+
+        t = threading.Thread(target=remote, name=f"scan-{self.label}", daemon=True)
+        t.start()
+
+        def wait() -> tuple[dict[bytes, Raw], list[bytes]]:
+            t.join()
+            if isinstance(out[0], BaseException):
+                raise out[0]
+            return out[0]  # type: ignore[no-any-return]
+
+        return wait
 
     def rsync_root(self) -> str:
         """The replica root as rsync names it (a trailing slash: the contents)."""

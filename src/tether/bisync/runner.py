@@ -47,7 +47,7 @@ def ssh_for(dirs: Dirs, job: BisyncJob) -> SshOptions:
 def opened(job: BisyncJob, dirs: Dirs, state: State) -> Iterator[tuple[Replica, Replica]]:
     """Both replicas; a missing root is created only on a first run (never when state exists)."""
     ssh = ssh_for(dirs, job)
-    create = not state.load_count()
+    create = state.is_empty()
     r1 = Replica.open("path1", job.path1, ssh, create=create, python=job.python)
     try:
         r2 = Replica.open("path2", job.path2, ssh, create=create, python=job.python)

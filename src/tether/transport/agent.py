@@ -158,6 +158,7 @@ class _LocalAgent(AgentClient):
         except OpError as e:
             raise AgentError(e.message, e.errno) from None
         self.info = self._ops.hello(PROTOCOL_VERSION)
+        self.ops = self._ops  # direct access for work that must not go through messages (a forked scan)
         self.connect_seconds = time.perf_counter() - start
 
     def _exchange(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
