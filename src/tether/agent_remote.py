@@ -187,6 +187,7 @@ class Ops:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "root": to_wire(self.root),
+            "py": list(sys.version_info[:2]),
         }
 
     def put(
@@ -481,9 +482,15 @@ class Ops:
                         continue  # vanished under the walk: the next scan sees what became of it
         return rows, unreadable
 
-    def scan(self, skip: str | bytes = b".tether") -> Result:
-        """scan_raw for the wire: paths and link targets as surrogateescaped str."""
+    def scan(self, skip: str | bytes = b".tether", fmt: str = "json") -> Result:
+        """scan_raw for the wire.  fmt "marshal" (when both ends run the same Python, so the
+        format is the same) sends it as is in the body, several times faster than JSON for
+        large trees; "json" gives paths and link targets as surrogateescaped str."""
         rows, unreadable = self.scan_raw(to_bytes(skip))
+        if fmt == "marshal":
+            import marshal
+
+            return {"data": marshal.dumps((rows, unreadable))}
         return {
             "entries": [(to_wire(p), *r[:5], None if r[5] is None else to_wire(r[5])) for p, r in rows.items()],
             "unreadable": [(to_wire(p), why) for p, why in unreadable],

@@ -8,7 +8,6 @@ so a crash between any two actions leaves a state the next pass can trust.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from tether.agent_remote import to_bytes
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, Side, ordered, reconcile
-from tether.bisync.replica import BACKUPS, LOCK, TRASH, AgentError, Replica, entry_of, shown, wire
+from tether.bisync.replica import BACKUPS, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
 from tether.endpoints import Ssh
 from tether.errors import LockedError, TetherError
@@ -99,43 +98,34 @@ class Pass:
     def run(self) -> Report:
         rep = self.report
         try:
-            self._lock()
-            try:
-                self._run()
-            finally:
-                self._unlock()
+            self._run()
         finally:
+            for i in (1, 2):
+                self.r[i].unlock()
             rep.seconds = round(time.monotonic() - self.started, 3)
         return rep
 
-    def _lock(self) -> None:
-        for i in (1, 2):
-            try:
-                self.r[i].call("lock", path=LOCK, owner=f"tether bisync {self.r[1].endpoint} <-> {self.r[2].endpoint}")
-            except AgentError as e:
-                if i == 2:
-                    self._unlock(only=1)
-                raise LockedError(f"{self.r[i]} is in use: {e}", "wait for the other run to finish") from None
-
-    def _unlock(self, only: int | None = None) -> None:
-        for i in (1, 2) if only is None else (only,):
-            with contextlib.suppress(TetherError):  # a dead channel: the far side's lock died with its agent
-                self.r[i].call("unlock", path=LOCK)
-
     def _scan_both(self) -> tuple[Prev, dict[int, Side], list[tuple[int, bytes]]]:
-        """Both scans run at once (forked children, or the far agents) while the state loads here."""
-        waits = {i: self.r[i].start_scan() for i in (1, 2)}
+        """Each side locks, then scans, both at once (forked children, far agents) while the
+        state loads here.  Every lock is held before any action, and each scan is taken under
+        its side's lock."""
+        owner = f"tether bisync {self.r[1].endpoint} <-> {self.r[2].endpoint}"
+        waits = {1: self.r[1].start_scan(owner)}
+        got: dict[int, Any] = {}
         try:
+            waits[2] = self.r[2].start_scan(owner)
             prev = self.state.load()
         finally:
-            got: dict[int, Any] = {}
-            for i in (1, 2):
+            for i, wait in waits.items():
                 try:
-                    got[i] = waits[i]()
+                    got[i] = wait()
                 except BaseException as e:
                     got[i] = e
         sides: dict[int, Side] = {}
         unreadable: list[tuple[int, bytes]] = []
+        locked = [got[i] for i in (1, 2) if isinstance(got[i], LockedError)]
+        if locked:
+            raise locked[0]
         for i in (1, 2):
             if isinstance(got[i], BaseException):
                 raise got[i]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tether.agent_remote import to_bytes, to_wire
 from tether.bisync.plan import Entry, Raw
 from tether.endpoints import Endpoint, Local, Ssh
-from tether.errors import TetherError
+from tether.errors import LockedError, TetherError
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 
@@ -60,25 +61,54 @@ def entry_of(row: Sequence[Any], link: bytes | None = None) -> Entry:
     return Entry(str(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]), link)
 
 
-@dataclass
 class Replica:
-    label: str  # path1 / path2
-    endpoint: Endpoint
-    agent: AgentClient
+    """A replica and its agent.  An ssh agent connects in the background (~0.2 s) while the
+    local side is already being scanned; the first call that needs it waits."""
+
+    def __init__(self, label: str, endpoint: Endpoint, connect: Callable[[], AgentClient]) -> None:
+        self.label = label
+        self.endpoint = endpoint
+        self._agent: AgentClient | None = None
+        self._error: BaseException | None = None
+        if isinstance(endpoint, Local):
+            self._agent = self._checked(connect)
+            self._thread: threading.Thread | None = None
+        else:
+            self._thread = threading.Thread(target=self._connect, args=(connect,), name=f"connect-{label}", daemon=True)
+            self._thread.start()
+
+    def _checked(self, connect: Callable[[], AgentClient]) -> AgentClient:
+        try:
+            return connect()
+        except AgentError as e:
+            raise TetherError(
+                f"{self.label} {self.endpoint} cannot be opened: {e}",
+                "is the disk mounted and the path right? tether does not create a replica that vanished",
+            ) from None
+
+    def _connect(self, connect: Callable[[], AgentClient]) -> None:
+        try:
+            self._agent = self._checked(connect)
+        except BaseException as e:
+            self._error = e
+
+    @property
+    def agent(self) -> AgentClient:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._agent is not None
+        return self._agent
 
     @classmethod
     def open(cls, label: str, endpoint: Endpoint, ssh: SshOptions, *, create: bool, python: str = "python3") -> Replica:
-        try:
-            if isinstance(endpoint, Ssh):
-                agent = AgentClient.connect_ssh(ssh, endpoint.host, endpoint.path or ".", python, create=create)
-            else:
-                agent = AgentClient.local(endpoint.path, create=create)
-        except AgentError as e:
-            raise TetherError(
-                f"{label} {endpoint} cannot be opened: {e}",
-                "is the disk mounted and the path right? tether does not create a replica that vanished",
-            ) from None
-        return cls(label, endpoint, agent)
+        if isinstance(endpoint, Ssh):
+            host, root = endpoint.host, endpoint.path or "."
+            return cls(label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create))
+        assert isinstance(endpoint, Local)
+        path = endpoint.path
+        return cls(label, endpoint, lambda: AgentClient.local(path, create=create))
 
     @property
     def host(self) -> str:
@@ -92,7 +122,10 @@ class Replica:
         return f"{self.label} ({self.endpoint})"
 
     def close(self) -> None:
-        self.agent.close()
+        if self._thread is not None:
+            self._thread.join()
+        if self._agent is not None:
+            self._agent.close()
 
     def call(self, op: str, body: bytes = b"", **args: Any) -> dict[str, Any]:
         return self.agent.call(op, body, **args)
@@ -100,19 +133,25 @@ class Replica:
     def pipeline(self, requests: Sequence[Request]) -> list[dict[str, Any] | AgentError]:
         return self.agent.pipeline(requests)
 
-    def start_scan(self) -> Callable[[], tuple[dict[bytes, Raw], list[bytes]]]:
-        """Begin scanning; the returned function waits for (entries by path, unreadable dirs).
-
-        A local replica is walked in a forked child, a remote one by its agent, so both sides of
-        a pair (and the state load) proceed at once instead of one after the other under the GIL.
-        """
+    def start_scan(self, lock_owner: str | None) -> Callable[[], tuple[dict[bytes, Raw], list[bytes]]]:
+        """Lock the replica (when lock_owner is given), then scan it; the returned function waits
+        for (entries by path, unreadable dirs).  A local replica is walked in a forked child, a
+        remote one by its agent, so both sides (and the state load) proceed at once."""
         if isinstance(self.endpoint, Local):
+            if lock_owner is not None:
+                self.lock(lock_owner)
             ops = self.agent.ops  # type: ignore[attr-defined]
             return forked(lambda: ops.scan_raw(META.encode()))
         out: list[Any] = []
 
         def remote() -> None:
             try:
+                if lock_owner is not None:
+                    self.lock(lock_owner)
+                if self.agent.info.get("py") == list(sys.version_info[:2]):
+                    rows, bad = marshal.loads(self.call("scan", skip=META, fmt="marshal")["data"])
+                    out.append((rows, [p for p, _why in bad]))
+                    return
                 res = self.call("scan", skip=META)
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
@@ -132,6 +171,20 @@ class Replica:
             return out[0]  # type: ignore[no-any-return]
 
         return wait
+
+    def lock(self, owner: str) -> None:
+        """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""
+        try:
+            self.call("lock", path=LOCK, owner=owner)
+        except AgentError as e:
+            raise LockedError(f"{self} is in use: {e}", "wait for the other run to finish") from None
+        self.locked = True
+
+    def unlock(self) -> None:
+        if getattr(self, "locked", False):
+            self.locked = False
+            with contextlib.suppress(TetherError):  # a dead channel: the far side's lock died with its agent
+                self.call("unlock", path=LOCK)
 
     def rsync_root(self) -> str:
         """The replica root as rsync names it (a trailing slash: the contents)."""

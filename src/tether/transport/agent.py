@@ -170,7 +170,7 @@ class _LocalAgent(AgentClient):
 
 
 class _SshAgent(AgentClient):
-    """The agent as `ssh HOST python3 -c BOOTSTRAP N`, messages on its stdin/stdout."""
+    """The agent as `ssh HOST python3 -S -c BOOTSTRAP N`, messages on its stdin/stdout."""
 
     def __init__(self, proc: subprocess.Popen[bytes], host: str, python: str) -> None:
         super().__init__(host)
@@ -195,7 +195,8 @@ class _SshAgent(AgentClient):
         if not host or host.startswith("-"):
             raise AgentError(f"bad ssh host {host!r}")
         payload = _payload()
-        remote = f"{python} -c {shlex.quote(BOOTSTRAP)} {len(payload)}"
+        # -S: no site-packages to import (the agent is stdlib only), ~35 ms less per connection
+        remote = f"{python} -S -c {shlex.quote(BOOTSTRAP)} {len(payload)}"
         started = time.perf_counter()
         proc = subprocess.Popen(
             [*ssh.argv(), "--", host, remote],
