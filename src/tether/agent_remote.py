@@ -744,8 +744,13 @@ class Ops:
 
         p = to_bytes(path)
         parts = split_path(p)
-        with _oserrors("lock", p), self._parent(parts, create=True) as dfd:
-            fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+        try:
+            with _oserrors("lock", p), self._parent(parts, create=True) as dfd:
+                fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+        except OpError as e:
+            if e.errno == errno.EROFS:  # nothing can write here, so nothing to guard; writes fail one by one
+                return {"locked": False, "reason": "read-only file system"}
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -755,7 +760,7 @@ class Ops:
         os.ftruncate(fd, 0)
         os.write(fd, f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n".encode())
         self._locks[p] = fd
-        return {}
+        return {"locked": True}
 
     def unlock(self, path: str | bytes) -> Result:
         fd = self._locks.pop(to_bytes(path), None)

@@ -69,13 +69,14 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.rig.run import find_named, tether_json
+from tests.rig.run import find_named, tether, tether_json
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "bisync_scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.toml"))
@@ -393,7 +394,8 @@ def assert_trees(roots: dict[str, Path], sc: Scenario, when: str) -> None:
         if problems:
             report.append(f"  {side} ({len(problems)} problems):\n    " + "\n    ".join(problems))
             report.append(f"  {side} actually holds:\n{dump(actual)}")
-    assert not report, f"{sc.name}: {when}: final trees differ from the scenario:\n" + "\n".join(report)
+    if report:
+        pytest.fail(f"{sc.name}: {when}: final trees differ from the scenario:\n" + "\n".join(report), pytrace=False)
 
 
 def build_tree(root: Path, spec: TreeSpec) -> None:
@@ -499,16 +501,21 @@ def run_pass(sc: Scenario, roots: dict[str, Path], env: dict[str, str], *, under
     return tether_json(bisync_args(sc, roots, under_test=under_test), env)
 
 
-def run_seam_pass(
-    sc: Scenario, roots: dict[str, Path], env: dict[str, str], work: Path
-) -> tuple[dict[str, Any], set[Entry], set[Entry]]:
-    """The pass under test with the after-scan seam; returns (report, versions removed, versions added)."""
-    assert sc.during is not None
+def run_paused_pass(
+    args: list[str | Path | bytes],
+    env: dict[str, str],
+    work: Path,
+    label: str,
+    while_paused: Callable[[subprocess.Popen[bytes]], None],
+) -> tuple[int, str, str]:
+    """Run a pass with the after-scan seam; call *while_paused* once it has scanned, then release it.
+
+    Returns (exit code, stdout, stderr).  The pass is killed if it is still running at the end."""
     seam = work / "seam"
     scanned, go = Path(f"{seam}.scanned"), Path(f"{seam}.go")
     out_path, err_path = work / "seam.stdout", work / "seam.stderr"
     argv: list[str | bytes] = [sys.executable, "-m", "tether"]
-    argv += [os.fsencode(a) for a in bisync_args(sc, roots, under_test=True)] + [b"--json"]
+    argv += [os.fsencode(a) for a in args]
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             argv, env={**env, "TETHER_TEST_AFTER_SCAN": str(seam)}, stdin=subprocess.DEVNULL, stdout=out, stderr=err
@@ -518,17 +525,14 @@ def run_seam_pass(
         while not scanned.exists():
             if proc.poll() is not None:
                 pytest.fail(
-                    f"{sc.name}: bisync exited ({proc.returncode}) without creating {scanned.name} "
+                    f"{label}: bisync exited ({proc.returncode}) without creating {scanned.name} "
                     f"(TETHER_TEST_AFTER_SCAN seam)\nstdout:\n{out_path.read_text(errors='replace')}\n"
                     f"stderr:\n{err_path.read_text(errors='replace')}"
                 )
             if time.monotonic() > deadline:
-                pytest.fail(f"{sc.name}: bisync did not create {scanned} within {SEAM_DEADLINE_S:.0f} s")
+                pytest.fail(f"{label}: bisync did not create {scanned} within {SEAM_DEADLINE_S:.0f} s")
             time.sleep(0.01)
-        before = live_versions(roots)
-        for side in SIDES:
-            apply_ops(roots[side], sc.during[side])
-        after = live_versions(roots)
+        while_paused(proc)
         go.touch()
         proc.wait(timeout=120)
     finally:
@@ -538,12 +542,31 @@ def run_seam_pass(
     stdout = out_path.read_text(errors="backslashreplace")
     stderr = err_path.read_text(errors="backslashreplace")
     assert "Traceback" not in stderr, stderr
+    return proc.returncode, stdout, stderr
+
+
+def run_seam_pass(
+    sc: Scenario, roots: dict[str, Path], env: dict[str, str], work: Path
+) -> tuple[dict[str, Any], set[Entry], set[Entry]]:
+    """The pass under test, with [during] applied after its scan; returns (report, versions removed, added)."""
+    assert sc.during is not None
+    during = sc.during
+    seen: dict[str, set[Entry]] = {}
+
+    def apply_during(_proc: subprocess.Popen[bytes]) -> None:
+        seen["before"] = live_versions(roots)
+        for side in SIDES:
+            apply_ops(roots[side], during[side])
+        seen["after"] = live_versions(roots)
+
+    args = [*bisync_args(sc, roots, under_test=True), "--json"]
+    rc, stdout, stderr = run_paused_pass(args, env, work, sc.name, apply_during)
     try:
         doc: dict[str, Any] = json.loads(stdout)
     except json.JSONDecodeError:
-        pytest.fail(f"{sc.name}: no JSON report (exit {proc.returncode})\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    doc["_rc"], doc["_stderr"] = proc.returncode, stderr
-    return doc, before - after, after - before
+        pytest.fail(f"{sc.name}: no JSON report (exit {rc})\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    doc["_rc"], doc["_stderr"] = rc, stderr
+    return doc, seen["before"] - seen["after"], seen["after"] - seen["before"]
 
 
 REPORT_TYPES: dict[str, type] = {
@@ -714,3 +737,85 @@ def test_scenario(scenario_file: Path, tmp_path: Path, tether_env: dict[str, str
         assert_nothing_lost(roots, must_survive, real_label)
     if not exp.refused:
         assert_converged(sc, roots, env)
+
+
+def _simple_pair(tmp_path: Path, env: dict[str, str]) -> dict[str, Path]:
+    """Two replicas holding a.txt and b.txt, synced once; then a.txt edited on path1."""
+    roots = {side: tmp_path / side for side in SIDES}
+    spec = TreeSpec(files={"a.txt": "a v1", "b.txt": "b v1"}, dirs=[], links={})
+    for side in SIDES:
+        build_tree(roots[side], spec)
+    tether(["bisync", roots["path1"], roots["path2"]], env, check_rc=0)
+    apply_ops(roots["path1"], [{"write": "a.txt", "content": "a v2 from path1"}])
+    return roots
+
+
+def test_a_replica_in_use_by_a_running_pass_is_locked(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """Exit 4 for any pass touching a replica that a running pass holds (same pair, reversed, or another pair)."""
+    roots = _simple_pair(tmp_path, tether_env)
+    path3 = tmp_path / "path3"
+    path3.mkdir()
+    before = {side: scan(roots[side]) for side in SIDES}
+    outcomes: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def contend(_proc: subprocess.Popen[bytes]) -> None:
+        outcomes["same pair"] = tether(["bisync", roots["path1"], roots["path2"]], tether_env)
+        outcomes["reversed pair"] = tether(["bisync", roots["path2"], roots["path1"]], tether_env)
+        outcomes["path1 with another replica"] = tether(["bisync", roots["path1"], path3], tether_env)
+        for side in SIDES:
+            assert scan(roots[side]) == before[side], f"a locked-out pass changed {side}"
+
+    args: list[str | Path | bytes] = ["bisync", roots["path1"], roots["path2"]]
+    rc, stdout, stderr = run_paused_pass(args, tether_env, tmp_path, "locked", contend)
+    for what, proc in outcomes.items():
+        assert proc.returncode == 4, f"{what}: expected exit 4 (replica locked), got {proc.returncode}\n{proc.stderr}"
+    assert scan(path3) == {}, "the locked-out pass wrote to path3"
+    assert rc == 0, f"the pass holding the lock failed: exit {rc}\n{stdout}\n{stderr}"
+    assert scan(roots["path2"])[b"a.txt"] == ("file", b"a v2 from path1")
+
+
+def test_a_pass_killed_after_its_scan_breaks_nothing(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """SIGKILL between scan and execution: nothing lost, no stale lock, the next pass does the work."""
+    roots = _simple_pair(tmp_path, tether_env)
+    must_survive = versions(scan(roots["path1"])) | versions(scan(roots["path2"]))
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        proc.kill()
+        proc.wait()
+
+    args: list[str | Path | bytes] = ["bisync", roots["path1"], roots["path2"]]
+    run_paused_pass(args, tether_env, tmp_path, "killed", kill)
+    assert_nothing_lost(roots, must_survive, "after the kill")
+    doc = tether_json(args, tether_env)
+    assert doc["_rc"] == 0, f"the pass after a killed one should just work\n{describe(doc)}"
+    for side in SIDES:
+        assert scan(roots[side]) == {b"a.txt": ("file", b"a v2 from path1"), b"b.txt": ("file", b"b v1")}, side
+    again = tether_json(args, tether_env)
+    assert again["_rc"] == 0 and again["plan"] == [], f"not converged\n{describe(again)}"
+
+
+@pytest.mark.parametrize("case", ["path1 vanished after a sync", "same path twice", "unknown policy", "nested pair"])
+def test_unusable_arguments(case: str, tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """Refused with a message and nothing written: exit 2 for bad input; a vanished replica (an unmounted
+    disk) or a nested pair may also be refused as an error (exit 1), but never synced."""
+    p1, p2 = tmp_path / "path1", tmp_path / "path2"
+    for root in (p1, p2):
+        build_tree(root, TreeSpec(files={"a.txt": "a", "b.txt": "b"}, dirs=[], links={}))
+    (p1 / "inner").mkdir()
+    args: dict[str, list[str | Path | bytes]] = {
+        "path1 vanished after a sync": ["bisync", p1, p2],
+        "same path twice": ["bisync", p1, p1],
+        "unknown policy": ["bisync", p1, p2, "--conflict", "bogus"],
+        "nested pair": ["bisync", p1, p1 / "inner"],
+    }
+    if case == "path1 vanished after a sync":
+        tether(["bisync", p1, p2], tether_env, check_rc=0)
+        shutil.rmtree(p1)
+    before = scan(tmp_path)
+    proc = tether(args[case], tether_env)
+    allowed = (2,) if case in ("same path twice", "unknown policy") else (1, 2)
+    assert proc.returncode in allowed, f"{case}: exit {proc.returncode}, expected {allowed}\n{proc.stderr}"
+    assert proc.stderr.strip(), f"{case}: no message on stderr"
+    after = scan(tmp_path)
+    changed = sorted(show(k) for k in set(before) | set(after) if before.get(k) != after.get(k) and b"home/" not in k)
+    assert not changed, f"{case}: files changed: {changed}"

@@ -71,7 +71,9 @@ class Report:
         return not self.errors and not self.refused and not self.stopped and not self.skipped
 
     def to_json(self) -> dict[str, Any]:
+        """Refusals and stops are also in "errors", so a script reading errors sees every reason."""
         d = dict(self.__dict__)
+        d["errors"] = [*self.errors, *(m for m in (self.refused, self.stopped) if m)]
         d["ok"] = self.ok
         return d
 
@@ -121,6 +123,9 @@ class Pass:
                     got[i] = wait()
                 except BaseException as e:
                     got[i] = e
+        for i in (1, 2):
+            self.report.warnings += self.r[i].warnings
+            self.r[i].warnings.clear()
         sides: dict[int, Side] = {}
         unreadable: list[tuple[int, bytes]] = []
         locked = [got[i] for i in (1, 2) if isinstance(got[i], LockedError)]
@@ -324,6 +329,8 @@ class Pass:
             rows.append((a.path, a.src, res) if to == 2 else (a.path, res, a.src))
             if a.kind == "copy":
                 self.report.copied[f"to_path{to}"] += 1
+            if a.note.startswith("conflict: "):  # newer / path1 / path2: the loser is in to's backups
+                self.report.conflicts.append(_conflict_doc(a))
         self.state.put(rows)
         self._tick(len(group))
 
@@ -410,7 +417,7 @@ class Pass:
             self._fail(a, e)
             return
         self.state.add_conflict(a.path, a.copy_name, a.note)
-        self.report.conflicts.append({"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"})
+        self.report.conflicts.append(_conflict_doc(a))
         got = self._transfer(win, lose, [(a.path, a.path, a.winner, None)])[0]
         if isinstance(got, Exception):
             self._fail(a, got)
@@ -440,8 +447,16 @@ class Pass:
                 self.report.copied[f"to_path{a.to}"] += 1
             elif a.kind == "delete":
                 self.report.deleted[f"path{a.to}"] += 1
-            elif a.kind == "conflict":
-                self.report.conflicts.append({"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"})
+            if a.kind == "conflict" or a.note.startswith("conflict: "):
+                self.report.conflicts.append(_conflict_doc(a))
+
+
+def _conflict_doc(a: Action) -> dict[str, str]:
+    """keep-both names the conflict copy; the other policies name where the losing version went."""
+    if a.kind == "conflict":
+        return {"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"}
+    policy = a.note.removeprefix("conflict: ")
+    return {"path": shown(a.path), "copy": "", "policy": policy, "loser_kept_in": f"path{a.to}/{BACKUPS}"}
 
 
 def _kind(s: tuple[Raw | None, Raw | None]) -> str:

@@ -69,6 +69,8 @@ class Replica:
         self.label = label
         self.endpoint = endpoint
         self._agent: AgentClient | None = None
+        self.locked = False
+        self.warnings: list[str] = []
         self._error: BaseException | None = None
         if isinstance(endpoint, Local):
             self._agent = self._checked(connect)
@@ -175,13 +177,17 @@ class Replica:
     def lock(self, owner: str) -> None:
         """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""
         try:
-            self.call("lock", path=LOCK, owner=owner)
+            res = self.call("lock", path=LOCK, owner=owner)
         except AgentError as e:
-            raise LockedError(f"{self} is in use: {e}", "wait for the other run to finish") from None
-        self.locked = True
+            if e.errno == 11:  # EAGAIN: held by a live process
+                raise LockedError(f"{self} is in use: {e}", "wait for the other run to finish") from None
+            raise TetherError(f"{self} cannot be locked: {e}", "check the replica's permissions") from None
+        self.locked = bool(res.get("locked"))
+        if not self.locked:
+            self.warnings.append(f"{self} is not locked: {res.get('reason')}; nothing can be written there")
 
     def unlock(self) -> None:
-        if getattr(self, "locked", False):
+        if self.locked:
             self.locked = False
             with contextlib.suppress(TetherError):  # a dead channel: the far side's lock died with its agent
                 self.call("unlock", path=LOCK)

@@ -91,7 +91,8 @@ def one_pass(
     job: BisyncJob, dirs: Dirs, *, dry_run: bool = False, force: bool = False,
     replicas: tuple[Replica, Replica] | None = None, tweak: Callable[[Options], None] | None = None,
 ) -> Report:  # fmt: skip
-    state = State(state_path(dirs, job))
+    where = state_path(dirs, job)
+    state = State(None if dry_run and not where.exists() else where)
     try:
         with contextlib.ExitStack() as stack:
             r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state))

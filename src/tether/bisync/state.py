@@ -38,12 +38,15 @@ def _pack(e: Raw | None) -> bytes | None:
 
 
 class State:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | None) -> None:
+        """path None: an empty state in memory (a dry run of a first pass writes nothing anywhere)."""
+        self.path = path if path is not None else Path(":memory:")
         self.reset_note: str | None = None
         self._map: dict[bytes, tuple[Raw | None, Raw | None]] | None = None
         self._journal = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.path
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open()
         except sqlite3.DatabaseError as e:
