@@ -70,7 +70,7 @@ def test_connect_says_hello_and_the_command_line_holds_no_path(client: AgentClie
     assert client.info["root"] == str(remote) and remote.is_dir()
     assert isinstance(client.info["pid"], int) and client.info["host"]
     argv = client._proc.args  # type: ignore[attr-defined]
-    assert re.fullmatch(r"python3 -c '[^']+' \d+", argv[-1]) and BOOTSTRAP in argv[-1]
+    assert re.fullmatch(r"python3 -S -c '[^']+' \d+", argv[-1]) and BOOTSTRAP in argv[-1]
     assert not any(str(remote) in a or "pwned" in a for a in argv)
     print(f"\nagent connect (spawn + hello): {client.connect_seconds * 1000:.0f} ms")
 
