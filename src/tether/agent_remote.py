@@ -611,11 +611,13 @@ class Ops:
         mtime_ns: int | None = None,
         target: str | bytes = b"",
         keep: int = 10,
+        staged: str | bytes | None = None,
     ) -> Result:
         """Create or replace path with a file, symlink or directory, if it is still as planned.
 
         An existing file or link is kept in the backups first; an existing dir is only replaced
-        when empty.  Returns the new entry, so the caller records exactly what is there.
+        when empty.  A big file arrives `staged`: already written under the root (by rclone), it
+        is renamed into place.  Returns the new entry, so the caller records exactly what is there.
         """
         p = to_bytes(path)
         parts = split_path(p)
@@ -643,6 +645,13 @@ class Ops:
                 if mtime_ns is not None:
                     os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=dfd, follow_symlinks=False)
                 os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            elif staged is not None:
+                sparts = split_path(staged)
+                with self._parent(sparts, create=False) as sfd:
+                    os.chmod(sparts[-1], mode & 0o7777, dir_fd=sfd, follow_symlinks=False)
+                    if mtime_ns is not None:
+                        os.utime(sparts[-1], ns=(time.time_ns(), mtime_ns), dir_fd=sfd, follow_symlinks=False)
+                    os.replace(sparts[-1], name, src_dir_fd=sfd, dst_dir_fd=dfd)
             else:
                 tmp = _tmp_name()
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -891,7 +900,7 @@ class _Inotify:
 
 # ---------------------------------------------------------------------- dispatch and framing
 
-_PATH_ARGS = ("path", "old", "new", "target", "trash_root", "backup_root", "skip")
+_PATH_ARGS = ("path", "old", "new", "target", "trash_root", "backup_root", "skip", "staged")
 _LIST_ARGS = ("paths", "argv")
 
 

@@ -17,10 +17,10 @@ from typing import Any
 from tether.bisync.config import BisyncJob, check_pair, parse_bisync_job
 from tether.bisync.engine import Report
 from tether.bisync.plan import POLICIES
+from tether.bisync.rclone_spec import parse_replica
 from tether.bisync.runner import one_pass, run_forever, state_path
 from tether.bisync.state import State
 from tether.dirs import Dirs
-from tether.endpoints import parse_endpoint
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.filters import Filter
 from tether.output import shown
@@ -48,7 +48,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def adhoc_job(args: argparse.Namespace) -> BisyncJob:
-    p1, p2 = parse_endpoint(args.path1), parse_endpoint(args.path2)
+    p1, p2 = parse_replica(args.path1), parse_replica(args.path2)
     check_pair(p1, p2)
     if not 0 <= args.max_delete <= 100:
         raise UsageError(f"--max-delete {args.max_delete} is not a percentage", "give 0 to 100")
@@ -117,7 +117,7 @@ def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
     if len(args.name) == 1:
         job = parse_bisync_job(job_file(dirs, args.name[0]), args.name[0])
     elif len(args.name) == 2:
-        job = BisyncJob("adhoc", None, parse_endpoint(args.name[0]), parse_endpoint(args.name[1]))
+        job = BisyncJob("adhoc", None, parse_replica(args.name[0]), parse_replica(args.name[1]))
     else:
         raise UsageError("give a job name, or the two paths of an ad hoc pair")
     path = state_path(dirs, job)

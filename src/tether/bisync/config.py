@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.bisync.plan import POLICIES
-from tether.endpoints import Endpoint, Local, Ssh, is_inside, parse_endpoint
+from tether.bisync.rclone_spec import Rclone, ReplicaSpec, parse_replica
+from tether.endpoints import Local, Ssh, is_inside
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
 from tether.transport.rsync import RATE_RE
@@ -57,8 +58,8 @@ FIELDS: dict[str, tuple[str, Any, str]] = {
 class BisyncJob:
     name: str
     file: Path | None
-    path1: Endpoint
-    path2: Endpoint
+    path1: ReplicaSpec
+    path2: ReplicaSpec
     policy: str = "keep-both"
     filter: Filter = field(default_factory=Filter)
     max_delete: int = 50
@@ -76,7 +77,7 @@ class BisyncJob:
     python: str = "python3"
 
 
-def check_pair(p1: Endpoint, p2: Endpoint) -> None:
+def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
     """Two replicas that overlap would sync a tree into itself; two remote ones need rsync between hosts."""
     if isinstance(p1, Local) and isinstance(p2, Local):
         a, b = os.path.realpath(p1.path), os.path.realpath(p2.path)
@@ -85,6 +86,13 @@ def check_pair(p1: Endpoint, p2: Endpoint) -> None:
                 f"path1 {p1} and path2 {p2} overlap (one is inside the other)",
                 "give two separate directories",
             )
+    if isinstance(p1, Rclone) or isinstance(p2, Rclone):
+        if not isinstance(p1, Local) and not isinstance(p2, Local):
+            raise UsageError(
+                f"path1 {p1} and path2 {p2}: an rclone remote pairs with a local directory only",
+                "run tether where one replica is a local directory",
+            )
+        return
     if isinstance(p1, Ssh) and isinstance(p2, Ssh):
         if p1.host == p2.host and os.path.normpath(p1.path) == os.path.normpath(p2.path):
             raise UsageError(f"path1 and path2 are the same place ({p1})", "give two separate directories")
@@ -133,7 +141,7 @@ def parse_bisync_job(file: Path, name: str) -> BisyncJob:
         if key not in data:
             raise err(key, f"missing {key}", f"add a line like: {FIELDS[key][2]}")
     base = str(file.parent)
-    p1, p2 = parse_endpoint(data["path1"], base=base), parse_endpoint(data["path2"], base=base)
+    p1, p2 = parse_replica(data["path1"], base=base), parse_replica(data["path2"], base=base)
     try:
         check_pair(p1, p2)
     except UsageError as e:

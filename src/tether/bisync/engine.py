@@ -8,6 +8,7 @@ so a crash between any two actions leaves a state the next pass can trust.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -17,7 +18,8 @@ from typing import Any
 
 from tether.agent_remote import to_bytes
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, Side, ordered, reconcile
-from tether.bisync.replica import BACKUPS, TRASH, AgentError, Replica, entry_of, shown, wire
+from tether.bisync.rclone_spec import Rclone
+from tether.bisync.replica import BACKUPS, META, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
 from tether.endpoints import Ssh
 from tether.errors import LockedError, TetherError
@@ -369,7 +371,12 @@ class Pass:
         for k, r in zip(sent, dst.pipeline(reqs), strict=True):
             out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)  # type: ignore[union-attr]
         if big:
-            for k, got in zip(big, self._rsync(src, dst, [items[k] for k in big]), strict=True):
+            via = (
+                self._rclone_big
+                if isinstance(src.endpoint, Rclone) or isinstance(dst.endpoint, Rclone)
+                else self._rsync
+            )
+            for k, got in zip(big, via(src, dst, [items[k] for k in big]), strict=True):
                 out[k] = got
         return [x if x is not None else TetherError("nothing to copy") for x in out]
 
@@ -402,6 +409,37 @@ class Pass:
                 out.append(TetherError(f"{shown(it[1])}: not copied to {dst}"))
             else:
                 out.append(entry_of(n["entry"]))
+        return out
+
+    def _rclone_big(
+        self, src: Replica, dst: Replica, items: Sequence[tuple[bytes, bytes, Entry | None, Entry | None]]
+    ) -> list[Entry | Exception]:
+        """Big files to or from an rclone remote, one at a time, never whole in memory: rclone
+        uploads from the local file, or downloads into the local replica's .tether/tmp, from
+        where the local agent renames it into place (same filesystem, atomic)."""
+        out: list[Entry | Exception] = []
+        for sp, dp, e, exp in items:
+            assert e is not None
+            args: dict[str, Any] = {
+                "path": wire(dp), "kind": "f", "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
+                "mode": e.mode, "mtime_ns": e.mtime, "keep": self.opts.backups_keep,
+            }  # fmt: skip
+            try:
+                if isinstance(dst.endpoint, Rclone):
+                    args["source"] = os.path.join(src.root, os.fsdecode(sp))
+                    got = dst.call("install", **args)
+                else:
+                    staged = f"{META}/tmp/{os.urandom(8).hex()}"
+                    os.makedirs(os.path.join(dst.root, META, "tmp"), exist_ok=True)
+                    src.call("fetch", path=wire(sp), size=e.size, mtime_ns=e.mtime, into=os.path.join(dst.root, staged))
+                    try:
+                        got = dst.call("install", staged=staged, **args)
+                    finally:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(dst.root, staged))
+                out.append(entry_of(got["entry"]))
+            except (AgentError, OSError) as err:
+                out.append(err)
         return out
 
     def _conflict(self, a: Action) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from tether.agent_remote import to_bytes, to_wire
 from tether.bisync.plan import Entry, Raw
-from tether.endpoints import Endpoint, Local, Ssh
+from tether.bisync.rclone_spec import Rclone, ReplicaSpec
+from tether.endpoints import Local, Ssh
 from tether.errors import LockedError, TetherError
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
@@ -65,7 +66,7 @@ class Replica:
     """A replica and its agent.  An ssh agent connects in the background (~0.2 s) while the
     local side is already being scanned; the first call that needs it waits."""
 
-    def __init__(self, label: str, endpoint: Endpoint, connect: Callable[[], AgentClient]) -> None:
+    def __init__(self, label: str, endpoint: ReplicaSpec, connect: Callable[[], AgentClient]) -> None:
         self.label = label
         self.endpoint = endpoint
         self._agent: AgentClient | None = None
@@ -104,7 +105,14 @@ class Replica:
         return self._agent
 
     @classmethod
-    def open(cls, label: str, endpoint: Endpoint, ssh: SshOptions, *, create: bool, python: str = "python3") -> Replica:
+    def open(
+        cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "python3"
+    ) -> Replica:
+        if isinstance(endpoint, Rclone):
+            from tether.transport.rclone_agent import RcloneAgent
+
+            name, rpath = endpoint.remote, endpoint.path
+            return cls(label, endpoint, lambda: RcloneAgent.connect(f"{name}:", rpath, create=create))
         if isinstance(endpoint, Ssh):
             host, root = endpoint.host, endpoint.path or "."
             return cls(label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options, Pass, Report
+from tether.bisync.rclone_spec import Rclone
 from tether.bisync.replica import Replica
 from tether.bisync.state import State
 from tether.dirs import Dirs
@@ -117,7 +118,7 @@ def one_pass(
 
 def run_forever(job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Callable[[Report], None]) -> None:
     """Continuous bisync: a pass whenever either side changes (inotify there, through each side's
-    agent), and every `interval` seconds anyway (the safety net)."""
+    agent), and every `interval` seconds anyway (the safety net, and how rclone sides are polled)."""
     state = State(state_path(dirs, job))
     try:
         with opened(job, dirs, state) as (r1, r2), opened(job, dirs, state) as (w1, w2):  # a watch blocks its channel
@@ -132,7 +133,11 @@ def run_forever(job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Call
                         log.warning("watching %s failed: %s; falling back to the interval", rep, e)
                         return
 
-            threads = [threading.Thread(target=watch, args=(w,), daemon=True) for w in (w1, w2)]
+            # an rclone remote has no change feed: it is polled by the pass every `interval`
+            watched = [w for w in (w1, w2) if not isinstance(w.endpoint, Rclone)]
+            for w in watched:  # watches in place before the first pass: no change can fall between them
+                w.call("watch", timeout=0)
+            threads = [threading.Thread(target=watch, args=(w,), daemon=True) for w in watched]
             for t in threads:
                 t.start()
             last = 0.0

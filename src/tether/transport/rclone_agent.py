@@ -1,0 +1,875 @@
+"""Agent for a replica on an rclone remote (`remote:path`), driven through a private `rclone rcd`.
+
+Why rcd: one long-lived rclone keeps the remote's sessions and tokens open, so an operation is
+one HTTP call on loopback instead of an rclone start and a fresh login.  Replies have the shape
+`agent_remote.dispatch` gives, so the engine drives local, ssh and rclone replicas through the
+same `AgentClient.pipeline`.
+
+What a remote cannot do, and what is done instead:
+- no flock: the lock is a file naming its holder.  A holder on this host counts while its pid
+  lives; one on another host while its file is under 10 minutes old (held locks are rewritten
+  every 2 minutes).  Taking a lock is check-then-write, best effort, not atomic.
+- no atomic replace on most backends: where the remote moves server-side, a file is uploaded to
+  .tether/tmp and moved into place, so an interrupted upload never shows as a half file.
+- mtimes only at the backend's precision (1 s for sftp); mode and inode are reported as 0.
+- rc 1.60 cannot set an mtime alone: the bytes go up again carrying the new mtime.
+- no change feed: `watch` sleeps and answers "changed", so rclone sides are polled.
+- no symlinks, no commands, names must be UTF-8.
+Paths never meet a shell: rclone is started with an argument list, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import collections
+import concurrent.futures
+import contextlib
+import datetime
+import errno
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
+from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
+
+MIN_VERSION = (1, 60)
+LOCK_STALE_S = 600.0  # a lock from another host older than this is abandoned
+LOCK_REFRESH_S = 120.0  # how often a held lock file is rewritten, so it never looks abandoned
+STAGING = ".tether/tmp"  # uploads land here first, then move into place
+STAGING_MAX_AGE_S = 86400.0  # leftovers of interrupted uploads older than this are removed
+NO_MTIME_NS = 86400 * 10**9  # a precision this coarse means the backend keeps no mtimes (rclone says 100 years)
+_START_TIMEOUT = 30.0
+_CLOSE_TIMEOUT = 5.0
+_STDERR_KEEP = 64 << 10
+_READERS = 4  # concurrent rc calls for a run of read-only requests
+_READ_ONLY = frozenset({"read", "entry", "hash"})
+_NAME_MAX = 255
+_ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
+_TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
+_HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
+_STAMP = re.compile(r"[0-9]{8}")
+# Inherited settings that would change what an operation does (dry runs, skips, filters that
+# hide files from a scan, prompts) or where rcd logs its address: not passed on to rcd.
+_DROP_ENV = re.compile(
+    r"RCLONE_(RC_|LOG_|VERBOSE|QUIET|SYSLOG|USE_JSON_LOG|DRY_RUN|INTERACTIVE|I$|IGNORE_|UPDATE|SIZE_ONLY"
+    r"|CHECKSUM|IMMUTABLE|NO_UPDATE_MODTIME|NO_CHECK_DEST|BACKUP_DIR|SUFFIX|COMPARE_DEST|COPY_DEST|MAX_TRANSFER"
+    r"|MAX_DURATION|CUTOFF_MODE|EXCLUDE|INCLUDE|FILTER|FILES_FROM|MIN_SIZE|MAX_SIZE|MIN_AGE|MAX_AGE|MAX_DEPTH"
+    r"|DELETE_EXCLUDED|USE_SERVER_MODTIME|METADATA)"
+)
+
+Item = dict[str, Any]  # one operations/list or operations/stat item
+
+
+class RcError(Exception):
+    """An rc call that rclone answered with an error; errno guessed from its status and message."""
+
+    def __init__(self, method: str, status: int, message: str) -> None:
+        super().__init__(f"{method}: {message}")
+        self.status = status
+        self.message = message
+        self.errno = _errno_of(status, message)
+
+
+def _errno_of(status: int, message: str) -> int:
+    m = message.lower()
+    if status == 404 or "not found" in m or "no such file" in m:
+        return errno.ENOENT
+    if "not a directory" in m or "is a file" in m:
+        return errno.ENOTDIR
+    if "not empty" in m:
+        return errno.ENOTEMPTY
+    if "being updated" in m:
+        return errno.ESTALE
+    if "read-only" in m or "read only" in m:
+        return errno.EROFS
+    if "permission denied" in m:
+        return errno.EACCES
+    if "exists" in m:
+        return errno.EEXIST
+    return errno.EIO
+
+
+def parse_mtime(text: str) -> int:
+    """rclone's RFC 3339 time (0-9 fraction digits, any offset) as integer ns, exactly: no float."""
+    m = _TIME.fullmatch(text)
+    if m is None:
+        raise ValueError(f"unexpected time {text!r} from rclone")
+    secs = calendar.timegm((*(int(g) for g in m.groups()[:6]), 0, 0, 0))
+    tz = m.group(8)
+    if tz not in ("Z", "z"):
+        offset = int(tz[1:3]) * 3600 + int(tz[4:6]) * 60
+        secs -= offset if tz[0] == "+" else -offset
+    return secs * 1_000_000_000 + int((m.group(7) or "").ljust(9, "0"))
+
+
+def _entry(item: Item) -> list[Any]:
+    """An rc item in the agent's [type, size, mtime_ns, mode, ino] form; dirs carry no size or time."""
+    if item.get("IsDir"):
+        return ["d", 0, 0, 0, 0]
+    return ["f", int(item["Size"]), parse_mtime(item["ModTime"]), 0, 0]
+
+
+def _trim(name: str, limit: int) -> str:
+    """name cut to at most limit UTF-8 bytes, never inside a character."""
+    return name.encode()[:limit].decode("utf-8", "ignore")
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """name, or name with a number before its extension (a.1.txt, a.2.txt, ...) if taken."""
+    dot = name.rfind(".")
+    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+    candidate, n = name, 0
+    while candidate in taken:
+        n += 1
+        tag = f".{n}"
+        candidate = _trim(stem, _NAME_MAX - len(tag.encode()) - len(ext.encode())) + tag + ext
+    return candidate
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", name)
+
+
+def _parent(rel: str) -> tuple[str, str]:
+    """(dir, name) of a relative remote path; dir is "" at the top."""
+    d, _, n = rel.rpartition("/")
+    return d, n
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+class RcloneAgent(AgentClient):
+    """The agent operations on `remote:root`, as rc calls to a private `rclone rcd`."""
+
+    lock_refresh_s = LOCK_REFRESH_S  # per class, so tests can shorten it
+
+    def __init__(self, remote: str, root: str) -> None:
+        self.remote_name = remote[:-1] if remote.endswith(":") else remote
+        super().__init__(f"{self.remote_name}:{root}")
+        self.fs = f"{self.remote_name}:{root}"
+        self.info = {"host": self.remote_name, "root": root, "version": PROTOCOL_VERSION}
+        self.precision_ns = 1  # these four come from rclone at connect
+        self.hashes: list[str] = []
+        self.can_move = False
+        self.version = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._url = ""
+        self._user, self._password = secrets.token_hex(16), secrets.token_hex(32)
+        self._auth = "Basic " + base64.b64encode(f"{self._user}:{self._password}".encode()).decode()
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+        self._tmp = tempfile.mkdtemp(prefix="tether-rclone-")
+        self._stderr_tail: collections.deque[bytes] = collections.deque()
+        self._stderr_size = 0
+        self._stderr_thread: threading.Thread | None = None
+        self._address = threading.Event()
+        self._down: AgentDown | None = None
+        self._closing = threading.Event()
+        self._held: dict[str, str] = {}  # lock path -> the content we wrote there
+        self._held_lock = threading.Lock()
+        self._refresher: threading.Thread | None = None
+        self._handlers: dict[str, Callable[..., dict[str, Any]]] = {
+            "lock": self._lock_op,
+            "unlock": self._unlock_op,
+            "scan": self._scan,
+            "read": self._read,
+            "fetch": self._fetch,
+            "install": self._install,
+            "entry": self._entry_op,
+            "discard": self._discard,
+            "rename": self._rename,
+            "set_meta": self._set_meta,
+            "hash": self._hash,
+            "purge_trash": self._purge_trash,
+            "prune_backups": self._prune_backups,
+            "watch": self._watch,
+            "run": self._run_op,
+        }
+
+    # ------------------------------------------------------------------ start and stop
+
+    @classmethod
+    def connect(cls, remote: str, root: str, create: bool, rclone: str = "rclone") -> RcloneAgent:
+        """Start rcd, open the root (made when create), learn the backend's mtime precision and features."""
+        if not remote.rstrip(":") or "\0" in remote or "\0" in root:
+            raise AgentError(f"bad rclone remote {remote!r} with root {root!r}")
+        try:
+            root.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AgentError(f"rclone root {show(to_bytes(root))} is not valid UTF-8", errno.EILSEQ) from None
+        started = time.perf_counter()
+        agent = cls(remote, root)
+        try:
+            agent._spawn(rclone)
+            agent._open(create)
+        except BaseException:
+            agent.close()
+            raise
+        agent.connect_seconds = time.perf_counter() - started
+        return agent
+
+    def _spawn(self, rclone: str) -> None:
+        """rcd on a port the kernel picks (read back from its log: no race for a free port)."""
+        env = {k: v for k, v in os.environ.items() if not _DROP_ENV.match(k)}
+        # credentials by environment: a command line is visible to every user in ps
+        env["RCLONE_RC_USER"], env["RCLONE_RC_PASS"] = self._user, self._password
+        argv = [rclone, "rcd", "--rc-addr", "127.0.0.1:0", "--log-level", "NOTICE"]
+        try:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+            )
+        except OSError as e:
+            raise AgentError(
+                f"cannot start {rclone}: {e.strerror or e}", None, "install rclone 1.60 or newer"
+            ) from None
+        assert self._proc.stderr is not None
+        self._stderr_thread = threading.Thread(
+            target=self._drain_stderr, args=(self._proc.stderr,), name=f"rcd-stderr-{self.remote_name}", daemon=True
+        )
+        self._stderr_thread.start()
+        if not self._address.wait(_START_TIMEOUT) or not self._url:
+            raise AgentError(f"rclone rcd did not start: {self._stderr_last() or 'no message'}")
+
+    def _open(self, create: bool) -> None:
+        where = f"rclone remote {self.fs}"
+        version = self._rc("core/version", {})
+        self.version = str(version.get("version", ""))
+        if tuple(version.get("decomposed") or (0, 0))[:2] < MIN_VERSION:
+            raise AgentError(f"rclone {self.version} is too old", None, "install rclone 1.60 or newer")
+        try:
+            item = self._rc("operations/stat", {"fs": self.fs, "remote": ""}).get("item")
+        except RcError as e:
+            if e.errno != errno.ENOENT:
+                raise AgentError(f"{where} cannot be opened: {e.message}", e.errno) from None
+            item = None
+        if item is None:
+            if not create:
+                raise AgentError(f"{where} cannot be opened: not found", errno.ENOENT)
+            try:
+                self._rc("operations/mkdir", {"fs": self.fs, "remote": ""})
+            except RcError as e:
+                raise AgentError(f"{where} cannot be created: {e.message}", e.errno) from None
+        elif not item.get("IsDir"):
+            raise AgentError(f"{where} cannot be opened: not a directory", errno.ENOTDIR)
+        fsinfo = self._rc("operations/fsinfo", {"fs": self.fs})
+        self.precision_ns = int(fsinfo.get("Precision") or 1)
+        self.hashes = [str(h) for h in fsinfo.get("Hashes") or []]
+        self.can_move = bool((fsinfo.get("Features") or {}).get("Move"))
+
+    def _drain_stderr(self, stream: IO[bytes]) -> None:
+        """Find rcd's address in its log, then keep the log's tail to explain a failure."""
+        for line in stream:
+            if not self._url and (m := _ADDRESS.search(line)):
+                self._url = m.group(1).decode()
+                self._address.set()
+            self._stderr_tail.append(line)
+            self._stderr_size += len(line)
+            while self._stderr_size > _STDERR_KEEP and len(self._stderr_tail) > 1:
+                self._stderr_size -= len(self._stderr_tail.popleft())
+        self._address.set()  # rcd is gone: stop waiting for it
+
+    def stderr_text(self) -> str:
+        """What rcd logged so far (the last 64 KB)."""
+        return b"".join(self._stderr_tail).decode("utf-8", "replace")
+
+    def _stderr_last(self) -> str:
+        return "; ".join(self.stderr_text().strip().splitlines()[-3:])
+
+    def close(self) -> None:
+        """Release held locks, stop rcd, remove the private temp dir; safe to call twice."""
+        self._closing.set()
+        if not self._lock.acquire(timeout=_CLOSE_TIMEOUT) and self._proc is not None:
+            self._proc.kill()  # a call is stuck: this makes it fail with AgentDown
+            self._lock.acquire()
+        try:
+            if self._down is None and self._url:
+                for rel in list(self._held):
+                    with contextlib.suppress(Exception):
+                        self._unlock_op(rel)
+            if self._down is None:
+                self._down = AgentDown(f"rclone agent for {self.fs}: closed")
+            if self._proc is not None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(timeout=_CLOSE_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+                if self._stderr_thread is not None:
+                    self._stderr_thread.join(timeout=2.0)
+                if self._proc.stderr is not None and not (self._stderr_thread and self._stderr_thread.is_alive()):
+                    self._proc.stderr.close()
+            if self._refresher is not None:
+                self._refresher.join(timeout=_CLOSE_TIMEOUT)
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        finally:
+            self._lock.release()
+
+    # ------------------------------------------------------------------ rc calls
+
+    def _rc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One rc call; RcError when rclone reports a failure, AgentDown when rcd is unreachable."""
+        body = json.dumps(params).encode()
+        return self._post(method, f"{self._url}/{method}", body, "application/json")
+
+    def _post(self, method: str, url: str, body: bytes, ctype: str) -> dict[str, Any]:
+        if self._down is not None:
+            raise self._down
+        req = urllib.request.Request(
+            url, data=body, headers={"Content-Type": ctype, "Authorization": self._auth}, method="POST"
+        )
+        try:
+            with self._opener.open(req) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            try:
+                message = str(json.loads(e.read()).get("error") or e.reason)
+            except (ValueError, OSError, AttributeError):
+                message = str(e.reason)
+            raise RcError(method, e.code, message) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise self._went_down(f"during {method} ({e})") from None
+        out = json.loads(raw) if raw.strip() else {}
+        return out if isinstance(out, dict) else {}
+
+    def _went_down(self, when: str) -> AgentDown:
+        rc = self._proc.poll() if self._proc is not None else None
+        state = "running" if rc is None else f"exit {rc}"
+        self._down = AgentDown(
+            f"rclone rcd for {self.fs} failed {when}, {state}: {self._stderr_last() or 'no message'}",
+            "the next run starts a new one",
+        )
+        return self._down
+
+    def _copy(self, src_fs: str, src: str, dst_fs: str, dst: str, fresh: bool = True) -> None:
+        """copyfile; fresh (the usual case) copies even when the destination looks the same."""
+        params: dict[str, Any] = {"srcFs": src_fs, "srcRemote": src, "dstFs": dst_fs, "dstRemote": dst}
+        if fresh:  # otherwise rclone skips a same-size, same-mtime destination whatever its bytes
+            params["_config"] = {"NoCheckDest": True}
+        self._rc("operations/copyfile", params)
+
+    def _download(self, rel: str, local: str) -> None:
+        self._copy(self.fs, rel, "/", local.lstrip("/"))
+
+    def _upload(self, local: str, rel: str, fresh: bool = True) -> None:
+        self._copy("/", local.lstrip("/"), self.fs, rel, fresh)
+
+    def _move(self, src: str, dst: str) -> None:
+        self._rc("operations/movefile", {"srcFs": self.fs, "srcRemote": src, "dstFs": self.fs, "dstRemote": dst})
+
+    def _delete(self, rel: str) -> None:
+        self._rc("operations/deletefile", {"fs": self.fs, "remote": rel})
+
+    def _stat(self, rel: str) -> Item | None:
+        item = self._rc("operations/stat", {"fs": self.fs, "remote": rel, "opt": {"noMimeType": True}}).get("item")
+        return item if isinstance(item, dict) else None
+
+    def _list(self, rel: str, **opt: bool) -> list[Item]:
+        """Items under rel (Path relative to the root); [] when rel does not exist."""
+        try:
+            got = self._rc("operations/list", {"fs": self.fs, "remote": rel, "opt": {"noMimeType": True, **opt}})
+        except RcError as e:
+            if e.errno == errno.ENOENT:
+                return []
+            raise
+        return [it for it in got.get("list") or [] if isinstance(it, dict)]
+
+    def _put_small(self, rel: str, data: bytes) -> None:
+        """operations/uploadfile: a multipart form holding one file; its mtime becomes now."""
+        folder, name = _parent(rel)
+        boundary = secrets.token_hex(16)
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file0"; '
+            f"filename*=UTF-8''{urllib.parse.quote(name, safe='')}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        query = urllib.parse.urlencode({"fs": self.fs, "remote": folder})
+        method = "operations/uploadfile"
+        self._post(method, f"{self._url}/{method}?{query}", body, f"multipart/form-data; boundary={boundary}")
+
+    # ------------------------------------------------------------------ requests
+
+    def _exchange(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
+        """In order; a run of read-only requests goes a few at a time (each waits on the remote)."""
+        if self._down is not None:
+            raise self._down
+        out: list[dict[str, Any]] = []
+        i = 0
+        while i < len(requests):
+            j = i
+            while j < len(requests) and requests[j][0] in _READ_ONLY:
+                j += 1
+            if j - i > 1:
+                with concurrent.futures.ThreadPoolExecutor(min(_READERS, j - i)) as pool:
+                    out += pool.map(lambda r: self._one(*r), requests[i:j])
+                i = j
+            else:
+                out.append(self._one(*requests[i]))
+                i += 1
+        return out
+
+    def _one(self, op: str, args: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """One request, answered like `agent_remote.dispatch`: failures become error replies."""
+        handler = self._handlers.get(op)
+        try:
+            if handler is None:
+                raise OpError(errno.ENOSYS, f"unknown operation {op!r}")
+            kwargs = dict(args)
+            if op == "install":
+                kwargs["data"] = body
+            result = handler(**kwargs)
+        except AgentDown:
+            raise
+        except OpError as e:
+            return {"ok": False, "error": e.message, "errno": e.errno}
+        except RcError as e:
+            what = args.get("path", args.get("old"))
+            where = f" {show(to_bytes(what))}" if isinstance(what, str | bytes) else ""
+            return {"ok": False, "error": f"{op}{where}: {e.message}", "errno": e.errno}
+        except OSError as e:
+            return {"ok": False, "error": f"{op}: {e.strerror or e}", "errno": e.errno}
+        except Exception as e:  # a bug or a malformed request: report it, keep serving
+            return {"ok": False, "error": f"agent error in {op}: {type(e).__name__}: {e}", "errno": None}
+        data = result.pop("data", None)
+        if isinstance(data, bytes):
+            return {"ok": True, "result": result, "_body": data}
+        return {"ok": True, "result": result}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _rel(self, path: str | bytes) -> str:
+        """A path under the root as rclone takes it: relative, no '..', UTF-8."""
+        p = to_bytes(path)
+        split_path(p)
+        try:
+            return p.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OpError(errno.EILSEQ, f"{show(p)}: not valid UTF-8; rclone remotes keep UTF-8 names") from None
+
+    def _local(self, path: str | bytes, what: str) -> str:
+        """A local absolute path (rclone's `/` filesystem takes it without the leading slash)."""
+        p = to_bytes(path)
+        if not p.startswith(b"/") or b"\0" in p:
+            raise OpError(errno.EINVAL, f"{what} {show(p)}: a local absolute path is needed")
+        try:
+            return os.path.abspath(p.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise OpError(errno.EILSEQ, f"{what} {show(p)}: not valid UTF-8") from None
+
+    def _scratch(self) -> str:
+        return os.path.join(self._tmp, secrets.token_hex(8))
+
+    def _check_expect(self, rel: str, expect: list[Any] | None) -> Item | None:
+        """The entry must still be what the pass planned against: [type, size, mtime_ns] or None (absent)."""
+        item = self._stat(rel)
+        if expect is None:
+            if item is not None:
+                raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
+            return None
+        if item is None:
+            raise OpError(errno.ENOENT, f"{rel} vanished during the pass")
+        t, size, mtime = _entry(item)[:3]
+        if t != expect[0] or (t != "d" and (size != expect[1] or mtime != expect[2])):
+            raise OpError(errno.ESTALE, f"{rel} changed during the pass")
+        return item
+
+    def _still(self, rel: str, size: int, mtime_ns: int) -> None:
+        self._check_expect(rel, ["f", size, mtime_ns])
+
+    def _entry_now(self, rel: str) -> list[Any]:
+        item = self._stat(rel)
+        if item is None:
+            raise OpError(errno.ENOENT, f"{rel} vanished right after it was written")
+        return _entry(item)
+
+    def _fetch_checked(self, rel: str, size: int, mtime_ns: int, local: str) -> None:
+        """Download rel to local, only if it is still the scanned version: rclone gives the copy
+        the remote's mtime, so the copy's own size and mtime say which version arrived."""
+        try:
+            self._download(rel, local)
+        except RcError:
+            item = self._stat(rel)
+            if item is None:
+                raise OpError(errno.ENOENT, f"{rel}: No such file or directory") from None
+            if item.get("IsDir"):
+                raise OpError(errno.ESTALE, f"{rel} changed during the pass") from None
+            raise
+        st = os.stat(local)
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            with contextlib.suppress(OSError):
+                os.unlink(local)
+            raise OpError(errno.ESTALE, f"{rel} changed during the pass")
+
+    def _cat(self, rel: str) -> str | None:
+        """A small remote file as text; None when absent."""
+        tmp = self._scratch()
+        try:
+            self._download(rel, tmp)
+            with open(tmp, "rb") as f:
+                return f.read(1 << 16).decode("utf-8", "replace")
+        except RcError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _rmdir(self, rel: str) -> None:
+        try:
+            self._rc("operations/rmdir", {"fs": self.fs, "remote": rel})
+        except RcError as e:
+            if e.errno == errno.ENOENT:
+                raise OpError(errno.ENOENT, f"{rel} vanished during the pass") from None
+            if self._list(rel):
+                raise OpError(errno.ENOTEMPTY, f"delete {rel}: Directory not empty") from None
+            raise
+
+    def _backup(self, rel: str, backup_root: str, keep: int) -> str:
+        """Move the current version of rel to <backup_root>/<rel>.<stamp>; drop versions beyond keep."""
+        folder, name = _parent(rel)
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now // 10**9)) + f"-{now // 1000 % 1_000_000:06d}"
+        base = _trim(name, _NAME_MAX - len(stamp) - 1)
+        bdir = _join(backup_root, folder)
+        dest = _join(bdir, f"{base}.{stamp}")
+        self._move(rel, dest)
+        if keep > 0:
+            prefix = base + "."
+            versions = sorted(
+                str(it["Name"]) for it in self._list(bdir, filesOnly=True)
+                if str(it["Name"]).startswith(prefix) and len(str(it["Name"])) >= len(prefix) + 22
+                and _STAMP.fullmatch(str(it["Name"])[len(prefix) : len(prefix) + 8])
+            )  # fmt: skip
+            for old in versions[:-keep]:
+                with contextlib.suppress(RcError):
+                    self._delete(_join(bdir, old))
+        return dest
+
+    def _source_file(self, data: bytes, mtime_ns: int | None, source: str | bytes | None) -> tuple[str, bool]:
+        """(local file to upload, whether it is our scratch copy).  A given source must still have
+        the mtime the pass saw, or it changed since the scan."""
+        if source is not None:
+            src = self._local(source, "install from")
+            try:
+                st = os.stat(src)
+            except FileNotFoundError:
+                raise OpError(errno.ENOENT, f"{src} vanished during the pass") from None
+            if not stat.S_ISREG(st.st_mode) or (mtime_ns is not None and st.st_mtime_ns != mtime_ns):
+                raise OpError(errno.ESTALE, f"{src} changed during the pass")
+            return src, False
+        tmp = self._scratch()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(time.time_ns(), int(mtime_ns)))
+        return tmp, True
+
+    def _place(self, local: str, rel: str, before: Callable[[], None], fresh: bool = True) -> None:
+        """Put local at rel.  Where the remote moves server-side, upload to the staging dir first and
+        move into place, so no half file is ever visible; `before` runs just before the switch."""
+        if not self.can_move:
+            before()
+            self._upload(local, rel, fresh)
+            return
+        staged = _join(STAGING, secrets.token_hex(8))
+        try:
+            self._upload(local, staged)
+            before()
+            self._move(staged, rel)
+            staged = ""
+        finally:
+            if staged:
+                with contextlib.suppress(RcError, AgentDown):
+                    self._delete(staged)
+
+    # ------------------------------------------------------------------ operations
+
+    def _scan(self, skip: str | bytes = ".tether", fmt: str = "json") -> dict[str, Any]:
+        """Every entry under the root; the top-level skip dir is not even listed (an rc filter)."""
+        top = to_bytes(skip).decode("utf-8", "surrogateescape")
+        params: dict[str, Any] = {"fs": self.fs, "remote": "", "opt": {"recurse": True, "noMimeType": True}}
+        if top:
+            params["_filter"] = {"ExcludeRule": [f"/{_glob_escape(top)}/**"]}
+        entries: list[list[Any]] = []
+        for it in self._rc("operations/list", params).get("list") or []:
+            p = str(it["Path"])
+            if top and (p == top or p.startswith(top + "/")):
+                continue
+            if it.get("IsDir"):
+                entries.append([p, "d", 0, 0, 0, 0, None])
+            else:
+                entries.append([p, "f", int(it["Size"]), parse_mtime(it["ModTime"]), 0, 0, None])
+        return {"entries": entries, "unreadable": []}
+
+    def _read(self, path: str | bytes, size: int, mtime_ns: int) -> dict[str, Any]:
+        rel = self._rel(path)
+        tmp = self._scratch()
+        try:
+            self._fetch_checked(rel, int(size), int(mtime_ns), tmp)
+            with open(tmp, "rb") as f:
+                data = f.read()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return {"data": data, "mode": 0o644}
+
+    def _fetch(self, path: str | bytes, size: int, mtime_ns: int, into: str | bytes) -> dict[str, Any]:
+        """A big file straight into a local file (never whole in memory)."""
+        rel = self._rel(path)
+        dest = self._local(into, "fetch into")
+        if os.path.lexists(dest):
+            raise OpError(errno.EEXIST, f"fetch into {dest}: already exists")
+        self._fetch_checked(rel, int(size), int(mtime_ns), dest)
+        return {}
+
+    def _install(
+        self,
+        path: str | bytes,
+        kind: str,
+        expect: list[Any] | None,
+        backup_root: str | bytes,
+        data: bytes = b"",
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        target: str | bytes = b"",
+        keep: int = 10,
+        source: str | bytes | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace path with a file (from data or the local file source) or a dir, if it
+        is still as planned; a replaced file goes to the backups first.  Mode cannot be kept."""
+        rel = self._rel(path)
+        if kind == "l":
+            raise OpError(errno.EOPNOTSUPP, f"{rel}: symlinks cannot be stored on {self.remote_name}")
+        if kind not in ("f", "d"):
+            raise OpError(errno.EINVAL, f"install {rel}: unknown kind {kind!r}")
+        broot = self._rel(backup_root)
+        if kind == "d":
+            item = self._check_expect(rel, expect)
+            if item is not None and item.get("IsDir"):
+                return {"entry": _entry(item)}
+            if item is not None:
+                self._backup(rel, broot, keep)
+            self._rc("operations/mkdir", {"fs": self.fs, "remote": rel})
+            return {"entry": self._entry_now(rel)}
+        local, scratch = self._source_file(data, mtime_ns, source)
+
+        def make_room() -> None:
+            item = self._check_expect(rel, expect)
+            if item is not None and item.get("IsDir"):
+                self._rmdir(rel)
+            elif item is not None:
+                self._backup(rel, broot, keep)
+
+        try:
+            self._place(local, rel, make_room)
+        finally:
+            if scratch:
+                with contextlib.suppress(OSError):
+                    os.unlink(local)
+        return {"entry": self._entry_now(rel)}
+
+    def _entry_op(self, path: str | bytes) -> dict[str, Any]:
+        item = self._stat(self._rel(path))
+        return {"entry": None if item is None else _entry(item)}
+
+    def _discard(self, path: str | bytes, expect: list[Any] | None, trash_root: str | bytes) -> dict[str, Any]:
+        """Soft delete: a file moves to trash_root/<day>/<path> (numbered if taken); a dir goes only if empty."""
+        rel = self._rel(path)
+        troot = self._rel(trash_root)
+        item = self._check_expect(rel, expect)
+        if item is None:
+            return {"trashed": None}
+        if item.get("IsDir"):
+            self._rmdir(rel)
+            return {"trashed": None}
+        folder, name = _parent(rel)
+        tdir = _join(troot, time.strftime("%Y-%m-%d"), folder)
+        dest = _join(tdir, _free_name(name, {str(it["Name"]) for it in self._list(tdir)}))
+        self._move(rel, dest)
+        return {"trashed": dest}
+
+    def _rename(self, old: str | bytes, new: str | bytes, expect: list[Any] | None) -> dict[str, Any]:
+        """Rename a file (a conflict copy), only if old is as planned and new is free."""
+        o, n = self._rel(old), self._rel(new)
+        item = self._check_expect(o, expect)
+        if item is None:
+            raise OpError(errno.ENOENT, f"{o} vanished during the pass")
+        if item.get("IsDir"):
+            raise OpError(errno.EISDIR, f"rename {o}: directories cannot be renamed on {self.remote_name}")
+        self._check_expect(n, None)
+        self._move(o, n)
+        return {"entry": self._entry_now(n)}
+
+    def _set_meta(self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None) -> dict[str, Any]:
+        """A file's mtime, by sending its bytes again carrying it (rc 1.60 cannot set an mtime alone).
+        Mode is not kept on a remote; nothing to do for dirs, or where the backend keeps no mtimes."""
+        rel = self._rel(path)
+        item = self._stat(rel)
+        if item is None:
+            raise OpError(errno.ENOENT, f"set_meta {rel}: No such file or directory")
+        if mtime_ns is None or item.get("IsDir") or self.precision_ns >= NO_MTIME_NS:
+            return {}
+        want = int(mtime_ns)
+        _t, size, have = _entry(item)[:3]
+        if abs(have - want) < self.precision_ns:
+            return {}  # already as close as this backend can hold it
+        tmp = self._scratch()
+        try:
+            self._fetch_checked(rel, size, have, tmp)
+            os.utime(tmp, ns=(time.time_ns(), want))
+            # without staging, rclone sees the same bytes (when it can hash both) and only sets the mtime
+            self._place(tmp, rel, lambda: self._still(rel, size, have), fresh=False)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return {}
+
+    def _hash(self, paths: list[str | bytes]) -> dict[str, Any]:
+        """blake2b-160 of each file, computed here after a download: the local agent's digest, so
+        the two sides compare (None when a file cannot be read)."""
+        out: list[str | None] = []
+        for p in paths:
+            tmp = self._scratch()
+            try:
+                self._download(self._rel(p), tmp)
+                h = hashlib.blake2b(digest_size=20)
+                with open(tmp, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+                out.append(h.hexdigest())
+            except (OpError, RcError, OSError):
+                out.append(None)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        return {"digests": out}
+
+    def _purge_trash(self, trash_root: str | bytes, days: int) -> dict[str, Any]:
+        """Remove the trash's dated dirs more than `days` days old (and stale staging leftovers)."""
+        troot = self._rel(trash_root)
+        today = datetime.date.today()
+        purged = 0
+        for it in self._list(troot, dirsOnly=True):
+            try:
+                day = datetime.date.fromisoformat(str(it["Name"]))
+            except ValueError:
+                continue  # not one of ours
+            if (today - day).days > days:
+                self._rc("operations/purge", {"fs": self.fs, "remote": _join(troot, str(it["Name"]))})
+                purged += 1
+        for it in self._list(STAGING, filesOnly=True):
+            if time.time_ns() - parse_mtime(it["ModTime"]) > STAGING_MAX_AGE_S * 1e9:
+                with contextlib.suppress(RcError):
+                    self._delete(_join(STAGING, str(it["Name"])))
+        return {"purged": purged}
+
+    def _prune_backups(self, backup_root: str | bytes, days: int) -> dict[str, Any]:
+        """Remove backup versions whose stamp is more than `days` days old."""
+        broot = self._rel(backup_root)
+        cutoff = time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400))
+        pruned = 0
+        for it in self._list(broot, recurse=True, filesOnly=True):
+            n = str(it["Name"])
+            dot = n.rfind(".")
+            stamp = n[dot + 1 : dot + 9]
+            if dot > 0 and _STAMP.fullmatch(stamp) and stamp < cutoff:
+                with contextlib.suppress(RcError):
+                    self._delete(str(it["Path"]))
+                    pruned += 1
+        return {"pruned": pruned}
+
+    def _lock_op(self, path: str | bytes, owner: str) -> dict[str, Any]:
+        """Take the lock file unless a live holder has it (see the module doc); EAGAIN naming it if so."""
+        rel = self._rel(path)
+        with self._held_lock:
+            if rel in self._held:
+                return {"locked": True}
+        item = self._stat(rel)
+        if item is not None and not item.get("IsDir"):
+            holder = (self._cat(rel) or "").strip()
+            if holder and self._holder_alive(holder, item):
+                raise OpError(errno.EAGAIN, f"locked by {holder}")
+        mine = f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n"
+        try:
+            self._put_small(rel, mine.encode())
+        except RcError as e:
+            if e.errno == errno.EROFS:  # nothing can write here, so nothing to guard
+                return {"locked": False, "reason": "read-only remote"}
+            raise
+        back = self._cat(rel)
+        if back != mine:  # another taker wrote after us: theirs
+            raise OpError(errno.EAGAIN, f"locked by {(back or '').strip() or 'another process'}")
+        with self._held_lock:
+            self._held[rel] = mine
+            if self._refresher is None:
+                self._refresher = threading.Thread(
+                    target=self._refresh_locks, name=f"rclone-lock-{self.remote_name}", daemon=True
+                )
+                self._refresher.start()
+        return {"locked": True}
+
+    @staticmethod
+    def _holder_alive(holder: str, item: Item) -> bool:
+        """A holder on this host lives as long as its pid; one elsewhere while its file is fresh."""
+        m = _HOLDER.search(holder)
+        if m is not None and m.group(1) == socket.gethostname():
+            pid = int(m.group(2))
+            if pid <= 0:
+                return False
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return time.time_ns() - parse_mtime(item["ModTime"]) < LOCK_STALE_S * 1e9
+
+    def _refresh_locks(self) -> None:
+        """Rewrite each held lock file now and then, so no other host sees it as abandoned."""
+        while not self._closing.wait(self.lock_refresh_s):
+            with self._held_lock:
+                for rel, mine in list(self._held.items()):
+                    try:
+                        if self._cat(rel) == mine:
+                            self._put_small(rel, mine.encode())
+                    except (RcError, AgentDown, OSError):
+                        pass  # the next round tries again; a dead rcd ends the agent anyway
+
+    def _unlock_op(self, path: str | bytes) -> dict[str, Any]:
+        rel = self._rel(path)
+        with self._held_lock:
+            mine = self._held.pop(rel, None)
+            if mine is not None and self._cat(rel) == mine:
+                with contextlib.suppress(RcError):
+                    self._delete(rel)
+        return {}
+
+    def _watch(self, timeout: float) -> dict[str, Any]:
+        """No change feed on a remote: wait out the timeout and say "changed", so a pass polls it."""
+        self._closing.wait(float(timeout))
+        return {"changed": True}
+
+    def _run_op(self, argv: list[str | bytes], timeout: float | None = None) -> dict[str, Any]:
+        raise OpError(errno.EOPNOTSUPP, f"commands cannot run on an rclone remote ({self.remote_name})")
