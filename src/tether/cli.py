@@ -7,18 +7,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import __version__
 from tether.dirs import Dirs
 from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
 from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
 from tether.filters import Filter
-from tether.mirror import Mirror, MirrorSpec, TargetOutcome
-from tether.output import print_outcomes, shown
+from tether.output import shown
 from tether.ssh import SshOptions
-from tether.state import KnownTargets
-from tether.transport.rsync import RATE_RE, Rsync
+
+if TYPE_CHECKING:  # the mirror machinery is imported when a mirror runs: other commands start faster
+    from tether.mirror import MirrorSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOptions) -> int:
+    from tether.mirror import Mirror, TargetOutcome
+    from tether.output import print_outcomes
+    from tether.state import KnownTargets
+    from tether.transport.rsync import Rsync
+
     def say(line: str) -> None:
         print(f"+ {shown(line)}", file=sys.stderr)
 
@@ -120,6 +125,9 @@ def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOpti
 
 
 def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.mirror import MirrorSpec
+    from tether.transport.rsync import RATE_RE
+
     source = parse_endpoint(args.src)
     if not isinstance(source, Local):
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")

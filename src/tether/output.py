@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tether.mirror import TargetOutcome
+if TYPE_CHECKING:
+    from tether.mirror import TargetOutcome
 
 
 def shown(text: str) -> str:

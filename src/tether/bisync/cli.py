@@ -12,18 +12,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.bisync.config import BisyncJob, check_pair, parse_bisync_job
-from tether.bisync.engine import Report
 from tether.bisync.plan import POLICIES
 from tether.bisync.rclone_spec import parse_replica
-from tether.bisync.runner import one_pass, run_forever, state_path
-from tether.bisync.state import State
+from tether.bisync.runner import one_pass, state_path
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.filters import Filter
 from tether.output import shown
+
+if TYPE_CHECKING:
+    from tether.bisync.engine import Report
 
 COMMANDS = ("bisync", "conflicts")
 
@@ -120,6 +121,8 @@ def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
         job = BisyncJob("adhoc", None, parse_replica(args.name[0]), parse_replica(args.name[1]))
     else:
         raise UsageError("give a job name, or the two paths of an ad hoc pair")
+    from tether.bisync.state import State
+
     path = state_path(dirs, job)
     if not path.exists():
         rows: list[tuple[bytes, bytes, float, str]] = []
@@ -155,6 +158,7 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
 
 def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
     """`tether run NAME` for a bisync job: passes on every change until SIGTERM/SIGINT."""
+    from tether.bisync.runner import run_forever
     from tether.cli_service import setup_logging
     from tether.service.status import JobStatus, StatusBoard, TargetStatus
 

@@ -15,7 +15,12 @@ from tether.bisync.rclone_spec import Rclone, ReplicaSpec, parse_replica
 from tether.endpoints import Local, Ssh, is_inside
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
-from tether.transport.rsync import RATE_RE
+
+
+def _rate(v: str) -> bool:
+    from tether.transport.rsync import RATE_RE  # only when a job sets bwlimit
+
+    return RATE_RE.fullmatch(v) is not None
 
 
 def _str_list(v: Any) -> bool:
@@ -48,7 +53,7 @@ FIELDS: dict[str, tuple[str, Any, str]] = {
     "commands_on": ("local, path1 or path2", lambda v: v in ("local", "path1", "path2"), 'commands_on = "path2"'),
     "command_timeout": ("seconds > 0", _num, "command_timeout = 300"),
     "interval": ("seconds > 0", _num, "interval = 60"),
-    "bwlimit": ("an rsync rate like 5M", lambda v: isinstance(v, str) and RATE_RE.fullmatch(v), 'bwlimit = "5M"'),
+    "bwlimit": ("an rsync rate like 5M", lambda v: isinstance(v, str) and _rate(v), 'bwlimit = "5M"'),
     "ssh_config": ("a file path", lambda v: isinstance(v, str) and v != "", 'ssh_config = "~/.ssh/config"'),
     "python": ("a program name", lambda v: isinstance(v, str) and re.fullmatch(r"[\w./+-]+", v), 'python = "python3"'),
 }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agent_remote import to_bytes
-from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, Side, ordered, reconcile
+from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, diff_side, ordered, reconcile
 from tether.bisync.rclone_spec import Rclone
 from tether.bisync.replica import BACKUPS, META, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
@@ -109,16 +109,22 @@ class Pass:
             rep.seconds = round(time.monotonic() - self.started, 3)
         return rep
 
-    def _scan_both(self) -> tuple[Prev, dict[int, Side], list[tuple[int, bytes]]]:
-        """Each side locks, then scans, both at once (forked children, far agents) while the
-        state loads here.  Every lock is held before any action, and each scan is taken under
-        its side's lock."""
+    def _scan_both(self, prev: Prev) -> tuple[dict[int, SideView], list[tuple[int, bytes]]]:
+        """Each side locks, then scans, both at once (local ones in forked children, remote ones
+        by their agents); each reduces its scan to the difference from the state where it runs.
+        Every lock is held before any action, and each scan is taken under its side's lock."""
         owner = f"tether bisync {self.r[1].endpoint} <-> {self.r[2].endpoint}"
-        waits = {1: self.r[1].start_scan(owner)}
+        flt = self._filtered
+
+        held = {i: sum(1 for s in prev.values() if s[i - 1] is not None) for i in (1, 2)}
+
+        def digest(i: int) -> Callable[[dict[bytes, Raw]], tuple[dict[bytes, Raw], set[bytes], int]]:
+            return lambda entries: diff_side(flt(entries), prev, i - 1, held[i])
+
+        waits = {1: self.r[1].start_scan(owner, digest(1))}
         got: dict[int, Any] = {}
         try:
-            waits[2] = self.r[2].start_scan(owner)
-            prev = self.state.load()
+            waits[2] = self.r[2].start_scan(owner, digest(2))
         finally:
             for i, wait in waits.items():
                 try:
@@ -128,18 +134,18 @@ class Pass:
         for i in (1, 2):
             self.report.warnings += self.r[i].warnings
             self.r[i].warnings.clear()
-        sides: dict[int, Side] = {}
-        unreadable: list[tuple[int, bytes]] = []
         locked = [got[i] for i in (1, 2) if isinstance(got[i], LockedError)]
         if locked:
             raise locked[0]
+        sides: dict[int, SideView] = {}
+        unreadable: list[tuple[int, bytes]] = []
         for i in (1, 2):
             if isinstance(got[i], BaseException):
                 raise got[i]
-            entries, bad = got[i]
-            sides[i] = self._filtered(entries)
+            (changed, missing, count), bad = got[i]
+            sides[i] = SideView(prev, i - 1, changed, missing, count)
             unreadable += [(i, b) for b in bad]
-        return prev, sides, unreadable
+        return sides, unreadable
 
     def _filtered(self, entries: dict[bytes, Raw]) -> dict[bytes, Raw]:
         f = self.opts.filter
@@ -149,10 +155,11 @@ class Pass:
 
     def _run(self) -> None:
         rep, opts = self.report, self.opts
-        prev, sides, unreadable = self._scan_both()
+        prev = self.state.load()
         if opts.filter.rules:
             prev = {p: s for p, s in prev.items() if not opts.filter.path_excluded(os.fsdecode(p), _kind(s) == "d")}
         rep.first_run = not prev
+        sides, unreadable = self._scan_both(prev)
         if self.state.reset_note:
             rep.warnings.append(self.state.reset_note)
         if self._emptied(prev, sides):
@@ -177,7 +184,7 @@ class Pass:
 
     # ------------------------------------------------------------------ guards
 
-    def _emptied(self, prev: Prev, sides: dict[int, Side]) -> bool:
+    def _emptied(self, prev: Prev, sides: dict[int, SideView]) -> bool:
         """An empty replica that held files at the last sync is an unmounted disk until told otherwise."""
         if self.opts.force:
             return False

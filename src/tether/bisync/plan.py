@@ -25,7 +25,7 @@ conflict copy.  "Changed" compares type, size, mtime (ns), mode, inode and link 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -61,6 +61,64 @@ def as_entry(t: Raw | None) -> Entry | None:
     if t is None or isinstance(t, Entry):
         return t
     return Entry._make(t)
+
+
+class SideView(Mapping[bytes, Raw]):
+    """One side as its scan saw it, held as the difference from the last sync: the entries that
+    differ (or are new) and the paths that are gone; unchanged paths are read from the state.
+    A pass over a quiet tree of 20,000 files then handles a handful of paths, not 40,000."""
+
+    def __init__(self, prev: Prev, i: int, changed: dict[bytes, Raw], missing: set[bytes], count: int) -> None:
+        self.prev, self.i, self.changed, self.missing, self.count = prev, i, changed, missing, count
+
+    def get(self, p: bytes, default: object = None) -> Raw | None:  # type: ignore[override]
+        e = self.changed.get(p)
+        if e is not None:
+            return e
+        if p in self.missing:
+            return None
+        s = self.prev.get(p)
+        return None if s is None else s[self.i]
+
+    def __getitem__(self, p: bytes) -> Raw:
+        e = self.get(p)
+        if e is None:
+            raise KeyError(p)
+        return e
+
+    def __contains__(self, p: object) -> bool:
+        return isinstance(p, bytes) and self.get(p) is not None
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.changed
+        for p, s in self.prev.items():
+            if s[self.i] is not None and p not in self.missing and p not in self.changed:
+                yield p
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def diff_side(
+    entries: Mapping[bytes, Raw], prev: Prev, i: int, expected: int | None = None
+) -> tuple[dict[bytes, Raw], set[bytes], int]:
+    """(entries that differ from the state's side i, state paths gone from the scan, entries seen).
+
+    `expected` (how many paths the state holds on side i) lets a tree where nothing vanished
+    skip the walk over the state that finds vanished paths."""
+    getp = prev.get
+    changed = {}
+    known = 0
+    for p, e in entries.items():
+        s = getp(p)
+        if s is None or s[i] != e:
+            changed[p] = e
+        if s is not None and s[i] is not None:
+            known += 1
+    if expected is not None and known == expected:
+        return changed, set(), len(entries)
+    missing = {p for p, s in prev.items() if s[i] is not None and p not in entries}
+    return changed, missing, len(entries)
 
 
 @dataclass
@@ -130,8 +188,8 @@ def _under(path: bytes, top: bytes) -> bool:
 
 def reconcile(
     prev: Prev,
-    side1: Side,
-    side2: Side,
+    side1: SideView,
+    side2: SideView,
     *,
     policy: str = "keep-both",
     same_content: Callable[[bytes, Entry, Entry], bool],
@@ -145,12 +203,7 @@ def reconcile(
     out = plan.actions
     planned: set[bytes] = set()
     get1, get2, getp = side1.get, side2.get, prev.get
-    todo = []
-    for p in set(side1).union(side2, prev):
-        s = getp(p)
-        if s is None or get1(p) != s[0] or get2(p) != s[1]:  # the common case: one tuple comparison per side
-            todo.append(p)
-    for p in sorted(todo):
+    for p in sorted(set(side1.changed).union(side1.missing, side2.changed, side2.missing)):
         a, b = as_entry(get1(p)), as_entry(get2(p))
         raw = getp(p)
         s = Synced(as_entry(raw[0]), as_entry(raw[1])) if raw is not None else None

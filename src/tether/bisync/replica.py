@@ -143,15 +143,21 @@ class Replica:
     def pipeline(self, requests: Sequence[Request]) -> list[dict[str, Any] | AgentError]:
         return self.agent.pipeline(requests)
 
-    def start_scan(self, lock_owner: str | None) -> Callable[[], tuple[dict[bytes, Raw], list[bytes]]]:
-        """Lock the replica (when lock_owner is given), then scan it; the returned function waits
-        for (entries by path, unreadable dirs).  A local replica is walked in a forked child, a
-        remote one by its agent, so both sides (and the state load) proceed at once."""
+    def start_scan(self, lock_owner: str | None, digest: Callable[[dict[bytes, Raw]], Any]) -> Callable[[], Any]:
+        """Lock the replica (when lock_owner is given), then scan it and reduce the scan with
+        `digest` (to its difference from the state); the returned function waits for
+        (digest result, unreadable dirs).  A local replica is scanned and digested in a forked
+        child, a remote one by its agent and a thread here, so both sides proceed at once."""
         if isinstance(self.endpoint, Local):
             if lock_owner is not None:
                 self.lock(lock_owner)
             ops = self.agent.ops  # type: ignore[attr-defined]
-            return forked(lambda: ops.scan_raw(META.encode()))
+
+            def local() -> Any:
+                rows, bad = ops.scan_raw(META.encode())
+                return digest(rows), [p for p, _why in bad]
+
+            return forked(local)
         out: list[Any] = []
 
         def remote() -> None:
@@ -160,25 +166,25 @@ class Replica:
                     self.lock(lock_owner)
                 if self.agent.info.get("py") == list(sys.version_info[:2]):
                     rows, bad = marshal.loads(self.call("scan", skip=META, fmt="marshal")["data"])
-                    out.append((rows, [p for p, _why in bad]))
+                    out.append((digest(rows), [p for p, _why in bad]))
                     return
                 res = self.call("scan", skip=META)
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
                     lk = r[6]
                     ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
-                out.append((ents, [to_bytes(u[0]) for u in res.get("unreadable", [])]))
+                out.append((digest(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
             except BaseException as e:
                 out.append(e)
 
         t = threading.Thread(target=remote, name=f"scan-{self.label}", daemon=True)
         t.start()
 
-        def wait() -> tuple[dict[bytes, Raw], list[bytes]]:
+        def wait() -> Any:
             t.join()
             if isinstance(out[0], BaseException):
                 raise out[0]
-            return out[0]  # type: ignore[no-any-return]
+            return out[0]
 
         return wait
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import subprocess
 import threading
 import time
@@ -19,8 +18,6 @@ from tether.bisync.state import State
 from tether.dirs import Dirs
 from tether.errors import TetherError
 from tether.ssh import SshOptions
-
-log = logging.getLogger("tether.bisync")
 
 
 def state_path(dirs: Dirs, job: BisyncJob) -> Path:
@@ -119,6 +116,9 @@ def one_pass(
 def run_forever(job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Callable[[Report], None]) -> None:
     """Continuous bisync: a pass whenever either side changes (inotify there, through each side's
     agent), and every `interval` seconds anyway (the safety net, and how rclone sides are polled)."""
+    import logging
+
+    log = logging.getLogger("tether.bisync")
     state = State(state_path(dirs, job))
     try:
         with opened(job, dirs, state) as (r1, r2), opened(job, dirs, state) as (w1, w2):  # a watch blocks its channel

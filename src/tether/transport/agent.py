@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib.resources
 import re
 import shlex
 import subprocess
@@ -60,6 +59,8 @@ def _payload() -> bytes:
     """The agent's source, compressed, as sent after the bootstrap."""
     global _PAYLOAD
     if _PAYLOAD is None:
+        import importlib.resources
+
         source = importlib.resources.files("tether").joinpath("agent_remote.py").read_bytes()
         _PAYLOAD = zlib.compress(source, 9)
     return _PAYLOAD

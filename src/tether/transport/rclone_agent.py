@@ -65,6 +65,7 @@ _ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
 _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 _HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
 _STAMP = re.compile(r"[0-9]{8}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Inherited settings that would change what an operation does (dry runs, skips, filters that
 # hide files from a scan, prompts) or where rcd logs its address: not passed on to rcd.
 _DROP_ENV = re.compile(
@@ -461,9 +462,12 @@ class RcloneAgent(AgentClient):
         p = to_bytes(path)
         split_path(p)
         try:
-            return p.decode("utf-8")
+            rel = p.decode("utf-8")
         except UnicodeDecodeError:
             raise OpError(errno.EILSEQ, f"{show(p)}: not valid UTF-8; rclone remotes keep UTF-8 names") from None
+        if _CONTROL.search(rel):  # rclone's name encodings turn them into other characters (\n into U+240A)
+            raise OpError(errno.EILSEQ, f"{show(p)}: control characters in names do not survive rclone")
+        return rel
 
     def _local(self, path: str | bytes, what: str) -> str:
         """A local absolute path (rclone's `/` filesystem takes it without the leading slash)."""
