@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TETHER: list[str] = [sys.executable, "-m", "tether"]
+# The console script, as users run it (`python -m` would add runpy's imports to every timing).
+_SCRIPT = Path(sys.executable).parent / "tether"
+TETHER: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether"]
 Arg = str | os.PathLike[str]
 
 

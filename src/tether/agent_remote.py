@@ -16,22 +16,19 @@ json escapes the lone surrogates); file data travels in the body.
 
 from __future__ import annotations
 
-import datetime
 import errno
 import json
 import os
-import socket
 import stat
 import struct
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import IO, TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: importing typing would cost every connection milliseconds
 if TYPE_CHECKING:  # only for the checker: `dict[...]` at run time would break python 3.8
-    from typing import TypeAlias
+    from collections.abc import Callable, Iterator
+    from typing import IO, Any, TypeAlias
 
     Result: TypeAlias = dict[str, Any]
 
@@ -185,7 +182,7 @@ class Ops:
         return {
             "version": PROTOCOL_VERSION,
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,
             "root": to_wire(self.root),
             "py": list(sys.version_info[:2]),
         }
@@ -373,6 +370,8 @@ class Ops:
         """Remove the trash's dated dirs more than `days` days old."""
         troot = to_bytes(trash_root)
         parts = split_path(troot)
+        import datetime
+
         today = datetime.date.today()
         purged = 0
         with _oserrors("purge_trash", troot):
@@ -415,6 +414,8 @@ class Ops:
 
     def run(self, argv: list[str | bytes], timeout: float | None = None) -> Result:
         """Run a program (argument list, no shell) in the root, stdin closed, output captured."""
+        import subprocess
+
         args = [to_bytes(a) for a in argv]
         if not args:
             raise OpError(errno.EINVAL, "run: empty argument list")
@@ -772,7 +773,7 @@ class Ops:
             os.close(fd)
             raise OpError(errno.EAGAIN, f"locked by {holder}") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n".encode())
+        os.write(fd, f"{owner} (host {os.uname().nodename}, pid {os.getpid()})\n".encode())
         self._locks[p] = fd
         return {"locked": True}
 

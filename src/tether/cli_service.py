@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -44,6 +43,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def setup_logging() -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -56,6 +57,8 @@ def run_live(
     name: str, job_spec: MirrorSpec, live_opts: LiveOptions, ssh: SshOptions, dirs: Dirs, status_path: Path
 ) -> int:
     """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`."""
+    import logging
+
     from tether.live import LiveMirror
     from tether.mirror import Mirror
     from tether.service.status import JobStatus, StatusBoard

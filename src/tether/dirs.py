@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,8 @@ class Dirs:
         """
         d = self.runtime / "ssh"
         if len(os.fsencode(d)) > 48:
+            import hashlib
+
             tag = hashlib.sha256(os.fsencode(d)).hexdigest()[:10]
             d = Path(_tmp()) / f"tether-ssh-{tag}"
         d.mkdir(mode=0o700, parents=True, exist_ok=True)

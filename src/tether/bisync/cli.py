@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +155,10 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
 
 def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
     """`tether run NAME` for a bisync job: passes on every change until SIGTERM/SIGINT."""
+    import logging
+    import signal
+    import threading
+
     from tether.bisync.runner import run_forever
     from tether.cli_service import setup_logging
     from tether.service.status import JobStatus, StatusBoard, TargetStatus

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +122,8 @@ def is_bisync(file: Path) -> bool:
 
 
 def parse_bisync_job(file: Path, name: str) -> BisyncJob:
+    import tomllib
+
     try:
         text = file.read_text(encoding="utf-8")
         data = tomllib.loads(text)
@@ -137,6 +137,8 @@ def parse_bisync_job(file: Path, name: str) -> BisyncJob:
 
     for key, value in data.items():
         if key not in FIELDS:
+            import difflib
+
             near = difflib.get_close_matches(key, FIELDS, 1)
             raise err(key, f"unknown key {key!r}", f"did you mean {near[0]!r}?" if near else "see README: bisync jobs")
         what, check, example = FIELDS[key]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import subprocess
 import threading
 import time
@@ -24,6 +23,8 @@ def state_path(dirs: Dirs, job: BisyncJob) -> Path:
     """Per job, or for an ad hoc pair per (path1, path2), so two pairs never share a state."""
     if job.file is not None:
         return dirs.state / "bisync" / f"{job.name}.sqlite"
+    import hashlib
+
     key = hashlib.sha256(f"{job.path1.key()}\0{job.path2.key()}".encode("utf-8", "surrogateescape")).hexdigest()
     return dirs.state / "bisync" / f"pair-{key[:24]}.sqlite"
 

@@ -27,9 +27,14 @@ from tether.errors import TetherError
 from tether.ssh import SshOptions, explain_ssh_failure
 
 # Reads exactly N bytes of zlib-compressed program from stdin and runs it; the rest of stdin
-# then carries the messages.  No quote, `$`, `!` or backslash, so any login shell passes it as is.
+# then carries the messages.  The program comes twice: compiled (marshal) for the Python that
+# compiled it, which the far side runs when its version matches (no compile, ~15 ms less per
+# connection), and as source for any other version.  No single quote, `$`, `!` or backslash,
+# so any login shell passes it as is.
 BOOTSTRAP = (
-    'import sys,zlib;exec(compile(zlib.decompress(sys.stdin.buffer.read(int(sys.argv[1]))),"tether-agent","exec"))'
+    "import sys,zlib,marshal;p=zlib.decompress(sys.stdin.buffer.read(int(sys.argv[1])));"
+    'n=int.from_bytes(p[2:6],"big")+6;'
+    'exec(marshal.loads(p[6:n]) if p[:2]==bytes(sys.version_info[:2]) else compile(p[n:],"tether-agent","exec"))'
 )
 _PYTHON_NAME = re.compile(r"[A-Za-z0-9_.+/-]+")
 _MAX_JUNK = 1 << 20  # bytes of shell start-up noise tolerated before the agent's MAGIC line
@@ -56,13 +61,17 @@ class AgentDown(TetherError):
 
 
 def _payload() -> bytes:
-    """The agent's source, compressed, as sent after the bootstrap."""
+    """What follows the bootstrap: this Python's version, the compiled agent, its source."""
     global _PAYLOAD
     if _PAYLOAD is None:
         import importlib.resources
+        import marshal
+        import sys
 
         source = importlib.resources.files("tether").joinpath("agent_remote.py").read_bytes()
-        _PAYLOAD = zlib.compress(source, 9)
+        code = marshal.dumps(compile(source, "tether-agent", "exec"))
+        version = bytes(sys.version_info[:2])
+        _PAYLOAD = zlib.compress(version + len(code).to_bytes(4, "big") + code + source, 6)
     return _PAYLOAD
 
 

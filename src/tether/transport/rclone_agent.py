@@ -40,9 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -58,6 +56,7 @@ NO_MTIME_NS = 86400 * 10**9  # a precision this coarse means the backend keeps n
 _START_TIMEOUT = 30.0
 _CLOSE_TIMEOUT = 5.0
 _STDERR_KEEP = 64 << 10
+_IDLE_S = 60.0  # a kept-alive connection unused this long is closed, not reused
 _READERS = 4  # concurrent rc calls for a run of read-only requests
 _READ_ONLY = frozenset({"read", "entry", "hash"})
 _NAME_MAX = 255
@@ -176,7 +175,8 @@ class RcloneAgent(AgentClient):
         self._url = ""
         self._user, self._password = secrets.token_hex(16), secrets.token_hex(32)
         self._auth = "Basic " + base64.b64encode(f"{self._user}:{self._password}".encode()).decode()
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # kept-alive connections to rcd
+        self._idle_lock = threading.Lock()
         self._tmp = tempfile.mkdtemp(prefix="tether-rclone-")
         self._stderr_tail: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -297,8 +297,9 @@ class RcloneAgent(AgentClient):
     def close(self) -> None:
         """Release held locks, stop rcd, remove the private temp dir; safe to call twice."""
         self._closing.set()
-        if not self._lock.acquire(timeout=_CLOSE_TIMEOUT) and self._proc is not None:
-            self._proc.kill()  # a call is stuck: this makes it fail with AgentDown
+        if not self._lock.acquire(timeout=_CLOSE_TIMEOUT):
+            if self._proc is not None:
+                self._proc.kill()  # a call is stuck on the remote: this makes it fail with AgentDown
             self._lock.acquire()
         try:
             if self._down is None and self._url:
@@ -320,6 +321,10 @@ class RcloneAgent(AgentClient):
                     self._proc.stderr.close()
             if self._refresher is not None:
                 self._refresher.join(timeout=_CLOSE_TIMEOUT)
+            with self._idle_lock:
+                for conn, _since in self._idle:
+                    conn.close()
+                self._idle.clear()
             shutil.rmtree(self._tmp, ignore_errors=True)
         finally:
             self._lock.release()
@@ -328,28 +333,44 @@ class RcloneAgent(AgentClient):
 
     def _rc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One rc call; RcError when rclone reports a failure, AgentDown when rcd is unreachable."""
-        body = json.dumps(params).encode()
-        return self._post(method, f"{self._url}/{method}", body, "application/json")
+        return self._post(method, f"/{method}", json.dumps(params).encode(), "application/json")
 
-    def _post(self, method: str, url: str, body: bytes, ctype: str) -> dict[str, Any]:
+    def _post(self, method: str, target: str, body: bytes, ctype: str) -> dict[str, Any]:
+        """POST on a kept-alive connection (http.client, not urllib: urllib opens and closes one per
+        call, a TIME_WAIT socket each, which a big sync could run out of); never via a proxy."""
         if self._down is not None:
             raise self._down
-        req = urllib.request.Request(
-            url, data=body, headers={"Content-Type": ctype, "Authorization": self._auth}, method="POST"
-        )
+        conn = self._connection()
         try:
-            with self._opener.open(req) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                message = str(json.loads(e.read()).get("error") or e.reason)
-            except (ValueError, OSError, AttributeError):
-                message = str(e.reason)
-            raise RcError(method, e.code, message) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            conn.request("POST", target, body, {"Content-Type": ctype, "Authorization": self._auth})
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
             raise self._went_down(f"during {method} ({e})") from None
-        out = json.loads(raw) if raw.strip() else {}
-        return out if isinstance(out, dict) else {}
+        with self._idle_lock:
+            self._idle.append((conn, time.monotonic()))
+        try:
+            out = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            out = {"error": raw[:200].decode("utf-8", "replace")}
+        if not isinstance(out, dict):
+            out = {}
+        if resp.status != 200:
+            raise RcError(method, resp.status, str(out.get("error") or resp.reason))
+        return out
+
+    def _connection(self) -> http.client.HTTPConnection:
+        """An idle connection, or a new one.  Idle ones are dropped well before rcd would close them
+        (an hour), so a request never meets a connection the server is closing."""
+        with self._idle_lock:
+            while self._idle:
+                conn, since = self._idle.pop()
+                if time.monotonic() - since < _IDLE_S:
+                    return conn
+                conn.close()
+        host, _, port = self._url.removeprefix("http://").rpartition(":")
+        return http.client.HTTPConnection(host, int(port))
 
     def _went_down(self, when: str) -> AgentDown:
         rc = self._proc.poll() if self._proc is not None else None
@@ -405,7 +426,7 @@ class RcloneAgent(AgentClient):
         body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
         query = urllib.parse.urlencode({"fs": self.fs, "remote": folder})
         method = "operations/uploadfile"
-        self._post(method, f"{self._url}/{method}?{query}", body, f"multipart/form-data; boundary={boundary}")
+        self._post(method, f"/{method}?{query}", body, f"multipart/form-data; boundary={boundary}")
 
     # ------------------------------------------------------------------ requests
 
@@ -575,7 +596,7 @@ class RcloneAgent(AgentClient):
         if source is not None:
             src = self._local(source, "install from")
             try:
-                st = os.stat(src)
+                st = os.lstat(src)  # a symlink now stands there: not the file the pass saw
             except FileNotFoundError:
                 raise OpError(errno.ENOENT, f"{src} vanished during the pass") from None
             if not stat.S_ISREG(st.st_mode) or (mtime_ns is not None and st.st_mtime_ns != mtime_ns):
