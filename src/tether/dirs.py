@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _tmp() -> str:
     return os.environ.get("TMPDIR") or "/tmp"
 
 
-@dataclass(frozen=True)
-class Dirs:
+class Dirs(NamedTuple):
     config: Path
     state: Path
     runtime: Path

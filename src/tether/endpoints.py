@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tether.errors import UsageError
 
@@ -18,8 +18,7 @@ from tether.errors import UsageError
 _HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9_.\[\]:%-]+)$")
 
 
-@dataclass(frozen=True)
-class Local:
+class Local(NamedTuple):
     path: str  # absolute, normalised; may hold surrogate-escaped bytes
 
     @property
@@ -36,8 +35,7 @@ class Local:
         return self.path
 
 
-@dataclass(frozen=True)
-class Ssh:
+class Ssh(NamedTuple):
     host: str  # as the user wrote it, `user@alias` allowed; ssh resolves aliases
     path: str  # remote path; empty or relative means relative to the remote home
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tether.errors import UsageError
 
@@ -22,8 +22,7 @@ from tether.errors import UsageError
 META_DIR = ".tether"
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     pattern: str  # the text as written, without the leading '!' or trailing '/'
     include: bool
     dir_only: bool
@@ -117,8 +116,7 @@ def parse_rule(line: str) -> Rule | None:
     return Rule(text, include, dir_only, anchored, re.compile(body, re.DOTALL))
 
 
-@dataclass(frozen=True)
-class Filter:
+class Filter(NamedTuple):
     rules: tuple[Rule, ...] = ()
 
     @classmethod

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tether.dirs import Dirs
 
 
-@dataclass(frozen=True)
-class SshOptions:
+class SshOptions(NamedTuple):
     socket_dir: str
     config_file: str | None = None
     connect_timeout: int = 10

@@ -463,3 +463,26 @@ def test_local_client_has_the_same_call_and_pipeline_api(tmp_path: Path) -> None
         assert client.call("stat", paths=[b"dir/caf\xe9"])["entries"][0]["type"] == "f"
     with pytest.raises(AgentError):
         AgentClient.local(str(tmp_path / "absent"))
+
+
+def test_the_bootstrap_runs_the_compiled_agent_or_falls_back_to_source(tmp_path: Path) -> None:
+    """A far side with another Python version must not exec our bytecode: it compiles the source."""
+    import subprocess
+    import sys
+    import zlib
+
+    from tether.transport import agent as agent_mod
+
+    good = agent_mod._payload()
+    raw = zlib.decompress(good)
+    other = zlib.compress(b"\x02\x07" + raw[2:])  # claims Python 2.7: the bytecode is skipped
+    for payload in (good, other):
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", agent_mod.BOOTSTRAP, str(len(payload))],
+            input=payload, capture_output=True, timeout=30,
+        )  # fmt: skip
+        assert proc.stdout.startswith(agent_remote.MAGIC), proc.stderr
+    broken = zlib.compress(raw[:6] + b"\x00" * (len(raw) - 6))  # bytecode of our version, but garbage
+    proc = subprocess.run([sys.executable, "-S", "-c", agent_mod.BOOTSTRAP, str(len(broken))], input=broken,
+                          capture_output=True, timeout=30)  # fmt: skip
+    assert not proc.stdout.startswith(agent_remote.MAGIC)  # so the first case really ran the bytecode

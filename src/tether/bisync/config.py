@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tether.bisync.plan import POLICIES
 from tether.bisync.rclone_spec import Rclone, ReplicaSpec, parse_replica
@@ -57,14 +56,13 @@ FIELDS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class BisyncJob:
+class BisyncJob(NamedTuple):
     name: str
     file: Path | None
     path1: ReplicaSpec
     path2: ReplicaSpec
     policy: str = "keep-both"
-    filter: Filter = field(default_factory=Filter)
+    filter: Filter = Filter()
     max_delete: int = 50
     backups_keep: int = 10
     trash_days: int = 30

@@ -13,7 +13,6 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agent_remote import to_bytes
@@ -34,39 +33,56 @@ class Crash(BaseException):
     """Raised by the crash-injection seam of the tests: an abrupt stop between two actions."""
 
 
-@dataclass
 class Options:
-    policy: str = "keep-both"
-    dry_run: bool = False
-    force: bool = False
-    max_delete: int = 50  # percent of a replica's files one pass may delete
-    filter: Filter = field(default_factory=Filter)
-    backups_keep: int = 10
-    trash_days: int = 30
-    max_time_soft: float | None = None
-    max_time_hard: float | None = None
-    bwlimit: str | None = None
-    crash_after: int | None = None  # tests: stop abruptly after this many actions
-    after_scan: Callable[[], None] | None = None  # tests: runs between the scans and the actions
+    """How a pass behaves; the tests' seams (crash_after, after_scan) are plain attributes too."""
+
+    def __init__(
+        self,
+        *,
+        policy: str = "keep-both",
+        dry_run: bool = False,
+        force: bool = False,
+        max_delete: int = 50,  # percent of a replica's files one pass may delete
+        filter: Filter | None = None,
+        backups_keep: int = 10,
+        trash_days: int = 30,
+        max_time_soft: float | None = None,
+        max_time_hard: float | None = None,
+        bwlimit: str | None = None,
+    ) -> None:
+        self.policy, self.dry_run, self.force, self.max_delete = policy, dry_run, force, max_delete
+        self.filter = filter if filter is not None else Filter()
+        self.backups_keep, self.trash_days, self.bwlimit = backups_keep, trash_days, bwlimit
+        self.max_time_soft, self.max_time_hard = max_time_soft, max_time_hard
+        self.crash_after: int | None = None  # tests: stop abruptly after this many actions
+        self.after_scan: Callable[[], None] | None = None  # tests: runs between the scans and the actions
 
 
-@dataclass
 class Report:
-    path1: str
-    path2: str
-    dry_run: bool = False
-    first_run: bool = False
-    copied: dict[str, int] = field(default_factory=lambda: {"to_path1": 0, "to_path2": 0})
-    deleted: dict[str, int] = field(default_factory=lambda: {"path1": 0, "path2": 0})
-    conflicts: list[dict[str, str]] = field(default_factory=list)
-    plan: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    refused: str | None = None
-    hint: str | None = None
-    stopped: str | None = None
-    seconds: float = 0.0
+    """What a pass did (or would do); `to_json` is the --json document."""
+
+    def __init__(
+        self,
+        path1: str,
+        path2: str,
+        *,
+        dry_run: bool = False,
+        refused: str | None = None,
+        errors: list[str] | None = None,
+    ) -> None:
+        self.path1, self.path2, self.dry_run = path1, path2, dry_run
+        self.first_run = False
+        self.copied = {"to_path1": 0, "to_path2": 0}
+        self.deleted = {"path1": 0, "path2": 0}
+        self.conflicts: list[dict[str, str]] = []
+        self.plan: list[dict[str, str]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.errors: list[str] = list(errors or [])
+        self.warnings: list[str] = []
+        self.refused = refused
+        self.hint: str | None = None
+        self.stopped: str | None = None
+        self.seconds = 0.0
 
     @property
     def ok(self) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 POLICIES = ("keep-both", "newer", "path1", "path2")
@@ -121,29 +120,38 @@ def diff_side(
     return changed, missing, len(entries)
 
 
-@dataclass
 class Action:
     """One step on one side.  `to` is the side changed (1 or 2); `src` is what goes there."""
 
-    kind: str  # copy | delete | mkdir | rmdir | conflict | meta | record | forget
-    path: bytes
-    to: int = 0
-    src: Entry | None = None
-    expect: Entry | None = None  # what side `to` must still hold (None: absent)
-    winner: Entry | None = None  # conflict: the version that keeps the name
-    copy_name: bytes = b""  # conflict: where the losing version goes
-    note: str = ""
+    __slots__ = ("copy_name", "expect", "kind", "note", "path", "src", "to", "winner")
+
+    def __init__(
+        self,
+        kind: str,  # copy | delete | mkdir | rmdir | conflict | meta | record | forget
+        path: bytes,
+        to: int = 0,
+        src: Entry | None = None,
+        expect: Entry | None = None,  # what side `to` must still hold (None: absent)
+        winner: Entry | None = None,  # conflict: the version that keeps the name
+        copy_name: bytes = b"",  # conflict: where the losing version goes
+        note: str = "",
+    ) -> None:
+        self.kind, self.path, self.to, self.src, self.expect = kind, path, to, src, expect
+        self.winner, self.copy_name, self.note = winner, copy_name, note
+
+    def __repr__(self) -> str:
+        return f"Action({self.kind!r}, {self.path!r}, to={self.to}, note={self.note!r})"
 
     @property
     def other(self) -> int:
         return 3 - self.to
 
 
-@dataclass
 class Plan:
-    actions: list[Action] = field(default_factory=list)
-    conflicts: list[Action] = field(default_factory=list)
-    skipped: list[tuple[bytes, str]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+        self.conflicts: list[Action] = []
+        self.skipped: list[tuple[bytes, str]] = []
 
     def count(self, kind: str, to: int) -> int:
         return sum(1 for a in self.actions if a.kind == kind and a.to == to)

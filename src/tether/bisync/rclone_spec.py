@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tether.endpoints import Endpoint, parse_endpoint
 
 _SPEC = re.compile(r"^([A-Za-z0-9_.+@ -]+?):(.*)$", re.S)
 
 
-@dataclass(frozen=True)
-class Rclone:
+class Rclone(NamedTuple):
     remote: str  # the remote's name, without the colon
     path: str  # path inside the remote
 

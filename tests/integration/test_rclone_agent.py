@@ -1,0 +1,611 @@
+"""The rclone agent against real backends served on loopback: every op, its errnos, names, mtimes.
+
+The main backend is `rclone serve sftp` of a temp dir (mtimes at 1 s, md5/sha1); a few tests
+run on `rclone serve webdav` too, a backend that keeps no mtimes at all.  Tests reach behind
+the agent's back through the served directory on disk, as another client of the remote would.
+Each test has its own replica root under the worker's server, so `pytest -n` is safe.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig.rclone import REMOTE, RcloneServer, rclone_sftp_fixture, rclone_webdav_fixture  # noqa: F401
+from tests.rig.trees import HOSTILE_NAMES
+from tether.agent_remote import PROTOCOL_VERSION, Ops, to_wire
+from tether.transport.agent import AgentDown, AgentError
+from tether.transport.rclone_agent import NO_MTIME_NS, STAGING, RcloneAgent, parse_mtime
+
+BACKUPS = ".tether/backups"
+TRASH = ".tether/trash"
+LOCK = ".tether/lock"
+MTIME = 1_600_000_000_123_456_789  # non-zero ns: shows what the backend keeps
+DEADLINE_S = 20.0
+
+
+@dataclass
+class Side:
+    """One replica root on a served backend: its rclone name and where it lives on disk."""
+
+    server: RcloneServer
+    root: str
+
+    @property
+    def path(self) -> Path:
+        return self.server.root / self.root
+
+    def put(self, rel: str, data: bytes, mtime_ns: int = MTIME) -> None:
+        """Write behind the agent's back, as another client of the remote."""
+        p = self.path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.utime(p, ns=(mtime_ns, mtime_ns))
+
+    def names(self, rel: str) -> list[str]:
+        d = self.path / rel
+        return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def _side(server: RcloneServer, monkeypatch: pytest.MonkeyPatch) -> Side:
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)  # rcd inherits the environment: that is how it finds the remote
+    return Side(server, f"root {secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def side(rclone_sftp: RcloneServer, monkeypatch: pytest.MonkeyPatch) -> Side:
+    return _side(rclone_sftp, monkeypatch)
+
+
+@pytest.fixture
+def dav(rclone_webdav: RcloneServer, monkeypatch: pytest.MonkeyPatch) -> Side:
+    return _side(rclone_webdav, monkeypatch)
+
+
+def _open(side: Side) -> Iterator[RcloneAgent]:
+    a = RcloneAgent.connect(f"{REMOTE}:", side.root, create=True)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+@pytest.fixture
+def agent(side: Side) -> Iterator[RcloneAgent]:
+    yield from _open(side)
+
+
+@pytest.fixture
+def dav_agent(dav: Side) -> Iterator[RcloneAgent]:
+    yield from _open(dav)
+
+
+def errno_of(fn: Callable[[], Any]) -> int | None:
+    with pytest.raises(AgentError) as e:
+        fn()
+    return e.value.errno
+
+
+def install(a: RcloneAgent, rel: str, data: bytes, expect: list[Any] | None = None, **kw: Any) -> list[Any]:
+    args: dict[str, Any] = {"path": rel, "kind": "f", "expect": expect, "backup_root": BACKUPS, "mtime_ns": MTIME}
+    entry: list[Any] = a.call("install", data, **(args | kw))["entry"]
+    return entry
+
+
+def kept(a: RcloneAgent, want: int) -> int:
+    """The mtime the backend holds for want: exact, or cut to its precision (sftp truncates to 1 s)."""
+    return want - want % a.precision_ns
+
+
+def assert_mtime(a: RcloneAgent, got: int, want: int) -> None:
+    if a.precision_ns >= NO_MTIME_NS:
+        return  # the backend keeps no mtimes: the server's clock decides
+    assert 0 <= want - got < a.precision_ns, (got, want, a.precision_ns)
+
+
+def blake(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def wait_for(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def today_dirs() -> set[str]:
+    """Today's trash day, and tomorrow's in case the test runs across midnight."""
+    now = datetime.date.today()
+    return {now.isoformat(), (now + datetime.timedelta(days=1)).isoformat()}
+
+
+# ---------------------------------------------------------------------- parsing rclone's times
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("2020-09-13T12:26:40Z", 1_600_000_000_000_000_000),
+        ("2020-09-13T12:26:40.123456789Z", 1_600_000_000_123_456_789),
+        ("2020-09-13T12:26:40.1Z", 1_600_000_000_100_000_000),
+        ("2020-09-13T14:26:40.000000001+02:00", 1_600_000_000_000_000_001),
+        ("2020-09-13T07:56:40.999999999-04:30", 1_600_000_000_999_999_999),
+        ("1969-12-31T23:59:59.5Z", -500_000_000),
+        ("2262-04-11T23:47:16.854775807Z", 9_223_372_036_854_775_807),  # beyond a float's 53 bits
+    ],
+)
+def test_parse_mtime_is_exact(text: str, want: int) -> None:
+    assert parse_mtime(text) == want
+
+
+@pytest.mark.parametrize("bad", ["", "2020-09-13 12:26:40Z", "2020-09-13T12:26:40", "2020-09-13T12:26:40.1234567890Z"])
+def test_parse_mtime_refuses_other_forms(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_mtime(bad)
+
+
+# ---------------------------------------------------------------------- connecting
+
+
+def test_connect_creates_the_root_and_reports_the_backend(side: Side, agent: RcloneAgent) -> None:
+    assert side.path.is_dir()
+    assert agent.info == {"host": REMOTE, "root": side.root, "version": PROTOCOL_VERSION}
+    # facts of sftp through rclone: whole seconds, md5 and sha1, server-side moves
+    assert agent.precision_ns == 1_000_000_000
+    assert {"md5", "sha1"} <= set(agent.hashes)
+    assert agent.can_move
+
+
+def test_connect_refuses_a_missing_root_unless_create(side: Side) -> None:
+    with pytest.raises(AgentError) as e:
+        RcloneAgent.connect(f"{REMOTE}:", side.root + "/not here", create=False)
+    assert e.value.errno == errno.ENOENT and "cannot be opened: not found" in str(e.value)
+    assert not side.path.exists()
+
+
+def test_connect_refuses_a_file_as_root(side: Side) -> None:
+    side.put("f", b"x")
+    assert errno_of(lambda: RcloneAgent.connect(f"{REMOTE}:", side.root + "/f", create=True)) == errno.ENOTDIR
+
+
+def test_connect_reports_an_unknown_remote(side: Side) -> None:
+    with pytest.raises(AgentError, match="cannot be opened"):
+        RcloneAgent.connect("no-such-remote-here:", "x", create=False)
+
+
+def test_connect_explains_a_missing_rclone(side: Side) -> None:
+    with pytest.raises(AgentError, match="cannot start"):
+        RcloneAgent.connect(f"{REMOTE}:", side.root, create=True, rclone="/nonexistent/rclone")
+
+
+def test_rcd_needs_the_random_credentials_which_no_command_line_shows(agent: RcloneAgent) -> None:
+    assert agent._proc is not None
+    cmdline = Path(f"/proc/{agent._proc.pid}/cmdline").read_bytes()
+    assert agent._password.encode() not in cmdline and agent._user.encode() not in cmdline
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        opener.open(urllib.request.Request(agent._url + "/core/version", data=b"{}", method="POST"))
+    assert e.value.code == 401
+    assert agent._url.startswith("http://127.0.0.1:")
+
+
+def test_one_kept_alive_connection_and_a_stale_one_is_replaced(agent: RcloneAgent) -> None:
+    for _ in range(20):
+        agent.call("entry", path="x")
+    assert len(agent._idle) == 1  # one connection for all the calls, not one per call
+    (conn, _since), *_ = agent._idle
+    assert conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as if rcd had closed it while idle
+    assert agent.call("entry", path="x") == {"entry": None}
+    assert len(agent._idle) == 1 and agent._idle[0][0] is not conn
+
+
+def test_close_stops_rcd_and_removes_its_temp_dir(side: Side) -> None:
+    a = RcloneAgent.connect(f"{REMOTE}:", side.root, create=True)
+    proc, tmp = a._proc, a._tmp
+    assert proc is not None and os.path.isdir(tmp)
+    a.close()
+    a.close()
+    assert proc.poll() is not None and not Path(tmp).exists()
+    with pytest.raises(AgentDown):
+        a.call("entry", path="x")
+
+
+def test_a_dead_rcd_is_agent_down(agent: RcloneAgent) -> None:
+    assert agent._proc is not None
+    agent._proc.kill()
+    agent._proc.wait()
+    with pytest.raises(AgentDown, match="rclone rcd"):
+        agent.call("entry", path="x")
+    with pytest.raises(AgentDown):
+        agent.pipeline([("entry", {"path": "x"}, b"")])
+
+
+def test_inherited_rclone_settings_that_would_change_results_are_dropped(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's RCLONE_EXCLUDE would hide files from a scan (read as deletions), RCLONE_DRY_RUN
+    would make writes succeed without writing; a proxy must not see loopback calls."""
+    for k, v in {"RCLONE_EXCLUDE": "*.txt", "RCLONE_DRY_RUN": "true", "RCLONE_LOG_LEVEL": "ERROR",
+                 "RCLONE_IGNORE_EXISTING": "true", "http_proxy": "http://127.0.0.1:9"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    with RcloneAgent.connect(f"{REMOTE}:", side.root, create=True) as a:
+        install(a, "a.txt", b"one")
+        install(a, "a.txt", b"two", expect=a.call("entry", path="a.txt")["entry"][:3])
+        assert (side.path / "a.txt").read_bytes() == b"two"
+        assert [e[0] for e in a.call("scan")["entries"]] == ["a.txt"]
+
+
+# ---------------------------------------------------------------------- scan, entry, read, fetch, hash
+
+
+def test_scan_lists_files_and_dirs_but_not_the_meta_dir(side: Side, agent: RcloneAgent) -> None:
+    side.put("a.txt", b"aaa", 1_600_000_000_999_999_999)
+    side.put("d/e/deep file", b"x" * 1000, 1_500_000_000_000_000_000)
+    (side.path / "empty").mkdir()
+    side.put(".tether/backups/old", b"b")
+    side.put(".tether/lock", b"")
+    side.put(".tetherx", b"not the meta dir")
+    side.put("d/.tether", b"only the top-level one is skipped")
+    got = {e[0]: e for e in agent.call("scan", skip=".tether")["entries"]}
+    assert got == {
+        "a.txt": ["a.txt", "f", 3, kept(agent, 1_600_000_000_999_999_999), 0, 0, None],
+        "d": ["d", "d", 0, 0, 0, 0, None],
+        "d/e": ["d/e", "d", 0, 0, 0, 0, None],
+        "d/e/deep file": ["d/e/deep file", "f", 1000, 1_500_000_000_000_000_000, 0, 0, None],
+        "empty": ["empty", "d", 0, 0, 0, 0, None],
+        ".tetherx": [".tetherx", "f", 16, kept(agent, MTIME), 0, 0, None],
+        "d/.tether": ["d/.tether", "f", 33, kept(agent, MTIME), 0, 0, None],
+    }
+    assert agent.call("scan")["unreadable"] == []
+
+
+def test_entry_is_the_scan_form(side: Side, agent: RcloneAgent) -> None:
+    side.put("d/f", b"12345")
+    assert agent.call("entry", path="d/f") == {"entry": ["f", 5, kept(agent, MTIME), 0, 0]}
+    assert agent.call("entry", path="d") == {"entry": ["d", 0, 0, 0, 0]}
+    assert agent.call("entry", path="nope") == {"entry": None}
+    assert agent.call("entry", path="nope/deeper") == {"entry": None}
+
+
+def test_read_gives_the_scanned_version_or_estale(side: Side, agent: RcloneAgent) -> None:
+    side.put("f", b"content")
+    e = agent.call("entry", path="f")["entry"]
+    assert agent.call("read", path="f", size=e[1], mtime_ns=e[2]) == {"data": b"content", "mode": 0o644}
+    assert errno_of(lambda: agent.call("read", path="f", size=e[1], mtime_ns=e[2] + 10**9)) == errno.ESTALE
+    assert errno_of(lambda: agent.call("read", path="f", size=e[1] + 1, mtime_ns=e[2])) == errno.ESTALE
+    assert errno_of(lambda: agent.call("read", path="gone", size=1, mtime_ns=e[2])) == errno.ENOENT
+    (side.path / "d").mkdir()
+    assert errno_of(lambda: agent.call("read", path="d", size=0, mtime_ns=0)) == errno.ESTALE
+    assert os.listdir(agent._tmp) == []
+
+
+def test_fetch_leaves_the_file_where_asked(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    side.put("big one", data)
+    e = agent.call("entry", path="big one")["entry"]
+    into = tmp_path / "staged dir" / "x"
+    into.parent.mkdir()
+    assert agent.call("fetch", path="big one", size=e[1], mtime_ns=e[2], into=str(into)) == {}
+    assert into.read_bytes() == data and into.stat().st_mtime_ns == e[2]
+    assert errno_of(lambda: agent.call("fetch", path="big one", size=e[1], mtime_ns=e[2], into=str(into))) == 17
+    other = tmp_path / "y"
+    assert errno_of(lambda: agent.call("fetch", path="big one", size=e[1], mtime_ns=1, into=str(other))) == 116
+    assert not other.exists()
+    assert errno_of(lambda: agent.call("fetch", path="big one", size=e[1], mtime_ns=e[2], into="rel/y")) == 22
+
+
+def test_hash_matches_the_local_agents_digest(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    side.put("h", data)
+    (tmp_path / "h").write_bytes(data)
+    local = Ops(str(tmp_path)).hash([b"h"])["digests"][0]
+    assert agent.call("hash", paths=["h", "missing", "../bad", "h"]) == {"digests": [local, None, None, local]}
+    assert local == blake(data)
+
+
+def test_a_pipeline_of_reads_keeps_its_order_and_its_failures(side: Side, agent: RcloneAgent) -> None:
+    for i in range(12):
+        side.put(f"r{i}", f"file {i}".encode())
+    reqs = [
+        ("read", {"path": f"r{i}", "size": len(f"file {i}"), "mtime_ns": kept(agent, MTIME)}, b"") for i in range(12)
+    ]
+    reqs[5] = ("read", {"path": "r5", "size": 1, "mtime_ns": 0}, b"")
+    reqs.insert(8, ("entry", {"path": "r0"}, b""))
+    out = agent.pipeline(reqs)
+    assert isinstance(out[5], AgentError) and out[5].errno == errno.ESTALE
+    assert out[8] == {"entry": ["f", 6, kept(agent, MTIME), 0, 0]}
+    datas = [r["data"] for k, r in enumerate(out) if k not in (5, 8) and isinstance(r, dict)]
+    assert datas == [f"file {i}".encode() for i in range(12) if i != 5]
+
+
+# ---------------------------------------------------------------------- install
+
+
+def test_install_a_new_file_carries_its_mtime_at_the_backends_precision(side: Side, agent: RcloneAgent) -> None:
+    e = install(agent, "new/dir/f.txt", b"hello")
+    assert e == ["f", 5, kept(agent, MTIME), 0, 0]
+    assert_mtime(agent, e[2], MTIME)
+    assert e[2] == 1_600_000_000_000_000_000  # sftp: truncated to the second
+    p = side.path / "new/dir/f.txt"
+    assert p.read_bytes() == b"hello" and p.stat().st_mtime_ns == e[2]
+    assert side.names(STAGING) == []  # uploaded aside, then moved into place
+
+
+def test_install_checks_what_the_pass_expected(side: Side, agent: RcloneAgent) -> None:
+    side.put("there", b"theirs")
+    assert errno_of(lambda: install(agent, "there", b"mine", expect=None)) == errno.EEXIST
+    e = agent.call("entry", path="there")["entry"]
+    assert errno_of(lambda: install(agent, "there", b"mine", expect=["f", 6, e[2] - 10**9])) == errno.ESTALE
+    assert errno_of(lambda: install(agent, "there", b"mine", expect=["f", 7, e[2]])) == errno.ESTALE
+    assert errno_of(lambda: install(agent, "there", b"mine", expect=["d", 0, 0])) == errno.ESTALE
+    assert errno_of(lambda: install(agent, "gone", b"mine", expect=["f", 1, e[2]])) == errno.ENOENT
+    assert (side.path / "there").read_bytes() == b"theirs" and not (side.path / "gone").exists()
+    assert side.names(BACKUPS) == [] and side.names(STAGING) == []
+
+
+def test_install_keeps_replaced_versions_up_to_keep(side: Side, agent: RcloneAgent) -> None:
+    e = install(agent, "d/v.txt", b"v0")
+    for i in range(1, 5):
+        e = install(agent, "d/v.txt", f"v{i}".encode(), expect=e[:3], keep=2, mtime_ns=MTIME + i * 10**9)
+    assert (side.path / "d/v.txt").read_bytes() == b"v4"
+    versions = side.names(f"{BACKUPS}/d")
+    assert len(versions) == 2 and all(re.fullmatch(r"v\.txt\.\d{8}-\d{6}-\d{6}", n) for n in versions)
+    assert [(side.path / BACKUPS / "d" / n).read_bytes() for n in versions] == [b"v2", b"v3"]  # the oldest went
+    assert (side.path / BACKUPS / "d" / versions[1]).stat().st_mtime_ns == kept(agent, MTIME + 3 * 10**9)
+
+
+def test_install_from_a_local_source_file(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    src = tmp_path / "my dir" / "big"
+    src.parent.mkdir()
+    data = os.urandom(5 << 20)
+    src.write_bytes(data)
+    os.utime(src, ns=(MTIME, MTIME))
+    e = install(agent, "big", b"", source=str(src))
+    assert e == ["f", len(data), kept(agent, MTIME), 0, 0]
+    assert (side.path / "big").read_bytes() == data
+    os.utime(src, ns=(MTIME + 5, MTIME + 5))  # changed since the scan: not sent
+    assert errno_of(lambda: install(agent, "big", b"", expect=e[:3], source=str(src))) == errno.ESTALE
+    assert errno_of(lambda: install(agent, "big2", b"", source=str(tmp_path / "none"))) == errno.ENOENT
+    assert errno_of(lambda: install(agent, "big2", b"", source="relative/path")) == errno.EINVAL
+    assert side.names(BACKUPS) == []
+
+
+def test_install_dirs_and_what_a_remote_cannot_hold(side: Side, agent: RcloneAgent) -> None:
+    d: dict[str, Any] = {"kind": "d", "mtime_ns": None}
+    assert install(agent, "a/b", b"", **d) == ["d", 0, 0, 0, 0]
+    assert (side.path / "a/b").is_dir()
+    assert install(agent, "a/b", b"", expect=["d", 0, 0], **d) == ["d", 0, 0, 0, 0]
+    assert errno_of(lambda: install(agent, "a/b", b"", **d)) == errno.EEXIST
+    assert errno_of(lambda: install(agent, "link", b"", kind="l", target="a")) == errno.EOPNOTSUPP
+    # a file replaces an empty dir, never a non-empty one
+    assert install(agent, "a/b", b"file now", expect=["d", 0, 0])[0] == "f"
+    side.put("full/x", b"x")
+    assert errno_of(lambda: install(agent, "full", b"f", expect=["d", 0, 0])) == errno.ENOTEMPTY
+    # a dir replaces a file, which goes to the backups
+    e = agent.call("entry", path="a/b")["entry"]
+    assert install(agent, "a/b", b"", expect=e[:3], **d) == ["d", 0, 0, 0, 0]
+    assert len(side.names(f"{BACKUPS}/a")) == 1
+
+
+# ---------------------------------------------------------------------- discard, rename, set_meta
+
+
+def test_discard_moves_files_to_dated_numbered_trash(side: Side, agent: RcloneAgent) -> None:
+    trashed = []
+    for content in (b"1", b"22", b"333"):
+        e = install(agent, "d/n.txt", content)
+        trashed.append(agent.call("discard", path="d/n.txt", expect=e[:3], trash_root=TRASH)["trashed"])
+    day = trashed[0].split("/")[2]
+    assert day in today_dirs()
+    assert trashed == [f"{TRASH}/{day}/d/n.txt", f"{TRASH}/{day}/d/n.1.txt", f"{TRASH}/{day}/d/n.2.txt"]
+    assert [(side.path / t).read_bytes() for t in trashed] == [b"1", b"22", b"333"]
+    assert not (side.path / "d/n.txt").exists()
+
+
+def test_discard_checks_expect_and_keeps_non_empty_dirs(side: Side, agent: RcloneAgent) -> None:
+    side.put("f", b"x")
+    e = agent.call("entry", path="f")["entry"]
+    assert errno_of(lambda: agent.call("discard", path="f", expect=["f", 1, e[2] + 1], trash_root=TRASH)) == 116
+    assert errno_of(lambda: agent.call("discard", path="g", expect=["f", 1, e[2]], trash_root=TRASH)) == 2
+    side.put("dir/inside", b"new")
+    assert errno_of(lambda: agent.call("discard", path="dir", expect=["d", 0, 0], trash_root=TRASH)) == 39
+    assert (side.path / "dir/inside").exists()
+    (side.path / "dir/inside").unlink()
+    assert agent.call("discard", path="dir", expect=["d", 0, 0], trash_root=TRASH) == {"trashed": None}
+    assert not (side.path / "dir").exists() and (side.path / "f").exists()
+
+
+def test_rename_moves_a_file_to_a_free_name(side: Side, agent: RcloneAgent) -> None:
+    e = install(agent, "a.txt", b"loser")
+    got = agent.call("rename", old="a.txt", new="sub/a.conflict.txt", expect=e[:3])
+    assert got == {"entry": e}
+    assert (side.path / "sub/a.conflict.txt").read_bytes() == b"loser" and not (side.path / "a.txt").exists()
+    e2 = install(agent, "b.txt", b"b")
+    assert errno_of(lambda: agent.call("rename", old="b.txt", new="sub/a.conflict.txt", expect=e2[:3])) == 17
+    assert errno_of(lambda: agent.call("rename", old="b.txt", new="c", expect=["f", 9, e2[2]])) == 116
+    assert errno_of(lambda: agent.call("rename", old="zz", new="c", expect=e2[:3])) == 2
+    install(agent, "dir", b"", kind="d", mtime_ns=None)
+    assert errno_of(lambda: agent.call("rename", old="dir", new="dir2", expect=["d", 0, 0])) == errno.EISDIR
+    assert (side.path / "b.txt").read_bytes() == b"b"
+
+
+def test_set_meta_moves_the_mtime_and_keeps_the_bytes(side: Side, agent: RcloneAgent) -> None:
+    data = os.urandom(70_000)
+    install(agent, "m", data)
+    ino = (side.path / "m").stat().st_ino
+    assert agent.call("set_meta", path="m", mode=0o600, mtime_ns=MTIME + 123) == {}  # same second: nothing to do
+    assert (side.path / "m").stat().st_ino == ino
+    later = MTIME + 86_400 * 10**9 + 5
+    assert agent.call("set_meta", path="m", mode=0o600, mtime_ns=later) == {}
+    assert agent.call("entry", path="m")["entry"] == ["f", len(data), kept(agent, later), 0, 0]
+    assert (side.path / "m").read_bytes() == data
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+    assert errno_of(lambda: agent.call("set_meta", path="none", mtime_ns=later)) == errno.ENOENT
+    install(agent, "d", b"", kind="d", mtime_ns=None)
+    assert agent.call("set_meta", path="d", mode=0o700, mtime_ns=later) == {}
+
+
+# ---------------------------------------------------------------------- housekeeping
+
+
+def test_purge_trash_removes_old_days_only(side: Side, agent: RcloneAgent) -> None:
+    today = datetime.date.today()
+    old = (today - datetime.timedelta(days=40)).isoformat()
+    recent = (today - datetime.timedelta(days=3)).isoformat()
+    for d in (old, recent, "not-a-day"):
+        side.put(f"{TRASH}/{d}/x/y", b"t")
+    side.put(f"{STAGING}/leftover", b"half", time.time_ns() - 2 * 86_400 * 10**9)
+    side.put(f"{STAGING}/fresh", b"in flight", time.time_ns())
+    assert agent.call("purge_trash", trash_root=TRASH, days=30) == {"purged": 1}
+    assert side.names(TRASH) == sorted([recent, "not-a-day"])
+    assert side.names(STAGING) == ["fresh"]
+    assert agent.call("purge_trash", trash_root=".tether/none", days=30) == {"purged": 0}
+
+
+def test_prune_backups_removes_versions_by_their_stamp(side: Side, agent: RcloneAgent) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    side.put(f"{BACKUPS}/d/a.txt.20000101-000000-000000", b"old")
+    side.put(f"{BACKUPS}/d/a.txt.{stamp}-000000", b"new")
+    side.put(f"{BACKUPS}/other", b"no stamp")
+    assert agent.call("prune_backups", backup_root=BACKUPS, days=30) == {"pruned": 1}
+    assert side.names(f"{BACKUPS}/d") == [f"a.txt.{stamp}-000000"]
+    assert agent.call("prune_backups", backup_root=".tether/none", days=30) == {"pruned": 0}
+
+
+# ---------------------------------------------------------------------- lock
+
+
+def lock_text(side: Side) -> str:
+    return (side.path / LOCK).read_text()
+
+
+def test_lock_is_a_file_naming_its_holder(side: Side, agent: RcloneAgent) -> None:
+    assert agent.call("lock", path=LOCK, owner="job one") == {"locked": True}
+    assert lock_text(side) == f"job one (host {socket.gethostname()}, pid {os.getpid()})\n"
+    with RcloneAgent.connect(f"{REMOTE}:", side.root, create=False) as other:
+        with pytest.raises(AgentError, match=r"locked by job one \(host") as e:
+            other.call("lock", path=LOCK, owner="job two")
+        assert e.value.errno == errno.EAGAIN
+        assert agent.call("unlock", path=LOCK) == {}
+        assert not (side.path / LOCK).exists()
+        assert other.call("lock", path=LOCK, owner="job two") == {"locked": True}
+    assert not (side.path / LOCK).exists()  # close released it
+
+
+def test_lock_takes_over_a_dead_holder_on_this_host(side: Side, agent: RcloneAgent) -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    side.put(LOCK, f"gone (host {socket.gethostname()}, pid {child.pid})\n".encode(), time.time_ns())
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    assert lock_text(side).startswith("me (host ")
+
+
+def test_lock_respects_a_live_holder_on_this_host_whatever_its_age(side: Side, agent: RcloneAgent) -> None:
+    side.put(LOCK, f"alive (host {socket.gethostname()}, pid {os.getppid()})\n".encode(), 10**18)
+    assert errno_of(lambda: agent.call("lock", path=LOCK, owner="me")) == errno.EAGAIN
+
+
+def test_lock_from_another_host_holds_for_ten_minutes(side: Side, agent: RcloneAgent) -> None:
+    side.put(LOCK, b"far (host elsewhere.example, pid 1)\n", time.time_ns() - 60 * 10**9)
+    with pytest.raises(AgentError, match=r"locked by far \(host elsewhere.example, pid 1\)"):
+        agent.call("lock", path=LOCK, owner="me")
+    os.utime(side.path / LOCK, ns=(0, time.time_ns() - 11 * 60 * 10**9))
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+
+
+def test_a_held_lock_is_refreshed_and_unlock_leaves_a_taken_over_lock(side: Side, agent: RcloneAgent) -> None:
+    agent.lock_refresh_s = 0.1
+    agent.call("lock", path=LOCK, owner="me")
+    first = (side.path / LOCK).stat().st_mtime_ns
+    wait_for(lambda: (side.path / LOCK).stat().st_mtime_ns > first, "the lock file to be rewritten")
+    side.put(LOCK, b"thief (host elsewhere.example, pid 1)\n", time.time_ns())
+    assert agent.call("unlock", path=LOCK) == {}
+    assert lock_text(side).startswith("thief")
+
+
+# ---------------------------------------------------------------------- what a remote cannot do, bad input
+
+
+def test_watch_polls_and_commands_are_refused(agent: RcloneAgent) -> None:
+    start = time.monotonic()
+    assert agent.call("watch", timeout=0.05) == {"changed": True}
+    assert time.monotonic() - start >= 0.05
+    assert errno_of(lambda: agent.call("run", argv=["ls"], timeout=5)) == errno.EOPNOTSUPP
+    assert errno_of(lambda: agent.call("put", path="x")) == errno.ENOSYS
+
+
+@pytest.mark.parametrize("bad", ["/abs", "a/../b", "..", "", "a//b", "./a", "a\0b"])
+def test_paths_that_could_leave_the_root_are_refused(agent: RcloneAgent, bad: str) -> None:
+    assert errno_of(lambda: agent.call("entry", path=bad)) == errno.EINVAL
+    assert errno_of(lambda: install(agent, bad, b"x")) == errno.EINVAL
+    assert errno_of(lambda: install(agent, "ok", b"x", backup_root=bad or "/")) == errno.EINVAL
+
+
+def test_hostile_names_round_trip_and_non_utf8_is_refused(side: Side, agent: RcloneAgent) -> None:
+    made: dict[str, bytes] = {}
+    for i, name in enumerate(HOSTILE_NAMES):
+        rel = f"-h {i}/{to_wire(name)}"
+        try:
+            ok = not re.search(r"[\x00-\x1f]", name.decode("utf-8"))
+        except UnicodeDecodeError:
+            ok = False
+        if not ok:  # not UTF-8, or control characters rclone would rewrite
+            assert errno_of(lambda rel=rel: install(agent, rel, b"x")) == errno.EILSEQ  # type: ignore[misc]
+            continue
+        install(agent, rel, name)
+        made[rel] = name
+        assert os.listdir(os.fsencode(side.path / f"-h {i}")) == [name]  # stored exactly as named
+    longest = max(made, key=lambda p: len(made[p]))
+    assert len(made[longest]) == 255
+    install(agent, longest, b"replaced", expect=agent.call("entry", path=longest)["entry"][:3])
+    (backup,) = os.listdir(os.fsencode(side.path / BACKUPS / longest.split("/")[0]))
+    assert len(backup) <= 255 and backup.startswith(made[longest][:200])  # cut to fit the stamp
+    made[longest] = b"replaced"
+    scan = {e[0]: e for e in agent.call("scan")["entries"] if e[1] == "f"}
+    assert set(scan) == set(made)
+    got = agent.pipeline([("read", {"path": p, "size": len(d), "mtime_ns": scan[p][3]}, b"") for p, d in made.items()])
+    assert [r["data"] if isinstance(r, dict) else r for r in got] == list(made.values())
+    digests = agent.call("hash", paths=list(made))["digests"]
+    assert digests == [blake(d) for d in made.values()]
+    for p in made:
+        dest = agent.call("discard", path=p, expect=scan[p][1:4], trash_root=TRASH)["trashed"]
+        assert dest.endswith("/" + p)
+    assert [e for e in agent.call("scan")["entries"] if e[1] == "f"] == []
+
+
+# ---------------------------------------------------------------------- a backend without mtimes
+
+
+def test_webdav_backend_without_mtimes(dav: Side, dav_agent: RcloneAgent) -> None:
+    a = dav_agent
+    assert a.precision_ns >= NO_MTIME_NS  # rclone serve webdav keeps no mtimes: the server's clock rules
+    e = install(a, "w/f.txt", b"one")
+    assert e[:2] == ["f", 3] and (dav.path / "w/f.txt").read_bytes() == b"one"
+    scan = {x[0]: x for x in a.call("scan")["entries"]}
+    assert scan["w/f.txt"][1:4] == e[:3] and scan["w"][1] == "d"
+    assert a.call("read", path="w/f.txt", size=3, mtime_ns=e[2])["data"] == b"one"
+    e2 = install(a, "w/f.txt", b"two!", expect=e[:3])
+    assert len(dav.names(f"{BACKUPS}/w")) == 1
+    assert a.call("set_meta", path="w/f.txt", mtime_ns=MTIME) == {}  # nothing it could keep
+    assert a.call("entry", path="w/f.txt")["entry"] == e2
+    moved = a.call("rename", old="w/f.txt", new="w/g.txt", expect=e2[:3])["entry"]
+    assert a.call("discard", path="w/g.txt", expect=moved[:3], trash_root=TRASH)["trashed"].endswith("/w/g.txt")
+    assert dav.names(STAGING) == []
