@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.rig.rclone import REMOTE, RcloneServer, rclone_sftp_fixture, rclone_webdav_fixture  # noqa: F401
+from tests.rig.rclone import REMOTE, RcloneServer
 from tests.rig.trees import HOSTILE_NAMES
 from tether.agent_remote import PROTOCOL_VERSION, Ops, to_wire
 from tether.transport.agent import AgentDown, AgentError

@@ -9,6 +9,7 @@ so a crash between any two actions leaves a state the next pass can trust.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import time
@@ -116,10 +117,17 @@ class Pass:
     # ------------------------------------------------------------------ the pass
 
     def run(self) -> Report:
+        """The pass, with the cycle collector paused: it builds tens of thousands of tuples and
+        no cycles, and the collector would rescan them again and again (a third of a quiet
+        pass's time on 20,000 files).  Re-enabled after, so a long-running job collects as usual."""
         rep = self.report
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             self._run()
         finally:
+            if collecting:
+                gc.enable()
             for i in (1, 2):
                 self.r[i].unlock()
             rep.seconds = round(time.monotonic() - self.started, 3)

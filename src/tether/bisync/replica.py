@@ -84,8 +84,9 @@ class Replica:
         try:
             return connect()
         except AgentError as e:
+            why = str(e).split(" cannot be opened: ", 1)[-1]  # the rclone agent says it too
             raise TetherError(
-                f"{self.label} {self.endpoint} cannot be opened: {e}",
+                f"{self.label} {self.endpoint} cannot be opened: {why}",
                 "is the disk mounted and the path right? tether does not create a replica that vanished",
             ) from None
 
