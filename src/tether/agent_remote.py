@@ -442,18 +442,28 @@ class Ops:
 
     # ------------------------------------------------------------------ two-way sync (bisync)
 
-    def scan_raw(self, skip: bytes = b".tether") -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]]]:
-        """Every entry under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
+    def scan_raw(
+        self, skip: bytes = b".tether", known: dict[bytes, tuple[Any, ...]] | None = None
+    ) -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]], list[bytes], int]:
+        """Entries under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
 
-        A directory's size, mtime and inode are given as 0: its contents are compared path by
-        path, so only its type and mode mean something.  Directories that cannot be listed come
-        back separately: the caller must not read their absence as deletions.  (The loop is the
-        hot path of a pass: file types are compared as st_mode >> 12 rather than via stat.S_IS*.)
+        With `known` (what the last sync recorded here), only the entries that differ from it
+        come back, with the known paths that are gone: a quiet tree sends almost nothing, and
+        the comparison happens during the walk, where the tuples are made anyway.  A
+        directory's size, mtime and inode are 0: its contents are compared path by path.
+        Directories that cannot be listed come back separately: the caller must not read their
+        absence as deletions.  Returns (entries, unreadable, gone, entries seen).  (The loop is
+        the hot path of a pass: types are compared as st_mode >> 12, not via stat.S_IS*.)
         """
         rows: dict[bytes, tuple[Any, ...]] = {}
         unreadable: list[tuple[bytes, str]] = []
         stack: list[bytes] = [b""]
         tmp = TMP_PREFIX
+        get = (known or {}).get
+        diff = known is not None
+        seen: set[bytes] = set()
+        mark = seen.add
+        count = 0
         while stack:
             rel = stack.pop()
             prefix = rel + b"/" if rel else b""
@@ -475,28 +485,39 @@ class Ops:
                     m = st.st_mode
                     t = m >> 12
                     if t == 8:  # regular file
-                        rows[p] = ("f", st.st_size, st.st_mtime_ns, m & 0o7777, st.st_ino, None)
+                        ent: tuple[Any, ...] = ("f", st.st_size, st.st_mtime_ns, m & 0o7777, st.st_ino, None)
                     elif t == 4:  # directory
-                        rows[p] = ("d", 0, 0, m & 0o7777, 0, None)
+                        ent = ("d", 0, 0, m & 0o7777, 0, None)
                         stack.append(p)
                     elif t == 10:  # symlink
                         try:
-                            rows[p] = ("l", st.st_size, st.st_mtime_ns, 0, st.st_ino, os.readlink(de.path))
+                            ent = ("l", st.st_size, st.st_mtime_ns, 0, st.st_ino, os.readlink(de.path))
                         except OSError:
                             continue
                     else:
-                        rows[p] = ("o", 0, 0, 0, 0, None)
-        return rows, unreadable
+                        ent = ("o", 0, 0, 0, 0, None)
+                    count += 1
+                    if diff:
+                        k = get(p)
+                        if k is not None:
+                            mark(p)
+                            if k == ent:
+                                continue
+                    rows[p] = ent
+        gone = [p for p in known if p not in seen] if known is not None and len(seen) != len(known) else []
+        return rows, unreadable, gone, count
 
-    def scan(self, skip: str | bytes = b".tether", fmt: str = "json") -> Result:
+    def scan(self, skip: str | bytes = b".tether", fmt: str = "json", data: bytes = b"") -> Result:
         """scan_raw for the wire.  fmt "marshal" (when both ends run the same Python, so the
-        format is the same) sends it as is in the body, several times faster than JSON for
-        large trees; "json" gives paths and link targets as surrogateescaped str."""
-        rows, unreadable = self.scan_raw(to_bytes(skip))
+        format is the same) answers in the body, several times faster than JSON for large
+        trees, and takes the known entries (marshalled) in the request body; "json" lists
+        everything, with paths and link targets as surrogateescaped str."""
         if fmt == "marshal":
             import marshal
 
-            return {"data": marshal.dumps((rows, unreadable))}
+            known = marshal.loads(data) if data else None
+            return {"data": marshal.dumps(self.scan_raw(to_bytes(skip), known))}
+        rows, unreadable, _gone, _n = self.scan_raw(to_bytes(skip))
         return {
             "entries": [(to_wire(p), *r[:5], None if r[5] is None else to_wire(r[5])) for p, r in rows.items()],
             "unreadable": [(to_wire(p), why) for p, why in unreadable],
@@ -952,7 +973,7 @@ def dispatch(ops: Ops, op: str, args: dict[str, Any], body: bytes) -> Result:
         for k in _LIST_ARGS:
             if k in kwargs:
                 kwargs[k] = [to_bytes(v) for v in kwargs[k]]
-        if op in ("put", "install"):
+        if op in ("put", "install", "scan"):
             kwargs["data"] = body
         result = handler(**kwargs)
         data = result.pop("data", None) if isinstance(result, dict) else None

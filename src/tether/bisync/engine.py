@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.agent_remote import to_bytes
-from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, diff_side, ordered, reconcile
+from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
 from tether.bisync.rclone_spec import Rclone
 from tether.bisync.replica import BACKUPS, META, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
@@ -140,15 +140,13 @@ class Pass:
         owner = f"tether bisync {self.r[1].endpoint} <-> {self.r[2].endpoint}"
         flt = self._filtered
 
-        held = {i: sum(1 for s in prev.values() if s[i - 1] is not None) for i in (1, 2)}
+        def known(i: int) -> Callable[[], dict[bytes, Raw]]:
+            return lambda: {p: e for p, s in prev.items() if (e := s[i - 1]) is not None}
 
-        def digest(i: int) -> Callable[[dict[bytes, Raw]], tuple[dict[bytes, Raw], set[bytes], int]]:
-            return lambda entries: diff_side(flt(entries), prev, i - 1, held[i])
-
-        waits = {1: self.r[1].start_scan(owner, digest(1))}
+        waits = {1: self.r[1].start_scan(owner, known(1), flt)}
         got: dict[int, Any] = {}
         try:
-            waits[2] = self.r[2].start_scan(owner, digest(2))
+            waits[2] = self.r[2].start_scan(owner, known(2), flt)
         finally:
             for i, wait in waits.items():
                 try:
@@ -166,7 +164,7 @@ class Pass:
         for i in (1, 2):
             if isinstance(got[i], BaseException):
                 raise got[i]
-            (changed, missing, count), bad = got[i]
+            changed, missing, count, bad = got[i]
             sides[i] = SideView(prev, i - 1, changed, missing, count)
             unreadable += [(i, b) for b in bad]
         return sides, unreadable

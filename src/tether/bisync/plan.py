@@ -98,28 +98,6 @@ class SideView(Mapping[bytes, Raw]):
         return self.count
 
 
-def diff_side(
-    entries: Mapping[bytes, Raw], prev: Prev, i: int, expected: int | None = None
-) -> tuple[dict[bytes, Raw], set[bytes], int]:
-    """(entries that differ from the state's side i, state paths gone from the scan, entries seen).
-
-    `expected` (how many paths the state holds on side i) lets a tree where nothing vanished
-    skip the walk over the state that finds vanished paths."""
-    getp = prev.get
-    changed = {}
-    known = 0
-    for p, e in entries.items():
-        s = getp(p)
-        if s is None or s[i] != e:
-            changed[p] = e
-        if s is not None and s[i] is not None:
-            known += 1
-    if expected is not None and known == expected:
-        return changed, set(), len(entries)
-    missing = {p for p, s in prev.items() if s[i] is not None and p not in entries}
-    return changed, missing, len(entries)
-
-
 class Action:
     """One step on one side.  `to` is the side changed (1 or 2); `src` is what goes there."""
 

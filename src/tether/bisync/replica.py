@@ -144,19 +144,29 @@ class Replica:
     def pipeline(self, requests: Sequence[Request]) -> list[dict[str, Any] | AgentError]:
         return self.agent.pipeline(requests)
 
-    def start_scan(self, lock_owner: str | None, digest: Callable[[dict[bytes, Raw]], Any]) -> Callable[[], Any]:
-        """Lock the replica (when lock_owner is given), then scan it and reduce the scan with
-        `digest` (to its difference from the state); the returned function waits for
-        (digest result, unreadable dirs).  A local replica is scanned and digested in a forked
-        child, a remote one by its agent and a thread here, so both sides proceed at once."""
+    def start_scan(
+        self,
+        lock_owner: str | None,
+        known: Callable[[], dict[bytes, Raw]],
+        keep: Callable[[dict[bytes, Raw]], dict[bytes, Raw]],
+    ) -> Callable[[], tuple[dict[bytes, Raw], set[bytes], int, list[bytes]]]:
+        """Lock the replica (when lock_owner is given), then scan it against `known` (what the
+        state recorded on this side), so that only differences travel; `keep` drops filtered
+        paths.  The returned function waits for (changed or new entries, known paths gone,
+        entries seen, unreadable dirs).  A local replica is scanned in a forked child, a remote
+        one by its agent while a thread here waits, so both sides proceed at once."""
+
+        def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes]) -> Any:
+            return keep(rows), set(gone), count, bad
+
         if isinstance(self.endpoint, Local):
             if lock_owner is not None:
                 self.lock(lock_owner)
             ops = self.agent.ops  # type: ignore[attr-defined]
 
             def local() -> Any:
-                rows, bad = ops.scan_raw(META.encode())
-                return digest(rows), [p for p, _why in bad]
+                rows, bad, gone, count = ops.scan_raw(META.encode(), known())
+                return finish(rows, gone, count, [p for p, _why in bad])
 
             return forked(local)
         out: list[Any] = []
@@ -166,26 +176,30 @@ class Replica:
                 if lock_owner is not None:
                     self.lock(lock_owner)
                 if self.agent.info.get("py") == list(sys.version_info[:2]):
-                    rows, bad = marshal.loads(self.call("scan", skip=META, fmt="marshal")["data"])
-                    out.append((digest(rows), [p for p, _why in bad]))
+                    body = marshal.dumps(known())
+                    rows, bad, gone, count = marshal.loads(self.call("scan", body, skip=META, fmt="marshal")["data"])
+                    out.append(finish(rows, gone, count, [p for p, _why in bad]))
                     return
-                res = self.call("scan", skip=META)
+                res = self.call("scan", skip=META)  # another Python (or rclone): the full listing, compared here
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
                     lk = r[6]
                     ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
-                out.append((digest(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
+                before = known()
+                changed = {p: e for p, e in ents.items() if before.get(p) != e}
+                gone = [p for p in before if p not in ents]
+                out.append(finish(changed, gone, len(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
             except BaseException as e:
                 out.append(e)
 
         t = threading.Thread(target=remote, name=f"scan-{self.label}", daemon=True)
         t.start()
 
-        def wait() -> Any:
+        def wait() -> tuple[dict[bytes, Raw], set[bytes], int, list[bytes]]:
             t.join()
             if isinstance(out[0], BaseException):
                 raise out[0]
-            return out[0]
+            return out[0]  # type: ignore[no-any-return]
 
         return wait
 
