@@ -1,3 +1,3 @@
-from tether.cli import main
+from tether.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -260,3 +260,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERRORS
+
+
+def entry() -> None:
+    """The `tether` command: main(), then leave at once.  Everything is written and closed by
+    then; skipping the interpreter's teardown (freeing every object, one by one) saves a
+    tenth of a quick pass's time."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or EXIT_ERRORS
+    os._exit(code)
