@@ -113,7 +113,7 @@ class LiveOptions:
     sync_owner: str | None = None
     final_owner: str | None = None
     sudo: bool = False
-    python: str = "python3"
+    python: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ def parse_job(file: Path, name: str) -> MirrorJob:
         sync_owner=data.get("sync_owner"),
         final_owner=data.get("final_owner"),
         sudo=data.get("sudo", False),
-        python=data.get("python", "python3"),
+        python=data.get("python", "auto"),
     )
     return MirrorJob(name, file, spec, os.path.expanduser(ssh_config) if ssh_config else None, live)
 

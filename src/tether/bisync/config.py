@@ -75,7 +75,7 @@ class BisyncJob(NamedTuple):
     interval: float = 60.0
     bwlimit: str | None = None
     ssh_config: str | None = None
-    python: str = "python3"
+    python: str = "auto"
 
 
 def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
@@ -166,5 +166,5 @@ def parse_bisync_job(file: Path, name: str) -> BisyncJob:
         before=tuple(data.get("before", ())), after=tuple(data.get("after", ())),
         commands_on=data.get("commands_on", "local"), command_timeout=float(data.get("command_timeout", 300)),
         interval=float(data.get("interval", 60)), bwlimit=data.get("bwlimit"),
-        ssh_config=os.path.expanduser(ssh_config) if ssh_config else None, python=data.get("python", "python3"),
+        ssh_config=os.path.expanduser(ssh_config) if ssh_config else None, python=data.get("python", "auto"),
     )  # fmt: skip

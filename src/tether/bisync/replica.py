@@ -107,7 +107,7 @@ class Replica:
 
     @classmethod
     def open(
-        cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "python3"
+        cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "auto"
     ) -> Replica:
         if isinstance(endpoint, Rclone):
             from tether.transport.rclone_agent import RcloneAgent

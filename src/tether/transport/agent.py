@@ -60,6 +60,20 @@ class AgentDown(TetherError):
     """The channel is gone (ssh failed, agent died): nothing more can be sent on this client."""
 
 
+def remote_command(python: str, size: int) -> str:
+    """The far side's command line: python, the fixed bootstrap, the payload's size.
+
+    `auto` (the default) prefers the system's /usr/bin/python3 and falls back to `python3` on
+    PATH, as interpreter discovery in other tools does: the agent needs only the standard
+    library, and a version manager's shim on PATH (pyenv) costs ~60 ms per connection.  Only
+    `test`, `exec`, `&&` and `||`, which POSIX shells, fish and csh all read alike.
+    """
+    tail = f"-S -c {shlex.quote(BOOTSTRAP)} {size}"
+    if python == "auto":
+        return f"test -x /usr/bin/python3 && exec /usr/bin/python3 {tail} || exec python3 {tail}"
+    return f"exec {python} {tail}"
+
+
 def _payload() -> bytes:
     """What follows the bootstrap: this Python's version, the compiled agent, its source."""
     global _PAYLOAD
@@ -94,7 +108,7 @@ class AgentClient:
 
     @classmethod
     def connect_ssh(
-        cls, ssh: SshOptions, host: str, root: str, python: str = "python3", create: bool = False
+        cls, ssh: SshOptions, host: str, root: str, python: str = "auto", create: bool = False
     ) -> AgentClient:
         """Start the agent on host over ssh and shake hands; AgentDown with the cause if ssh fails."""
         return _SshAgent.start(ssh, host, root, python, create)
@@ -180,12 +194,12 @@ class _LocalAgent(AgentClient):
 
 
 class _SshAgent(AgentClient):
-    """The agent as `ssh HOST python3 -S -c BOOTSTRAP N`, messages on its stdin/stdout."""
+    """The agent as `ssh HOST [exec] python3 -S -c BOOTSTRAP N`, messages on its stdin/stdout."""
 
     def __init__(self, proc: subprocess.Popen[bytes], host: str, python: str) -> None:
         super().__init__(host)
         self.host = host
-        self.python = python
+        self.python = "python3" if python == "auto" else python
         self._proc = proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         self._stdin: IO[bytes] = proc.stdin
@@ -200,13 +214,13 @@ class _SshAgent(AgentClient):
 
     @classmethod
     def start(cls, ssh: SshOptions, host: str, root: str, python: str, create: bool) -> _SshAgent:
-        if not _PYTHON_NAME.fullmatch(python):
+        if python != "auto" and not _PYTHON_NAME.fullmatch(python):
             raise AgentError(f"python {python!r} for {host}: only a program name or path is allowed")
         if not host or host.startswith("-"):
             raise AgentError(f"bad ssh host {host!r}")
         payload = _payload()
         # -S: no site-packages to import (the agent is stdlib only), ~35 ms less per connection
-        remote = f"{python} -S -c {shlex.quote(BOOTSTRAP)} {len(payload)}"
+        remote = remote_command(python, len(payload))
         started = time.perf_counter()
         proc = subprocess.Popen(
             [*ssh.argv(), "--", host, remote],
