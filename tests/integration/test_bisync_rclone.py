@@ -7,21 +7,12 @@ import secrets
 from pathlib import Path
 
 from tests.rig.rclone import REMOTE, RcloneServer
+from tests.rig.run import contents as _files
 from tests.rig.run import tether, tether_json
 
 
 def _env(tether_env: dict[str, str], server: RcloneServer) -> dict[str, str]:
     return tether_env | server.env()
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, dirs, names in os.walk(root):
-        if Path(dirpath) == root and ".tether" in dirs:
-            dirs.remove(".tether")
-        for n in names:
-            out[str((Path(dirpath) / n).relative_to(root))] = (Path(dirpath) / n).read_bytes()
-    return out
 
 
 def test_local_and_rclone_sync_both_ways_with_trash_conflicts_and_big_files(

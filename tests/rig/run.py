@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -45,3 +46,29 @@ def find_named(root: Path, name: bytes) -> list[bytes]:
     for dirpath, dirnames, filenames in os.walk(os.fsencode(root)):
         hits += [os.path.join(dirpath, n) for n in dirnames + filenames if n == name]
     return hits
+
+
+def tether_unprivileged(args: Sequence[str | Path], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """tether without root's read-anything capabilities, so a mode-000 file is really unreadable;
+    skips when setpriv (util-linux) is missing."""
+    import pytest
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop root's read-anything capabilities")
+    argv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "tether"]
+    proc = subprocess.run(
+        [*argv, *(os.fspath(a) for a in args)], env=dict(env), capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    """relative path -> bytes of every file under root, leaving out tether's own .tether."""
+    out = {}
+    for dirpath, dirs, names in os.walk(root):
+        if Path(dirpath) == root and ".tether" in dirs:
+            dirs.remove(".tether")
+        for n in names:
+            out[str((Path(dirpath) / n).relative_to(root))] = (Path(dirpath) / n).read_bytes()
+    return out
