@@ -499,6 +499,11 @@ class Pass:
             self.report.copied[f"to_path{win}"] += 1
 
     def _housekeeping(self) -> None:
+        """Old trash and backups go at most hourly: their walk would cost every quick pass."""
+        last = self.state.meta("housekeeping")
+        if last is not None and time.time() - float(last) < 3600:
+            return
+        self.state.set_meta("housekeeping", str(time.time()))
         for i in (1, 2):
             try:
                 self.r[i].pipeline(

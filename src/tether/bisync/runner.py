@@ -23,10 +23,14 @@ def state_path(dirs: Dirs, job: BisyncJob) -> Path:
     """Per job, or for an ad hoc pair per (path1, path2), so two pairs never share a state."""
     if job.file is not None:
         return dirs.state / "bisync" / f"{job.name}.sqlite"
-    import hashlib
+    import zlib  # not hashlib: loading OpenSSL costs a quick pass 4 ms; one_pass checks the pair stored
 
-    key = hashlib.sha256(f"{job.path1.key()}\0{job.path2.key()}".encode("utf-8", "surrogateescape")).hexdigest()
-    return dirs.state / "bisync" / f"pair-{key[:24]}.sqlite"
+    key = pair_key(job).encode("utf-8", "surrogateescape")
+    return dirs.state / "bisync" / f"pair-{zlib.crc32(key):08x}{zlib.adler32(key):08x}.sqlite"
+
+
+def pair_key(job: BisyncJob) -> str:
+    return f"{job.path1.key()}\0{job.path2.key()}"
 
 
 def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Options:
@@ -93,6 +97,12 @@ def one_pass(
     where = state_path(dirs, job)
     state = State(None if dry_run and not where.exists() else where)
     try:
+        if job.file is None:  # an ad hoc pair's state is found by a 64-bit checksum: make sure it is ours
+            stored = state.meta("pair")
+            if stored is None and not dry_run:
+                state.set_meta("pair", pair_key(job))
+            elif stored is not None and stored != pair_key(job):
+                raise TetherError(f"state file {where} belongs to another pair", "remove it or make this pair a job")
         with contextlib.ExitStack() as stack:
             r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state))
             opts = options(job, dry_run=dry_run, force=force)
