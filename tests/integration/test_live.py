@@ -246,7 +246,10 @@ def test_one_target_down_never_delays_the_others(tmp_path: Path, sshd: SshServer
         wait_same(src, ok)
         wait_same(src, tmp_path / "ok2")
         states = [t["state"] for t in status(tether_ssh_env, "fan")["targets"]]
-        assert states[0] == "idle" and states[1] in ("down", "retrying") and states[2] == "idle"
+        assert states[0] == "idle" and states[2] == "idle"
+        # the down target alternates between a retry in flight ("syncing") and waiting: catch the wait
+        wait_for(lambda: status(tether_ssh_env, "fan")["targets"][1]["state"] in ("down", "retrying"), 60,
+                 "the down target to be reported down")  # fmt: skip
         assert "connection refused" in status(tether_ssh_env, "fan")["targets"][1]["last_error"]
 
 

@@ -106,9 +106,7 @@ class Replica:
         return self._agent
 
     @classmethod
-    def open(
-        cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "auto"
-    ) -> Replica:
+    def open(cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "auto") -> Replica:
         if isinstance(endpoint, Rclone):
             from tether.transport.rclone_agent import RcloneAgent
 
