@@ -245,3 +245,21 @@ def test_continuous_mode_carries_changes_both_ways(
         assert time.monotonic() - start < 30
     status = tether_json(["status", "live"], env)
     assert status["_rc"] == 0
+
+
+def test_a_corrupt_state_is_set_aside_and_the_pass_runs_as_a_first_run(
+    tmp_path: Path, tether_env: dict[str, str]
+) -> None:
+    a, b = _pair(tmp_path)
+    tether(["bisync", a, b], tether_env, check_rc=0)
+    (a / "f0.txt").unlink()  # a deletion the lost state can no longer tell from "new on b"
+    states = list((Path(tether_env["TETHER_HOME"]) / "state" / "bisync").glob("*.sqlite"))
+    assert len(states) == 1
+    states[0].write_bytes(b"this is not a database" * 100)
+    for extra in states[0].parent.glob("*.sqlite-*"):
+        extra.unlink()
+    doc = tether_json(["bisync", a, b], tether_env)
+    assert doc["_rc"] == 0 and doc["first_run"], doc["_stderr"]
+    assert any("set aside" in w for w in doc["warnings"])
+    assert (a / "f0.txt").read_text() == "file 0\n"  # a first run never deletes: the file came back
+    assert list(states[0].parent.glob("*.corrupt-*"))
