@@ -37,6 +37,7 @@ ops = st.one_of(
     st.tuples(st.just("mkdir"), st.sampled_from([*NAMES, "m", "d/m"])),
     st.tuples(st.just("rmdir"), st.sampled_from(["d", "e", "m", "d/e", "d/m"])),
     st.tuples(st.just("retype"), st.sampled_from(NAMES)),
+    st.tuples(st.just("link"), st.sampled_from(NAMES), st.sampled_from(["a", "../b.txt", "nowhere", "d"])),
 )
 rounds = st.lists(
     st.tuples(st.lists(ops, max_size=5), st.lists(ops, max_size=5), st.one_of(st.none(), st.integers(0, 8))),
@@ -81,6 +82,9 @@ def _apply(root: Path, op: Op, versions: Versions) -> None:
             path.mkdir(parents=True)
         elif kind == "rmdir" and path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+        elif kind == "link" and not path.exists() and not path.is_symlink():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.symlink_to(op[2])
         elif kind == "retype" and path.exists():
             if path.is_dir():
                 shutil.rmtree(path)
@@ -89,7 +93,7 @@ def _apply(root: Path, op: Op, versions: Versions) -> None:
                 path.unlink()
                 path.mkdir()
                 (path / "in").write_bytes(versions.next())
-    except (NotADirectoryError, FileExistsError, FileNotFoundError):
+    except OSError:
         pass  # a parent is a file now, and so on: the user could not have done it either
 
 
@@ -102,9 +106,16 @@ def _tree(root: Path, *, meta: bool = False) -> dict[str, Any]:
             dirs.remove(".tether")
         for d in dirs:
             out[os.path.normpath(os.path.join(rel, d))] = ("d",)
+        for d in list(dirs):
+            if os.path.islink(os.path.join(dirpath, d)):  # a link to a dir: a link, never descended
+                dirs.remove(d)
+                out[os.path.normpath(os.path.join(rel, d))] = ("l", os.readlink(os.path.join(dirpath, d)))
         for f in files:
             full = os.path.join(dirpath, f)
             if f == "lock" and ".tether" in full:
+                continue
+            if os.path.islink(full):
+                out[os.path.normpath(os.path.join(rel, f))] = ("l", os.readlink(full))
                 continue
             with open(full, "rb") as fh:
                 out[os.path.normpath(os.path.join(rel, f))] = ("f", fh.read(), os.lstat(full).st_mtime_ns)
@@ -171,7 +182,11 @@ def test_local_local_random_edits_and_crashes(
     check_sequence(tmp_path, lambda a, b: BisyncJob("p", None, Local(str(a)), Local(str(b))), script)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("TETHER_PROPERTY_EXAMPLES_SSH", "12")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(script=rounds)
 def test_local_ssh_random_edits_and_crashes(
     tmp_path: Path,
