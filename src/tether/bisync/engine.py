@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tether.agent_remote import to_bytes
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
 from tether.bisync.rclone_spec import Rclone
 from tether.bisync.replica import BACKUPS, META, TRASH, AgentError, Replica, entry_of, shown, wire
@@ -97,13 +96,9 @@ class Report:
         return d
 
 
-def _e(x: dict[str, Any] | AgentError) -> dict[str, Any]:
-    if isinstance(x, AgentError):
-        raise x
-    return x
-
-
 class Pass:
+    """One pass between two opened replicas, recorded in `state`; `run()` returns the report."""
+
     def __init__(self, r1: Replica, r2: Replica, state: State, opts: Options, ssh: SshOptions) -> None:
         self.r = {1: r1, 2: r2}
         self.state = state
@@ -545,4 +540,4 @@ def _describe(a: Action) -> dict[str, str]:
     return d
 
 
-__all__ = ["Crash", "Options", "Pass", "Report", "to_bytes"]
+__all__ = ["Crash", "Options", "Pass", "Report"]

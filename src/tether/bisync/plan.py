@@ -131,9 +131,6 @@ class Plan:
         self.conflicts: list[Action] = []
         self.skipped: list[tuple[bytes, str]] = []
 
-    def count(self, kind: str, to: int) -> int:
-        return sum(1 for a in self.actions if a.kind == kind and a.to == to)
-
 
 def changed(now: Entry | None, then: Entry | None) -> bool:
     if now is None or then is None:
