@@ -148,6 +148,9 @@ def test_an_unreadable_file_is_reported_and_the_rest_synced(tmp_path: Path, teth
 def test_conflicts_keep_both_versions_and_are_listed(tmp_path: Path, tether_env: dict[str, str]) -> None:
     a, b = _pair(tmp_path)
     _job(tether_env, "notes", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{b}"\n')
+    listed_jobs = tether_json(["jobs"], tether_env)["jobs"]
+    assert [(j["name"], j["kind"], j["targets"]) for j in listed_jobs] == [("notes", "bisync", [str(b)])]
+    assert "ok (bisync" in tether(["check", "notes"], tether_env, check_rc=0).stdout
     tether(["sync", "notes"], tether_env, check_rc=0)
     (a / "f1.txt").write_text("edited on a\n")
     (b / "f1.txt").write_text("edited on b, later\n")
