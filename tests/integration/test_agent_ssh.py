@@ -164,7 +164,9 @@ def test_missing_python_and_a_dead_agent_are_explained(
         client.call("df")
 
 
-def test_put_round_trip_latency(client: AgentClient, record_property: Callable[[str, object], None]) -> None:
+def test_put_round_trip_latency(
+    client: AgentClient, remote: Path, record_property: Callable[[str, object], None]
+) -> None:
     data = os.urandom(1024)
     client.call("put", data, path="lat/warmup", mode=0o644)
     samples = []
@@ -178,4 +180,5 @@ def test_put_round_trip_latency(client: AgentClient, record_property: Callable[[
     record_property("put_1k_p95_ms", round(p95, 3))
     connect_ms = client.connect_seconds * 1000
     print(f"\nagent put 1 KB over ssh: p50 {p50:.2f} ms, p95 {p95:.2f} ms (connect {connect_ms:.0f} ms)")
-    assert p50 < 100  # only a sanity bound: a process per put would be >100 ms here
+    # speed is bench/'s business (bench.live); here: every put landed whole
+    assert all((remote / "lat" / str(i)).read_bytes() == data for i in range(50))

@@ -6,7 +6,6 @@ import fcntl
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -238,14 +237,12 @@ def test_continuous_mode_carries_changes_both_ways(
     _job(env, "live", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\n')
     with running(env, "live"):
         wait_for(lambda: (b / "f3.txt").exists(), 30, "the first pass")
-        start = time.monotonic()
         (a / "from-a.txt").write_text("a\n")
         wait_for(lambda: (b / "from-a.txt").exists(), 30, "a change on path1 to reach path2")
         (b / "from-b.txt").write_text("b\n")
         wait_for(lambda: (a / "from-b.txt").exists(), 30, "a change on path2 to reach path1")
         (a / "f0.txt").unlink()
         wait_for(lambda: not (b / "f0.txt").exists(), 30, "a delete on path1 to reach path2")
-        assert time.monotonic() - start < 30
     status = tether_json(["status", "live"], env)
     assert status["_rc"] == 0
 

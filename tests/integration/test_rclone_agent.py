@@ -176,7 +176,7 @@ def test_connect_creates_the_root_and_reports_the_backend(side: Side, agent: Rcl
 def test_connect_refuses_a_missing_root_unless_create(side: Side) -> None:
     with pytest.raises(AgentError) as e:
         RcloneAgent.connect(f"{REMOTE}:", side.root + "/not here", create=False)
-    assert e.value.errno == errno.ENOENT and "cannot be opened: not found" in str(e.value)
+    assert e.value.errno == errno.ENOENT and str(e.value).endswith(": not found")
     assert not side.path.exists()
 
 
@@ -186,7 +186,7 @@ def test_connect_refuses_a_file_as_root(side: Side) -> None:
 
 
 def test_connect_reports_an_unknown_remote(side: Side) -> None:
-    with pytest.raises(AgentError, match="cannot be opened"):
+    with pytest.raises(AgentError, match="rclone remote no-such-remote-here:"):
         RcloneAgent.connect("no-such-remote-here:", "x", create=False)
 
 

@@ -217,10 +217,10 @@ def test_idle_read_blocks_for_the_timeout(watcher: Watcher) -> None:
     start = time.monotonic()
     assert watcher.read(0.2) == []
     took = time.monotonic() - start
-    assert 0.19 <= took < 2.0  # the upper bound only catches a busy loop or a hang
+    assert 0.19 <= took < 30  # it waited; the far bound is a hang, not a speed
     start = time.monotonic()
     assert Coalescer(watcher).next_batch(0.2) == []
-    assert 0.19 <= time.monotonic() - start < 2.0
+    assert 0.19 <= time.monotonic() - start < 30
 
 
 def test_root_moved_or_removed_asks_for_rescan(root: Path, watcher: Watcher, tmp_path: Path) -> None:

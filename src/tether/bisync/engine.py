@@ -9,6 +9,7 @@ so a crash between any two actions leaves a state the next pass can trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import subprocess
@@ -25,6 +26,7 @@ from tether.errors import LockedError, TetherError
 from tether.filters import Filter
 from tether.ssh import SshOptions
 
+Item = tuple[bytes, bytes, Entry, Entry | None]  # (source path, dest path, source entry, expected dest entry)
 SMALL = 4 << 20  # files up to this size travel inside agent messages; bigger ones go by rsync
 BATCH = 128
 
@@ -235,10 +237,12 @@ class Pass:
                 return True
         return False
 
-    def _same_content(self, p: bytes, a: Entry, b: Entry) -> bool:
-        d1 = self.r[1].call("hash", paths=[wire(p)])["digests"][0]
-        d2 = self.r[2].call("hash", paths=[wire(p)])["digests"][0]
-        return d1 is not None and d1 == d2
+    def _same_content(self, paths: list[bytes]) -> set[bytes]:
+        """Which of these paths hold the same bytes on both sides: one hash request per side."""
+        wired = [wire(p) for p in paths]
+        d1 = self.r[1].call("hash", paths=wired)["digests"]
+        d2 = self.r[2].call("hash", paths=wired)["digests"]
+        return {p for p, x, y in zip(paths, d1, d2, strict=True) if x is not None and x == y}
 
     # ------------------------------------------------------------------ doing it
 
@@ -294,7 +298,7 @@ class Pass:
     def _fail(self, a: Action | bytes, err: Exception) -> None:
         path = a if isinstance(a, bytes) else a.path
         msg = str(err)
-        if isinstance(err, AgentError) and err.errno in (116, 17, 2):  # ESTALE EEXIST ENOENT: raced a change
+        if isinstance(err, AgentError) and err.errno in (errno.ESTALE, errno.EEXIST, errno.ENOENT):  # raced a change
             self.report.skipped.append({"path": shown(path), "reason": msg + "; the next pass picks it up"})
         else:
             self.report.errors.append(msg)
@@ -309,7 +313,7 @@ class Pass:
         rows = []
         for a, r in zip(group, replies, strict=True):
             if isinstance(r, AgentError):
-                if r.errno == 39:  # ENOTEMPTY: something new lives in the dir; it stays
+                if r.errno == errno.ENOTEMPTY:  # something new lives in the dir; it stays
                     self.report.skipped.append({"path": shown(a.path), "reason": "directory not empty; kept"})
                 else:
                     self._fail(a, r)
@@ -344,8 +348,11 @@ class Pass:
     def _copies(self, group: list[Action]) -> None:
         """Copies and dir makes to one side: small files by agent messages, big ones by rsync."""
         to = group[0].to
-        items = [(a, a.path, a.path, a.src, a.expect) for a in group]
-        results = self._transfer(3 - to, to, [(x[1], x[2], x[3], x[4]) for x in items])
+        items: list[Item] = []
+        for a in group:
+            assert a.src is not None  # copies and dir makes always carry what they bring
+            items.append((a.path, a.path, a.src, a.expect))
+        results = self._transfer(3 - to, to, items)
         rows = []
         for a, res in zip(group, results, strict=True):
             if isinstance(res, Exception):
@@ -360,53 +367,51 @@ class Pass:
         self.state.put(rows)
         self._tick(len(group))
 
-    def _transfer(
-        self, frm: int, to: int, items: Sequence[tuple[bytes, bytes, Entry | None, Entry | None]]
-    ) -> list[Entry | Exception]:
-        """(source path, dest path, source entry, expected dest entry) -> the new dest entry, or the error."""
+    def _install_args(self, dp: bytes, e: Entry, exp: Entry | None) -> dict[str, Any]:
+        """The agent's `install` for entry e at dp, if dp still holds exp (None: nothing)."""
+        args: dict[str, Any] = {
+            "path": wire(dp), "kind": e.type, "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
+            "mode": e.mode, "mtime_ns": e.mtime if e.type != "d" else None, "keep": self.opts.backups_keep,
+        }  # fmt: skip
+        if e.type == "l":
+            args["target"] = wire(e.link or b"")
+        return args
+
+    def _transfer(self, frm: int, to: int, items: Sequence[Item]) -> list[Entry | Exception]:
+        """(source path, dest path, source entry, expected dest entry) -> the new dest entry, or the
+        error.  Small files: one pipelined read on one side, one pipelined install on the other."""
         src, dst = self.r[frm], self.r[to]
         out: list[Entry | Exception | None] = [None] * len(items)
-        small = [k for k, it in enumerate(items) if it[2] is not None and (it[2].type != "f" or it[2].size <= SMALL)]
-        big = [k for k, it in enumerate(items) if it[2] is not None and it[2].type == "f" and it[2].size > SMALL]
-        reads = [k for k in small if items[k][2].type == "f"]  # type: ignore[union-attr]
+        big = [k for k, (_sp, _dp, e, _x) in enumerate(items) if e.type == "f" and e.size > SMALL]
+        small = [k for k, (_sp, _dp, e, _x) in enumerate(items) if not (e.type == "f" and e.size > SMALL)]
+        reads = [k for k in small if items[k][2].type == "f"]
         data: dict[int, bytes | Exception] = {}
-        for k, r in zip(reads, src.pipeline(
-            [("read", {"path": wire(items[k][0]), "size": items[k][2].size, "mtime_ns": items[k][2].mtime}, b"")  # type: ignore[union-attr]
+        replies = src.pipeline(
+            [("read", {"path": wire(items[k][0]), "size": items[k][2].size, "mtime_ns": items[k][2].mtime}, b"")
              for k in reads]
-        ), strict=True):  # fmt: skip
+        )  # fmt: skip
+        for k, r in zip(reads, replies, strict=True):
             data[k] = r if isinstance(r, AgentError) else r["data"]
         reqs: list[tuple[str, dict[str, Any], bytes]] = []
         sent: list[int] = []
         for k in small:
             _sp, dp, e, exp = items[k]
-            assert e is not None
             body = data.get(k, b"")
             if isinstance(body, Exception):
                 out[k] = body
                 continue
-            args: dict[str, Any] = {
-                "path": wire(dp), "kind": e.type, "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
-                "mode": e.mode, "mtime_ns": e.mtime if e.type != "d" else None, "keep": self.opts.backups_keep,
-            }  # fmt: skip
-            if e.type == "l":
-                args["target"] = wire(e.link or b"")
-            reqs.append(("install", args, body))
+            reqs.append(("install", self._install_args(dp, e, exp), body))
             sent.append(k)
         for k, r in zip(sent, dst.pipeline(reqs), strict=True):
-            out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)  # type: ignore[union-attr]
+            out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)
         if big:
-            via = (
-                self._rclone_big
-                if isinstance(src.endpoint, Rclone) or isinstance(dst.endpoint, Rclone)
-                else self._rsync
-            )
+            cloud = isinstance(src.endpoint, Rclone) or isinstance(dst.endpoint, Rclone)
+            via = self._rclone_big if cloud else self._rsync
             for k, got in zip(big, via(src, dst, [items[k] for k in big]), strict=True):
                 out[k] = got
         return [x if x is not None else TetherError("nothing to copy") for x in out]
 
-    def _rsync(
-        self, src: Replica, dst: Replica, items: Sequence[tuple[bytes, bytes, Entry | None, Entry | None]]
-    ) -> list[Entry | Exception]:
+    def _rsync(self, src: Replica, dst: Replica, items: Sequence[Item]) -> list[Entry | Exception]:
         out: list[Entry | Exception] = []
         prep = dst.pipeline(
             [("prepare", {"path": wire(dp), "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
@@ -435,19 +440,13 @@ class Pass:
                 out.append(entry_of(n["entry"]))
         return out
 
-    def _rclone_big(
-        self, src: Replica, dst: Replica, items: Sequence[tuple[bytes, bytes, Entry | None, Entry | None]]
-    ) -> list[Entry | Exception]:
+    def _rclone_big(self, src: Replica, dst: Replica, items: Sequence[Item]) -> list[Entry | Exception]:
         """Big files to or from an rclone remote, one at a time, never whole in memory: rclone
         uploads from the local file, or downloads into the local replica's .tether/tmp, from
         where the local agent renames it into place (same filesystem, atomic)."""
         out: list[Entry | Exception] = []
         for sp, dp, e, exp in items:
-            assert e is not None
-            args: dict[str, Any] = {
-                "path": wire(dp), "kind": "f", "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
-                "mode": e.mode, "mtime_ns": e.mtime, "keep": self.opts.backups_keep,
-            }  # fmt: skip
+            args = self._install_args(dp, e, exp)
             try:
                 if isinstance(dst.endpoint, Rclone):
                     args["source"] = os.path.join(src.root, os.fsdecode(sp))

@@ -49,13 +49,6 @@ Side = Mapping[bytes, Raw]
 Prev = Mapping[bytes, tuple[Raw | None, Raw | None]]  # path -> (entry on path1, entry on path2) at the last sync
 
 
-class Synced(NamedTuple):
-    """A path's entries on each side at the last sync (either may be None in a half-done state)."""
-
-    e1: Entry | None
-    e2: Entry | None
-
-
 def as_entry(t: Raw | None) -> Entry | None:
     if t is None or isinstance(t, Entry):
         return t
@@ -175,31 +168,35 @@ def reconcile(
     side2: SideView,
     *,
     policy: str = "keep-both",
-    same_content: Callable[[bytes, Entry, Entry], bool],
+    same_content: Callable[[list[bytes]], set[bytes]],
     hosts: tuple[str, str] = ("path1", "path2"),
     unreadable: Iterable[tuple[int, bytes]] = (),
     now: float | None = None,
 ) -> Plan:
-    """Decide every path; `same_content` is asked only when both sides changed a file the same size."""
+    """Decide every path.  `same_content` gets, in one call, every path both sides changed to
+    files of one size whose mtimes cannot settle it, and answers those with equal bytes."""
     plan = Plan()
     blocked = [(s, top) for s, top in unreadable]
-    out = plan.actions
-    planned: set[bytes] = set()
     get1, get2, getp = side1.get, side2.get, prev.get
+    changes: list[tuple[bytes, Entry | None, Entry | None, bool, bool]] = []
     for p in sorted(set(side1.changed).union(side1.missing, side2.changed, side2.missing)):
         a, b = as_entry(get1(p)), as_entry(get2(p))
         raw = getp(p)
-        s = Synced(as_entry(raw[0]), as_entry(raw[1])) if raw is not None else None
         if blocked and any(top == b"" or p == top or _under(p, top) for _s, top in blocked):
             plan.skipped.append((p, "in a directory that could not be read"))
             continue
         if (a is not None and a.type == "o") or (b is not None and b.type == "o"):
             plan.skipped.append((p, "not a regular file, directory or symlink"))
             continue
-        c1 = changed(a, s.e1) if s is not None else a is not None
-        c2 = changed(b, s.e2) if s is not None else b is not None
-        if not c1 and not c2:
-            continue
+        c1 = changed(a, as_entry(raw[0])) if raw is not None else a is not None
+        c2 = changed(b, as_entry(raw[1])) if raw is not None else b is not None
+        if c1 or c2:
+            changes.append((p, a, b, c1, c2))
+    ask = [p for p, a, b, c1, c2 in changes if c1 and c2 and a is not None and b is not None and _needs_bytes(a, b)]
+    equal = same_content(ask) if ask else set()
+    out = plan.actions
+    planned: set[bytes] = set()
+    for p, a, b, c1, c2 in changes:
         if c1 and not c2:
             out.append(_propagate(p, a, b, to=2))
         elif c2 and not c1:
@@ -210,7 +207,7 @@ def reconcile(
             out.append(_propagate(p, b, None, to=1))  # deleted here, changed there: the change wins
         elif b is None:
             out.append(_propagate(p, a, None, to=2))
-        elif _equal(p, a, b, same_content):
+        elif _equal(p, a, b, equal):
             if a.type == "f" and (a.mtime, a.mode) != (b.mtime, b.mode):  # same bytes: align the metadata
                 to = 1 if b.mtime > a.mtime else 2
                 out.append(Action("meta", p, to=to, src=b if to == 1 else a, expect=a if to == 1 else b))
@@ -234,7 +231,12 @@ def _propagate(p: bytes, new: Entry | None, old: Entry | None, to: int) -> Actio
     return Action("mkdir" if new.type == "d" else "copy", p, to=to, src=new, expect=old)
 
 
-def _equal(p: bytes, a: Entry, b: Entry, same_content: Callable[[bytes, Entry, Entry], bool]) -> bool:
+def _needs_bytes(a: Entry, b: Entry) -> bool:
+    """Two files of one size whose mtimes do not settle whether they are the same edit."""
+    return a.type == b.type == "f" and a.size == b.size and not (a.mtime == b.mtime and _subsecond(a))
+
+
+def _equal(p: bytes, a: Entry, b: Entry, equal_bytes: set[bytes]) -> bool:
     if a.type != b.type:
         return False
     if a.type == "d":
@@ -243,9 +245,8 @@ def _equal(p: bytes, a: Entry, b: Entry, same_content: Callable[[bytes, Entry, E
         return a.link == b.link
     if a.size != b.size:
         return False
-    if a.mtime == b.mtime and _subsecond(a):
-        return True  # a copy of ours, or the same edit: a ns-exact mtime does not happen by chance
-    return same_content(p, a, b)
+    # a ns-exact mtime is a copy of ours or the same edit: it does not happen by chance
+    return (a.mtime == b.mtime and _subsecond(a)) or p in equal_bytes
 
 
 def _conflict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import marshal
 import os
 import sys
@@ -84,9 +85,8 @@ class Replica:
         try:
             return connect()
         except AgentError as e:
-            why = str(e).split(" cannot be opened: ", 1)[-1]  # the rclone agent says it too
             raise TetherError(
-                f"{self.label} {self.endpoint} cannot be opened: {why}",
+                f"{self.label} {self.endpoint} cannot be opened: {e}",
                 "is the disk mounted and the path right? tether does not create a replica that vanished",
             ) from None
 
@@ -206,7 +206,7 @@ class Replica:
         try:
             res = self.call("lock", path=LOCK, owner=owner)
         except AgentError as e:
-            if e.errno == 11:  # EAGAIN: held by a live process
+            if e.errno == errno.EAGAIN:  # held by a live process
                 raise LockedError(f"{self} is in use: {e}", "wait for the other run to finish") from None
             raise TetherError(f"{self} cannot be locked: {e}", "check the replica's permissions") from None
         self.locked = bool(res.get("locked"))

@@ -93,9 +93,13 @@ def run_command(job: BisyncJob, which: str, argv: tuple[str, ...], r1: Replica, 
 def one_pass(
     job: BisyncJob, dirs: Dirs, *, dry_run: bool = False, force: bool = False,
     replicas: tuple[Replica, Replica] | None = None, tweak: Callable[[Options], None] | None = None,
+    state: State | None = None,
 ) -> Report:  # fmt: skip
+    """One pass; a running job passes its open replicas and state, so neither is rebuilt per pass."""
     where = state_path(dirs, job)
-    state = State(None if dry_run and not where.exists() else where)
+    own = state is None
+    if state is None:
+        state = State(None if dry_run and not where.exists() else where)
     try:
         if job.file is None:  # an ad hoc pair's state is found by a 64-bit checksum: make sure it is ours
             stored = state.meta("pair")
@@ -121,7 +125,8 @@ def one_pass(
                     rep.errors.append(failed)
             return rep
     finally:
-        state.close()
+        if own:
+            state.close()
 
 
 def run_forever(job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Callable[[Report], None]) -> None:
@@ -160,7 +165,7 @@ def run_forever(job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Call
                 time.sleep(0.05)  # let a burst of edits land in one pass
                 changed.clear()
                 try:
-                    rep = one_pass(job, dirs, replicas=(r1, r2))
+                    rep = one_pass(job, dirs, replicas=(r1, r2), state=state)
                 except TetherError as e:
                     log.error("pass failed: %s", e)
                     rep = Report(str(job.path1), str(job.path2), errors=[str(e)])

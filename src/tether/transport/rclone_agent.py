@@ -88,23 +88,23 @@ class RcError(Exception):
         self.errno = _errno_of(status, message)
 
 
+# rclone's rc errors are text: the first row whose words appear in the message gives the errno
+_ERRNO_WORDS: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("not found", "no such file"), errno.ENOENT),
+    (("not a directory", "is a file"), errno.ENOTDIR),
+    (("not empty",), errno.ENOTEMPTY),
+    (("being updated",), errno.ESTALE),
+    (("read-only", "read only"), errno.EROFS),
+    (("permission denied",), errno.EACCES),
+    (("exists",), errno.EEXIST),
+)
+
+
 def _errno_of(status: int, message: str) -> int:
-    m = message.lower()
-    if status == 404 or "not found" in m or "no such file" in m:
+    if status == 404:
         return errno.ENOENT
-    if "not a directory" in m or "is a file" in m:
-        return errno.ENOTDIR
-    if "not empty" in m:
-        return errno.ENOTEMPTY
-    if "being updated" in m:
-        return errno.ESTALE
-    if "read-only" in m or "read only" in m:
-        return errno.EROFS
-    if "permission denied" in m:
-        return errno.EACCES
-    if "exists" in m:
-        return errno.EEXIST
-    return errno.EIO
+    m = message.lower()
+    return next((code for words, code in _ERRNO_WORDS if any(w in m for w in words)), errno.EIO)
 
 
 def parse_mtime(text: str) -> int:
@@ -260,17 +260,17 @@ class RcloneAgent(AgentClient):
             item = self._rc("operations/stat", {"fs": self.fs, "remote": ""}).get("item")
         except RcError as e:
             if e.errno != errno.ENOENT:
-                raise AgentError(f"{where} cannot be opened: {e.message}", e.errno) from None
+                raise AgentError(f"{where}: {e.message}", e.errno) from None
             item = None
         if item is None:
             if not create:
-                raise AgentError(f"{where} cannot be opened: not found", errno.ENOENT)
+                raise AgentError(f"{where}: not found", errno.ENOENT)
             try:
                 self._rc("operations/mkdir", {"fs": self.fs, "remote": ""})
             except RcError as e:
                 raise AgentError(f"{where} cannot be created: {e.message}", e.errno) from None
         elif not item.get("IsDir"):
-            raise AgentError(f"{where} cannot be opened: not a directory", errno.ENOTDIR)
+            raise AgentError(f"{where}: not a directory", errno.ENOTDIR)
         fsinfo = self._rc("operations/fsinfo", {"fs": self.fs})
         self.precision_ns = int(fsinfo.get("Precision") or 1)
         self.hashes = [str(h) for h in fsinfo.get("Hashes") or []]
