@@ -263,3 +263,16 @@ def test_a_corrupt_state_is_set_aside_and_the_pass_runs_as_a_first_run(
     assert any("set aside" in w for w in doc["warnings"])
     assert (a / "f0.txt").read_text() == "file 0\n"  # a first run never deletes: the file came back
     assert list(states[0].parent.glob("*.corrupt-*"))
+
+
+def test_a_state_that_cannot_be_opened_is_an_error_not_a_first_run(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    a, b = _pair(tmp_path)
+    tether(["bisync", a, b], tether_env, check_rc=0)
+    (a / "f0.txt").unlink()
+    state = next((Path(tether_env["TETHER_HOME"]) / "state" / "bisync").glob("*.sqlite"))
+    state.rename(state.with_suffix(".moved"))
+    state.mkdir()  # sqlite: "unable to open database file", as for an unwritable state dir
+    proc = tether(["bisync", a, b], tether_env, check_rc=1)
+    assert "cannot open the state" in proc.stderr and str(state) in proc.stderr
+    assert (b / "f0.txt").exists() and not (a / "f0.txt").exists()  # nothing was done either way
+    assert not list(state.parent.glob("*.corrupt-*"))

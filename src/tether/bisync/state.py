@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tether.bisync.plan import Raw
+from tether.errors import TetherError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,10 +46,12 @@ class State:
         self._map: dict[bytes, tuple[Raw | None, Raw | None]] | None = None
         self._journal = 0
         path = self.path
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
             self.db = self._open()
+        except (OSError, sqlite3.OperationalError) as e:  # cannot open or busy: not corrupt, never set aside
+            raise TetherError(f"cannot open the state {path}: {e}", "check that the state dir is writable") from None
         except sqlite3.DatabaseError as e:
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
             path.rename(aside)
