@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # only for the checker: `dict[...]` at run time would break p
 PROTOCOL_VERSION = 1
 MAGIC = b"TETHER-AGENT-READY\n"  # first line of stdout: lets the client skip shell start-up noise
 TMP_PREFIX = b".tether-tmp-"
+META_DIR = b".tether"  # tether's own folder at a root: never scanned, synced or watched
+TMP_DIR = [META_DIR, b"tmp"]  # where bisync writes before a rename: temp names never sit beside user files
+RACY_NS = 2_000_000_000  # an mtime this close to the scan may be shared by a later edit (coarse clocks, 2 s FAT)
 MAX_HEADER = 64 << 20
 
 _FRAME = struct.Struct(">II")
@@ -260,12 +263,26 @@ class Ops:
                 os.close(fd)
         return {"created": created}
 
-    def set_meta(self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None) -> Result:
-        """Mode and mtime of an existing entry (dirs after their contents changed); never follows a symlink."""
+    def set_meta(
+        self,
+        path: str | bytes,
+        mode: int | None = None,
+        mtime_ns: int | None = None,
+        expect: list[Any] | None = None,
+        digest: str | None = None,
+    ) -> Result:
+        """Mode and mtime of an existing entry (dirs after their contents changed); never follows a symlink.
+
+        With `expect` ([type, size, mtime_ns]) and `digest`, only if the entry is still the
+        version the caller compared: an edit since then keeps its own mtime and propagates."""
         p = to_bytes(path)
         parts = split_path(p)
         try:
             with _oserrors("set_meta", p), self._parent(parts, create=False) as dfd:
+                if expect is not None:
+                    self._check_expect(dfd, parts[-1], p, expect)
+                if digest is not None and self._digest_at(dfd, parts[-1]) != digest:
+                    raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
                 return self._set_meta_at(dfd, parts[-1], mode, mtime_ns)
         except _Missing:
             raise OpError(errno.ENOENT, f"set_meta {show(p)}: No such file or directory") from None
@@ -444,7 +461,7 @@ class Ops:
 
     def scan_raw(
         self, skip: bytes = b".tether", known: dict[bytes, tuple[Any, ...]] | None = None
-    ) -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]], list[bytes], int]:
+    ) -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]], list[bytes], int, int]:
         """Entries under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
 
         With `known` (what the last sync recorded here), only the entries that differ from it
@@ -452,13 +469,14 @@ class Ops:
         the comparison happens during the walk, where the tuples are made anyway.  A
         directory's size, mtime and inode are 0: its contents are compared path by path.
         Directories that cannot be listed come back separately: the caller must not read their
-        absence as deletions.  Returns (entries, unreadable, gone, entries seen).  (The loop is
-        the hot path of a pass: types are compared as st_mode >> 12, not via stat.S_IS*.)
+        absence as deletions.  Returns (entries, unreadable, gone, entries seen, the clock at
+        the start in ns: what tells a racily clean entry).  (The loop is the hot path of a
+        pass: types are compared as st_mode >> 12, not via stat.S_IS*.)
         """
+        t0 = time.time_ns()
         rows: dict[bytes, tuple[Any, ...]] = {}
         unreadable: list[tuple[bytes, str]] = []
         stack: list[bytes] = [b""]
-        tmp = TMP_PREFIX
         get = (known or {}).get
         diff = known is not None
         seen: set[bytes] = set()
@@ -475,7 +493,7 @@ class Ops:
             with it:
                 for de in it:
                     name = de.name
-                    if name.startswith(tmp) or (not rel and name == skip):
+                    if not rel and name == skip:
                         continue
                     p = prefix + name
                     try:
@@ -505,7 +523,7 @@ class Ops:
                                 continue
                     rows[p] = ent
         gone = [p for p in known if p not in seen] if known is not None and len(seen) != len(known) else []
-        return rows, unreadable, gone, count
+        return rows, unreadable, gone, count, t0
 
     def scan(self, skip: str | bytes = b".tether", fmt: str = "json", data: bytes = b"") -> Result:
         """scan_raw for the wire.  fmt "marshal" (when both ends run the same Python, so the
@@ -517,8 +535,9 @@ class Ops:
 
             known = marshal.loads(data) if data else None
             return {"data": marshal.dumps(self.scan_raw(to_bytes(skip), known))}
-        rows, unreadable, _gone, _n = self.scan_raw(to_bytes(skip))
+        rows, unreadable, _gone, _n, t0 = self.scan_raw(to_bytes(skip))
         return {
+            "now": t0,
             "entries": [(to_wire(p), *r[:5], None if r[5] is None else to_wire(r[5])) for p, r in rows.items()],
             "unreadable": [(to_wire(p), why) for p, why in unreadable],
         }
@@ -531,10 +550,18 @@ class Ops:
         except _Missing:
             raise OpError(errno.ENOENT, f"{show(p)}: No such file or directory") from None
 
+    def _digest_at(self, dfd: int, name: bytes) -> str | None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+        except OSError:
+            return None
+        try:
+            return _digest(fd)
+        finally:
+            os.close(fd)
+
     def hash(self, paths: list[str | bytes]) -> Result:
         """A content digest per file (None when it cannot be read): decides 'same content'."""
-        import hashlib
-
         out: list[str | None] = []
         for p in paths:
             try:
@@ -542,16 +569,8 @@ class Ops:
             except (OSError, OpError):
                 out.append(None)
                 continue
-            h = hashlib.blake2b(digest_size=20)
             try:
-                while True:
-                    chunk = os.read(fd, 1 << 20)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                out.append(h.hexdigest())
-            except OSError:
-                out.append(None)
+                out.append(_digest(fd))
             finally:
                 os.close(fd)
         return {"digests": out}
@@ -639,12 +658,16 @@ class Ops:
         target: str | bytes = b"",
         keep: int = 10,
         staged: str | bytes | None = None,
+        staged_as: list[int] | None = None,
     ) -> Result:
         """Create or replace path with a file, symlink or directory, if it is still as planned.
 
-        An existing file or link is kept in the backups first; an existing dir is only replaced
-        when empty.  A big file arrives `staged`: already written under the root (by rclone), it
-        is renamed into place.  Returns the new entry, so the caller records exactly what is there.
+        The check runs right before the new version takes the name (after any transfer), so an
+        edit saved meanwhile is never overwritten.  An existing file or link is kept in the
+        backups first; an existing dir is only replaced when empty.  A big file arrives
+        `staged`: already written under .tether/tmp (by rsync or rclone), and, with `staged_as`
+        ([size, mtime_ns]), only if it is the version planned.  Returns the new entry, so the
+        caller records exactly what is there.
         """
         p = to_bytes(path)
         parts = split_path(p)
@@ -666,24 +689,28 @@ class Ops:
             if kind == "d":
                 os.mkdir(name, 0o700, dir_fd=dfd)
                 os.chmod(name, mode & 0o7777, dir_fd=dfd)
-            elif kind == "l":
-                tmp = _tmp_name()
-                os.symlink(to_bytes(target), tmp, dir_fd=dfd)
-                if mtime_ns is not None:
-                    os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=dfd, follow_symlinks=False)
-                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             elif staged is not None:
                 sparts = split_path(staged)
                 with self._parent(sparts, create=False) as sfd:
+                    sst = os.lstat(sparts[-1], dir_fd=sfd)
+                    if staged_as is not None and (
+                        not stat.S_ISREG(sst.st_mode) or [sst.st_size, sst.st_mtime_ns] != list(staged_as)
+                    ):
+                        raise OpError(errno.ESTALE, f"{show(p)}: the source changed during the transfer")
                     os.chmod(sparts[-1], mode & 0o7777, dir_fd=sfd, follow_symlinks=False)
                     if mtime_ns is not None:
                         os.utime(sparts[-1], ns=(time.time_ns(), mtime_ns), dir_fd=sfd, follow_symlinks=False)
                     os.replace(sparts[-1], name, src_dir_fd=sfd, dst_dir_fd=dfd)
             else:
-                tmp = _tmp_name()
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
-                try:
+
+                def make(tfd: int, tmp: bytes) -> None:
+                    if kind == "l":
+                        os.symlink(to_bytes(target), tmp, dir_fd=tfd)
+                        if mtime_ns is not None:
+                            os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=tfd, follow_symlinks=False)
+                        return
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                    fd = os.open(tmp, flags, 0o600, dir_fd=tfd)
                     try:
                         view = memoryview(data)
                         while view:
@@ -693,25 +720,31 @@ class Ops:
                             os.utime(fd, ns=(time.time_ns(), mtime_ns))
                     finally:
                         os.close(fd)
-                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                except BaseException:
-                    with suppress(OSError):
-                        os.unlink(tmp, dir_fd=dfd)
-                    raise
+
+                self._make_and_replace(dfd, name, make)
             return {"entry": self._entry(dfd, name)}
 
-    def prepare(self, path: str | bytes, expect: list[Any] | None, backup_root: str | bytes, keep: int = 10) -> Result:
-        """Before rsync replaces a big file: check it is as planned and keep its version."""
-        p = to_bytes(path)
-        parts = split_path(p)
-        with _oserrors("prepare", p), self._parent(parts, create=True) as dfd:
-            st = self._check_expect(dfd, parts[-1], p, expect)
-            if st is not None:
-                if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(parts[-1], dir_fd=dfd)
-                else:
-                    self._backup_at(dfd, parts[-1], p, to_bytes(backup_root), keep)
-        return {}
+    def _make_and_replace(self, dfd: int, name: bytes, make: Callable[[int, bytes], None]) -> None:
+        """make(dir fd, temp name) under .tether/tmp, then rename it over name.  Where the name's
+        directory is another filesystem (a mount inside the root), the temp is made beside it."""
+        with self._parent([*TMP_DIR, b"x"], create=True) as tfd:
+            try:
+                self._replace_from(tfd, dfd, name, make)
+                return
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+        self._replace_from(dfd, dfd, name, make)
+
+    def _replace_from(self, tfd: int, dfd: int, name: bytes, make: Callable[[int, bytes], None]) -> None:
+        tmp = _tmp_name()
+        try:
+            make(tfd, tmp)
+            os.replace(tmp, name, src_dir_fd=tfd, dst_dir_fd=dfd)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp, dir_fd=tfd)
+            raise
 
     def entry(self, path: str | bytes) -> Result:
         """The entry as it is now, in scan form (None when absent)."""
@@ -796,7 +829,19 @@ class Ops:
         os.ftruncate(fd, 0)
         os.write(fd, f"{owner} (host {os.uname().nodename}, pid {os.getpid()})\n".encode())
         self._locks[p] = fd
+        self._clear_tmp()
         return {"locked": True}
+
+    def _clear_tmp(self) -> None:
+        """What an interrupted run left in .tether/tmp (half-copied files): nobody else writes
+        there while the lock is held, and none of it was ever a user's version."""
+        try:
+            with self._parent([*TMP_DIR, b"x"], create=False) as tfd:
+                for n in os.listdir(tfd):
+                    with suppress(OSError):
+                        _remove_at(tfd, os.fsencode(n))
+        except (_Missing, OSError):
+            pass
 
     def unlock(self, path: str | bytes) -> Result:
         fd = self._locks.pop(to_bytes(path), None)
@@ -819,6 +864,22 @@ class Ops:
         if self._watcher is None:
             self._watcher = _Inotify(self.root)
         return {"changed": self._watcher.wait(timeout)}
+
+
+def _digest(fd: int) -> str | None:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=20)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return h.hexdigest()
+            h.update(chunk)
+    except OSError:
+        return None
 
 
 def _free_name(dfd: int, name: bytes) -> bytes:
@@ -914,7 +975,7 @@ class _Inotify:
                 _wd, mask, _cookie, length = self._EVENT.unpack_from(buf, off)
                 name = buf[off + 16 : off + 16 + length].rstrip(b"\0")
                 off += 16 + length
-                if name == b".tether" or name.startswith(TMP_PREFIX):
+                if name == META_DIR:
                     continue
                 changed = True
                 if mask & self._ISDIR and mask & (0x100 | 0x80):  # a dir created or moved in
@@ -927,7 +988,7 @@ class _Inotify:
 
 # ---------------------------------------------------------------------- dispatch and framing
 
-_PATH_ARGS = ("path", "old", "new", "target", "trash_root", "backup_root", "skip", "staged")
+_PATH_ARGS = ("path", "old", "new", "target", "trash_root", "backup_root", "skip", "staged")  # bytes on arrival
 _LIST_ARGS = ("paths", "argv")
 
 
@@ -949,7 +1010,6 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "hash": ops.hash,
         "read": ops.read,
         "install": ops.install,
-        "prepare": ops.prepare,
         "entry": ops.entry,
         "discard": ops.discard,
         "rename": ops.rename,

@@ -13,13 +13,15 @@ import errno
 import gc
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tether.agent_remote import RACY_NS
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
 from tether.bisync.rclone_spec import Rclone
-from tether.bisync.replica import BACKUPS, META, TRASH, AgentError, Replica, entry_of, shown, wire
+from tether.bisync.replica import BACKUPS, META, TMP, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
 from tether.endpoints import Ssh
 from tether.errors import LockedError, TetherError
@@ -110,6 +112,8 @@ class Pass:
         self.started = time.monotonic()
         self.done = 0
         self.soft_warned = False
+        self.t0: dict[int, int | None] = {1: None, 2: None}  # each side's clock when its scan began
+        self.digests: dict[bytes, tuple[str | None, str | None]] = {}  # content compared this pass
 
     # ------------------------------------------------------------------ the pass
 
@@ -161,7 +165,7 @@ class Pass:
         for i in (1, 2):
             if isinstance(got[i], BaseException):
                 raise got[i]
-            changed, missing, count, bad = got[i]
+            changed, missing, count, bad, self.t0[i] = got[i]
             sides[i] = SideView(prev, i - 1, changed, missing, count)
             unreadable += [(i, b) for b in bad]
         return sides, unreadable
@@ -238,11 +242,29 @@ class Pass:
         return False
 
     def _same_content(self, paths: list[bytes]) -> set[bytes]:
-        """Which of these paths hold the same bytes on both sides: one hash request per side."""
+        """Which of these paths hold the same bytes on both sides: one hash request per side,
+        both sides at once.  The digests are kept: a metadata fix-up re-checks them."""
         wired = [wire(p) for p in paths]
-        d1 = self.r[1].call("hash", paths=wired)["digests"]
-        d2 = self.r[2].call("hash", paths=wired)["digests"]
+        other: list[Any] = []
+        t = threading.Thread(target=lambda: other.append(_try(lambda: self.r[2].call("hash", paths=wired))))
+        t.start()
+        try:
+            d1 = self.r[1].call("hash", paths=wired)["digests"]
+        finally:
+            t.join()
+        if isinstance(other[0], BaseException):
+            raise other[0]
+        d2 = other[0]["digests"]
+        self.digests.update(zip(paths, zip(d1, d2, strict=True), strict=True))
         return {p for p, x, y in zip(paths, d1, d2, strict=True) if x is not None and x == y}
+
+    def _put(self, rows: Sequence[tuple[bytes, Raw | None, Raw | None]]) -> None:
+        """Record rows as synced.  A file whose mtime is not safely older than the scan of its
+        side is recorded as racy (its inode negated): a later edit in the same clock tick keeps
+        size and mtime, so the next scans report it and the pass compares its bytes once
+        (git's "racily clean")."""
+        t1, t2 = self.t0[1], self.t0[2]
+        self.state.put((p, _racy(e1, t1), _racy(e2, t2)) for p, e1, e2 in rows)
 
     # ------------------------------------------------------------------ doing it
 
@@ -270,9 +292,7 @@ class Pass:
         batch = 1 if self.opts.crash_after is not None else BATCH
         records = [a for a in actions if a.kind in ("record", "forget")]
         if records:
-            self.state.put(
-                (a.path, a.src, a.expect) if a.kind == "record" else (a.path, None, None) for a in records
-            )  # fmt: skip
+            self._put([(a.path, a.src, a.expect) if a.kind == "record" else (a.path, None, None) for a in records])
         work = [a for a in actions if a.kind not in ("record", "forget")]
         i = 0
         while i < len(work):
@@ -311,27 +331,59 @@ class Pass:
                           "trash_root": TRASH}, b"") for a in group]
         )  # fmt: skip
         rows = []
+        kept: list[Action] = []
         for a, r in zip(group, replies, strict=True):
             if isinstance(r, AgentError):
-                if r.errno == errno.ENOTEMPTY:  # something new lives in the dir; it stays
-                    self.report.skipped.append({"path": shown(a.path), "reason": "directory not empty; kept"})
+                if r.errno == errno.ENOTEMPTY:
+                    kept.append(a)
                 else:
                     self._fail(a, r)
                 continue
             rows.append((a.path, None, None))
             if a.kind == "delete":
                 self.report.deleted[f"path{to}"] += 1
-        self.state.put(rows)
+        self._put(rows)
+        if kept:
+            self._keep_dirs(kept)
         self._tick(len(group))
 
+    def _keep_dirs(self, kept: list[Action]) -> None:
+        """Dirs that would not go because something lives in them that this pass does not sync
+        (files the filters exclude, or new ones): they stay, and the side that removed them gets
+        them back, so the replicas agree and the next pass has nothing left to say."""
+        to = kept[0].to
+        back = 3 - to
+        kept.sort(key=lambda a: a.path.count(b"/"))  # parents first
+        made = self.r[back].pipeline(
+            [("install", self._install_args(a.path, a.expect, None), b"") for a in kept if a.expect is not None]
+        )
+        rows = []
+        for a, r in zip(kept, made, strict=True):
+            assert a.expect is not None
+            if isinstance(r, AgentError):
+                self._fail(a, r)
+                continue
+            got = entry_of(r["entry"])
+            rows.append((a.path, a.expect, got) if to == 1 else (a.path, got, a.expect))
+            self.report.warnings.append(
+                f"{shown(a.path)}: kept on {self.r[to]}, it still holds files this job does not sync "
+                f"(excluded, or new); made again on {self.r[back]}"
+            )
+        self._put(rows)
+
     def _metas(self, group: list[Action]) -> None:
-        """Same bytes on both sides, different mtime or mode: the older side takes the newer's."""
+        """Same bytes on both sides, different mtime or mode: the older side takes the newer's,
+        only if it still holds the version whose bytes were compared (an edit since keeps its
+        own mtime, and the next pass propagates it)."""
         to = group[0].to
         reqs: list[tuple[str, dict[str, Any], bytes]] = []
         for a in group:
-            assert a.src is not None
-            reqs += [("set_meta", {"path": wire(a.path), "mode": a.src.mode, "mtime_ns": a.src.mtime}, b""),
-                     ("entry", {"path": wire(a.path)}, b"")]  # fmt: skip
+            assert a.src is not None and a.expect is not None
+            args = {"path": wire(a.path), "mode": a.src.mode, "mtime_ns": a.src.mtime, "expect": a.expect.expect()}
+            digest = self.digests.get(a.path, (None, None))[to - 1]
+            if digest is not None:
+                args["digest"] = digest
+            reqs += [("set_meta", args, b""), ("entry", {"path": wire(a.path)}, b"")]
         replies = self.r[to].pipeline(reqs)
         rows = []
         for k, a in enumerate(group):
@@ -342,7 +394,7 @@ class Pass:
             assert a.src is not None
             got = entry_of(now["entry"])
             rows.append((a.path, a.src, got) if to == 2 else (a.path, got, a.src))
-        self.state.put(rows)
+        self._put(rows)
         self._tick(len(group))
 
     def _copies(self, group: list[Action]) -> None:
@@ -364,7 +416,7 @@ class Pass:
                 self.report.copied[f"to_path{to}"] += 1
             if a.note.startswith("conflict: "):  # newer / path1 / path2: the loser is in to's backups
                 self.report.conflicts.append(_conflict_doc(a))
-        self.state.put(rows)
+        self._put(rows)
         self._tick(len(group))
 
     def _install_args(self, dp: bytes, e: Entry, exp: Entry | None) -> dict[str, Any]:
@@ -412,33 +464,48 @@ class Pass:
         return [x if x is not None else TetherError("nothing to copy") for x in out]
 
     def _rsync(self, src: Replica, dst: Replica, items: Sequence[Item]) -> list[Entry | Exception]:
-        out: list[Entry | Exception] = []
-        prep = dst.pipeline(
-            [("prepare", {"path": wire(dp), "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
-                          "keep": self.opts.backups_keep}, b"") for _sp, dp, _e, exp in items]
-        )  # fmt: skip
-        ready = [it for it, r in zip(items, prep, strict=True) if not isinstance(r, AgentError)]
-        if ready:
-            argv = ["rsync", "--secluded-args", "-lpt", "--files-from=-", "--from0", "--no-implied-dirs"]
-            if any(isinstance(x.endpoint, Ssh) for x in (src, dst)):
-                argv += ["-e", self.ssh.rsync_rsh()]
-            if self.opts.bwlimit:
-                argv.append(f"--bwlimit={self.opts.bwlimit}")
-            argv += ["--", src.rsync_root(), dst.rsync_root()]
-            listing = b"".join(sp + b"\0" for sp, _dp, _e, _x in ready)
-            proc = subprocess.run(argv, input=listing, capture_output=True)
-            if proc.returncode not in (0, 23, 24):
-                err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-                return [TetherError(f"rsync to {dst} failed (exit {proc.returncode}): {err[0]}")] * len(items)
-        now = dst.pipeline([("entry", {"path": wire(dp)}, b"") for _sp, dp, _e, _x in items])
-        for it, p, n in zip(items, prep, now, strict=True):
-            if isinstance(p, AgentError):
-                out.append(p)
-            elif isinstance(n, AgentError) or n.get("entry") is None:
-                out.append(TetherError(f"{shown(it[1])}: not copied to {dst}"))
-            else:
-                out.append(entry_of(n["entry"]))
-        return out
+        """Big files by rsync into dst's .tether/tmp/<batch>/ (the old versions as delta basis),
+        then each renamed into place by the agent's `install`, which re-checks at that moment
+        that dst still holds what the plan expected: a save made during a slow copy is kept.
+        rsync never decides here (-I): tether has decided these files differ."""
+        batch = f"{TMP}/{os.urandom(6).hex()}"
+        pre = dst.pipeline([("mkdir", {"path": batch, "mode": 0o700}, b"")]
+                           + [("entry", {"path": wire(dp)}, b"") for _sp, dp, _e, _x in items])  # fmt: skip
+        if isinstance(pre[0], AgentError):
+            return [pre[0]] * len(items)
+        out: list[Entry | Exception | None] = [None] * len(items)
+        for k, ((_sp, dp, _e, exp), r) in enumerate(zip(items, pre[1:], strict=True)):
+            if isinstance(r, AgentError):
+                out[k] = r
+            elif not _still(r.get("entry"), exp):  # fail early: no use sending what cannot land
+                out[k] = AgentError(f"{shown(dp)} changed during the pass", errno.ESTALE)
+        ready = [k for k in range(len(items)) if out[k] is None]
+        try:
+            if ready:
+                argv = ["rsync", "--secluded-args", "-lptI", "--files-from=-", "--from0", "--copy-dest=../../.."]
+                if any(isinstance(x.endpoint, Ssh) for x in (src, dst)):
+                    argv += ["-e", self.ssh.rsync_rsh()]
+                if self.opts.bwlimit:
+                    argv.append(f"--bwlimit={self.opts.bwlimit}")
+                argv += ["--", src.rsync_root(), f"{dst.rsync_root()}{batch}/"]
+                listing = b"".join(items[k][0] + b"\0" for k in ready)
+                proc = subprocess.run(argv, input=listing, capture_output=True)
+                if proc.returncode not in (0, 23, 24):
+                    err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+                    fail = TetherError(f"rsync to {dst} failed (exit {proc.returncode}): {err[0]}")
+                    return [fail if x is None else x for x in out]
+                reqs = []
+                for k in ready:
+                    sp, dp, e, exp = items[k]
+                    args = self._install_args(dp, e, exp)
+                    args.update(staged=wire(batch.encode() + b"/" + sp), staged_as=[e.size, e.mtime])
+                    reqs.append(("install", args, b""))
+                for k, r in zip(ready, dst.pipeline(reqs), strict=True):
+                    out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"])
+        finally:
+            with contextlib.suppress(TetherError):
+                dst.call("remove", paths=[batch])
+        return [x if x is not None else TetherError("nothing to copy") for x in out]
 
     def _rclone_big(self, src: Replica, dst: Replica, items: Sequence[Item]) -> list[Entry | Exception]:
         """Big files to or from an rclone remote, one at a time, never whole in memory: rclone
@@ -483,13 +550,13 @@ class Pass:
         if isinstance(got, Exception):
             self._fail(a, got)
         else:
-            self.state.put([(a.path, a.winner, got) if win == 1 else (a.path, got, a.winner)])
+            self._put([(a.path, a.winner, got) if win == 1 else (a.path, got, a.winner)])
             self.report.copied[f"to_path{lose}"] += 1
         back = self._transfer(lose, win, [(a.copy_name, a.copy_name, moved, None)])[0]
         if isinstance(back, Exception):
             self._fail(a.copy_name, back)
         else:
-            self.state.put([(a.copy_name, moved, back) if lose == 1 else (a.copy_name, back, moved)])
+            self._put([(a.copy_name, moved, back) if lose == 1 else (a.copy_name, back, moved)])
             self.report.copied[f"to_path{win}"] += 1
 
     def _housekeeping(self) -> None:
@@ -515,6 +582,27 @@ class Pass:
                 self.report.deleted[f"path{a.to}"] += 1
             if a.kind == "conflict" or a.note.startswith("conflict: "):
                 self.report.conflicts.append(_conflict_doc(a))
+
+
+def _racy(e: Raw | None, t0: int | None) -> Raw | None:
+    """A file entry whose mtime is within RACY_NS of its side's scan, marked by a negated inode."""
+    if e is None or t0 is None or e[0] != "f" or e[4] < 0 or e[2] < t0 - RACY_NS:
+        return None if e is None else tuple(e)
+    return (e[0], e[1], e[2], e[3], -1 - e[4], e[5])
+
+
+def _still(now: list[Any] | None, exp: Entry | None) -> bool:
+    """Whether an agent's entry reply still matches what the plan expects (the `expect` rule)."""
+    if now is None or exp is None:
+        return now is None and exp is None
+    return bool(now[0] == exp.type and (exp.type == "d" or (now[1], now[2]) == (exp.size, exp.mtime)))
+
+
+def _try(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except BaseException as e:
+        return e
 
 
 def _conflict_doc(a: Action) -> dict[str, str]:

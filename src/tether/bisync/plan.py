@@ -19,7 +19,10 @@ No state for a path (first run, or lost state) means both sides count as changed
 where differing files become conflicts and nothing is ever deleted.  A file and a directory
 at the same path is a conflict the directory always wins: the file keeps living as a
 conflict copy.  "Changed" compares type, size, mtime (ns), mode, inode and link target;
-"same content" compares size and mtime, and a content hash when those cannot decide.
+"same content" compares size, then a content hash (an equal mtime proves nothing).  A file
+recorded racily clean (its mtime within the clock's reach of the scan that recorded it: an
+edit in the same tick keeps size and mtime) has its bytes compared with the other side once;
+if they differ, that side changed.
 """
 
 from __future__ import annotations
@@ -137,10 +140,6 @@ def changed(now: Entry | None, then: Entry | None) -> bool:
     return now.size != then.size or now.mtime != then.mtime or now.mode != then.mode or now.ino != then.ino
 
 
-def _subsecond(e: Entry) -> bool:
-    return e.mtime % 1_000_000_000 != 0
-
-
 def conflict_name(path: bytes, host: str, now: float | None = None, taken: Callable[[bytes], bool] = bool) -> bytes:
     """dir/stem.conflict-<host>-<YYYYmmdd-HHMMSS>.ext: sorts beside the original, keeps the type's
     extension; `-2`, `-3`... after the stamp when that name is taken on either side."""
@@ -179,6 +178,7 @@ def reconcile(
     blocked = [(s, top) for s, top in unreadable]
     get1, get2, getp = side1.get, side2.get, prev.get
     changes: list[tuple[bytes, Entry | None, Entry | None, bool, bool]] = []
+    suspects: dict[bytes, tuple[bool, bool]] = {}
     for p in sorted(set(side1.changed).union(side1.missing, side2.changed, side2.missing)):
         a, b = as_entry(get1(p)), as_entry(get2(p))
         raw = getp(p)
@@ -188,16 +188,31 @@ def reconcile(
         if (a is not None and a.type == "o") or (b is not None and b.type == "o"):
             plan.skipped.append((p, "not a regular file, directory or symlink"))
             continue
-        c1 = changed(a, as_entry(raw[0])) if raw is not None else a is not None
-        c2 = changed(b, as_entry(raw[1])) if raw is not None else b is not None
-        if c1 or c2:
+        if raw is None:
+            c1, c2, r1, r2 = a is not None, b is not None, False, False
+        else:
+            c1, r1 = _compare(a, as_entry(raw[0]))
+            c2, r2 = _compare(b, as_entry(raw[1]))
+        if (r1 or r2) and not c1 and not c2:
+            suspects[p] = (r1, r2)
+        if c1 or c2 or r1 or r2:
             changes.append((p, a, b, c1, c2))
-    ask = [p for p, a, b, c1, c2 in changes if c1 and c2 and a is not None and b is not None and _needs_bytes(a, b)]
+    ask = [
+        p for p, a, b, c1, c2 in changes
+        if ((c1 and c2) or p in suspects) and a is not None and b is not None and _needs_bytes(a, b)
+    ]  # fmt: skip
     equal = same_content(ask) if ask else set()
+    differ = set(ask).difference(equal)
+    for k, (p, a, b, _c1, _c2) in enumerate(changes):
+        r = suspects.get(p)
+        if r is not None and p in differ:
+            changes[k] = (p, a, b, r[0], r[1])  # racily clean, and the bytes now differ: that side changed
     out = plan.actions
     planned: set[bytes] = set()
     for p, a, b, c1, c2 in changes:
-        if c1 and not c2:
+        if not c1 and not c2:  # racily clean and unchanged after all: recorded again, against this scan
+            out.append(Action("record", p, src=a, expect=b))
+        elif c1 and not c2:
             out.append(_propagate(p, a, b, to=2))
         elif c2 and not c1:
             out.append(_propagate(p, b, a, to=1))
@@ -231,9 +246,21 @@ def _propagate(p: bytes, new: Entry | None, old: Entry | None, to: int) -> Actio
     return Action("mkdir" if new.type == "d" else "copy", p, to=to, src=new, expect=old)
 
 
+def _compare(now: Entry | None, then: Entry | None) -> tuple[bool, bool]:
+    """(changed, racy): a racily clean record (its inode negated, see the engine) that matches
+    in everything else is not a change, but its bytes must be compared once."""
+    if then is not None and then.ino < 0 and then.type == "f":
+        clean = then._replace(ino=-1 - then.ino)
+        if not changed(now, clean):
+            return False, True
+        return True, False
+    return changed(now, then), False
+
+
 def _needs_bytes(a: Entry, b: Entry) -> bool:
-    """Two files of one size whose mtimes do not settle whether they are the same edit."""
-    return a.type == b.type == "f" and a.size == b.size and not (a.mtime == b.mtime and _subsecond(a))
+    """Two files of one size: only their bytes tell.  An equal mtime, even to the nanosecond,
+    proves nothing (two writes in one clock tick share it; cp -p, tar and rsync -t copy it)."""
+    return a.type == b.type == "f" and a.size == b.size
 
 
 def _equal(p: bytes, a: Entry, b: Entry, equal_bytes: set[bytes]) -> bool:
@@ -243,10 +270,7 @@ def _equal(p: bytes, a: Entry, b: Entry, equal_bytes: set[bytes]) -> bool:
         return True
     if a.type == "l":
         return a.link == b.link
-    if a.size != b.size:
-        return False
-    # a ns-exact mtime is a copy of ours or the same edit: it does not happen by chance
-    return (a.mtime == b.mtime and _subsecond(a)) or p in equal_bytes
+    return a.size == b.size and p in equal_bytes
 
 
 def _conflict(

@@ -22,6 +22,7 @@ from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 META = ".tether"
 TRASH = f"{META}/trash"
 BACKUPS = f"{META}/backups"
+TMP = f"{META}/tmp"  # transfers land here, then the agent renames them into place
 LOCK = f"{META}/lock"
 
 
@@ -147,15 +148,16 @@ class Replica:
         lock_owner: str | None,
         known: Callable[[], dict[bytes, Raw]],
         keep: Callable[[dict[bytes, Raw]], dict[bytes, Raw]],
-    ) -> Callable[[], tuple[dict[bytes, Raw], set[bytes], int, list[bytes]]]:
+    ) -> Callable[[], tuple[dict[bytes, Raw], set[bytes], int, list[bytes], int | None]]:
         """Lock the replica (when lock_owner is given), then scan it against `known` (what the
         state recorded on this side), so that only differences travel; `keep` drops filtered
         paths.  The returned function waits for (changed or new entries, known paths gone,
-        entries seen, unreadable dirs).  A local replica is scanned in a forked child, a remote
+        entries seen, unreadable dirs, the side's clock at the scan's start in ns, None when
+        the side does not say).  A local replica is scanned in a forked child, a remote
         one by its agent while a thread here waits, so both sides proceed at once."""
 
-        def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes]) -> Any:
-            return keep(rows), set(gone), count, bad
+        def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes], t0: int | None) -> Any:
+            return keep(rows), set(gone), count, bad, t0
 
         if isinstance(self.endpoint, Local):
             if lock_owner is not None:
@@ -163,8 +165,8 @@ class Replica:
             ops = self.agent.ops  # type: ignore[attr-defined]
 
             def local() -> Any:
-                rows, bad, gone, count = ops.scan_raw(META.encode(), known())
-                return finish(rows, gone, count, [p for p, _why in bad])
+                rows, bad, gone, count, t0 = ops.scan_raw(META.encode(), known())
+                return finish(rows, gone, count, [p for p, _why in bad], t0)
 
             return forked(local)
         out: list[Any] = []
@@ -175,8 +177,9 @@ class Replica:
                     self.lock(lock_owner)
                 if self.agent.info.get("py") == list(sys.version_info[:2]):
                     body = marshal.dumps(known())
-                    rows, bad, gone, count = marshal.loads(self.call("scan", body, skip=META, fmt="marshal")["data"])
-                    out.append(finish(rows, gone, count, [p for p, _why in bad]))
+                    reply = self.call("scan", body, skip=META, fmt="marshal")
+                    rows, bad, gone, count, t0 = marshal.loads(reply["data"])
+                    out.append(finish(rows, gone, count, [p for p, _why in bad], t0))
                     return
                 res = self.call("scan", skip=META)  # another Python (or rclone): the full listing, compared here
                 ents: dict[bytes, Raw] = {}
@@ -186,14 +189,15 @@ class Replica:
                 before = known()
                 changed = {p: e for p, e in ents.items() if before.get(p) != e}
                 gone = [p for p in before if p not in ents]
-                out.append(finish(changed, gone, len(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
+                bad = [to_bytes(u[0]) for u in res.get("unreadable", [])]
+                out.append(finish(changed, gone, len(ents), bad, res.get("now")))
             except BaseException as e:
                 out.append(e)
 
         t = threading.Thread(target=remote, name=f"scan-{self.label}", daemon=True)
         t.start()
 
-        def wait() -> tuple[dict[bytes, Raw], set[bytes], int, list[bytes]]:
+        def wait() -> tuple[dict[bytes, Raw], set[bytes], int, list[bytes], int | None]:
             t.join()
             if isinstance(out[0], BaseException):
                 raise out[0]
@@ -235,4 +239,4 @@ def shown(path: bytes) -> str:
     return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-__all__ = ["BACKUPS", "LOCK", "META", "TRASH", "AgentDown", "AgentError", "Replica", "entry_of", "shown", "wire"]
+__all__ = ["BACKUPS", "LOCK", "META", "TMP", "TRASH", "AgentDown", "AgentError", "Replica", "entry_of", "shown", "wire"]
