@@ -460,7 +460,10 @@ class Ops:
     # ------------------------------------------------------------------ two-way sync (bisync)
 
     def scan_raw(
-        self, skip: bytes = b".tether", known: dict[bytes, tuple[Any, ...]] | None = None
+        self,
+        skip: bytes = b".tether",
+        known: dict[bytes, tuple[Any, ...]] | None = None,
+        tops: list[bytes] | None = None,
     ) -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]], list[bytes], int, int]:
         """Entries under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
 
@@ -471,17 +474,33 @@ class Ops:
         Directories that cannot be listed come back separately: the caller must not read their
         absence as deletions.  Returns (entries, unreadable, gone, entries seen, the clock at
         the start in ns: what tells a racily clean entry).  (The loop is the hot path of a
-        pass: types are compared as st_mode >> 12, not via stat.S_IS*.)
+        pass: types are compared as st_mode >> 12, not via stat.S_IS*.)  With `tops`, a narrow
+        scan: only those paths and, where they are directories, what lies below them (`known`
+        then holds what was recorded at or below them).
         """
         t0 = time.time_ns()
         rows: dict[bytes, tuple[Any, ...]] = {}
         unreadable: list[tuple[bytes, str]] = []
-        stack: list[bytes] = [b""]
+        stack: list[bytes] = [b""] if tops is None else []
+        if tops is not None:
+            for top in tops:
+                found = self._top_entry(top, skip)
+                if found is None:
+                    continue
+                if found[0] == "d":
+                    stack.append(top)
+                rows[top] = found
         get = (known or {}).get
         diff = known is not None
         seen: set[bytes] = set()
         mark = seen.add
-        count = 0
+        for top in list(rows):
+            k = get(top)
+            if k is not None:
+                mark(top)
+                if k == rows[top]:
+                    del rows[top]
+        count = len(seen)
         while stack:
             rel = stack.pop()
             prefix = rel + b"/" if rel else b""
@@ -525,7 +544,28 @@ class Ops:
         gone = [p for p in known if p not in seen] if known is not None and len(seen) != len(known) else []
         return rows, unreadable, gone, count, t0
 
-    def scan(self, skip: str | bytes = b".tether", fmt: str = "json", data: bytes = b"") -> Result:
+    def _top_entry(self, top: bytes, skip: bytes) -> tuple[Any, ...] | None:
+        """One named path of a narrow scan, reached without following a symlinked parent."""
+        parts = split_path(top)
+        if parts[0] == skip:
+            return None
+        try:
+            with self._parent(parts, create=False) as dfd:
+                st = os.lstat(parts[-1], dir_fd=dfd)
+                t = st.st_mode >> 12
+                if t == 8:
+                    return ("f", st.st_size, st.st_mtime_ns, st.st_mode & 0o7777, st.st_ino, None)
+                if t == 4:
+                    return ("d", 0, 0, st.st_mode & 0o7777, 0, None)
+                if t == 10:
+                    return ("l", st.st_size, st.st_mtime_ns, 0, st.st_ino, os.readlink(parts[-1], dir_fd=dfd))
+                return ("o", 0, 0, 0, 0, None)
+        except (_Missing, OSError):
+            return None
+
+    def scan(
+        self, skip: str | bytes = b".tether", fmt: str = "json", data: bytes = b"", tops: list[bytes] | None = None
+    ) -> Result:
         """scan_raw for the wire.  fmt "marshal" (when both ends run the same Python, so the
         format is the same) answers in the body, several times faster than JSON for large
         trees, and takes the known entries (marshalled) in the request body; "json" lists
@@ -534,8 +574,8 @@ class Ops:
             import marshal
 
             known = marshal.loads(data) if data else None
-            return {"data": marshal.dumps(self.scan_raw(to_bytes(skip), known))}
-        rows, unreadable, _gone, _n, t0 = self.scan_raw(to_bytes(skip))
+            return {"data": marshal.dumps(self.scan_raw(to_bytes(skip), known, tops))}
+        rows, unreadable, _gone, _n, t0 = self.scan_raw(to_bytes(skip), None, tops)
         return {
             "now": t0,
             "entries": [(to_wire(p), *r[:5], None if r[5] is None else to_wire(r[5])) for p, r in rows.items()],
@@ -859,11 +899,21 @@ class Ops:
             os.close(self._watcher.fd)
             self._watcher = None
 
-    def watch(self, timeout: float) -> Result:
-        """Block until something under the root changes (inotify) or timeout; for continuous bisync."""
+    def watch(self, timeout: float, rules: list[list[Any]] | None = None) -> Result:
+        """Block until something under the root changes (inotify) or timeout; for continuous
+        bisync.  The first call places the watches (with the job's filter rules) and answers at
+        once; later ones return {"paths": changed relative paths, "full": a full pass is
+        needed, "lost": [(dir, why, errno)] that could not be watched}."""
         if self._watcher is None:
-            self._watcher = _Inotify(self.root)
-        return {"changed": self._watcher.wait(timeout)}
+            self._watcher = _Inotify(self.root, rules)
+            lost, self._watcher.lost = self._watcher.lost, []
+            return {
+                "paths": [],
+                "full": False,
+                "lost": [(to_wire(d), w, c) for d, w, c in lost],
+                "watches": len(self._watcher.wds),
+            }
+        return self._watcher.wait(timeout)
 
 
 def _digest(fd: int) -> str | None:
@@ -932,64 +982,132 @@ def _remove_at(dfd: int, name: bytes) -> bool:
     return True
 
 
+class _Rules:
+    """The job's exclude/include rules as the agent applies them where watches are placed:
+    (regex, include, dir_only) triples compiled by tether's filters, last match wins."""
+
+    def __init__(self, rules: list[list[Any]] | None) -> None:
+        import re
+
+        self.rules = [(re.compile(r[0], re.DOTALL), bool(r[1]), bool(r[2])) for r in rules or []]
+
+    def excluded(self, rel: bytes, is_dir: bool) -> bool:
+        if not self.rules:
+            return False
+        text = rel.decode("utf-8", "surrogateescape")
+        verdict = False
+        for rx, include, dir_only in self.rules:
+            if (is_dir or not dir_only) and rx.fullmatch(text) is not None:
+                verdict = not include
+        return verdict
+
+
 class _Inotify:
-    """Recursive inotify on the root (ctypes, stdlib only): tells whether anything changed."""
+    """Recursive inotify on the root (ctypes, stdlib only): which paths changed.
+
+    Excluded directories are never watched and excluded names never reported.  A directory
+    that cannot be watched (the watch limit) is reported as lost, and an overflowed queue or a
+    moved root asks for a full pass: the caller is never left to silence."""
 
     _MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # modify..move_self
-    _ISDIR = 0x40000000
+    _ADD = _MASK | 0x01000000 | 0x02000000  # IN_ONLYDIR | IN_DONT_FOLLOW
+    _ISDIR, _OVERFLOW, _IGNORED, _UNMOUNT, _SELF = 0x40000000, 0x4000, 0x8000, 0x2000, 0x400 | 0x800
     _EVENT = struct.Struct("iIII")
+    SETTLE = 0.003  # a save is a burst of events microseconds apart: one answer covers it
 
-    def __init__(self, root: bytes) -> None:
+    def __init__(self, root: bytes, rules: list[list[Any]] | None = None) -> None:
         import ctypes
         import ctypes.util
 
+        self._ctypes = ctypes
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0:
             raise OpError(ctypes.get_errno(), "inotify_init1 failed")
         self.root = root
-        self._rescan = False
-        self._add_tree(root)
+        self.rules = _Rules(rules)
+        self.wds: dict[int, bytes] = {}  # watch descriptor -> directory relative to the root
+        self.lost: list[tuple[bytes, str, int]] = []  # directories that could not be watched: why, errno
+        self.full = False
+        self._add_tree(b"")
 
     def _add_tree(self, top: bytes) -> None:
-        for dirpath, dirs, _files in os.walk(top):
-            if dirpath == self.root and b".tether" in dirs:
-                dirs.remove(b".tether")
-            self._libc.inotify_add_watch(self.fd, dirpath, self._MASK)
+        stack = [top]
+        while stack:
+            rel = stack.pop()
+            path = self.root + b"/" + rel if rel else self.root
+            wd = self._libc.inotify_add_watch(self.fd, path, self._ADD)
+            if wd < 0:
+                code = self._ctypes.get_errno()
+                if code not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # not gone meanwhile: lost
+                    why = "the inotify watch limit is reached" if code == errno.ENOSPC else os.strerror(code)
+                    self.lost.append((rel, why, code))
+                continue
+            self.wds[wd] = rel
+            try:
+                with os.scandir(path) as it:
+                    for de in it:
+                        if de.is_dir(follow_symlinks=False):
+                            sub = rel + b"/" + de.name if rel else de.name
+                            if not (not rel and de.name == META_DIR) and not self.rules.excluded(sub, True):
+                                stack.append(sub)
+            except OSError:
+                continue
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float) -> Result:
+        """Changed paths (relative bytes) once something happened, or none after timeout."""
         import select
 
+        paths: set[bytes] = set()
         ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return False
-        changed = False
-        time.sleep(0.02)  # let a burst arrive, so one wake covers it
+        while ready:
+            self._drain(paths)
+            ready, _, _ = select.select([self.fd], [], [], self.SETTLE)
+        full, lost = self.full, self.lost
+        self.full, self.lost = False, []
+        return {
+            "paths": [to_wire(p) for p in sorted(paths)],
+            "full": full,
+            "lost": [(to_wire(d), w, c) for d, w, c in lost],
+        }
+
+    def _drain(self, paths: set[bytes]) -> None:
         while True:
             try:
                 buf = os.read(self.fd, 1 << 16)
             except BlockingIOError:
-                break
+                return
             off = 0
             while off < len(buf):
-                _wd, mask, _cookie, length = self._EVENT.unpack_from(buf, off)
+                wd, mask, _cookie, length = self._EVENT.unpack_from(buf, off)
                 name = buf[off + 16 : off + 16 + length].rstrip(b"\0")
                 off += 16 + length
-                if name == META_DIR:
+                if mask & self._OVERFLOW:
+                    self.full = True
                     continue
-                changed = True
-                if mask & self._ISDIR and mask & (0x100 | 0x80):  # a dir created or moved in
-                    self._rescan = True
-        if self._rescan:
-            self._rescan = False
-            self._add_tree(self.root)  # adding an existing watch is a no-op
-        return changed
+                rel = self.wds.get(wd)
+                if rel is None:
+                    continue
+                if mask & self._IGNORED:  # the watch is gone (its dir was removed or moved away)
+                    del self.wds[wd]
+                    continue
+                if not name:  # the watched dir itself
+                    if rel == b"" and mask & (self._SELF | self._UNMOUNT):
+                        self.full = True  # the root moved away or was unmounted
+                    continue
+                p = rel + b"/" + name if rel else name
+                is_dir = bool(mask & self._ISDIR)
+                if (not rel and name == META_DIR) or self.rules.excluded(p, is_dir):
+                    continue
+                paths.add(p)
+                if is_dir and mask & (0x100 | 0x80):  # a dir created or moved in: watch inside it too
+                    self._add_tree(p)
 
 
 # ---------------------------------------------------------------------- dispatch and framing
 
 _PATH_ARGS = ("path", "old", "new", "target", "trash_root", "backup_root", "skip", "staged")  # bytes on arrival
-_LIST_ARGS = ("paths", "argv")
+_LIST_ARGS = ("paths", "argv", "tops")
 
 
 def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:

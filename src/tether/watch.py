@@ -52,6 +52,7 @@ _BUFSIZE = 256 * 1024
 _MAX_READS = 64  # per drain: hand control back during an endless burst
 MOVE_GRACE = 0.02  # how long a MOVED_FROM waits for its MOVED_TO before it counts as a delete
 WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
+WATCHES_USERNS = "/proc/sys/user/max_inotify_watches"  # per user namespace (lowered by tests, containers)
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,19 @@ def _under(path: str, top: str) -> bool:
 
 
 def max_user_watches() -> int | None:
-    """The kernel's per-user watch limit, or None where it cannot be read."""
-    try:
-        with open(WATCHES_SYSCTL) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+    """The kernel's per-user watch limit (the lower of the global one and this user
+    namespace's), or None where it cannot be read."""
+    found = []
+    for sysctl in (WATCHES_SYSCTL, WATCHES_USERNS):
+        try:
+            with open(sysctl) as f:
+                found.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
 
 
-def _too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:
+def too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:
     want = max(65536, math.ceil(2 * needed / 65536) * 65536)
     have = f"fs.inotify.max_user_watches is {limit}" if limit is not None else "the kernel refused more"
     return UsageError(
@@ -148,7 +153,7 @@ class Watcher:
         needed = sum(1 for _ in self._dirs(""))
         limit = self._max_watches if self._max_watches is not None else max_user_watches()
         if limit is not None and needed > limit:
-            raise _too_many_watches(self.root, needed, limit)
+            raise too_many_watches(self.root, needed, limit)
         try:
             self._fd = self._ino.init()
         except OSError as e:
@@ -246,7 +251,7 @@ class Watcher:
             wd = self._ino.add_watch(self._fd, os.fsencode(self._abs(rel)), MASK)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise _too_many_watches(self.root, len(self._paths) + 1, max_user_watches()) from None
+                raise too_many_watches(self.root, len(self._paths) + 1, max_user_watches()) from None
             return False  # gone, not a directory any more, or unreadable
         old = self._paths.get(wd)
         if old is not None and old != rel and self._wds.get(old) == wd:

@@ -16,7 +16,7 @@ from tether.bisync.plan import POLICIES
 from tether.bisync.rclone_spec import parse_replica
 from tether.bisync.runner import one_pass, state_path
 from tether.dirs import Dirs
-from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
+from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
 from tether.filters import Filter
 from tether.output import shown
 
@@ -177,11 +177,12 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     board.update(state="running", force=True)
-    passes = 0
+    passes = full = 0
 
     def on_pass(rep: Report) -> None:
-        nonlocal passes
+        nonlocal passes, full
         passes += 1
+        full += not rep.narrow
         moved = sum(rep.copied.values()) + sum(rep.deleted.values())
         if moved or rep.conflicts or not rep.ok:
             log.info(
@@ -194,13 +195,17 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
             log.error("refused: %s", rep.refused)
         now = time.time()
         if rep.ok:
-            board.update(target, state="idle", last_success=now, full_passes=passes,
+            board.update(target, state="idle", last_success=now, full_passes=full, passes=passes,
                          files_sent=target.files_sent + sum(rep.copied.values()))  # fmt: skip
         else:
             board.update(target, state="retrying", last_error=rep.refused or "; ".join(rep.errors)[:500] or "skipped",
                          last_error_at=now)  # fmt: skip
 
-    run_forever(job, dirs, stop, on_pass)
+    try:
+        run_forever(job, dirs, stop, on_pass, lambda n: board.update(watches=n, force=True))
+    except TetherError as e:
+        board.update(state="failed", message=str(e), force=True)
+        raise
     board.update(state="stopped", force=True)
     log.info("stopped")
     return EXIT_OK

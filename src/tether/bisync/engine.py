@@ -87,6 +87,7 @@ class Report:
         self.hint: str | None = None
         self.stopped: str | None = None
         self.seconds = 0.0
+        self.narrow = False  # a continuous job's pass that looked only at the paths events named
 
     @property
     def ok(self) -> bool:
@@ -103,8 +104,13 @@ class Report:
 class Pass:
     """One pass between two opened replicas, recorded in `state`; `run()` returns the report."""
 
-    def __init__(self, r1: Replica, r2: Replica, state: State, opts: Options, ssh: SshOptions) -> None:
+    def __init__(
+        self, r1: Replica, r2: Replica, state: State, opts: Options, ssh: SshOptions, narrow: list[bytes] | None = None
+    ) -> None:
+        """`narrow`: look only at these paths (and below them), on both sides: a continuous job's
+        pass started by events.  The same table decides; only fewer paths are fed to it."""
         self.r = {1: r1, 2: r2}
+        self.narrow = narrow
         self.state = state
         self.opts = opts
         self.ssh = ssh
@@ -141,13 +147,26 @@ class Pass:
         owner = f"tether bisync {self.r[1].endpoint} <-> {self.r[2].endpoint}"
         flt = self._filtered
 
-        def known(i: int) -> Callable[[], dict[bytes, Raw]]:
-            return lambda: {p: e for p, s in prev.items() if (e := s[i - 1]) is not None}
+        tops = self.narrow
+        if tops is None:
 
-        waits = {1: self.r[1].start_scan(owner, known(1), flt)}
+            def known(i: int) -> Callable[[], dict[bytes, Raw]]:
+                return lambda: {p: e for p, s in prev.items() if (e := s[i - 1]) is not None}
+
+        else:
+            topset, under = set(tops), tuple(t + b"/" for t in tops)
+            f = self.opts.filter
+            near = {p: s for p, s in prev.items() if p in topset or p.startswith(under)}
+            if f.rules:
+                near = {p: s for p, s in near.items() if not f.path_excluded(os.fsdecode(p), _kind(s) == "d")}
+
+            def known(i: int) -> Callable[[], dict[bytes, Raw]]:
+                return lambda: {p: e for p, s in near.items() if (e := s[i - 1]) is not None}
+
+        waits = {1: self.r[1].start_scan(owner, known(1), flt, tops)}
         got: dict[int, Any] = {}
         try:
-            waits[2] = self.r[2].start_scan(owner, known(2), flt)
+            waits[2] = self.r[2].start_scan(owner, known(2), flt, tops)
         finally:
             for i, wait in waits.items():
                 try:
@@ -166,6 +185,8 @@ class Pass:
             if isinstance(got[i], BaseException):
                 raise got[i]
             changed, missing, count, bad, self.t0[i] = got[i]
+            if tops is not None:  # a narrow scan saw a few paths; the side holds what the state knows
+                count = max(1, sum(1 for s in prev.values() if s[i - 1] is not None))
             sides[i] = SideView(prev, i - 1, changed, missing, count)
             unreadable += [(i, b) for b in bad]
         return sides, unreadable
@@ -179,13 +200,15 @@ class Pass:
     def _run(self) -> None:
         rep, opts = self.report, self.opts
         prev = self.state.load()
-        if opts.filter.rules:
+        if not prev:
+            self.narrow = None  # a first run looks at everything
+        if opts.filter.rules and self.narrow is None:
             prev = {p: s for p, s in prev.items() if not opts.filter.path_excluded(os.fsdecode(p), _kind(s) == "d")}
         rep.first_run = not prev
         sides, unreadable = self._scan_both(prev)
         if self.state.reset_note:
             rep.warnings.append(self.state.reset_note)
-        if self._emptied(prev, sides):
+        if self.narrow is None and self._emptied(prev, sides):
             return
         plan = reconcile(
             prev, sides[1], sides[2], policy=opts.policy, same_content=self._same_content,

@@ -148,13 +148,15 @@ class Replica:
         lock_owner: str | None,
         known: Callable[[], dict[bytes, Raw]],
         keep: Callable[[dict[bytes, Raw]], dict[bytes, Raw]],
+        tops: list[bytes] | None = None,
     ) -> Callable[[], tuple[dict[bytes, Raw], set[bytes], int, list[bytes], int | None]]:
         """Lock the replica (when lock_owner is given), then scan it against `known` (what the
         state recorded on this side), so that only differences travel; `keep` drops filtered
         paths.  The returned function waits for (changed or new entries, known paths gone,
         entries seen, unreadable dirs, the side's clock at the scan's start in ns, None when
-        the side does not say).  A local replica is scanned in a forked child, a remote
-        one by its agent while a thread here waits, so both sides proceed at once."""
+        the side does not say).  With `tops`, only those paths and what lies below them.  A
+        local replica is scanned in a forked child, a remote one by its agent while a thread
+        here waits, so both sides proceed at once."""
 
         def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes], t0: int | None) -> Any:
             return keep(rows), set(gone), count, bad, t0
@@ -165,11 +167,12 @@ class Replica:
             ops = self.agent.ops  # type: ignore[attr-defined]
 
             def local() -> Any:
-                rows, bad, gone, count, t0 = ops.scan_raw(META.encode(), known())
+                rows, bad, gone, count, t0 = ops.scan_raw(META.encode(), known(), tops)
                 return finish(rows, gone, count, [p for p, _why in bad], t0)
 
             return forked(local)
         out: list[Any] = []
+        narrow: dict[str, Any] = {} if tops is None else {"tops": [wire(t) for t in tops]}
 
         def remote() -> None:
             try:
@@ -177,11 +180,11 @@ class Replica:
                     self.lock(lock_owner)
                 if self.agent.info.get("py") == list(sys.version_info[:2]):
                     body = marshal.dumps(known())
-                    reply = self.call("scan", body, skip=META, fmt="marshal")
+                    reply = self.call("scan", body, skip=META, fmt="marshal", **narrow)
                     rows, bad, gone, count, t0 = marshal.loads(reply["data"])
                     out.append(finish(rows, gone, count, [p for p, _why in bad], t0))
                     return
-                res = self.call("scan", skip=META)  # another Python (or rclone): the full listing, compared here
+                res = self.call("scan", skip=META, **narrow)  # another Python (or rclone): the listing, compared here
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
                     lk = r[6]

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options, Pass, Report
 from tether.bisync.rclone_spec import Rclone
-from tether.bisync.replica import Replica
+from tether.bisync.replica import Replica, shown
 from tether.bisync.state import State
 from tether.dirs import Dirs
 from tether.errors import TetherError
@@ -93,7 +94,7 @@ def run_command(job: BisyncJob, which: str, argv: tuple[str, ...], r1: Replica, 
 def one_pass(
     job: BisyncJob, dirs: Dirs, *, dry_run: bool = False, force: bool = False,
     replicas: tuple[Replica, Replica] | None = None, tweak: Callable[[Options], None] | None = None,
-    state: State | None = None,
+    state: State | None = None, narrow: list[bytes] | None = None,
 ) -> Report:  # fmt: skip
     """One pass; a running job passes its open replicas and state, so neither is rebuilt per pass."""
     where = state_path(dirs, job)
@@ -118,7 +119,7 @@ def one_pass(
                     rep = Report(str(job.path1), str(job.path2), refused=failed)
                     rep.hint = "the pass did not run; fix the command or remove `before` from the job"
                     return rep
-            rep = Pass(r1, r2, state, opts, ssh_for(dirs, job)).run()
+            rep = Pass(r1, r2, state, opts, ssh_for(dirs, job), narrow).run()
             if not dry_run:
                 failed = run_command(job, "after", job.after, r1, r2)
                 if failed:
@@ -129,47 +130,138 @@ def one_pass(
             state.close()
 
 
-def run_forever(job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Callable[[Report], None]) -> None:
-    """Continuous bisync: a pass whenever either side changes (inotify there, through each side's
-    agent), and every `interval` seconds anyway (the safety net, and how rclone sides are polled)."""
+POLL_LOST = 2.0  # how often a directory that could not be watched is looked at instead
+MAX_NARROW = 2000  # more dirty paths than this: one full pass is cheaper than naming them all
+
+
+class Feed:
+    """What the watchers saw since the last pass: the paths to look at, or everything."""
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.paths: set[bytes] = set()
+        self.full = True  # the first pass looks at everything
+        self.lost: set[bytes] = set()  # directories without a watch: looked at every POLL_LOST
+
+    def add(self, paths: Iterable[bytes], full: bool = False) -> None:
+        with self.cv:
+            self.paths.update(paths)
+            self.full = self.full or full
+            self.cv.notify()
+
+    def take(self, timeout: float) -> tuple[bool, list[bytes]] | None:
+        """(full?, the narrowest set of tops) once something is waiting, None after timeout."""
+        with self.cv:
+            if not self.cv.wait_for(lambda: self.full or self.paths, timeout):
+                return None
+            full, paths = self.full or len(self.paths) > MAX_NARROW, self.paths
+            self.full, self.paths = False, set()
+        return full, [] if full else tops_of(paths)
+
+
+def tops_of(paths: Iterable[bytes]) -> list[bytes]:
+    """The paths with none of their ancestors among them (a dir's scan covers what is below it)."""
+    out: list[bytes] = []
+    for p in sorted(paths):
+        if out and (p == out[-1] or p.startswith(out[-1] + b"/")):
+            continue
+        out.append(p)
+    return out
+
+
+def watch_rules(job: BisyncJob) -> list[list[object]]:
+    """The job's filter as the agent applies it where watches are placed."""
+    return [[r.regex.pattern, r.include, r.dir_only] for r in job.filter.rules]
+
+
+def start_watch(w: Replica, job: BisyncJob) -> tuple[int, list[tuple[bytes, str]]]:
+    """Place the watches before the first pass (nothing written meanwhile is missed).  A tree
+    that needs more watches than the kernel allows is refused as the mirror refuses it."""
+    from tether.agent_remote import to_bytes
+    from tether.watch import max_user_watches, too_many_watches
+
+    res = w.call("watch", timeout=0, rules=watch_rules(job))
+    lost = [(to_bytes(d), why, code) for d, why, code in res.get("lost", [])]
+    if any(code == errno.ENOSPC for _d, _w, code in lost):
+        raise too_many_watches(str(w), int(res.get("watches", 0)) + len(lost), max_user_watches())
+    return int(res.get("watches", 0)), [(d, why) for d, why, _c in lost]
+
+
+def run_forever(
+    job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Callable[[Report], None],
+    on_watch: Callable[[int], None] | None = None,
+) -> None:  # fmt: skip
+    """Continuous bisync.  Each side's agent watches (inotify, the job's filters applied where
+    the watches are placed) and streams the paths that changed; a pass looks at those paths on
+    both sides, decided by the same table as a full pass.  A full pass runs at start, every
+    `interval` seconds (the safety net, and how rclone sides are polled), and whenever a watch
+    says it may have missed something (a queue overflow, a moved root)."""
     import logging
+
+    from tether.agent_remote import to_bytes
 
     log = logging.getLogger("tether.bisync")
     state = State(state_path(dirs, job))
+    feed = Feed()
     try:
         with opened(job, dirs, state) as (r1, r2), opened(job, dirs, state) as (w1, w2):  # a watch blocks its channel
-            changed = threading.Event()
+            watched = [w for w in (w1, w2) if not isinstance(w.endpoint, Rclone)]
+            narrowable = len(watched) == 2  # an rclone side has no change feed: every pass is full
 
-            def watch(rep: Replica) -> None:
+            def lose(w: Replica, lost: list[tuple[bytes, str]]) -> None:
+                for d, why in lost:
+                    log.warning("cannot watch %s on %s (%s): looked at every %g s instead", shown(d), w, why, POLL_LOST)
+                with feed.cv:
+                    feed.lost.update(d for d, _why in lost)
+
+            watches = 0
+            for w in watched:
+                n, lost = start_watch(w, job)
+                watches += n
+                lose(w, lost)
+            if on_watch is not None:
+                on_watch(watches)
+
+            def watch(w: Replica) -> None:
                 while not stop.is_set():
                     try:
-                        if rep.call("watch", timeout=1.0).get("changed"):
-                            changed.set()
+                        res = w.call("watch", timeout=1.0)
                     except TetherError as e:
-                        log.warning("watching %s failed: %s; falling back to the interval", rep, e)
+                        log.error("watching %s failed: %s; a full pass every %g s instead", w, e, POLL_LOST)
+                        blind.set()
+                        feed.add((), full=True)
                         return
+                    lose(w, [(to_bytes(d), why) for d, why, _code in res.get("lost", [])])
+                    if res["paths"] or res["full"]:
+                        if res["full"]:
+                            log.info("a watch on %s may have missed changes: a full pass", w)
+                        feed.add(map(to_bytes, res["paths"]), res["full"])
 
-            # an rclone remote has no change feed: it is polled by the pass every `interval`
-            watched = [w for w in (w1, w2) if not isinstance(w.endpoint, Rclone)]
-            for w in watched:  # watches in place before the first pass: no change can fall between them
-                w.call("watch", timeout=0)
+            blind = threading.Event()
             threads = [threading.Thread(target=watch, args=(w,), daemon=True) for w in watched]
             for t in threads:
                 t.start()
-            last = 0.0
-            changed.set()  # a first pass at once
+            last_full = last_poll = time.monotonic()
             while not stop.is_set():
-                if not changed.wait(timeout=0.5) and time.monotonic() - last < job.interval:
+                now = time.monotonic()
+                if now - last_full >= (POLL_LOST if blind.is_set() else job.interval):
+                    feed.add((), full=True)
+                if feed.lost and now - last_poll >= POLL_LOST:
+                    last_poll = now
+                    feed.add(feed.lost)
+                got = feed.take(0.5)
+                if got is None:
                     continue
-                changed.clear()
-                time.sleep(0.05)  # let a burst of edits land in one pass
-                changed.clear()
+                full, tops = got
+                full = full or not narrowable
                 try:
-                    rep = one_pass(job, dirs, replicas=(r1, r2), state=state)
+                    rep = one_pass(job, dirs, replicas=(r1, r2), state=state, narrow=None if full else tops)
                 except TetherError as e:
                     log.error("pass failed: %s", e)
                     rep = Report(str(job.path1), str(job.path2), errors=[str(e)])
-                last = time.monotonic()
+                if full:
+                    last_full = time.monotonic()
+                rep.narrow = not full
                 on_pass(rep)
             stop.set()
             for t in threads:

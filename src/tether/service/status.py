@@ -28,6 +28,7 @@ class TargetStatus:
     last_error: str | None = None
     last_error_at: float | None = None
     full_passes: int = 0
+    passes: int = 0  # every pass, narrow ones (continuous bisync, started by events) included
 
 
 @dataclass
