@@ -601,18 +601,24 @@ class Ops:
             os.close(fd)
 
     def hash(self, paths: list[str | bytes]) -> Result:
-        """A content digest per file (None when it cannot be read): decides 'same content'."""
-        out: list[str | None] = []
-        for p in paths:
+        """A content digest per file (None when it cannot be read): decides 'same content'.
+        Files are opened by name from their directory's fd, each directory reached once
+        (a first run compares every file: walking from the root per file would triple it)."""
+        out: list[str | None] = [None] * len(paths)
+        by_dir: dict[bytes, list[tuple[int, bytes]]] = {}
+        for i, p in enumerate(paths):
             try:
-                fd = self._open_regular(to_bytes(p))
-            except (OSError, OpError):
-                out.append(None)
+                parts = split_path(p)
+            except OpError:
                 continue
+            by_dir.setdefault(b"/".join(parts[:-1]), []).append((i, parts[-1]))
+        for d, names in by_dir.items():
             try:
-                out.append(_digest(fd))
-            finally:
-                os.close(fd)
+                with self._parent([*split_path(d), b"x"] if d else [b"x"], create=False) as dfd:
+                    for i, name in names:
+                        out[i] = self._digest_at(dfd, name)
+            except (_Missing, OSError, OpError):
+                continue
         return {"digests": out}
 
     def read(self, path: str | bytes, size: int, mtime_ns: int) -> Result:

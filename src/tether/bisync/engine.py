@@ -154,9 +154,11 @@ class Pass:
                 return lambda: {p: e for p, s in prev.items() if (e := s[i - 1]) is not None}
 
         else:
-            topset, under = set(tops), tuple(t + b"/" for t in tops)
+            near = {t: s for t in tops if (s := prev.get(t)) is not None}
+            dirs = tuple(t + b"/" for t, s in near.items() if _kind(s) == "d")
+            if dirs:  # only a directory known to the state has known entries below it
+                near.update((p, s) for p, s in prev.items() if p.startswith(dirs))
             f = self.opts.filter
-            near = {p: s for p, s in prev.items() if p in topset or p.startswith(under)}
             if f.rules:
                 near = {p: s for p, s in near.items() if not f.path_excluded(os.fsdecode(p), _kind(s) == "d")}
 
@@ -186,7 +188,7 @@ class Pass:
                 raise got[i]
             changed, missing, count, bad, self.t0[i] = got[i]
             if tops is not None:  # a narrow scan saw a few paths; the side holds what the state knows
-                count = max(1, sum(1 for s in prev.values() if s[i - 1] is not None))
+                count = max(1, len(prev))
             sides[i] = SideView(prev, i - 1, changed, missing, count)
             unreadable += [(i, b) for b in bad]
         return sides, unreadable
