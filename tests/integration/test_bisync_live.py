@@ -1,0 +1,172 @@
+"""Continuous bisync as users run it: events on both sides, the job's filters where the watches
+are placed, a lost watch that is said and polled, changes written while a pass runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig.live import running, status, wait_for
+from tests.rig.run import tether_json
+from tests.rig.sshd import SshServer
+from tests.rig.trees import make_tree
+from tether.agent_remote import Ops
+
+
+def _job(env: dict[str, str], name: str, text: str) -> None:
+    jobs = Path(env["TETHER_HOME"]) / "config" / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    (jobs / f"{name}.toml").write_text(text)
+
+
+def _replicas(
+    tmp_path: Path, request: pytest.FixtureRequest, env: dict[str, str], remote: bool, files: int = 1
+) -> tuple[Path, Path, str, dict[str, str]]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_tree(a, files, seed=8, hostile=False)
+    shutil.copytree(a, b, symlinks=True)  # equal replicas: a first run compares every file
+    (a / "keep.txt").write_text("k\n")
+    if not remote:
+        return a, b, str(b), env
+    server: SshServer = request.getfixturevalue("sshd")
+    return a, b, f"{server.alias}:{b}", server.env(env)
+
+
+def _target(env: dict[str, str], name: str) -> dict[str, Any]:
+    """The job's one status row (none yet before the job has written its status)."""
+    rows: list[dict[str, Any]] = status(env, name).get("targets") or [{"passes": 0, "state": None}]
+    return rows[0]
+
+
+def test_the_watch_reports_paths_and_leaves_out_excluded_ones(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    ops = Ops(str(tmp_path))
+    rules = [[r"(?:.*/)?node_modules", False, True]]  # what `exclude = ["node_modules/"]` compiles to
+    try:
+        first = ops.watch(0, rules)
+        assert first["paths"] == [] and first["lost"] == []
+        (tmp_path / "node_modules").mkdir()
+        for i in range(200):
+            (tmp_path / "node_modules" / f"m{i}.js").write_text("x")
+        (tmp_path / "src" / "app.py").write_text("print()\n")
+        got: set[str] = set()
+
+        def seen() -> bool:
+            got.update(ops.watch(0.5)["paths"])
+            return "src/app.py" in got
+
+        wait_for(seen, 30, "the change in src/")
+        assert got == {"src/app.py"}
+    finally:
+        ops.close()
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "ssh"])
+def test_churn_in_an_excluded_folder_starts_no_pass(
+    tmp_path: Path, tether_env: dict[str, str], remote: bool, request: pytest.FixtureRequest
+) -> None:
+    a, b, path2, env = _replicas(tmp_path, request, tether_env, remote)
+    _job(env, "churn", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\nexclude = ["node_modules/"]\n')
+    with running(env, "churn"):
+        wait_for(lambda: (b / "keep.txt").exists() and _target(env, "churn")["passes"] >= 1, 60, "the first pass")
+        before = _target(env, "churn")["passes"]
+        (a / "node_modules").mkdir()
+        for i in range(1000):
+            (a / "node_modules" / f"dep{i}.js").write_text(f"module {i}\n")
+        (a / "sentinel.txt").write_text("after the churn\n")
+        wait_for(lambda: (b / "sentinel.txt").exists(), 60, "a change after the churn")
+        wait_for(lambda: _target(env, "churn")["state"] == "idle", 60, "the job idle")
+        passes = _target(env, "churn")["passes"] - before
+    # the sentinel's pass, and at most one more for tether's own write on path2 (it finds nothing to do)
+    assert 1 <= passes <= 2, f"{passes} passes for 1,000 excluded files and one change"
+    assert not (b / "node_modules").exists()
+
+
+def test_a_watch_that_cannot_be_added_is_said_and_its_folder_polled(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """The watch limit lowered inside the test (a user namespace of its own, so nothing else on
+    the machine is touched) to exactly what the tree needs: a folder made later cannot be
+    watched, and its files still arrive."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-U", "-r", "true"]).returncode != 0:
+        pytest.skip("user namespaces are not available here (unshare -U -r failed)")
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_tree(a, 40, seed=3, hostile=False)
+    shutil.copytree(a, b, symlinks=True)
+    needed = sum(1 for _ in os.walk(a)) + sum(1 for _ in os.walk(b))
+    _job(tether_env, "lim", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{b}"\n')
+    log = tmp_path / "run.log"
+    script = 'echo "$1" > /proc/sys/user/max_inotify_watches && shift && exec "$@"'
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["unshare", "-U", "-r", "sh", "-c", script, "sh", str(needed), sys.executable, "-m", "tether", "run",
+             "lim"],
+            env=tether_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: _target(tether_env, "lim")["passes"] >= 1, 60, "the first pass")
+            (a / "later").mkdir()
+            (a / "later" / "inside.txt").write_text("made where no watch could go\n")
+            wait_for(lambda: (b / "later" / "inside.txt").exists(), 60, "a file in the unwatched folder")
+            (a / "later" / "second.txt").write_text("and another\n")
+            wait_for(lambda: (b / "later" / "second.txt").exists(), 60, "a later file in the unwatched folder")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    text = log.read_text()
+    assert "cannot watch later" in text and "watch limit" in text, text
+
+
+def test_a_tree_over_the_watch_limit_is_refused_with_the_fix(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-U", "-r", "true"]).returncode != 0:
+        pytest.skip("user namespaces are not available here (unshare -U -r failed)")
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_tree(a, 40, seed=3, hostile=False)
+    b.mkdir()
+    _job(tether_env, "over", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{b}"\n')
+    script = 'echo 2 > /proc/sys/user/max_inotify_watches && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "-U", "-r", "sh", "-c", script, "sh", sys.executable, "-m", "tether", "run", "over"],
+        env=tether_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "inotify watches" in proc.stderr and "max_user_watches" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (b / "f0.txt").exists()  # refused before any pass
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "ssh"])
+def test_files_written_during_the_first_pass_and_between_passes_arrive(
+    tmp_path: Path, tether_env: dict[str, str], remote: bool, request: pytest.FixtureRequest
+) -> None:
+    a, b, path2, env = _replicas(tmp_path, request, tether_env, remote, files=3000)  # a first pass to write during
+    _job(env, "during", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\n')
+    with running(env, "during"):
+        written_during = 0
+        for i in range(200):
+            side, name = (a, b)[i % 2], f"during-{i}.txt"
+            (side / name).write_text(f"written while the first pass may run {i}\n")
+            written_during += _target(env, "during")["passes"] == 0
+            if written_during >= 5 and i % 2:
+                break
+        assert written_during, "the first pass ended before anything was written: make the tree bigger"
+        n = i + 1
+        wait_for(
+            lambda: all(((b, a)[k % 2] / f"during-{k}.txt").exists() for k in range(n)),
+            120,
+            "files written during the first pass",
+        )
+        for k in range(40):  # between passes, alternating sides, no pause
+            ((a, b)[k % 2] / f"between-{k}.txt").write_text(f"between {k}\n")
+        wait_for(
+            lambda: all(((b, a)[k % 2] / f"between-{k}.txt").exists() for k in range(40)),
+            120,
+            "files written between passes",
+        )
+    doc = tether_json(["sync", "during", "--dry-run"], env)
+    assert doc["_rc"] == 0 and doc["plan"] == [], doc
