@@ -188,6 +188,8 @@ class RcloneAgent(AgentClient):
         self._held: dict[str, str] = {}  # lock path -> the content we wrote there
         self._held_lock = threading.Lock()
         self._refresher: threading.Thread | None = None
+        # test seam: called with a step's name where another client's change matters (see _step)
+        self.step_hook: Callable[[str], None] | None = None
         self._handlers: dict[str, Callable[..., dict[str, Any]]] = {
             "lock": self._lock_op,
             "unlock": self._unlock_op,
@@ -508,6 +510,11 @@ class RcloneAgent(AgentClient):
         except UnicodeDecodeError:
             raise OpError(errno.EILSEQ, f"{what} {show(p)}: not valid UTF-8") from None
 
+    def _step(self, name: str) -> None:
+        """Test seam: tests make a change here, as another client of the remote could at that moment."""
+        if self.step_hook is not None:
+            self.step_hook(name)
+
     def _scratch(self) -> str:
         return os.path.join(self._tmp, secrets.token_hex(8))
 
@@ -628,7 +635,9 @@ class RcloneAgent(AgentClient):
         staged = _join(STAGING, secrets.token_hex(8))
         try:
             self._upload(local, staged)
+            self._step("uploaded")
             before()
+            self._step("room made")
             self._move(staged, rel)
             staged = ""
         finally:
@@ -844,12 +853,14 @@ class RcloneAgent(AgentClient):
             if holder and self._holder_alive(holder, item):
                 raise OpError(errno.EAGAIN, f"locked by {holder}")
         mine = f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n"
+        self._step("lock read")
         try:
             self._put_small(rel, mine.encode())
         except RcError as e:
             if e.errno == errno.EROFS:  # nothing can write here, so nothing to guard
                 return {"locked": False, "reason": "read-only remote"}
             raise
+        self._step("lock written")
         back = self._cat(rel)
         if back != mine:  # another taker wrote after us: theirs
             raise OpError(errno.EAGAIN, f"locked by {(back or '').strip() or 'another process'}")
@@ -882,19 +893,26 @@ class RcloneAgent(AgentClient):
     def _refresh_locks(self) -> None:
         """Rewrite each held lock file now and then, so no other host sees it as abandoned."""
         while not self._closing.wait(self.lock_refresh_s):
-            with self._held_lock:
-                for rel, mine in list(self._held.items()):
-                    try:
-                        if self._cat(rel) == mine:
-                            self._put_small(rel, mine.encode())
-                    except (RcError, AgentDown, OSError):
-                        pass  # the next round tries again; a dead rcd ends the agent anyway
+            self._refresh_round()
+
+    def _refresh_round(self) -> None:
+        """One round of the refresher (tests run it directly)."""
+        with self._held_lock:
+            for rel, mine in list(self._held.items()):
+                try:
+                    if self._cat(rel) == mine:
+                        self._step("lock read")
+                        self._put_small(rel, mine.encode())
+                        self._step("lock written")
+                except (RcError, AgentDown, OSError):
+                    pass  # the next round tries again; a dead rcd ends the agent anyway
 
     def _unlock_op(self, path: str | bytes) -> dict[str, Any]:
         rel = self._rel(path)
         with self._held_lock:
             mine = self._held.pop(rel, None)
             if mine is not None and self._cat(rel) == mine:
+                self._step("lock read")
                 with contextlib.suppress(RcError):
                     self._delete(rel)
         return {}
