@@ -388,6 +388,84 @@ def test_install_from_a_local_source_file(side: Side, agent: RcloneAgent, tmp_pa
     assert side.names(BACKUPS) == []
 
 
+def _big_source(tmp_path: Path) -> tuple[Path, bytes]:
+    """A local file big enough to go by upload (source=), with the test's mtime."""
+    src = tmp_path / "big source"
+    data = os.urandom(3 << 20)
+    src.write_bytes(data)
+    os.utime(src, ns=(MTIME, MTIME))
+    return src, data
+
+
+def test_install_from_source_checks_expect_before_uploading(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """A destination that changed since the scan fails the install at once, not after a long upload."""
+    src, _data = _big_source(tmp_path)
+    side.put("big", b"as scanned")
+    e = agent.call("entry", path="big")["entry"]
+    side.put("big", b"edited since the scan", MTIME + 10**9)
+    steps: list[str] = []
+    agent.step_hook = steps.append
+    assert errno_of(lambda: install(agent, "big", b"", expect=e[:3], source=str(src))) == errno.ESTALE
+    assert "uploaded" not in steps  # nothing was sent
+    assert (side.path / "big").read_bytes() == b"edited since the scan"
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+
+
+def test_install_from_source_rechecks_expect_after_the_upload(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """The user edits the remote file while the upload runs: the install fails, the edit stays."""
+    src, _data = _big_source(tmp_path)
+    side.put("big", b"as scanned")
+    e = agent.call("entry", path="big")["entry"]
+
+    def edit(step: str) -> None:
+        if step == "uploaded":
+            side.put("big", b"edited during the upload", MTIME + 10**9)
+
+    agent.step_hook = edit
+    assert errno_of(lambda: install(agent, "big", b"", expect=e[:3], source=str(src))) == errno.ESTALE
+    assert (side.path / "big").read_bytes() == b"edited during the upload"
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+
+
+@pytest.mark.parametrize("by", ["source", "data"])
+def test_install_never_replaces_a_file_made_after_the_old_one_went_to_the_backups(
+    side: Side, agent: RcloneAgent, tmp_path: Path, by: str
+) -> None:
+    """Between moving the old version aside and moving the new one in, the name is free for a
+    moment; a file someone makes there is kept, and the install fails as raced."""
+    src, data = _big_source(tmp_path)
+    side.put("f", b"old")
+    e = agent.call("entry", path="f")["entry"]
+
+    def make(step: str) -> None:
+        if step == "room made":
+            side.put("f", b"made in the gap", MTIME + 10**9)
+
+    agent.step_hook = make
+    kw: dict[str, Any] = {"source": str(src)} if by == "source" else {}
+    err = errno_of(lambda: install(agent, "f", b"" if by == "source" else data, expect=e[:3], **kw))
+    assert err in (errno.ESTALE, errno.EEXIST)  # both mean "raced a change": skipped, the next pass decides
+    assert (side.path / "f").read_bytes() == b"made in the gap"
+    (backup,) = side.names(BACKUPS)
+    assert (side.path / BACKUPS / backup).read_bytes() == b"old"  # the version the pass planned to replace
+    assert side.names(STAGING) == []
+
+
+def test_a_name_taken_in_the_last_gap_is_never_replaced_on_webdav(dav: Side, dav_agent: RcloneAgent) -> None:
+    """Between the last stat and the move into place, webdav itself refuses a taken name (rclone's
+    own sftp server would replace it: that gap is the window left there)."""
+    e = install(dav_agent, "f", b"old")
+
+    def make(step: str) -> None:
+        if step == "name free":
+            (dav.path / "f").write_bytes(b"made in the last gap")
+
+    dav_agent.step_hook = make
+    assert errno_of(lambda: install(dav_agent, "f", b"new", expect=e[:3])) == errno.ESTALE
+    assert (dav.path / "f").read_bytes() == b"made in the last gap"
+    assert dav.names(STAGING) == []
+
+
 def test_install_dirs_and_what_a_remote_cannot_hold(side: Side, agent: RcloneAgent) -> None:
     d: dict[str, Any] = {"kind": "d", "mtime_ns": None}
     assert install(agent, "a/b", b"", **d) == ["d", 0, 0, 0, 0]

@@ -96,7 +96,7 @@ _ERRNO_WORDS: tuple[tuple[tuple[str, ...], int], ...] = (
     (("being updated",), errno.ESTALE),
     (("read-only", "read only"), errno.EROFS),
     (("permission denied",), errno.EACCES),
-    (("exists",), errno.EEXIST),
+    (("exists", "precondition failed"), errno.EEXIST),  # 412: webdav refused to move onto a taken name
 )
 
 
@@ -404,8 +404,32 @@ class RcloneAgent(AgentClient):
     def _upload(self, local: str, rel: str, fresh: bool = True) -> None:
         self._copy("/", local.lstrip("/"), self.fs, rel, fresh)
 
-    def _move(self, src: str, dst: str) -> None:
-        self._rc("operations/movefile", {"srcFs": self.fs, "srcRemote": src, "dstFs": self.fs, "dstRemote": dst})
+    def _move(self, src: str, dst: str, replace: bool = False) -> None:
+        """Server-side move.  Without replace, dst is a name believed free and rclone is told not to
+        look there: left to itself it deletes a dst that differs from src before moving, so a file
+        someone made there would be lost; now the backend's rename decides (webdav and OpenSSH's
+        sftp refuse a taken name, rclone's own sftp server and local disks replace it).  With
+        replace, rclone compares: the same bytes only take src's mtime, others are replaced."""
+        params: dict[str, Any] = {"srcFs": self.fs, "srcRemote": src, "dstFs": self.fs, "dstRemote": dst}
+        if not replace:
+            params["_config"] = {"NoCheckDest": True}
+        self._rc("operations/movefile", params)
+
+    def _put_new(self, src: str, rel: str) -> bool:
+        """Move src to rel unless rel is taken (False then, src left where it was).  The stat is
+        the last look before the rename; where the backend's rename refuses a taken name the
+        refusal checks again, where it replaces (rclone's own sftp server, local disks) a name
+        taken in the gap between the two calls is replaced: that gap is the window left."""
+        if self._stat(rel) is not None:
+            return False
+        self._step("name free")
+        try:
+            self._move(src, rel)
+        except RcError:
+            if self._stat(rel) is not None:
+                return False
+            raise
+        return True
 
     def _delete(self, rel: str) -> None:
         self._rc("operations/deletefile", {"fs": self.fs, "remote": rel})
@@ -625,25 +649,38 @@ class RcloneAgent(AgentClient):
             os.utime(tmp, ns=(time.time_ns(), int(mtime_ns)))
         return tmp, True
 
-    def _place(self, local: str, rel: str, before: Callable[[], None], fresh: bool = True) -> None:
-        """Put local at rel.  Where the remote moves server-side, upload to the staging dir first and
-        move into place, so no half file is ever visible; `before` runs just before the switch."""
+    def _place(self, local: str, rel: str, before: Callable[[], None], replace: bool = False) -> bool:
+        """Put local at rel; False (nothing placed) if rel was taken again after `before` made room.
+
+        Where the remote moves server-side, local is uploaded to the staging dir and moved into
+        place, so no half file is ever visible, and `before` (the check that rel is still what the
+        pass planned, then making room) runs after the upload, right before the move: an edit made
+        during a long upload is seen.  What is left: an edit landing between that check and the
+        move aside goes to the backups as the old version (kept, not lost), and a file made at rel
+        after that is replaced only in `_put_new`'s gap.  replace (set_meta: the same bytes stay at
+        rel) lets rclone compare instead: the same bytes only take the new mtime.  Without
+        server-side moves, `before` runs first and the upload goes straight to rel: there the
+        whole upload is the window."""
         if not self.can_move:
             before()
-            self._upload(local, rel, fresh)
-            return
+            self._upload(local, rel, fresh=not replace)
+            return True
         staged = _join(STAGING, secrets.token_hex(8))
         try:
             self._upload(local, staged)
             self._step("uploaded")
             before()
             self._step("room made")
-            self._move(staged, rel)
+            if replace:
+                self._move(staged, rel, replace=True)
+            elif not self._put_new(staged, rel):
+                return False
             staged = ""
         finally:
             if staged:
                 with contextlib.suppress(RcError, AgentDown):
                     self._delete(staged)
+        return True
 
     # ------------------------------------------------------------------ operations
 
@@ -716,7 +753,7 @@ class RcloneAgent(AgentClient):
             return {"entry": self._entry_now(rel)}
         local, scratch = self._source_file(data, mtime_ns, source)
 
-        def make_room() -> None:
+        def make_room() -> None:  # after the upload, right before the move into place
             item = self._check_expect(rel, expect)
             if item is not None and item.get("IsDir"):
                 self._rmdir(rel)
@@ -724,7 +761,12 @@ class RcloneAgent(AgentClient):
                 self._backup(rel, broot, keep)
 
         try:
-            self._place(local, rel, make_room)
+            if source is not None and self.can_move:
+                self._check_expect(rel, expect)  # and before a long upload too, to fail early
+            if not self._place(local, rel, make_room):
+                if expect is None:
+                    raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
+                raise OpError(errno.ESTALE, f"{rel} changed during the pass")
         finally:
             if scratch:
                 with contextlib.suppress(OSError):
@@ -759,8 +801,8 @@ class RcloneAgent(AgentClient):
             raise OpError(errno.ENOENT, f"{o} vanished during the pass")
         if item.get("IsDir"):
             raise OpError(errno.EISDIR, f"rename {o}: directories cannot be renamed on {self.remote_name}")
-        self._check_expect(n, None)
-        self._move(o, n)
+        if not self._put_new(o, n):
+            raise OpError(errno.EEXIST, f"{n} appeared during the pass")
         return {"entry": self._entry_now(n)}
 
     def _set_meta(self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None) -> dict[str, Any]:
@@ -780,8 +822,9 @@ class RcloneAgent(AgentClient):
         try:
             self._fetch_checked(rel, size, have, tmp)
             os.utime(tmp, ns=(time.time_ns(), want))
-            # without staging, rclone sees the same bytes (when it can hash both) and only sets the mtime
-            self._place(tmp, rel, lambda: self._still(rel, size, have), fresh=False)
+            # rclone sees the same bytes (when it can hash both) and only sets the mtime.  Left: an
+            # edit landing between _still's stat and rclone's own look at rel (its hashing included)
+            self._place(tmp, rel, lambda: self._still(rel, size, have), replace=True)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
