@@ -541,6 +541,43 @@ def test_set_meta_moves_the_mtime_and_keeps_the_bytes(side: Side, agent: RcloneA
     assert agent.call("set_meta", path="d", mode=0o700, mtime_ns=later) == {}
 
 
+def test_set_meta_checks_what_the_pass_expected(side: Side, agent: RcloneAgent) -> None:
+    """The older side takes the newer mtime only if it still holds what the pass compared."""
+    data = os.urandom(70_000)
+    e = install(agent, "m", data)
+    later = MTIME + 86_400 * 10**9
+    for stale in (["f", e[1], e[2] + 10**9], ["f", e[1] + 1, e[2]], ["d", 0, 0]):
+        got = errno_of(lambda stale=stale: agent.call("set_meta", path="m", mtime_ns=later, expect=stale))  # type: ignore[misc]
+        assert got == errno.ESTALE, stale
+    near = e[2] + 5  # in the same second: nothing to write, yet the check comes first
+    assert errno_of(lambda: agent.call("set_meta", path="m", mtime_ns=near, expect=["f", 1, e[2]])) == errno.ESTALE
+    assert errno_of(lambda: agent.call("set_meta", path="gone", mtime_ns=later, expect=e[:3])) == errno.ENOENT
+    assert agent.call("entry", path="m")["entry"] == e  # untouched by the refusals
+    assert agent.call("set_meta", path="m", mtime_ns=later, expect=e[:3]) == {}
+    assert agent.call("entry", path="m")["entry"] == ["f", len(data), kept(agent, later), 0, 0]
+    assert agent.call("set_meta", path="m", mtime_ns=later, expect=None) == {}  # None: no check, as before
+    install(agent, "d", b"", kind="d", mtime_ns=None)
+    assert agent.call("set_meta", path="d", mtime_ns=later, expect=["d", 0, 0]) == {}
+    assert errno_of(lambda: agent.call("set_meta", path="d", mtime_ns=later, expect=e[:3])) == errno.ESTALE
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+
+
+def test_set_meta_rechecks_after_sending_the_bytes(side: Side, agent: RcloneAgent) -> None:
+    """rc 1.60 sets an mtime by sending the bytes again: an edit made meanwhile is kept."""
+    data = os.urandom(70_000)
+    e = install(agent, "m", data)
+
+    def edit(step: str) -> None:
+        if step == "uploaded":
+            side.put("m", b"edited meanwhile", MTIME + 10**9)
+
+    agent.step_hook = edit
+    later = MTIME + 86_400 * 10**9
+    assert errno_of(lambda: agent.call("set_meta", path="m", mtime_ns=later, expect=e[:3])) == errno.ESTALE
+    assert (side.path / "m").read_bytes() == b"edited meanwhile"
+    assert side.names(STAGING) == []
+
+
 # ---------------------------------------------------------------------- housekeeping
 
 

@@ -805,11 +805,15 @@ class RcloneAgent(AgentClient):
             raise OpError(errno.EEXIST, f"{n} appeared during the pass")
         return {"entry": self._entry_now(n)}
 
-    def _set_meta(self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None) -> dict[str, Any]:
-        """A file's mtime, by sending its bytes again carrying it (rc 1.60 cannot set an mtime alone).
-        Mode is not kept on a remote; nothing to do for dirs, or where the backend keeps no mtimes."""
+    def _set_meta(
+        self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None, expect: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """A file's mtime, by sending its bytes again carrying it (rc 1.60 cannot set an mtime alone),
+        only if the entry is still `expect` ([type, size, mtime_ns] as the pass planned; None: no
+        check).  Mode is not kept on a remote; nothing to do for dirs, or where the backend keeps
+        no mtimes."""
         rel = self._rel(path)
-        item = self._stat(rel)
+        item = self._stat(rel) if expect is None else self._check_expect(rel, expect)
         if item is None:
             raise OpError(errno.ENOENT, f"set_meta {rel}: No such file or directory")
         if mtime_ns is None or item.get("IsDir") or self.precision_ns >= NO_MTIME_NS:
