@@ -646,14 +646,177 @@ def test_lock_from_another_host_holds_for_ten_minutes(side: Side, agent: RcloneA
     assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
 
 
-def test_a_held_lock_is_refreshed_and_unlock_leaves_a_taken_over_lock(side: Side, agent: RcloneAgent) -> None:
+def lock_mtime(side: Side) -> int | None:
+    """The lock file's mtime; None while a refresh has it aside (a moment) or when there is none."""
+    try:
+        return (side.path / LOCK).stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def test_a_held_lock_is_refreshed(side: Side, agent: RcloneAgent) -> None:
     agent.lock_refresh_s = 0.1
     agent.call("lock", path=LOCK, owner="me")
-    first = (side.path / LOCK).stat().st_mtime_ns
-    wait_for(lambda: (side.path / LOCK).stat().st_mtime_ns > first, "the lock file to be rewritten")
+    first = lock_mtime(side)
+    assert first is not None
+    wait_for(lambda: (lock_mtime(side) or 0) > first, "the lock file to be rewritten")
+    assert agent.call("unlock", path=LOCK) == {}  # waits for a round in progress
+    assert lock_mtime(side) is None and side.names(STAGING) == []
+
+
+def test_unlock_leaves_a_taken_over_lock(side: Side, agent: RcloneAgent) -> None:
+    agent.call("lock", path=LOCK, owner="me")
     side.put(LOCK, b"thief (host elsewhere.example, pid 1)\n", time.time_ns())
     assert agent.call("unlock", path=LOCK) == {}
     assert lock_text(side).startswith("thief")
+    assert side.names(STAGING) == []
+
+
+THIEF = "thief (host elsewhere.example, pid 1)\n"
+
+
+def thief_at(side: Side, agent: RcloneAgent, step: str) -> list[str]:
+    """Another process writes its lock the first time the agent reaches `step`; the steps seen."""
+    seen: list[str] = []
+
+    def hook(name: str) -> None:
+        seen.append(name)
+        if name == step and seen.count(step) == 1:
+            side.put(LOCK, THIEF.encode(), time.time_ns())
+
+    agent.step_hook = hook
+    return seen
+
+
+def lost_message(side: Side) -> str:
+    return re.escape(
+        f"lock on {REMOTE}:{side.root} was taken over by {THIEF.strip()}; the pass stops, the next pass continues"
+    )
+
+
+@pytest.mark.parametrize("step", ["lock read", "lock written"])
+def test_a_refresh_never_overwrites_a_lock_taken_meanwhile_and_stops_the_writes(
+    side: Side, agent: RcloneAgent, step: str
+) -> None:
+    """The thief writes between the refresher's read and its write, or after its write: either way
+    the thief's lock stays, and every write after that fails (reads go on)."""
+    agent.call("lock", path=LOCK, owner="me")
+    e = install(agent, "f", b"written under the lock")
+    seen = thief_at(side, agent, step)
+    agent._refresh_round()
+    assert step in seen
+    assert lock_text(side) == THIEF
+    assert side.names(STAGING) == []
+    writes: list[tuple[str, dict[str, Any]]] = [
+        ("install", {"path": "g", "kind": "f", "expect": None, "backup_root": BACKUPS, "mtime_ns": MTIME}),
+        ("discard", {"path": "f", "expect": e[:3], "trash_root": TRASH}),
+        ("rename", {"old": "f", "new": "h", "expect": e[:3]}),
+        ("set_meta", {"path": "f", "mtime_ns": MTIME + 86_400 * 10**9}),
+    ]
+    for op, args in writes:
+        with pytest.raises(AgentDown, match=lost_message(side)):
+            agent.call(op, b"x", **args)
+    assert agent.call("entry", path="f")["entry"] == e and not (side.path / "g").exists()
+    assert agent.call("unlock", path=LOCK) == {}
+    assert lock_text(side) == THIEF
+    # the next pass: the thief holds it (a fresh lock from another host); once it is gone, all is as before
+    assert errno_of(lambda: agent.call("lock", path=LOCK, owner="me")) == errno.EAGAIN
+    (side.path / LOCK).unlink()
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    install(agent, "g", b"the next pass writes again")
+
+
+def test_an_upload_that_outlasts_the_lock_is_not_moved_into_place(
+    side: Side, agent: RcloneAgent, tmp_path: Path
+) -> None:
+    """The refresher finds the lock taken while a big file uploads: the file stays out of place."""
+    agent.call("lock", path=LOCK, owner="me")
+    src, _data = _big_source(tmp_path)
+
+    def meanwhile(step: str) -> None:
+        if step == "uploaded":
+            side.put(LOCK, THIEF.encode(), time.time_ns())
+            agent._refresh_round()
+
+    agent.step_hook = meanwhile
+    with pytest.raises(AgentDown, match=lost_message(side)):
+        install(agent, "big", b"", source=str(src))
+    assert not (side.path / "big").exists() and side.names(STAGING) == []
+    assert lock_text(side) == THIEF
+
+
+def test_unlock_never_deletes_a_lock_taken_after_its_read(side: Side, agent: RcloneAgent) -> None:
+    agent.call("lock", path=LOCK, owner="me")
+    seen = thief_at(side, agent, "lock read")
+    assert agent.call("unlock", path=LOCK) == {}
+    assert "lock read" in seen
+    assert lock_text(side) == THIEF
+    assert side.names(STAGING) == []
+
+
+def test_taking_a_dead_holders_lock_never_overwrites_a_lock_taken_meanwhile(side: Side, agent: RcloneAgent) -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    side.put(LOCK, f"gone (host {socket.gethostname()}, pid {child.pid})\n".encode(), time.time_ns())
+    seen = thief_at(side, agent, "lock read")
+    with pytest.raises(AgentError, match=re.escape(f"locked by {THIEF.strip()}")) as e:
+        agent.call("lock", path=LOCK, owner="me")
+    assert e.value.errno == errno.EAGAIN and "lock read" in seen
+    assert lock_text(side) == THIEF
+    assert side.names(STAGING) == []
+
+
+def test_a_taker_while_a_refresh_has_the_lock_aside_holds_it_alone(side: Side, agent: RcloneAgent) -> None:
+    """A refresh moves the lock aside for a moment; another run looking then finds no lock and
+    takes it.  It keeps it, and this agent gives up: never both."""
+    agent.call("lock", path=LOCK, owner="me")
+    with RcloneAgent.connect(f"{REMOTE}:", side.root, create=False) as other:
+
+        def take(step: str) -> None:
+            if step == "lock read":
+                assert other.call("lock", path=LOCK, owner="other run") == {"locked": True}
+
+        agent.step_hook = take
+        agent._refresh_round()
+        assert lock_text(side).startswith("other run (host ")
+        with pytest.raises(AgentDown, match=r"was taken over by other run \(host "):
+            install(agent, "f", b"x")
+        install(other, "f", b"the holder writes")
+        assert agent.call("unlock", path=LOCK) == {}
+        assert lock_text(side).startswith("other run (host ")
+    assert not (side.path / LOCK).exists() and side.names(STAGING) == []
+
+
+def test_locks_without_server_side_moves(side: Side, agent: RcloneAgent) -> None:
+    """A backend without server-side moves (object stores) gets its lock written in place."""
+    agent.can_move = False
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    first = lock_text(side)
+    agent._refresh_round()
+    assert lock_text(side) == first
+    side.put(LOCK, THIEF.encode(), time.time_ns())
+    agent._refresh_round()
+    with pytest.raises(AgentDown, match=lost_message(side)):
+        install(agent, "f", b"x")
+    assert agent.call("unlock", path=LOCK) == {}
+    assert lock_text(side) == THIEF
+    (side.path / LOCK).unlink()
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    assert agent.call("unlock", path=LOCK) == {}
+    assert not (side.path / LOCK).exists() and side.names(STAGING) == []
+
+
+def test_a_lock_refresh_rewrites_it_on_a_backend_without_mtimes(dav: Side, dav_agent: RcloneAgent) -> None:
+    """webdav keeps no mtimes: only a real rewrite makes the server's time move (a same-size move
+    that rclone judged "unchanged" would not)."""
+    dav_agent.call("lock", path=LOCK, owner="me")
+    first = dav_agent.call("entry", path=LOCK)["entry"][2]  # as every client sees it: whole seconds
+    wait_for(lambda: time.time_ns() >= first + 10**9, "the server's clock to reach the next second")
+    dav_agent._refresh_round()
+    assert dav_agent.call("entry", path=LOCK)["entry"][2] > first
+    assert (dav.path / LOCK).read_text().startswith("me (host ")
+    assert dav.names(STAGING) == []
+    install(dav_agent, "still mine", b"x")
 
 
 # ---------------------------------------------------------------------- what a remote cannot do, bad input
