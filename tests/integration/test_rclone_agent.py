@@ -277,6 +277,20 @@ def test_scan_lists_files_and_dirs_but_not_the_meta_dir(side: Side, agent: Rclon
     assert agent.call("scan")["unreadable"] == []
 
 
+def test_scan_skips_tether_temp_names_as_the_local_scan_does(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """`.tether-tmp-*` are the local and ssh agents' files in flight (a folder can be both a
+    tether replica and served by rclone); the local scan never lists them, so neither does this
+    one: listed on one side only, they would be copied over and then look deleted."""
+    for root in (side.path, tmp_path):
+        (root / "d").mkdir(parents=True, exist_ok=True)
+        for rel in (".tether-tmp-0a1b2c", "d/.tether-tmp-3d4e5f", "d/.tether-tmp-dir/inner", "d/kept.tether-tmp-x"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"in flight")
+    local = sorted(str(e[0]) for e in Ops(str(tmp_path)).scan()["entries"])
+    assert local == ["d", "d/kept.tether-tmp-x"]
+    assert sorted(e[0] for e in agent.call("scan")["entries"]) == local
+
+
 def test_entry_is_the_scan_form(side: Side, agent: RcloneAgent) -> None:
     side.put("d/f", b"12345")
     assert agent.call("entry", path="d/f") == {"entry": ["f", 5, kept(agent, MTIME), 0, 0]}

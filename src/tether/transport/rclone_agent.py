@@ -49,7 +49,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
+from tether.agent_remote import PROTOCOL_VERSION, TMP_PREFIX, OpError, show, split_path, to_bytes
 from tether.errors import LockedError
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 
@@ -67,6 +67,7 @@ _READERS = 4  # concurrent rc calls for a run of read-only requests
 _READ_ONLY = frozenset({"read", "entry", "hash"})
 _WRITES = frozenset({"install", "discard", "rename", "set_meta", "purge_trash", "prune_backups"})
 _NAME_MAX = 255
+_TMP = TMP_PREFIX.decode()  # the local and ssh agents' names for files in flight
 _ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
 _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 _HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
@@ -727,15 +728,20 @@ class RcloneAgent(AgentClient):
     # ------------------------------------------------------------------ operations
 
     def _scan(self, skip: str | bytes = ".tether", fmt: str = "json") -> dict[str, Any]:
-        """Every entry under the root; the top-level skip dir is not even listed (an rc filter)."""
+        """Every entry under the root; the top-level skip dir is not even listed (an rc filter), nor
+        are the local and ssh agents' files in flight (`.tether-tmp-*`), which their scans skip too."""
         top = to_bytes(skip).decode("utf-8", "surrogateescape")
         params: dict[str, Any] = {"fs": self.fs, "remote": "", "opt": {"recurse": True, "noMimeType": True}}
+        rules = [f"{_glob_escape(_TMP)}*", f"{_glob_escape(_TMP)}*/**"]
         if top:
-            params["_filter"] = {"ExcludeRule": [f"/{_glob_escape(top)}/**"]}
+            rules.append(f"/{_glob_escape(top)}/**")
+        params["_filter"] = {"ExcludeRule": rules}
         entries: list[list[Any]] = []
         for it in self._rc("operations/list", params).get("list") or []:
             p = str(it["Path"])
             if top and (p == top or p.startswith(top + "/")):
+                continue
+            if p.startswith(_TMP) or f"/{_TMP}" in p:
                 continue
             if it.get("IsDir"):
                 entries.append([p, "d", 0, 0, 0, 0, None])
