@@ -6,9 +6,19 @@ import os
 import secrets
 from pathlib import Path
 
+import pytest
+
 from tests.rig.rclone import REMOTE, RcloneServer
 from tests.rig.run import contents as _files
 from tests.rig.run import tether, tether_json
+from tether.bisync.config import BisyncJob
+from tether.bisync.engine import Options
+from tether.bisync.rclone_spec import Rclone
+from tether.bisync.runner import one_pass, opened, state_path
+from tether.bisync.state import State
+from tether.dirs import Dirs
+from tether.endpoints import Local
+from tether.errors import EXIT_LOCKED, TetherError
 
 
 def _env(tether_env: dict[str, str], server: RcloneServer) -> dict[str, str]:
@@ -53,3 +63,43 @@ def test_rclone_pairs_only_with_a_local_folder(tether_env: dict[str, str], rclon
     env = _env(tether_env, rclone_sftp)
     proc = tether(["bisync", f"{REMOTE}:x", "somehost:/y"], env, check_rc=2)
     assert "local directory" in proc.stderr
+
+
+def test_a_lock_taken_over_mid_pass_stops_the_pass_and_the_next_one_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rclone_sftp: RcloneServer
+) -> None:
+    """Another run takes the remote's lock while a pass holds it, and the lock refresher finds it
+    taken: the pass writes nothing more there and stops, exit 4, naming the taker; the next pass
+    (same open replicas, as a running job has) syncs once the taker is gone."""
+    for k, v in rclone_sftp.env().items():
+        monkeypatch.setenv(k, v)  # rcd inherits the environment: that is how it finds the remote
+    name = f"pair-{secrets.token_hex(4)}"
+    far = rclone_sftp.root / name
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "one.txt").write_text("one\n")
+    job = BisyncJob("taken", None, Local(str(a)), Rclone(REMOTE, name))
+    dirs = Dirs(tmp_path / "cfg", tmp_path / "state", tmp_path / "run")
+    thief = "thief (host elsewhere.example, pid 1)\n"
+    state = State(state_path(dirs, job))
+    try:
+        with opened(job, dirs, state) as (r1, r2):
+
+            def take_over(o: Options) -> None:
+                def between_scan_and_actions() -> None:
+                    (far / ".tether" / "lock").write_text(thief)  # fresh, from another host: alive
+                    r2.agent._refresh_round()  # type: ignore[attr-defined]  # its round, due now
+
+                o.after_scan = between_scan_and_actions
+
+            with pytest.raises(TetherError, match=r"was taken over by thief .*; the pass stops, the next pass") as e:
+                one_pass(job, dirs, replicas=(r1, r2), state=state, tweak=take_over)
+            assert e.value.code == EXIT_LOCKED
+            assert not (far / "one.txt").exists()
+            assert (far / ".tether" / "lock").read_text() == thief
+            (far / ".tether" / "lock").unlink()  # the other run is done
+            rep = one_pass(job, dirs, replicas=(r1, r2), state=state)
+            assert rep.ok, rep.to_json()
+            assert (far / "one.txt").read_text() == "one\n"
+    finally:
+        state.close()

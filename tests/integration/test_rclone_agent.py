@@ -277,6 +277,20 @@ def test_scan_lists_files_and_dirs_but_not_the_meta_dir(side: Side, agent: Rclon
     assert agent.call("scan")["unreadable"] == []
 
 
+def test_scan_skips_tether_temp_names_as_the_local_scan_does(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """`.tether-tmp-*` are the local and ssh agents' files in flight (a folder can be both a
+    tether replica and served by rclone); the local scan never lists them, so neither does this
+    one: listed on one side only, they would be copied over and then look deleted."""
+    for root in (side.path, tmp_path):
+        (root / "d").mkdir(parents=True, exist_ok=True)
+        for rel in (".tether-tmp-0a1b2c", "d/.tether-tmp-3d4e5f", "d/.tether-tmp-dir/inner", "d/kept.tether-tmp-x"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"in flight")
+    local = sorted(str(e[0]) for e in Ops(str(tmp_path)).scan()["entries"])
+    assert local == ["d", "d/kept.tether-tmp-x"]
+    assert sorted(e[0] for e in agent.call("scan")["entries"]) == local
+
+
 def test_entry_is_the_scan_form(side: Side, agent: RcloneAgent) -> None:
     side.put("d/f", b"12345")
     assert agent.call("entry", path="d/f") == {"entry": ["f", 5, kept(agent, MTIME), 0, 0]}
@@ -388,6 +402,84 @@ def test_install_from_a_local_source_file(side: Side, agent: RcloneAgent, tmp_pa
     assert side.names(BACKUPS) == []
 
 
+def _big_source(tmp_path: Path) -> tuple[Path, bytes]:
+    """A local file big enough to go by upload (source=), with the test's mtime."""
+    src = tmp_path / "big source"
+    data = os.urandom(3 << 20)
+    src.write_bytes(data)
+    os.utime(src, ns=(MTIME, MTIME))
+    return src, data
+
+
+def test_install_from_source_checks_expect_before_uploading(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """A destination that changed since the scan fails the install at once, not after a long upload."""
+    src, _data = _big_source(tmp_path)
+    side.put("big", b"as scanned")
+    e = agent.call("entry", path="big")["entry"]
+    side.put("big", b"edited since the scan", MTIME + 10**9)
+    steps: list[str] = []
+    agent.step_hook = steps.append
+    assert errno_of(lambda: install(agent, "big", b"", expect=e[:3], source=str(src))) == errno.ESTALE
+    assert "uploaded" not in steps  # nothing was sent
+    assert (side.path / "big").read_bytes() == b"edited since the scan"
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+
+
+def test_install_from_source_rechecks_expect_after_the_upload(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """The user edits the remote file while the upload runs: the install fails, the edit stays."""
+    src, _data = _big_source(tmp_path)
+    side.put("big", b"as scanned")
+    e = agent.call("entry", path="big")["entry"]
+
+    def edit(step: str) -> None:
+        if step == "uploaded":
+            side.put("big", b"edited during the upload", MTIME + 10**9)
+
+    agent.step_hook = edit
+    assert errno_of(lambda: install(agent, "big", b"", expect=e[:3], source=str(src))) == errno.ESTALE
+    assert (side.path / "big").read_bytes() == b"edited during the upload"
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+
+
+@pytest.mark.parametrize("by", ["source", "data"])
+def test_install_never_replaces_a_file_made_after_the_old_one_went_to_the_backups(
+    side: Side, agent: RcloneAgent, tmp_path: Path, by: str
+) -> None:
+    """Between moving the old version aside and moving the new one in, the name is free for a
+    moment; a file someone makes there is kept, and the install fails as raced."""
+    src, data = _big_source(tmp_path)
+    side.put("f", b"old")
+    e = agent.call("entry", path="f")["entry"]
+
+    def make(step: str) -> None:
+        if step == "room made":
+            side.put("f", b"made in the gap", MTIME + 10**9)
+
+    agent.step_hook = make
+    kw: dict[str, Any] = {"source": str(src)} if by == "source" else {}
+    err = errno_of(lambda: install(agent, "f", b"" if by == "source" else data, expect=e[:3], **kw))
+    assert err in (errno.ESTALE, errno.EEXIST)  # both mean "raced a change": skipped, the next pass decides
+    assert (side.path / "f").read_bytes() == b"made in the gap"
+    (backup,) = side.names(BACKUPS)
+    assert (side.path / BACKUPS / backup).read_bytes() == b"old"  # the version the pass planned to replace
+    assert side.names(STAGING) == []
+
+
+def test_a_name_taken_in_the_last_gap_is_never_replaced_on_webdav(dav: Side, dav_agent: RcloneAgent) -> None:
+    """Between the last stat and the move into place, webdav itself refuses a taken name (rclone's
+    own sftp server would replace it: that gap is the window left there)."""
+    e = install(dav_agent, "f", b"old")
+
+    def make(step: str) -> None:
+        if step == "name free":
+            (dav.path / "f").write_bytes(b"made in the last gap")
+
+    dav_agent.step_hook = make
+    assert errno_of(lambda: install(dav_agent, "f", b"new", expect=e[:3])) == errno.ESTALE
+    assert (dav.path / "f").read_bytes() == b"made in the last gap"
+    assert dav.names(STAGING) == []
+
+
 def test_install_dirs_and_what_a_remote_cannot_hold(side: Side, agent: RcloneAgent) -> None:
     d: dict[str, Any] = {"kind": "d", "mtime_ns": None}
     assert install(agent, "a/b", b"", **d) == ["d", 0, 0, 0, 0]
@@ -463,6 +555,43 @@ def test_set_meta_moves_the_mtime_and_keeps_the_bytes(side: Side, agent: RcloneA
     assert agent.call("set_meta", path="d", mode=0o700, mtime_ns=later) == {}
 
 
+def test_set_meta_checks_what_the_pass_expected(side: Side, agent: RcloneAgent) -> None:
+    """The older side takes the newer mtime only if it still holds what the pass compared."""
+    data = os.urandom(70_000)
+    e = install(agent, "m", data)
+    later = MTIME + 86_400 * 10**9
+    for stale in (["f", e[1], e[2] + 10**9], ["f", e[1] + 1, e[2]], ["d", 0, 0]):
+        got = errno_of(lambda stale=stale: agent.call("set_meta", path="m", mtime_ns=later, expect=stale))  # type: ignore[misc]
+        assert got == errno.ESTALE, stale
+    near = e[2] + 5  # in the same second: nothing to write, yet the check comes first
+    assert errno_of(lambda: agent.call("set_meta", path="m", mtime_ns=near, expect=["f", 1, e[2]])) == errno.ESTALE
+    assert errno_of(lambda: agent.call("set_meta", path="gone", mtime_ns=later, expect=e[:3])) == errno.ENOENT
+    assert agent.call("entry", path="m")["entry"] == e  # untouched by the refusals
+    assert agent.call("set_meta", path="m", mtime_ns=later, expect=e[:3]) == {}
+    assert agent.call("entry", path="m")["entry"] == ["f", len(data), kept(agent, later), 0, 0]
+    assert agent.call("set_meta", path="m", mtime_ns=later, expect=None) == {}  # None: no check, as before
+    install(agent, "d", b"", kind="d", mtime_ns=None)
+    assert agent.call("set_meta", path="d", mtime_ns=later, expect=["d", 0, 0]) == {}
+    assert errno_of(lambda: agent.call("set_meta", path="d", mtime_ns=later, expect=e[:3])) == errno.ESTALE
+    assert side.names(STAGING) == [] and side.names(BACKUPS) == []
+
+
+def test_set_meta_rechecks_after_sending_the_bytes(side: Side, agent: RcloneAgent) -> None:
+    """rc 1.60 sets an mtime by sending the bytes again: an edit made meanwhile is kept."""
+    data = os.urandom(70_000)
+    e = install(agent, "m", data)
+
+    def edit(step: str) -> None:
+        if step == "uploaded":
+            side.put("m", b"edited meanwhile", MTIME + 10**9)
+
+    agent.step_hook = edit
+    later = MTIME + 86_400 * 10**9
+    assert errno_of(lambda: agent.call("set_meta", path="m", mtime_ns=later, expect=e[:3])) == errno.ESTALE
+    assert (side.path / "m").read_bytes() == b"edited meanwhile"
+    assert side.names(STAGING) == []
+
+
 # ---------------------------------------------------------------------- housekeeping
 
 
@@ -531,14 +660,177 @@ def test_lock_from_another_host_holds_for_ten_minutes(side: Side, agent: RcloneA
     assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
 
 
-def test_a_held_lock_is_refreshed_and_unlock_leaves_a_taken_over_lock(side: Side, agent: RcloneAgent) -> None:
+def lock_mtime(side: Side) -> int | None:
+    """The lock file's mtime; None while a refresh has it aside (a moment) or when there is none."""
+    try:
+        return (side.path / LOCK).stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def test_a_held_lock_is_refreshed(side: Side, agent: RcloneAgent) -> None:
     agent.lock_refresh_s = 0.1
     agent.call("lock", path=LOCK, owner="me")
-    first = (side.path / LOCK).stat().st_mtime_ns
-    wait_for(lambda: (side.path / LOCK).stat().st_mtime_ns > first, "the lock file to be rewritten")
+    first = lock_mtime(side)
+    assert first is not None
+    wait_for(lambda: (lock_mtime(side) or 0) > first, "the lock file to be rewritten")
+    assert agent.call("unlock", path=LOCK) == {}  # waits for a round in progress
+    assert lock_mtime(side) is None and side.names(STAGING) == []
+
+
+def test_unlock_leaves_a_taken_over_lock(side: Side, agent: RcloneAgent) -> None:
+    agent.call("lock", path=LOCK, owner="me")
     side.put(LOCK, b"thief (host elsewhere.example, pid 1)\n", time.time_ns())
     assert agent.call("unlock", path=LOCK) == {}
     assert lock_text(side).startswith("thief")
+    assert side.names(STAGING) == []
+
+
+THIEF = "thief (host elsewhere.example, pid 1)\n"
+
+
+def thief_at(side: Side, agent: RcloneAgent, step: str) -> list[str]:
+    """Another process writes its lock the first time the agent reaches `step`; the steps seen."""
+    seen: list[str] = []
+
+    def hook(name: str) -> None:
+        seen.append(name)
+        if name == step and seen.count(step) == 1:
+            side.put(LOCK, THIEF.encode(), time.time_ns())
+
+    agent.step_hook = hook
+    return seen
+
+
+def lost_message(side: Side) -> str:
+    return re.escape(
+        f"lock on {REMOTE}:{side.root} was taken over by {THIEF.strip()}; the pass stops, the next pass continues"
+    )
+
+
+@pytest.mark.parametrize("step", ["lock read", "lock written"])
+def test_a_refresh_never_overwrites_a_lock_taken_meanwhile_and_stops_the_writes(
+    side: Side, agent: RcloneAgent, step: str
+) -> None:
+    """The thief writes between the refresher's read and its write, or after its write: either way
+    the thief's lock stays, and every write after that fails (reads go on)."""
+    agent.call("lock", path=LOCK, owner="me")
+    e = install(agent, "f", b"written under the lock")
+    seen = thief_at(side, agent, step)
+    agent._refresh_round()
+    assert step in seen
+    assert lock_text(side) == THIEF
+    assert side.names(STAGING) == []
+    writes: list[tuple[str, dict[str, Any]]] = [
+        ("install", {"path": "g", "kind": "f", "expect": None, "backup_root": BACKUPS, "mtime_ns": MTIME}),
+        ("discard", {"path": "f", "expect": e[:3], "trash_root": TRASH}),
+        ("rename", {"old": "f", "new": "h", "expect": e[:3]}),
+        ("set_meta", {"path": "f", "mtime_ns": MTIME + 86_400 * 10**9}),
+    ]
+    for op, args in writes:
+        with pytest.raises(AgentDown, match=lost_message(side)):
+            agent.call(op, b"x", **args)
+    assert agent.call("entry", path="f")["entry"] == e and not (side.path / "g").exists()
+    assert agent.call("unlock", path=LOCK) == {}
+    assert lock_text(side) == THIEF
+    # the next pass: the thief holds it (a fresh lock from another host); once it is gone, all is as before
+    assert errno_of(lambda: agent.call("lock", path=LOCK, owner="me")) == errno.EAGAIN
+    (side.path / LOCK).unlink()
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    install(agent, "g", b"the next pass writes again")
+
+
+def test_an_upload_that_outlasts_the_lock_is_not_moved_into_place(
+    side: Side, agent: RcloneAgent, tmp_path: Path
+) -> None:
+    """The refresher finds the lock taken while a big file uploads: the file stays out of place."""
+    agent.call("lock", path=LOCK, owner="me")
+    src, _data = _big_source(tmp_path)
+
+    def meanwhile(step: str) -> None:
+        if step == "uploaded":
+            side.put(LOCK, THIEF.encode(), time.time_ns())
+            agent._refresh_round()
+
+    agent.step_hook = meanwhile
+    with pytest.raises(AgentDown, match=lost_message(side)):
+        install(agent, "big", b"", source=str(src))
+    assert not (side.path / "big").exists() and side.names(STAGING) == []
+    assert lock_text(side) == THIEF
+
+
+def test_unlock_never_deletes_a_lock_taken_after_its_read(side: Side, agent: RcloneAgent) -> None:
+    agent.call("lock", path=LOCK, owner="me")
+    seen = thief_at(side, agent, "lock read")
+    assert agent.call("unlock", path=LOCK) == {}
+    assert "lock read" in seen
+    assert lock_text(side) == THIEF
+    assert side.names(STAGING) == []
+
+
+def test_taking_a_dead_holders_lock_never_overwrites_a_lock_taken_meanwhile(side: Side, agent: RcloneAgent) -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    side.put(LOCK, f"gone (host {socket.gethostname()}, pid {child.pid})\n".encode(), time.time_ns())
+    seen = thief_at(side, agent, "lock read")
+    with pytest.raises(AgentError, match=re.escape(f"locked by {THIEF.strip()}")) as e:
+        agent.call("lock", path=LOCK, owner="me")
+    assert e.value.errno == errno.EAGAIN and "lock read" in seen
+    assert lock_text(side) == THIEF
+    assert side.names(STAGING) == []
+
+
+def test_a_taker_while_a_refresh_has_the_lock_aside_holds_it_alone(side: Side, agent: RcloneAgent) -> None:
+    """A refresh moves the lock aside for a moment; another run looking then finds no lock and
+    takes it.  It keeps it, and this agent gives up: never both."""
+    agent.call("lock", path=LOCK, owner="me")
+    with RcloneAgent.connect(f"{REMOTE}:", side.root, create=False) as other:
+
+        def take(step: str) -> None:
+            if step == "lock read":
+                assert other.call("lock", path=LOCK, owner="other run") == {"locked": True}
+
+        agent.step_hook = take
+        agent._refresh_round()
+        assert lock_text(side).startswith("other run (host ")
+        with pytest.raises(AgentDown, match=r"was taken over by other run \(host "):
+            install(agent, "f", b"x")
+        install(other, "f", b"the holder writes")
+        assert agent.call("unlock", path=LOCK) == {}
+        assert lock_text(side).startswith("other run (host ")
+    assert not (side.path / LOCK).exists() and side.names(STAGING) == []
+
+
+def test_locks_without_server_side_moves(side: Side, agent: RcloneAgent) -> None:
+    """A backend without server-side moves (object stores) gets its lock written in place."""
+    agent.can_move = False
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    first = lock_text(side)
+    agent._refresh_round()
+    assert lock_text(side) == first
+    side.put(LOCK, THIEF.encode(), time.time_ns())
+    agent._refresh_round()
+    with pytest.raises(AgentDown, match=lost_message(side)):
+        install(agent, "f", b"x")
+    assert agent.call("unlock", path=LOCK) == {}
+    assert lock_text(side) == THIEF
+    (side.path / LOCK).unlink()
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    assert agent.call("unlock", path=LOCK) == {}
+    assert not (side.path / LOCK).exists() and side.names(STAGING) == []
+
+
+def test_a_lock_refresh_rewrites_it_on_a_backend_without_mtimes(dav: Side, dav_agent: RcloneAgent) -> None:
+    """webdav keeps no mtimes: only a real rewrite makes the server's time move (a same-size move
+    that rclone judged "unchanged" would not)."""
+    dav_agent.call("lock", path=LOCK, owner="me")
+    first = dav_agent.call("entry", path=LOCK)["entry"][2]  # as every client sees it: whole seconds
+    wait_for(lambda: time.time_ns() >= first + 10**9, "the server's clock to reach the next second")
+    dav_agent._refresh_round()
+    assert dav_agent.call("entry", path=LOCK)["entry"][2] > first
+    assert (dav.path / LOCK).read_text().startswith("me (host ")
+    assert dav.names(STAGING) == []
+    install(dav_agent, "still mine", b"x")
 
 
 # ---------------------------------------------------------------------- what a remote cannot do, bad input

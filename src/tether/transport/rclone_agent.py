@@ -9,7 +9,11 @@ that a run of read-only ones (read, entry, hash) goes a few at a time.
 What a remote cannot do, and what is done instead:
 - no flock: the lock is a file naming its holder.  A holder on this host counts while its pid
   lives; one on another host while its file is under 10 minutes old (held locks are rewritten
-  every 2 minutes).  Taking a lock is check-then-write, best effort, not atomic.
+  every 2 minutes).  No backend offers compare-and-swap, so: a lock is written through the
+  staging dir and a server-side move (never half visible) and read back after; it is claimed
+  (moved aside) before it is judged, deleted or replaced, so a lock someone else holds is never
+  deleted, and replaced only in one call's gap on backends whose rename replaces (see _refresh).
+  A lock found taken over makes the agent's writes fail (LockLost): the pass stops there.
 - no atomic replace on most backends: where the remote moves server-side, a file is uploaded to
   .tether/tmp and moved into place, so an interrupted upload never shows as a half file.
 - mtimes only at the backend's precision (1 s for sftp); mode and inode are reported as 0.
@@ -45,7 +49,8 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
+from tether.agent_remote import PROTOCOL_VERSION, TMP_PREFIX, OpError, show, split_path, to_bytes
+from tether.errors import LockedError
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 
 MIN_VERSION = (1, 60)
@@ -60,7 +65,9 @@ _STDERR_KEEP = 64 << 10
 _IDLE_S = 20.0  # a kept-alive connection unused this long is closed, not reused
 _READERS = 4  # concurrent rc calls for a run of read-only requests
 _READ_ONLY = frozenset({"read", "entry", "hash"})
+_WRITES = frozenset({"install", "discard", "rename", "set_meta", "purge_trash", "prune_backups"})
 _NAME_MAX = 255
+_TMP = TMP_PREFIX.decode()  # the local and ssh agents' names for files in flight
 _ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
 _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 _HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
@@ -88,6 +95,13 @@ class RcError(Exception):
         self.errno = _errno_of(status, message)
 
 
+class LockLost(AgentDown, LockedError):
+    """The replica's lock was taken over while a pass held it: the pass must stop writing there.
+    An AgentDown, so that no caller takes it for one path's failure and the pass ends (its state
+    is as of the last batch, so the next pass continues); exit 4, as for a lock found taken.  The
+    agent itself stays usable: reads go on, and taking the lock again clears it."""
+
+
 # rclone's rc errors are text: the first row whose words appear in the message gives the errno
 _ERRNO_WORDS: tuple[tuple[tuple[str, ...], int], ...] = (
     (("not found", "no such file"), errno.ENOENT),
@@ -96,7 +110,7 @@ _ERRNO_WORDS: tuple[tuple[tuple[str, ...], int], ...] = (
     (("being updated",), errno.ESTALE),
     (("read-only", "read only"), errno.EROFS),
     (("permission denied",), errno.EACCES),
-    (("exists",), errno.EEXIST),
+    (("exists", "precondition failed"), errno.EEXIST),  # 412: webdav refused to move onto a taken name
 )
 
 
@@ -186,8 +200,11 @@ class RcloneAgent(AgentClient):
         self._down: AgentDown | None = None
         self._closing = threading.Event()
         self._held: dict[str, str] = {}  # lock path -> the content we wrote there
+        self._lost: str | None = None  # why writes must stop: a held lock was taken over (see _lose)
         self._held_lock = threading.Lock()
         self._refresher: threading.Thread | None = None
+        # test seam: called with a step's name where another client's change matters (see _step)
+        self.step_hook: Callable[[str], None] | None = None
         self._handlers: dict[str, Callable[..., dict[str, Any]]] = {
             "lock": self._lock_op,
             "unlock": self._unlock_op,
@@ -402,8 +419,51 @@ class RcloneAgent(AgentClient):
     def _upload(self, local: str, rel: str, fresh: bool = True) -> None:
         self._copy("/", local.lstrip("/"), self.fs, rel, fresh)
 
-    def _move(self, src: str, dst: str) -> None:
-        self._rc("operations/movefile", {"srcFs": self.fs, "srcRemote": src, "dstFs": self.fs, "dstRemote": dst})
+    def _move(self, src: str, dst: str, replace: bool = False) -> None:
+        """Server-side move.  Without replace, dst is a name believed free and rclone is told not to
+        look there: left to itself it deletes a dst that differs from src before moving, so a file
+        someone made there would be lost; now the backend's rename decides (webdav and OpenSSH's
+        sftp refuse a taken name, rclone's own sftp server and local disks replace it).  With
+        replace, rclone compares: the same bytes only take src's mtime, others are replaced."""
+        params: dict[str, Any] = {"srcFs": self.fs, "srcRemote": src, "dstFs": self.fs, "dstRemote": dst}
+        if not replace:
+            params["_config"] = {"NoCheckDest": True}
+        self._rc("operations/movefile", params)
+
+    def _put_new(self, src: str, rel: str) -> bool:
+        """Move src to rel unless rel is taken (False then, src left where it was).  The stat is
+        the last look before the rename; where the backend's rename refuses a taken name the
+        refusal checks again, where it replaces (rclone's own sftp server, local disks) a name
+        taken in the gap between the two calls is replaced: that gap is the window left."""
+        if self._stat(rel) is not None:
+            return False
+        self._step("name free")
+        try:
+            self._move(src, rel)
+        except RcError:
+            if self._stat(rel) is not None:
+                return False
+            raise
+        return True
+
+    def _claim(self, rel: str) -> str | None:
+        """Move rel to a private name in the staging dir (one server-side rename); None if rel is
+        not there.  What is then read under the private name no other process can change, so a
+        decision taken on it (delete it, replace it) concerns exactly the object read."""
+        private = _join(STAGING, secrets.token_hex(8))
+        try:
+            self._move(rel, private)
+        except RcError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        return private
+
+    def _give_back(self, private: str, rel: str) -> None:
+        """Put a claimed object back at rel; if rel was taken meanwhile, leave it in the staging
+        dir (removed by purge_trash after a day) rather than replace or delete anything."""
+        with contextlib.suppress(RcError):
+            self._put_new(private, rel)
 
     def _delete(self, rel: str) -> None:
         self._rc("operations/deletefile", {"fs": self.fs, "remote": rel})
@@ -459,6 +519,8 @@ class RcloneAgent(AgentClient):
 
     def _one(self, op: str, args: dict[str, Any], body: bytes) -> dict[str, Any]:
         """One request, answered like `agent_remote.dispatch`: failures become error replies."""
+        if op in _WRITES:
+            self._guard()
         handler = self._handlers.get(op)
         try:
             if handler is None:
@@ -507,6 +569,17 @@ class RcloneAgent(AgentClient):
             return os.path.abspath(p.decode("utf-8"))
         except UnicodeDecodeError:
             raise OpError(errno.EILSEQ, f"{what} {show(p)}: not valid UTF-8") from None
+
+    def _guard(self) -> None:
+        """LockLost once a held lock was found taken over: checked before each write, and again
+        after an upload, which can outlast a refresher's round."""
+        if self._lost is not None:
+            raise LockLost(self._lost)
+
+    def _step(self, name: str) -> None:
+        """Test seam: tests make a change here, as another client of the remote could at that moment."""
+        if self.step_hook is not None:
+            self.step_hook(name)
 
     def _scratch(self) -> str:
         return os.path.join(self._tmp, secrets.token_hex(8))
@@ -618,36 +691,57 @@ class RcloneAgent(AgentClient):
             os.utime(tmp, ns=(time.time_ns(), int(mtime_ns)))
         return tmp, True
 
-    def _place(self, local: str, rel: str, before: Callable[[], None], fresh: bool = True) -> None:
-        """Put local at rel.  Where the remote moves server-side, upload to the staging dir first and
-        move into place, so no half file is ever visible; `before` runs just before the switch."""
+    def _place(self, local: str, rel: str, before: Callable[[], None], replace: bool = False) -> bool:
+        """Put local at rel; False (nothing placed) if rel was taken again after `before` made room.
+
+        Where the remote moves server-side, local is uploaded to the staging dir and moved into
+        place, so no half file is ever visible, and `before` (the check that rel is still what the
+        pass planned, then making room) runs after the upload, right before the move: an edit made
+        during a long upload is seen.  What is left: an edit landing between that check and the
+        move aside goes to the backups as the old version (kept, not lost), and a file made at rel
+        after that is replaced only in `_put_new`'s gap.  replace (set_meta: the same bytes stay at
+        rel) lets rclone compare instead: the same bytes only take the new mtime.  Without
+        server-side moves, `before` runs first and the upload goes straight to rel: there the
+        whole upload is the window."""
         if not self.can_move:
             before()
-            self._upload(local, rel, fresh)
-            return
+            self._upload(local, rel, fresh=not replace)
+            return True
         staged = _join(STAGING, secrets.token_hex(8))
         try:
             self._upload(local, staged)
+            self._step("uploaded")
+            self._guard()
             before()
-            self._move(staged, rel)
+            self._step("room made")
+            if replace:
+                self._move(staged, rel, replace=True)
+            elif not self._put_new(staged, rel):
+                return False
             staged = ""
         finally:
             if staged:
                 with contextlib.suppress(RcError, AgentDown):
                     self._delete(staged)
+        return True
 
     # ------------------------------------------------------------------ operations
 
     def _scan(self, skip: str | bytes = ".tether", fmt: str = "json") -> dict[str, Any]:
-        """Every entry under the root; the top-level skip dir is not even listed (an rc filter)."""
+        """Every entry under the root; the top-level skip dir is not even listed (an rc filter), nor
+        are the local and ssh agents' files in flight (`.tether-tmp-*`), which their scans skip too."""
         top = to_bytes(skip).decode("utf-8", "surrogateescape")
         params: dict[str, Any] = {"fs": self.fs, "remote": "", "opt": {"recurse": True, "noMimeType": True}}
+        rules = [f"{_glob_escape(_TMP)}*", f"{_glob_escape(_TMP)}*/**"]
         if top:
-            params["_filter"] = {"ExcludeRule": [f"/{_glob_escape(top)}/**"]}
+            rules.append(f"/{_glob_escape(top)}/**")
+        params["_filter"] = {"ExcludeRule": rules}
         entries: list[list[Any]] = []
         for it in self._rc("operations/list", params).get("list") or []:
             p = str(it["Path"])
             if top and (p == top or p.startswith(top + "/")):
+                continue
+            if p.startswith(_TMP) or f"/{_TMP}" in p:
                 continue
             if it.get("IsDir"):
                 entries.append([p, "d", 0, 0, 0, 0, None])
@@ -707,7 +801,7 @@ class RcloneAgent(AgentClient):
             return {"entry": self._entry_now(rel)}
         local, scratch = self._source_file(data, mtime_ns, source)
 
-        def make_room() -> None:
+        def make_room() -> None:  # after the upload, right before the move into place
             item = self._check_expect(rel, expect)
             if item is not None and item.get("IsDir"):
                 self._rmdir(rel)
@@ -715,7 +809,12 @@ class RcloneAgent(AgentClient):
                 self._backup(rel, broot, keep)
 
         try:
-            self._place(local, rel, make_room)
+            if source is not None and self.can_move:
+                self._check_expect(rel, expect)  # and before a long upload too, to fail early
+            if not self._place(local, rel, make_room):
+                if expect is None:
+                    raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
+                raise OpError(errno.ESTALE, f"{rel} changed during the pass")
         finally:
             if scratch:
                 with contextlib.suppress(OSError):
@@ -750,15 +849,19 @@ class RcloneAgent(AgentClient):
             raise OpError(errno.ENOENT, f"{o} vanished during the pass")
         if item.get("IsDir"):
             raise OpError(errno.EISDIR, f"rename {o}: directories cannot be renamed on {self.remote_name}")
-        self._check_expect(n, None)
-        self._move(o, n)
+        if not self._put_new(o, n):
+            raise OpError(errno.EEXIST, f"{n} appeared during the pass")
         return {"entry": self._entry_now(n)}
 
-    def _set_meta(self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None) -> dict[str, Any]:
-        """A file's mtime, by sending its bytes again carrying it (rc 1.60 cannot set an mtime alone).
-        Mode is not kept on a remote; nothing to do for dirs, or where the backend keeps no mtimes."""
+    def _set_meta(
+        self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None, expect: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """A file's mtime, by sending its bytes again carrying it (rc 1.60 cannot set an mtime alone),
+        only if the entry is still `expect` ([type, size, mtime_ns] as the pass planned; None: no
+        check).  Mode is not kept on a remote; nothing to do for dirs, or where the backend keeps
+        no mtimes."""
         rel = self._rel(path)
-        item = self._stat(rel)
+        item = self._stat(rel) if expect is None else self._check_expect(rel, expect)
         if item is None:
             raise OpError(errno.ENOENT, f"set_meta {rel}: No such file or directory")
         if mtime_ns is None or item.get("IsDir") or self.precision_ns >= NO_MTIME_NS:
@@ -771,8 +874,9 @@ class RcloneAgent(AgentClient):
         try:
             self._fetch_checked(rel, size, have, tmp)
             os.utime(tmp, ns=(time.time_ns(), want))
-            # without staging, rclone sees the same bytes (when it can hash both) and only sets the mtime
-            self._place(tmp, rel, lambda: self._still(rel, size, have), fresh=False)
+            # rclone sees the same bytes (when it can hash both) and only sets the mtime.  Left: an
+            # edit landing between _still's stat and rclone's own look at rel (its hashing included)
+            self._place(tmp, rel, lambda: self._still(rel, size, have), replace=True)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -833,34 +937,78 @@ class RcloneAgent(AgentClient):
         return {"pruned": pruned}
 
     def _lock_op(self, path: str | bytes, owner: str) -> dict[str, Any]:
-        """Take the lock file unless a live holder has it (see the module doc); EAGAIN naming it if so."""
+        """Take the lock file unless a live holder has it (see the module doc); EAGAIN naming it if
+        so.  Ours is read back after writing: of two takers, the one whose lock stayed holds it."""
         rel = self._rel(path)
+        mine = f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n"
         with self._held_lock:
             if rel in self._held:
                 return {"locked": True}
-        item = self._stat(rel)
-        if item is not None and not item.get("IsDir"):
-            holder = (self._cat(rel) or "").strip()
-            if holder and self._holder_alive(holder, item):
-                raise OpError(errno.EAGAIN, f"locked by {holder}")
-        mine = f"{owner} (host {socket.gethostname()}, pid {os.getpid()})\n"
-        try:
-            self._put_small(rel, mine.encode())
-        except RcError as e:
-            if e.errno == errno.EROFS:  # nothing can write here, so nothing to guard
-                return {"locked": False, "reason": "read-only remote"}
-            raise
-        back = self._cat(rel)
-        if back != mine:  # another taker wrote after us: theirs
-            raise OpError(errno.EAGAIN, f"locked by {(back or '').strip() or 'another process'}")
-        with self._held_lock:
+            item = self._stat(rel)
+            if item is not None:
+                self._judge(rel, item)
+            try:
+                if self.can_move:
+                    self._take(rel, mine, item is not None)
+                else:  # no server-side move: written in place (an object store shows an upload whole)
+                    self._step("lock read")
+                    self._put_small(rel, mine.encode())
+            except RcError as e:
+                if e.errno == errno.EROFS:  # nothing can write here, so nothing to guard
+                    return {"locked": False, "reason": "read-only remote"}
+                raise
+            self._step("lock written")
+            back = self._cat(rel)
+            if back != mine:  # another taker wrote after us: theirs
+                raise OpError(errno.EAGAIN, f"locked by {(back or '').strip() or 'another process'}")
             self._held[rel] = mine
+            self._lost = None
             if self._refresher is None:
                 self._refresher = threading.Thread(
                     target=self._refresh_locks, name=f"rclone-lock-{self.remote_name}", daemon=True
                 )
                 self._refresher.start()
         return {"locked": True}
+
+    def _judge(self, rel: str, item: Item) -> None:
+        """EAGAIN naming the holder when the lock file at rel (item: its stat) has a live one."""
+        if item.get("IsDir"):
+            raise OpError(errno.EISDIR, f"{rel} is a directory, not a lock file")
+        holder = (self._cat(rel) or "").strip()
+        if holder and self._holder_alive(holder, item):
+            raise OpError(errno.EAGAIN, f"locked by {holder}")
+
+    def _take(self, rel: str, mine: str, there: bool) -> None:
+        """Put our lock at rel through the staging dir.  A lock that is there (judged dead or
+        abandoned) is claimed first and judged again where nobody can refresh it, so a holder
+        that refreshed it meanwhile keeps it; ours then goes in only where no lock is."""
+        staged = self._stage(mine)
+        claimed: str | None = None
+        try:
+            if there and (claimed := self._claim(rel)) is not None:
+                again = self._stat(claimed)
+                try:
+                    if again is not None:
+                        self._judge(claimed, again)
+                except OpError:
+                    self._give_back(claimed, rel)
+                    claimed = None
+                    raise
+            self._step("lock read")
+            if not self._put_new(staged, rel):  # another taker was quicker: theirs
+                raise OpError(errno.EAGAIN, f"locked by {(self._cat(rel) or '').strip() or 'another process'}")
+            staged = ""
+        finally:
+            for leftover in (staged, claimed):  # claimed: the dead holder's, judged dead twice
+                if leftover:
+                    with contextlib.suppress(RcError):
+                        self._delete(leftover)
+
+    def _stage(self, text: str) -> str:
+        """text as a new file in the staging dir; its name."""
+        staged = _join(STAGING, secrets.token_hex(8))
+        self._put_small(staged, text.encode())
+        return staged
 
     @staticmethod
     def _holder_alive(holder: str, item: Item) -> bool:
@@ -882,21 +1030,104 @@ class RcloneAgent(AgentClient):
     def _refresh_locks(self) -> None:
         """Rewrite each held lock file now and then, so no other host sees it as abandoned."""
         while not self._closing.wait(self.lock_refresh_s):
-            with self._held_lock:
-                for rel, mine in list(self._held.items()):
-                    try:
-                        if self._cat(rel) == mine:
-                            self._put_small(rel, mine.encode())
-                    except (RcError, AgentDown, OSError):
-                        pass  # the next round tries again; a dead rcd ends the agent anyway
+            self._refresh_round()
+
+    def _refresh_round(self) -> None:
+        """One round of the refresher (tests run it directly).  A lock found taken over or gone is
+        given up, and the agent's writes fail from then on (see _lose)."""
+        with self._held_lock:
+            for rel, mine in list(self._held.items()):
+                try:
+                    if self.can_move:
+                        self._refresh(rel, mine)
+                        continue
+                    # no server-side move: read, rewrite in place, read back; a lock taken between
+                    # the read and the write is overwritten, and its taker sees ours when it reads back
+                    now = self._cat(rel)
+                    if now != mine:
+                        self._lose(rel, now)
+                        continue
+                    self._step("lock read")
+                    self._put_small(rel, mine.encode())
+                    self._step("lock written")
+                    if (now := self._cat(rel)) != mine:
+                        self._lose(rel, now)
+                except (RcError, AgentDown, OSError):
+                    pass  # the next round tries again; a dead rcd ends the agent anyway
+
+    def _refresh(self, rel: str, mine: str) -> None:
+        """Replace our lock at rel by a fresh copy, never anyone else's.  The lock is claimed (moved
+        aside) and read there: someone else's goes back; ours is replaced by a copy staged
+        beforehand, moved in only where no lock is, then read back.  While it is aside (three
+        calls) rel looks free, and a taker may take it: then we lose it, never both hold it; on a
+        backend whose rename replaces a taken name, a lock taken in `_put_new`'s gap is replaced,
+        and its taker, reading back, sees ours and backs off."""
+        staged = self._stage(mine)
+        claimed: str | None = None
+        give_back = True  # on any failure before ours is in: the claimed lock goes back
+        try:
+            claimed = self._claim(rel)
+            if claimed is None:
+                self._lose(rel, None)
+                return
+            text = self._cat(claimed)
+            if text != mine:
+                self._lose(rel, text)
+                return
+            self._step("lock read")
+            if not self._put_new(staged, rel):  # taken while ours was aside: the taker's stays
+                give_back = False
+                self._lose(rel, self._cat(rel))
+                return
+            staged, give_back = "", False
+            self._step("lock written")
+            if (now := self._cat(rel)) != mine:
+                self._lose(rel, now)
+        finally:
+            if staged:
+                with contextlib.suppress(RcError):
+                    self._delete(staged)
+            if claimed is not None and give_back:
+                self._give_back(claimed, rel)
+            elif claimed is not None:
+                with contextlib.suppress(RcError):
+                    self._delete(claimed)  # our old copy
+
+    def _lose(self, rel: str, text: str | None) -> None:
+        """Give up a held lock that another process took over (text: what stands there now) or
+        removed; until a lock is taken again, every write fails with LockLost.  Under _held_lock."""
+        self._held.pop(rel, None)
+        holder = (text or "").strip()
+        how = f"was taken over by {holder}" if holder else "was removed by another process"
+        self._lost = f"lock on {self.fs} {how}; the pass stops, the next pass continues"
 
     def _unlock_op(self, path: str | bytes) -> dict[str, Any]:
+        """Remove our lock, never anyone else's: it is claimed (moved aside), read there, and
+        deleted only if ours, else put back."""
         rel = self._rel(path)
         with self._held_lock:
             mine = self._held.pop(rel, None)
-            if mine is not None and self._cat(rel) == mine:
-                with contextlib.suppress(RcError):
-                    self._delete(rel)
+            if mine is None:
+                return {}
+            if not self.can_move:  # read, then delete: a lock taken between the two is deleted
+                if self._cat(rel) == mine:
+                    self._step("lock read")
+                    with contextlib.suppress(RcError):
+                        self._delete(rel)
+                return {}
+            claimed = self._claim(rel)
+            if claimed is None:
+                return {}
+            ours = False
+            try:
+                ours = self._cat(claimed) == mine
+                self._step("lock read")
+            finally:
+                if ours:
+                    with contextlib.suppress(RcError):
+                        self._delete(claimed)
+                else:
+                    self._give_back(claimed, rel)
         return {}
 
     def _watch(self, timeout: float) -> dict[str, Any]:
