@@ -277,17 +277,16 @@ def test_scan_lists_files_and_dirs_but_not_the_meta_dir(side: Side, agent: Rclon
     assert agent.call("scan")["unreadable"] == []
 
 
-def test_scan_skips_tether_temp_names_as_the_local_scan_does(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
-    """`.tether-tmp-*` are the local and ssh agents' files in flight (a folder can be both a
-    tether replica and served by rclone); the local scan never lists them, so neither does this
-    one: listed on one side only, they would be copied over and then look deleted."""
+def test_scan_lists_tether_like_names_as_the_local_scan_does(side: Side, agent: RcloneAgent, tmp_path: Path) -> None:
+    """A user's `.tether-tmp-*` files are data (tether's own files in flight live under
+    .tether/tmp): both scans list them, the same way, so neither side takes them for deleted."""
     for root in (side.path, tmp_path):
         (root / "d").mkdir(parents=True, exist_ok=True)
         for rel in (".tether-tmp-0a1b2c", "d/.tether-tmp-3d4e5f", "d/.tether-tmp-dir/inner", "d/kept.tether-tmp-x"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(b"in flight")
+            (root / rel).write_bytes(b"a user's file")
     local = sorted(str(e[0]) for e in Ops(str(tmp_path)).scan()["entries"])
-    assert local == ["d", "d/kept.tether-tmp-x"]
+    assert ".tether-tmp-0a1b2c" in local and "d/.tether-tmp-dir/inner" in local
     assert sorted(e[0] for e in agent.call("scan")["entries"]) == local
 
 

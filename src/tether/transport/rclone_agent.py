@@ -49,7 +49,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from tether.agent_remote import PROTOCOL_VERSION, TMP_PREFIX, OpError, show, split_path, to_bytes
+from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
 from tether.errors import LockedError
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 
@@ -67,7 +67,6 @@ _READERS = 4  # concurrent rc calls for a run of read-only requests
 _READ_ONLY = frozenset({"read", "entry", "hash"})
 _WRITES = frozenset({"install", "discard", "rename", "set_meta", "purge_trash", "prune_backups"})
 _NAME_MAX = 255
-_TMP = TMP_PREFIX.decode()  # the local and ssh agents' names for files in flight
 _ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
 _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 _HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
@@ -728,20 +727,17 @@ class RcloneAgent(AgentClient):
     # ------------------------------------------------------------------ operations
 
     def _scan(self, skip: str | bytes = ".tether", fmt: str = "json") -> dict[str, Any]:
-        """Every entry under the root; the top-level skip dir is not even listed (an rc filter), nor
-        are the local and ssh agents' files in flight (`.tether-tmp-*`), which their scans skip too."""
+        """Every entry under the root; the top-level skip dir is not even listed (an rc filter).
+        Names like `.tether-tmp-*` are user data here as in the local scan: tether's own files
+        in flight live under .tether/tmp."""
         top = to_bytes(skip).decode("utf-8", "surrogateescape")
         params: dict[str, Any] = {"fs": self.fs, "remote": "", "opt": {"recurse": True, "noMimeType": True}}
-        rules = [f"{_glob_escape(_TMP)}*", f"{_glob_escape(_TMP)}*/**"]
-        if top:
-            rules.append(f"/{_glob_escape(top)}/**")
+        rules = [f"/{_glob_escape(top)}/**"] if top else []
         params["_filter"] = {"ExcludeRule": rules}
         entries: list[list[Any]] = []
         for it in self._rc("operations/list", params).get("list") or []:
             p = str(it["Path"])
             if top and (p == top or p.startswith(top + "/")):
-                continue
-            if p.startswith(_TMP) or f"/{_TMP}" in p:
                 continue
             if it.get("IsDir"):
                 entries.append([p, "d", 0, 0, 0, 0, None])
@@ -854,12 +850,17 @@ class RcloneAgent(AgentClient):
         return {"entry": self._entry_now(n)}
 
     def _set_meta(
-        self, path: str | bytes, mode: int | None = None, mtime_ns: int | None = None, expect: list[Any] | None = None
+        self,
+        path: str | bytes,
+        mode: int | None = None,
+        mtime_ns: int | None = None,
+        expect: list[Any] | None = None,
+        digest: str | None = None,
     ) -> dict[str, Any]:
         """A file's mtime, by sending its bytes again carrying it (rc 1.60 cannot set an mtime alone),
         only if the entry is still `expect` ([type, size, mtime_ns] as the pass planned; None: no
-        check).  Mode is not kept on a remote; nothing to do for dirs, or where the backend keeps
-        no mtimes."""
+        check) holding the bytes whose `digest` the pass compared.  Mode is not kept on a
+        remote; nothing to do for dirs, or where the backend keeps no mtimes."""
         rel = self._rel(path)
         item = self._stat(rel) if expect is None else self._check_expect(rel, expect)
         if item is None:
@@ -873,6 +874,8 @@ class RcloneAgent(AgentClient):
         tmp = self._scratch()
         try:
             self._fetch_checked(rel, size, have, tmp)
+            if digest is not None and _digest_file(tmp) != digest:
+                raise OpError(errno.ESTALE, f"{rel} changed during the pass")
             os.utime(tmp, ns=(time.time_ns(), want))
             # rclone sees the same bytes (when it can hash both) and only sets the mtime.  Left: an
             # edit landing between _still's stat and rclone's own look at rel (its hashing included)
@@ -890,11 +893,7 @@ class RcloneAgent(AgentClient):
             tmp = self._scratch()
             try:
                 self._download(self._rel(p), tmp)
-                h = hashlib.blake2b(digest_size=20)
-                with open(tmp, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                out.append(h.hexdigest())
+                out.append(_digest_file(tmp))
             except (OpError, RcError, OSError):
                 out.append(None)
             finally:
@@ -1137,3 +1136,12 @@ class RcloneAgent(AgentClient):
 
     def _run_op(self, argv: list[str | bytes], timeout: float | None = None) -> dict[str, Any]:
         raise OpError(errno.EOPNOTSUPP, f"commands cannot run on an rclone remote ({self.remote_name})")
+
+
+def _digest_file(path: str) -> str:
+    """The local agent's digest (blake2b-160), so that the two sides compare."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
