@@ -3,6 +3,7 @@ are placed, a lost watch that is said and polled, changes written while a pass r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -144,22 +145,24 @@ def test_a_tree_over_the_watch_limit_is_refused_with_the_fix(tmp_path: Path, tet
 def test_files_written_during_the_first_pass_and_between_passes_arrive(
     tmp_path: Path, tether_env: dict[str, str], remote: bool, request: pytest.FixtureRequest
 ) -> None:
-    a, b, path2, env = _replicas(tmp_path, request, tether_env, remote, files=3000)  # a first pass to write during
-    _job(env, "during", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\n')
+    """The first pass is held in its `after` command, past its scan, while the test writes on
+    both sides: only watches placed before the scan can see those writes."""
+    a, b, path2, env = _replicas(tmp_path, request, tether_env, remote, files=200)
+    hold, inside = tmp_path / "hold", tmp_path / "inside"
+    hold.touch()
+    wait = f'touch "{inside}"; while [ -e "{hold}" ]; do sleep 0.02; done'
+    after = json.dumps(["sh", "-c", wait])
+    _job(env, "during", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\nafter = {after}\n')
     with running(env, "during"):
-        written_during = 0
-        for i in range(200):
-            side, name = (a, b)[i % 2], f"during-{i}.txt"
-            (side / name).write_text(f"written while the first pass may run {i}\n")
-            written_during += _target(env, "during")["passes"] == 0
-            if written_during >= 5 and i % 2:
-                break
-        assert written_during, "the first pass ended before anything was written: make the tree bigger"
-        n = i + 1
+        wait_for(inside.exists, 120, "the first pass to reach its after command")
+        assert _target(env, "during")["passes"] == 0
+        for k in range(20):
+            ((a, b)[k % 2] / f"during-{k}.txt").write_text(f"written after the first scan {k}\n")
+        hold.unlink()
         wait_for(
-            lambda: all(((b, a)[k % 2] / f"during-{k}.txt").exists() for k in range(n)),
+            lambda: all(((b, a)[k % 2] / f"during-{k}.txt").exists() for k in range(20)),
             120,
-            "files written during the first pass",
+            "files written in the first pass",
         )
         for k in range(40):  # between passes, alternating sides, no pause
             ((a, b)[k % 2] / f"between-{k}.txt").write_text(f"between {k}\n")
