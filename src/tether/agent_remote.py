@@ -1027,14 +1027,21 @@ class _Inotify:
 
         self._ctypes = ctypes
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise OpError(ctypes.get_errno(), "inotify_init1 failed")
         self.root = root
         self.rules = _Rules(rules)
-        self.wds: dict[int, bytes] = {}  # watch descriptor -> directory relative to the root
         self.lost: list[tuple[bytes, str, int]] = []  # directories that could not be watched: why, errno
-        self.full = False
+        self.full = self._moved_root = False
+        self.fd = -1
+        self._start()
+
+    def _start(self) -> None:
+        """Watches from the root path down (again, after the root was moved away or swapped)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OpError(self._ctypes.get_errno(), "inotify_init1 failed")
+        self.wds: dict[int, bytes] = {}  # watch descriptor -> directory relative to the root
         self._add_tree(b"")
 
     def _add_tree(self, top: bytes) -> None:
@@ -1065,10 +1072,16 @@ class _Inotify:
         import select
 
         paths: set[bytes] = set()
+        if b"" not in self.wds.values():  # the root was gone: watch it again once it is back
+            self._start()
+            self.full = self.full or b"" in self.wds.values()
         ready, _, _ = select.select([self.fd], [], [], timeout)
         while ready:
             self._drain(paths)
             ready, _, _ = select.select([self.fd], [], [], self.SETTLE)
+        if self.full and self._moved_root:
+            self._moved_root = False
+            self._start()  # the watches follow the old tree: start over on whatever holds the path now
         full, lost = self.full, self.lost
         self.full, self.lost = False, []
         return {
@@ -1099,7 +1112,7 @@ class _Inotify:
                     continue
                 if not name:  # the watched dir itself
                     if rel == b"" and mask & (self._SELF | self._UNMOUNT):
-                        self.full = True  # the root moved away or was unmounted
+                        self.full = self._moved_root = True  # the root moved away or was unmounted
                     continue
                 p = rel + b"/" + name if rel else name
                 is_dir = bool(mask & self._ISDIR)

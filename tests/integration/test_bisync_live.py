@@ -28,13 +28,13 @@ def _job(env: dict[str, str], name: str, text: str) -> None:
 
 
 def _replicas(
-    tmp_path: Path, request: pytest.FixtureRequest, env: dict[str, str], remote: bool, files: int = 1
+    tmp_path: Path, request: pytest.FixtureRequest | None, env: dict[str, str], remote: bool, files: int = 1
 ) -> tuple[Path, Path, str, dict[str, str]]:
     a, b = tmp_path / "a", tmp_path / "b"
     make_tree(a, files, seed=8, hostile=False)
     shutil.copytree(a, b, symlinks=True)  # equal replicas: a first run compares every file
     (a / "keep.txt").write_text("k\n")
-    if not remote:
+    if request is None or not remote:
         return a, b, str(b), env
     server: SshServer = request.getfixturevalue("sshd")
     return a, b, f"{server.alias}:{b}", server.env(env)
@@ -173,3 +173,24 @@ def test_files_written_during_the_first_pass_and_between_passes_arrive(
         )
     doc = tether_json(["sync", "during", "--dry-run"], env)
     assert doc["_rc"] == 0 and doc["plan"] == [], doc
+
+
+def test_a_replica_root_swapped_in_is_watched_from_then_on(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """`mv site site.old && mv site.new site`: the watches followed the old tree; the job must
+    look at the new one, and later edits there must arrive."""
+    a, b, path2, env = _replicas(tmp_path, None, tether_env, False, files=20)
+    _job(env, "swap", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\n')
+    with running(env, "swap"):
+        wait_for(lambda: (b / "keep.txt").exists() and _target(env, "swap")["passes"] >= 1, 60, "the first pass")
+        new = tmp_path / "a.new"
+        shutil.copytree(a, new, symlinks=True, ignore=shutil.ignore_patterns(".tether"))
+        (new / "keep.txt").write_text("edited in the new tree\n")
+        a.rename(tmp_path / "a.old")
+        new.rename(a)
+        wait_for(lambda: (b / "keep.txt").read_text() == "edited in the new tree\n", 60, "the swapped-in tree")
+        (a / "after-swap.txt").write_text("written in the new tree\n")
+        wait_for(lambda: (b / "after-swap.txt").exists(), 60, "an edit in the swapped-in tree")
+        (tmp_path / "a.old" / "old-only.txt").write_text("the old tree is not the replica any more\n")
+        (a / "sentinel.txt").write_text("x\n")
+        wait_for(lambda: (b / "sentinel.txt").exists(), 60, "a later edit")
+    assert not (b / "old-only.txt").exists()
