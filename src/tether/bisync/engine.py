@@ -13,7 +13,6 @@ import errno
 import gc
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -269,17 +268,11 @@ class Pass:
     def _same_content(self, paths: list[bytes]) -> set[bytes]:
         """Which of these paths hold the same bytes on both sides: one hash request per side,
         both sides at once.  The digests are kept: a metadata fix-up re-checks them."""
-        wired = [wire(p) for p in paths]
-        other: list[Any] = []
-        t = threading.Thread(target=lambda: other.append(_try(lambda: self.r[2].call("hash", paths=wired))))
-        t.start()
-        try:
-            d1 = self.r[1].call("hash", paths=wired)["digests"]
-        finally:
-            t.join()
-        if isinstance(other[0], BaseException):
-            raise other[0]
-        d2 = other[0]["digests"]
+        waits = [self.r[1].start_hash(paths), self.r[2].start_hash(paths)]
+        d1, d2 = [_try(w) for w in waits]
+        for d in (d1, d2):
+            if isinstance(d, BaseException):
+                raise d
         self.digests.update(zip(paths, zip(d1, d2, strict=True), strict=True))
         return {p for p, x, y in zip(paths, d1, d2, strict=True) if x is not None and x == y}
 

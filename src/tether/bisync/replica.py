@@ -211,6 +211,33 @@ class Replica:
 
         return wait
 
+    def start_hash(self, paths: list[bytes]) -> Callable[[], list[str | None]]:
+        """Content digests of paths, started now; the returned function waits for them.  Many
+        local files are hashed in a forked child, so the two sides use both cores (a first run
+        compares every file); a remote side's agent works while a thread here waits."""
+        wired = [wire(p) for p in paths]
+        if isinstance(self.endpoint, Local) and len(paths) > 256:
+            ops = self.agent.ops  # type: ignore[attr-defined]
+            return forked(lambda: ops.hash(paths)["digests"])
+        out: list[Any] = []
+
+        def run() -> None:
+            try:
+                out.append(self.call("hash", paths=wired)["digests"])
+            except BaseException as e:
+                out.append(e)
+
+        t = threading.Thread(target=run, name=f"hash-{self.label}", daemon=True)
+        t.start()
+
+        def wait() -> list[str | None]:
+            t.join()
+            if isinstance(out[0], BaseException):
+                raise out[0]
+            return out[0]  # type: ignore[no-any-return]
+
+        return wait
+
     def lock(self, owner: str) -> None:
         """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""
         try:
