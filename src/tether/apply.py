@@ -76,8 +76,8 @@ class Applier:
         outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)
-        # rsync does not reset a directory's mtime that differs only below the second, so dirs
-        # changed just before or during the pass get theirs set exactly
+        # rsync sets a directory's mtime as it was when listed: dirs changed just before or
+        # during the pass get theirs set again, exactly
         self._fix_dirs({d for d in self._dirs_below("") if self._mtime_ns(d) >= started - 2_000_000_000})
         self._housekeeping(["."], recursive=True)
         if self.spec.trash:
@@ -173,7 +173,7 @@ class Applier:
     def _writes(self, group: Sequence[Change], res: BatchResult) -> None:
         requests: list[tuple[str, dict[str, object], bytes]] = []
         bulk: list[str] = []
-        bulk_dirs = 0
+        new_dirs: set[str] = set()
         many = len(group) > AGENT_BATCH
         for c in group:
             if not c.path:
@@ -187,9 +187,9 @@ class Applier:
             if stat.S_ISDIR(st.st_mode):
                 if c.is_dir:
                     bulk.append(c.path)
-                    bulk_dirs += 1
-                    # rsync leaves a directory's mtime alone when it is within the same second,
-                    # so the new dirs get theirs from the agent afterwards, like any touched dir
+                    new_dirs.add(c.path)
+                    # the new dirs get their mtimes from the agent afterwards, like any touched
+                    # dir: files arriving below them during the run changed them again
                     res.touched_dirs.update(self._dirs_below(c.path))
                 else:
                     requests.append(
@@ -217,10 +217,14 @@ class Applier:
                     raise r
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
-            if bulk_dirs == len(bulk) <= SUBTREE_RUNS and not self.spec.filter.anchored:
-                outs = [self.mirror.send_subtree(self.spec, self.target, p) for p in bulk]
-            else:
-                outs = [self.mirror.send_paths(self.spec, self.target, bulk)]
+            subtrees, files = [p for p in bulk if p in new_dirs], [p for p in bulk if p not in new_dirs]
+            outs = []
+            if not files and len(subtrees) <= SUBTREE_RUNS and not self.spec.filter.anchored:
+                outs += [self.mirror.send_subtree(self.spec, self.target, p) for p in subtrees]
+            elif subtrees:
+                outs.append(self.mirror.send_paths(self.spec, self.target, subtrees))
+            if files:  # changed files: sent whatever rsync's quick check would say
+                outs.append(self.mirror.send_paths(self.spec, self.target, files, changed=True))
             for out in outs:
                 if not out.ok:
                     raise TetherError("; ".join(out.errors) or "transfer failed", out.hint)

@@ -207,11 +207,16 @@ class Mirror:
             return TargetOutcome.from_rsync(target, res)
         return self._guarded(spec, target, dry_run=False, added=res.files)
 
-    def send_paths(self, spec: MirrorSpec, target: Endpoint, paths: list[str]) -> TargetOutcome:
-        """One rsync run for a batch of paths (directories recursively), given as a NUL list."""
+    def send_paths(
+        self, spec: MirrorSpec, target: Endpoint, paths: list[str], *, changed: bool = False
+    ) -> TargetOutcome:
+        """One rsync run for a batch of paths (directories recursively), given as a NUL list.
+
+        `changed`: the paths are files the watcher saw change, so each is sent whatever its
+        size and mtime (-I): tether has decided, rsync's quick check must not decide again."""
         argv = self._argv(spec, target)
         cut = argv.index("--")
-        argv[cut:cut] = ["-r", "--files-from=-", "--from0"]
+        argv[cut:cut] = ["-r", "--files-from=-", "--from0", *(["--ignore-times"] if changed else [])]
         data = b"".join(os.fsencode(p) + b"\0" for p in paths)
         return TargetOutcome.from_rsync(target, self._run(argv, target, input=data))
 

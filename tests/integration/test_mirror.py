@@ -230,3 +230,31 @@ def test_an_empty_source_never_empties_a_target(tmp_path: Path, tether_env) -> N
     assert any(dst.iterdir())
     tether(["mirror", "--force", src, dst], tether_env, check_rc=0)
     assert not any(dst.iterdir())
+
+
+def _pin_mtime(p: Path, ns: int) -> None:
+    os.utime(p, ns=(ns, ns))
+
+
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "ssh"])
+def test_a_target_file_differing_only_below_the_second_is_sent_again(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, over_ssh: bool
+) -> None:
+    """rsync's quick check compares whole seconds: same size, same second, other bytes and
+    nanoseconds on the target must still count as different (git's racy-clean problem)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    second = 1_700_000_000 * 10**9
+    (src / "f.bin").write_bytes(b"new" * 1000)
+    _pin_mtime(src / "f.bin", second + 700_000_000)
+    target = f"{sshd.alias}:{dst}" if over_ssh else str(dst)
+    tether(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert_same_tree(src, dst)
+    (dst / "f.bin").write_bytes(b"old" * 1000)  # what an earlier save within that second left
+    _pin_mtime(dst / "f.bin", second + 200_000_000)
+
+    doc = tether_json(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert doc["targets"][0]["files"] == 1
+    assert_same_tree(src, dst)
+    again = tether_json(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert again["targets"][0]["files"] == 0  # equal nanoseconds: nothing to send, nothing read
