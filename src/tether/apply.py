@@ -8,6 +8,7 @@ small change costs a round trip of about a millisecond instead of an ssh command
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import stat
@@ -39,6 +40,18 @@ class BatchResult:
 
 def _parent(path: str) -> str:
     return path.rpartition("/")[0]
+
+
+def _digest(path: str) -> str | None:
+    """The agent's `hash` of a local file (blake2b, 20 bytes, hex); None if it cannot be read."""
+    h = hashlib.blake2b(digest_size=20)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 class Applier:
@@ -115,7 +128,8 @@ class Applier:
     def _pair_moves(self, changes: Sequence[Change]) -> list[Change]:
         """Recover moves inotify could not pair: a file moved into a directory created the same
         instant arrives as a delete plus a new subtree. A deleted target file whose name, size and
-        mtime match a file of the new subtree is moved there instead of deleted and re-sent."""
+        mtime match a file of the new subtree, and whose bytes are that file's, is moved there
+        instead of deleted and re-sent."""
         deletes = [c.path for c in changes if c.kind == "delete"]
         subtrees = [c.path for c in changes if c.kind == "write" and c.is_dir]
         if not deletes or not subtrees or len(deletes) > 10_000:
@@ -142,6 +156,12 @@ class Applier:
                 new = candidates.get((old.rpartition("/")[2], st["size"], st["mtime_ns"]))
                 if new and new not in moved.values():
                     moved[old] = new
+        if moved:
+            # name, size and mtime are only a guess (archives give whole-second mtimes): a move
+            # happens only where the target's old file holds the bytes the source's new one does
+            theirs = self.agent().call("hash", paths=list(moved))["digests"]
+            moved = {old: new for (old, new), d in zip(moved.items(), theirs, strict=True)
+                     if d is not None and d == _digest(os.path.join(self.src, new))}  # fmt: skip
         if not moved:
             return list(changes)
         # each move takes its delete's place: its old path is valid exactly there

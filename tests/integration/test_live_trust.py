@@ -3,7 +3,10 @@ a source root swapped in, overwritten versions in trash mode. Real jobs, real in
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,33 @@ def test_a_big_file_rewritten_twice_within_one_second_arrives_both_times(
         wait_same(src, dst)
     tether(["sync", "ss"], tether_ssh_env, check_rc=0)
     wait_same(src, dst, deadline=5)
+
+
+def _tar_of(path: Path, arcname: str, files: dict[str, bytes], mtime: int) -> Path:
+    """An archive as releases ship: whole-second mtimes."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{arcname}/{name}")
+            info.size, info.mtime, info.mode = len(data), mtime, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["local", "ssh"])
+def test_a_deleted_file_and_another_with_its_name_size_and_mtime_elsewhere_is_no_move(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, kind: str
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "old").mkdir(parents=True)
+    second = 1_600_000_000
+    (src / "old" / "app.js").write_bytes(b"version 1")
+    os.utime(src / "old" / "app.js", (second, second))
+    release = _tar_of(tmp_path / "release.tar", "new", {"app.js": b"version 2"}, second)
+    # a wide window, so that the delete and the extraction surely land in one batch
+    write_job(tether_ssh_env, "mv", src, [_target(kind, dst, sshd)], interval=0, delay=0.5)
+    with running(tether_ssh_env, "mv"):
+        wait_same(src, dst)
+        (src / "old" / "app.js").unlink()
+        subprocess.run(["tar", "-xf", str(release), "-C", str(src)], check=True)
+        wait_same(src, dst)
+        assert (dst / "new" / "app.js").read_bytes() == b"version 2"
