@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.live import running, wait_same, write_job
+from tests.rig.live import running, status, wait_for, wait_same, write_job
 from tests.rig.run import tether
 from tests.rig.sshd import SshServer
 
@@ -78,3 +78,56 @@ def test_a_deleted_file_and_another_with_its_name_size_and_mtime_elsewhere_is_no
         subprocess.run(["tar", "-xf", str(release), "-C", str(src)], check=True)
         wait_same(src, dst)
         assert (dst / "new" / "app.js").read_bytes() == b"version 2"
+
+
+def _fill(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _settled(env: dict[str, str], name: str) -> bool:
+    st = status(env, name)
+    return st["state"] == "running" and all(t["state"] == "idle" and t["pending"] == 0 for t in st["targets"])
+
+
+@pytest.mark.parametrize("kind", ["local", "ssh"])
+def test_a_source_root_swapped_in_by_two_renames_is_followed(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, kind: str
+) -> None:
+    site, dst = tmp_path / "site", tmp_path / "dst"
+    _fill(site, {"index.html": "old", "only-old.txt": "old", "css/a.css": "old", "shared.txt": "old"})
+    write_job(tether_ssh_env, "swap", site, [_target(kind, dst, sshd)], interval=0)
+    with running(tether_ssh_env, "swap"):
+        wait_same(site, dst)
+        staged = _fill(tmp_path / "site.new", {"index.html": "new!", "css/a.css": "new", "shared.txt": "new"})
+        os.rename(site, tmp_path / "site.old")  # the deploy: mv site site.old && mv site.new site
+        os.rename(staged, site)
+        wait_same(site, dst)
+        # the old tree lives on elsewhere: what happens there is none of the target's business
+        (tmp_path / "site.old" / "shared.txt").unlink()
+        (tmp_path / "site.old" / "index.html").write_text("edited in the old tree")
+        (site / "later.txt").write_text("written in the new tree")
+        (site / "css" / "a.css").write_text("edited in the new tree")
+        wait_same(site, dst)
+        wait_for(lambda: _settled(tether_ssh_env, "swap"), 30, "the job to be idle")
+        assert "source" in tether(["log", "swap"], tether_ssh_env, check_rc=0).stdout
+
+
+def test_a_source_root_that_is_gone_for_a_while_is_waited_for(tmp_path: Path, tether_env) -> None:
+    site, dst = tmp_path / "site", tmp_path / "dst"
+    _fill(site, {"index.html": "old", "only-old.txt": "old"})
+    write_job(tether_env, "gap", site, [str(dst)], interval=0)
+    with running(tether_env, "gap"):
+        wait_same(site, dst)
+        os.rename(site, tmp_path / "site.old")
+        wait_for(lambda: status(tether_env, "gap")["state"] == "waiting", 30, "the job to wait for its source")
+        shown = tether(["status", "gap"], tether_env, check_rc=0).stdout
+        assert "waiting" in shown and str(site) in shown, shown
+        (tmp_path / "site.old" / "index.html").write_text("edited in the old tree")
+        _fill(tmp_path / "site.new", {"index.html": "new", "extra/x.txt": "new"}).rename(site)
+        wait_same(site, dst)
+        (site / "extra" / "y.txt").write_text("after the wait")
+        wait_same(site, dst)
+        wait_for(lambda: _settled(tether_env, "gap"), 30, "the job to be idle")
