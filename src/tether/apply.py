@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from tether.config import LiveOptions
 from tether.endpoints import Endpoint, Ssh
 from tether.errors import TetherError
-from tether.mirror import TRASH, Mirror, MirrorSpec
+from tether.mirror import TRASH, TRASH_INCOMING, Mirror, MirrorSpec
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentError
 from tether.watch import Change
@@ -87,6 +87,7 @@ class Applier:
         started = time.time_ns()
         self.agent()  # connected now, off the path of the first change
         outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False)
+        self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)
         # rsync sets a directory's mtime as it was when listed: dirs changed just before or
@@ -168,9 +169,21 @@ class Applier:
         return [Change("move", moved[c.path], False, old=c.path) if c.kind == "delete" and c.path in moved else c
                 for c in changes]  # fmt: skip
 
+    def _trash_arg(self) -> dict[str, object]:
+        """For the agent's put, symlink and move: with trash on, what they replace is kept."""
+        return {"trash_root": TRASH} if self.spec.trash else {}
+
+    def _fold_trash(self) -> None:
+        """rsync kept what it replaced in TRASH_INCOMING: file it under the day, numbered."""
+        if self.spec.trash:
+            r = self.agent().call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
+            for f in r.get("failed", []):
+                log.warning("%s: kept version %s stays in %s: %s", self.target, f["path"], TRASH_INCOMING, f["error"])
+
     def _moves(self, group: Sequence[Change], res: BatchResult) -> list[Change]:
         """Moves on the target; those it cannot make (it never had the old path) become writes."""
-        replies = self.agent().pipeline([("move", {"old": c.old, "new": c.path}, b"") for c in group])
+        extra = self._trash_arg()
+        replies = self.agent().pipeline([("move", {"old": c.old, "new": c.path, **extra}, b"") for c in group])
         fallback: list[Change] = []
         for c, r in zip(group, replies, strict=True):
             if isinstance(r, AgentError):
@@ -186,9 +199,13 @@ class Applier:
         if not self.spec.delete:
             return
         if self.spec.trash:
-            self.agent().call("trash", paths=paths, trash_root=TRASH)
+            r = self.agent().call("trash", paths=paths, trash_root=TRASH)
         else:
-            self.agent().call("remove", paths=paths)
+            r = self.agent().call("remove", paths=paths)
+        if r.get("failed"):  # left on the target: say so, and let a full pass try again
+            first = r["failed"][0]
+            more = f" (and {len(r['failed']) - 1} more)" if len(r["failed"]) > 1 else ""
+            raise TetherError(f"{self.target}: {first['error']}{more}")
 
     def _writes(self, group: Sequence[Change], res: BatchResult) -> None:
         requests: list[tuple[str, dict[str, object], bytes]] = []
@@ -216,9 +233,8 @@ class Applier:
                         ("mkdir", {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}, b"")
                     )
             elif stat.S_ISLNK(st.st_mode):
-                requests.append(
-                    ("symlink", {"path": c.path, "target": os.readlink(full), "mtime_ns": st.st_mtime_ns}, b"")
-                )
+                link = {"path": c.path, "target": os.readlink(full), "mtime_ns": st.st_mtime_ns, **self._trash_arg()}
+                requests.append(("symlink", link, b""))
             elif stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE and not many:
                 try:
                     with open(full, "rb") as f:
@@ -227,7 +243,7 @@ class Applier:
                     log.warning("%s: cannot read %s: %s", self.target, c.path, e.strerror)
                     continue
                 args: dict[str, object] = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-                requests.append(("put", args, data))
+                requests.append(("put", {**args, **self._trash_arg()}, data))
                 res.bytes += len(data)
             else:
                 bulk.append(c.path)
@@ -245,6 +261,7 @@ class Applier:
                 outs.append(self.mirror.send_paths(self.spec, self.target, subtrees))
             if files:  # changed files: sent whatever rsync's quick check would say
                 outs.append(self.mirror.send_paths(self.spec, self.target, files, changed=True))
+            self._fold_trash()
             for out in outs:
                 if not out.ok:
                     raise TetherError("; ".join(out.errors) or "transfer failed", out.hint)

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,49 @@ def test_a_source_root_that_is_gone_for_a_while_is_waited_for(tmp_path: Path, te
         (site / "extra" / "y.txt").write_text("after the wait")
         wait_same(site, dst)
         wait_for(lambda: _settled(tether_env, "gap"), 30, "the job to be idle")
+
+
+def _trashed(dst: Path) -> list[bytes]:
+    """The bytes of every file in the target's trash."""
+    return sorted(p.read_bytes() for p in (dst / ".tether" / "trash").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("kind", ["local", "ssh"])
+def test_trash_mode_keeps_every_overwritten_version(tmp_path: Path, sshd: SshServer, tether_ssh_env, kind: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _fill(src, {"notes.txt": "note 1", "doc/a.txt": "a 1", "doc/b.txt": "b 1"})
+    (src / "big.bin").write_bytes(b"1" * MIB)
+    write_job(tether_ssh_env, "tr", src, [_target(kind, dst, sshd)], interval=0, delete="trash")
+    with running(tether_ssh_env, "tr"):
+        wait_same(src, dst)
+        (src / "notes.txt").write_text("note 2")  # a small file: the agent's put
+        wait_same(src, dst)
+        (src / "notes.txt.swp").write_text("note 3")  # an editor's save: write aside, rename over
+        (src / "notes.txt.swp").rename(src / "notes.txt")
+        wait_same(src, dst)
+        (src / "doc" / "a.txt").rename(src / "doc" / "b.txt")  # a move onto an existing name
+        wait_same(src, dst)
+        for n in (2, 3):  # a big file, by rsync, twice the same day
+            (src / "big.bin").write_bytes(str(n).encode() * MIB)
+            wait_same(src, dst)
+        (src / "notes.txt").unlink()
+        wait_same(src, dst)
+    kept = _trashed(dst)
+    for version in (b"note 1", b"note 2", b"note 3", b"b 1", b"1" * MIB, b"2" * MIB):
+        assert version in kept, (version[:10], [k[:10] for k in kept])
+    day = time.strftime("%Y-%m-%d")
+    names = sorted(str(p.relative_to(dst / ".tether" / "trash" / day)) for p in (dst / ".tether" / "trash").rglob("*")
+                   if p.is_file())  # fmt: skip
+    assert names == ["big.1.bin", "big.bin", "doc/b.txt", "notes.1.txt", "notes.2.txt", "notes.txt"], names
+
+
+def test_without_trash_an_overwrite_keeps_nothing(tmp_path: Path, tether_env) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _fill(src, {"notes.txt": "note 1", "a.txt": "a"})
+    write_job(tether_env, "plain", src, [str(dst)], interval=0)
+    with running(tether_env, "plain"):
+        wait_same(src, dst)
+        (src / "notes.txt").write_text("note 2")
+        (src / "a.txt").rename(src / "notes.txt")
+        wait_same(src, dst)
+    assert not (dst / ".tether").exists()

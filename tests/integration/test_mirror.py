@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,28 @@ def test_a_target_file_differing_only_below_the_second_is_sent_again(
     assert_same_tree(src, dst)
     again = tether_json(["mirror", src, target], tether_ssh_env, check_rc=0)
     assert again["targets"][0]["files"] == 0  # equal nanoseconds: nothing to send, nothing read
+
+
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "ssh"])
+def test_trash_keeps_every_version_that_one_shot_passes_replace_the_same_day(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, over_ssh: bool
+) -> None:
+    from tests.rig.live import write_job
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    target = f"{sshd.alias}:{dst}" if over_ssh else str(dst)
+    write_job(tether_ssh_env, "t", src, [target], delete="trash")
+    for n in range(1, 4):
+        (src / "report.txt").write_text(f"version {n}")
+        (src / "sub").mkdir(exist_ok=True)
+        (src / "sub" / "old.txt").write_text(f"old {n}")
+        tether(["sync", "t"], tether_ssh_env, check_rc=0)
+        if n < 3:
+            (src / "sub" / "old.txt").unlink()  # deleted by the next pass
+    assert_same_tree(src, dst)
+    day = dst / ".tether" / "trash" / time.strftime("%Y-%m-%d")
+    kept = {str(p.relative_to(day)): p.read_text() for p in day.rglob("*") if p.is_file()}
+    assert kept == {"report.txt": "version 1", "report.1.txt": "version 2", "sub/old.txt": "old 1",
+                    "sub/old.1.txt": "old 2"}, kept  # fmt: skip
+    assert not [p for p in (dst / ".tether" / "trash" / ".incoming").rglob("*") if p.is_file()]
