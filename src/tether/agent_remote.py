@@ -304,6 +304,7 @@ class Ops:
         with trash_root it is kept there, as a deletion would be).
 
         {"moved": False, "reason": "missing"} when old is not there: the caller copies instead.
+        Otherwise the moved entry's type, size and mtime, for the caller to check against its source.
         """
         o, n = to_bytes(old), to_bytes(new)
         oparts, nparts = split_path(o), split_path(n)
@@ -327,7 +328,7 @@ class Ops:
                         os.rename(oparts[-1], nparts[-1], src_dir_fd=ofd, dst_dir_fd=nfd)
             except _Missing:
                 return {"moved": False, "reason": "missing"}
-        return {"moved": True}
+        return {"moved": True, "type": _ftype(ost.st_mode), "size": ost.st_size, "mtime_ns": ost.st_mtime_ns}
 
     def remove(self, paths: list[str | bytes]) -> Result:
         """Remove files, symlinks and whole dirs; a symlink to a dir is unlinked, never descended."""

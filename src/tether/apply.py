@@ -189,9 +189,23 @@ class Applier:
             if isinstance(r, AgentError):
                 raise r
             res.touched_dirs.update({_parent(c.path), _parent(c.old or "")})
-            if not r.get("moved"):
+            if not r.get("moved") or not self._as_in_source(c.path, r):
                 fallback.append(Change("write", c.path, True))
         return fallback
+
+    def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:
+        """Whether what a move put at rel is what the source has there (type, mtime; size for a
+        non-dir). A write executed after the source had moved on (it copies the source as it
+        is then: a full pass running during the changes, a late batch) may have put the
+        newer entry under the old name, which the move then carried here: re-send it."""
+        try:
+            st = os.lstat(os.path.join(self.src, rel))
+        except FileNotFoundError:
+            return True  # gone again: its delete is on the way
+        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+        if moved.get("type") != kind or moved.get("mtime_ns") != st.st_mtime_ns:
+            return False
+        return kind == "d" or moved.get("size") == st.st_size
 
     def _deletes(self, group: Sequence[Change], res: BatchResult) -> None:
         paths = [c.path for c in group]

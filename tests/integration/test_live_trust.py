@@ -12,9 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.compare import assert_same_tree
 from tests.rig.live import running, status, wait_for, wait_same, write_job
 from tests.rig.run import tether
 from tests.rig.sshd import SshServer
+from tether.apply import Applier
+from tether.coalesce import Change, coalesce
+from tether.config import LiveOptions
+from tether.endpoints import Local
+from tether.mirror import Mirror, MirrorSpec
+from tether.ssh import SshOptions
+from tether.state import KnownTargets
+from tether.transport.rsync import Rsync
 
 MIB = 1 << 20  # above apply.SMALL_FILE: such a file goes by rsync, not inside the agent channel
 
@@ -178,3 +187,32 @@ def test_without_trash_an_overwrite_keeps_nothing(tmp_path: Path, tether_env) ->
         (src / "a.txt").rename(src / "notes.txt")
         wait_same(src, dst)
     assert not (dst / ".tether").exists()
+
+
+def _applier(tmp_path: Path, src: Path, dst: Path) -> Applier:
+    """One target's applier as the job builds it (real rsync, the agent in-process)."""
+    rsync = Rsync(SshOptions(str(tmp_path / "sockets")))
+    spec = MirrorSpec(Local(str(src)), (Local(str(dst)),))
+    return Applier(spec.targets[0], spec, LiveOptions(), Mirror(rsync, KnownTargets(tmp_path / "state")), rsync.ssh)
+
+
+def test_a_move_replayed_after_a_late_write_does_not_carry_the_newer_entry(tmp_path: Path) -> None:
+    """Writes copy the source as it is when they run. A batch that runs late (or a full pass
+    running while the changes happen) already put the new `app.log` and the new `site` under
+    the old names; the moves that follow must not carry those to the rotated names."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _fill(src, {"app.log": "yesterday's log", "site/index.html": "old site", "site/v1/a.css": "old"})
+    applier = _applier(tmp_path, src, dst)
+    try:
+        applier.full_pass()
+        os.rename(src / "app.log", src / "app.log.1")  # log rotation
+        (src / "app.log").write_text("today's log!!!")
+        os.rename(src / "site", src / "site.old")  # a deploy
+        _fill(src / "site", {"index.html": "new site", "v2/b.css": "new"})
+        applier.apply([Change("write", "app.log"), Change("write", "site", True)])  # late: sees the new ones
+        rotated = [Change("move", "app.log.1", old="app.log"), Change("write", "app.log", created=True)]
+        deployed = [Change("move", "site.old", True, old="site"), Change("write", "site", True, created=True)]
+        applier.apply(coalesce(rotated + deployed))
+    finally:
+        applier.close()
+    assert_same_tree(src, dst)

@@ -208,7 +208,7 @@ def test_hostile_names_survive_put_move_trash_remove(ops: Ops, root: bytes, tmp_
         d = b"d%d/" % i
         ops.put(d + name, name, 0o644, MTIME)
         assert read(j(root, d + name)) == name
-        assert ops.move(d + name, d + b"moved/" + name) == {"moved": True}
+        assert ops.move(d + name, d + b"moved/" + name)["moved"] is True
         ops.put(d + b"sub/" + name, b"t", 0o600, MTIME)
         t = ops.trash([d + b"moved/" + name], b".tether/trash")
         assert t["trashed"] == 1 and t["failed"] == [], t
@@ -232,7 +232,7 @@ def test_move_dir_creates_parents_and_replaces_an_existing_dir(ops: Ops, root: b
     ops.put(b"src/a.txt", b"a", 0o644, MTIME)
     ops.put(b"src/deep/b.txt", b"b", 0o644, MTIME)
     ops.put(b"x/y/dst/stale.txt", b"stale", 0o644, MTIME)
-    assert ops.move(b"src", b"x/y/dst") == {"moved": True}
+    assert ops.move(b"src", b"x/y/dst")["type"] == "d"  # what was moved, for the caller to check
     assert not os.path.lexists(j(root, b"src"))
     assert sorted(os.listdir(j(root, b"x/y/dst"))) == [b"a.txt", b"deep"]
     assert ops.move(b"nope", b"z") == {"moved": False, "reason": "missing"}
@@ -242,7 +242,8 @@ def test_move_dir_creates_parents_and_replaces_an_existing_dir(ops: Ops, root: b
 def test_move_replaces_across_kinds_and_refuses_moving_into_itself(ops: Ops, root: bytes) -> None:
     ops.put(b"f", b"file", 0o644, MTIME)
     ops.put(b"d/inner", b"i", 0o644, MTIME)
-    assert ops.move(b"f", b"d") == {"moved": True}  # a file replaces a dir: target equals source
+    # a file replaces a dir: the target equals the source; the reply says what was moved
+    assert ops.move(b"f", b"d") == {"moved": True, "type": "f", "size": 4, "mtime_ns": MTIME}
     assert read(j(root, b"d")) == b"file"
     ops.put(b"e/inner", b"i", 0o644, MTIME)
     with pytest.raises(OpError) as e:
