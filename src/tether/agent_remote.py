@@ -199,8 +199,10 @@ class Ops:
         uid: int | None = None,
         gid: int | None = None,
         fsync: bool = False,
+        trash_root: str | bytes | None = None,
     ) -> Result:
-        """Atomic write: a temp file in the same dir renamed over the name, never half-visible."""
+        """Atomic write: a temp file in the same dir renamed over the name, never half-visible.
+        With trash_root, the version it replaces is kept there first (see _keep)."""
         p = to_bytes(path)
         parts = split_path(p)
         with _oserrors("put", p), self._parent(parts, create=True) as dfd:
@@ -220,6 +222,8 @@ class Ops:
                         os.utime(fd, ns=(time.time_ns(), mtime_ns))
                 finally:
                     os.close(fd)
+                if trash_root is not None:
+                    self._keep(dfd, parts, to_bytes(trash_root), data)
                 os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 with suppress(OSError):
@@ -227,8 +231,11 @@ class Ops:
                 raise
         return {"size": len(data)}
 
-    def symlink(self, path: str | bytes, target: str | bytes, mtime_ns: int | None = None) -> Result:
-        """Atomic symlink replace (temp link + rename); the link's own mtime is set, not the target's."""
+    def symlink(
+        self, path: str | bytes, target: str | bytes, mtime_ns: int | None = None, trash_root: str | bytes | None = None
+    ) -> Result:
+        """Atomic symlink replace (temp link + rename); the link's own mtime is set, not the target's.
+        With trash_root, the entry it replaces is kept there first (see _keep)."""
         p = to_bytes(path)
         parts = split_path(p)
         with _oserrors("symlink", p), self._parent(parts, create=True) as dfd:
@@ -237,6 +244,8 @@ class Ops:
             try:
                 if mtime_ns is not None:
                     os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                if trash_root is not None:
+                    self._keep(dfd, parts, to_bytes(trash_root), link=to_bytes(target))
                 os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 with suppress(OSError):
@@ -307,10 +316,12 @@ class Ops:
             os.utime(name, ns=(st.st_atime_ns, mtime_ns), dir_fd=dfd, follow_symlinks=False)
         return {}
 
-    def move(self, old: str | bytes, new: str | bytes) -> Result:
-        """Rename old to new so that new ends up exactly as old was (an existing new is replaced).
+    def move(self, old: str | bytes, new: str | bytes, trash_root: str | bytes | None = None) -> Result:
+        """Rename old to new so that new ends up exactly as old was (an existing new is replaced;
+        with trash_root it is kept there, as a deletion would be).
 
         {"moved": False, "reason": "missing"} when old is not there: the caller copies instead.
+        Otherwise the moved entry's type, size and mtime, for the caller to check against its source.
         """
         o, n = to_bytes(old), to_bytes(new)
         oparts, nparts = split_path(o), split_path(n)
@@ -326,12 +337,15 @@ class Ops:
                         return {"moved": False, "reason": "missing"}
                     with self._parent(nparts, create=True) as nfd:
                         nst = self._lstat(nfd, nparts[-1])
-                        if nst is not None and (stat.S_ISDIR(nst.st_mode) or stat.S_ISDIR(ost.st_mode)):
+                        across = nst is not None and (stat.S_ISDIR(nst.st_mode) or stat.S_ISDIR(ost.st_mode))
+                        if nst is not None and trash_root is not None:
+                            self._keep(nfd, nparts, to_bytes(trash_root), whole=across)
+                        elif across:
                             _remove_at(nfd, nparts[-1])  # rename cannot replace across kinds or a non-empty dir
                         os.rename(oparts[-1], nparts[-1], src_dir_fd=ofd, dst_dir_fd=nfd)
             except _Missing:
                 return {"moved": False, "reason": "missing"}
-        return {"moved": True}
+        return {"moved": True, "type": _ftype(ost.st_mode), "size": ost.st_size, "mtime_ns": ost.st_mtime_ns}
 
     def remove(self, paths: list[str | bytes]) -> Result:
         """Remove files, symlinks and whole dirs; a symlink to a dir is unlinked, never descended."""
@@ -369,12 +383,11 @@ class Ops:
                     if self._lstat(ofd, parts[-1]) is None:
                         missing += 1
                         continue
-                    dparts = [*tparts, day, *parts]
-                    with self._parent(dparts, create=True) as dfd:
+                    with self._trash_dir([*tparts, day], parts[:-1]) as (dfd, used):
                         name = _free_name(dfd, parts[-1])
                         os.rename(parts[-1], name, src_dir_fd=ofd, dst_dir_fd=dfd)
                 trashed += 1
-                dests.append(to_wire(b"/".join([*dparts[:-1], name])))
+                dests.append(to_wire(b"/".join([*tparts, day, *used, name])))
             except _Missing:
                 missing += 1
             except OpError as e:
@@ -382,6 +395,111 @@ class Ops:
             except OSError as e:
                 failed.append({"path": to_wire(p), "error": f"trash {show(p)}: {e.strerror}", "errno": e.errno})
         return {"trashed": trashed, "missing": missing, "failed": failed, "dests": dests}
+
+    @contextmanager
+    def _trash_dir(self, tparts: list[bytes], parents: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+        """An fd of the trash dir tparts/<parents>, made as needed. A parent whose name a file
+        holds there (a version trashed earlier that day) is numbered instead (a.1): the trash
+        never refuses a version. Yields the fd and the parents' names as used."""
+        with self._parent([*tparts, b"x"], create=True) as tfd:
+            fd = os.dup(tfd)
+        used: list[bytes] = []
+        try:
+            for c in parents:
+                name, n = c, 0
+                while True:
+                    with suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    try:
+                        nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                        break
+                    except OSError as e:
+                        if e.errno not in (errno.ELOOP, errno.ENOTDIR) or n >= 1000:
+                            raise
+                    n += 1
+                    name = c[: _NAME_MAX - 8] + b".%d" % n
+                os.close(fd)
+                fd = nfd
+                used.append(name)
+            yield fd, used
+        finally:
+            os.close(fd)
+
+    def _keep(
+        self,
+        dfd: int,
+        parts: list[bytes],
+        trash_root: bytes,
+        same: bytes | None = None,
+        link: bytes | None = None,
+        whole: bool = False,
+    ) -> None:
+        """Keep the entry about to be replaced at parts in trash_root/<day>/<path>, numbered like
+        a deletion's when the name is taken: a hard link (the replace follows at once), or the
+        entry itself moved there when `whole` (a dir, or a kind change) or links are impossible.
+        Nothing is kept when it already holds the new bytes `same` or the new link target `link`."""
+        name = parts[-1]
+        st = self._lstat(dfd, name)
+        if st is None or (stat.S_ISDIR(st.st_mode) and not whole):
+            return
+        if same is not None and stat.S_ISREG(st.st_mode) and st.st_size == len(same):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+            try:
+                held = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            finally:
+                os.close(fd)
+            if held == same:
+                return
+        if link is not None and stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=dfd) == link:
+            return
+        day = time.strftime("%Y-%m-%d").encode()
+        with self._trash_dir([*split_path(trash_root), day], parts[:-1]) as (tfd, _used):
+            kept = _free_name(tfd, name)
+            if not whole:
+                try:
+                    os.link(name, kept, src_dir_fd=dfd, dst_dir_fd=tfd, follow_symlinks=False)
+                    return
+                except OSError:
+                    pass  # no hard links here: moved instead
+            os.rename(name, kept, src_dir_fd=dfd, dst_dir_fd=tfd)
+
+    def fold_trash(self, path: str | bytes, trash_root: str | bytes) -> Result:
+        """File what an rsync --backup-dir run left in `path` under trash_root/<day>/ as a deletion
+        would (rsync itself replaces an earlier version of the day), then drop the emptied dirs;
+        what cannot be filed stays where it is."""
+        day = time.strftime("%Y-%m-%d").encode()
+        tparts = [*split_path(to_bytes(trash_root)), day]
+        folded = 0
+        failed: list[Result] = []
+        try:
+            with self._parent([*split_path(to_bytes(path)), b"x"], create=False) as base:
+                dirs: list[list[bytes]] = []
+                stack: list[list[bytes]] = [[]]
+                while stack:
+                    rel = stack.pop()
+                    dirs.append(rel)
+                    dfd = _open_below(base, rel)
+                    try:
+                        with os.scandir(dfd) as it:
+                            entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
+                        for name, is_dir in entries:
+                            if is_dir:
+                                stack.append([*rel, name])
+                                continue
+                            try:
+                                with self._trash_dir(tparts, rel) as (tfd, _used):
+                                    os.rename(name, _free_name(tfd, name), src_dir_fd=dfd, dst_dir_fd=tfd)
+                                folded += 1
+                            except OSError as e:
+                                failed.append({"path": to_wire(b"/".join([*rel, name])), "error": str(e)})
+                    finally:
+                        os.close(dfd)
+                for rel in reversed(dirs[1:]):
+                    with suppress(OSError):
+                        os.rmdir(b"/".join(rel), dir_fd=base)
+        except _Missing:
+            pass
+        return {"folded": folded, "failed": failed}
 
     def purge_trash(self, trash_root: str | bytes, days: int) -> Result:
         """Remove the trash's dated dirs more than `days` days old."""
@@ -953,6 +1071,20 @@ def _free_name(dfd: int, name: bytes) -> bytes:
         candidate = stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
 
 
+def _open_below(dfd: int, parts: list[bytes]) -> int:
+    """An fd of the directory parts below dfd, never following a symlink on the way."""
+    fd = os.dup(dfd)
+    try:
+        for c in parts:
+            nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _remove_at(dfd: int, name: bytes) -> bool:
     """Remove name (a whole tree if a real dir) relative to dfd without following symlinks.
 
@@ -1140,6 +1272,7 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "remove": ops.remove,
         "trash": ops.trash,
         "purge_trash": ops.purge_trash,
+        "fold_trash": ops.fold_trash,
         "stat": lambda paths: {"entries": ops.stat(paths)},  # replies are always objects
         "run": ops.run,
         "df": ops.df,

@@ -8,6 +8,7 @@ small change costs a round trip of about a millisecond instead of an ssh command
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import stat
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from tether.config import LiveOptions
 from tether.endpoints import Endpoint, Ssh
 from tether.errors import TetherError
-from tether.mirror import TRASH, Mirror, MirrorSpec
+from tether.mirror import TRASH, TRASH_INCOMING, Mirror, MirrorSpec
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentError
 from tether.watch import Change
@@ -39,6 +40,18 @@ class BatchResult:
 
 def _parent(path: str) -> str:
     return path.rpartition("/")[0]
+
+
+def _digest(path: str) -> str | None:
+    """The agent's `hash` of a local file (blake2b, 20 bytes, hex); None if it cannot be read."""
+    h = hashlib.blake2b(digest_size=20)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 class Applier:
@@ -74,10 +87,11 @@ class Applier:
         started = time.time_ns()
         self.agent()  # connected now, off the path of the first change
         outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False)
+        self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)
-        # rsync does not reset a directory's mtime that differs only below the second, so dirs
-        # changed just before or during the pass get theirs set exactly
+        # rsync sets a directory's mtime as it was when listed: dirs changed just before or
+        # during the pass get theirs set again, exactly
         self._fix_dirs({d for d in self._dirs_below("") if self._mtime_ns(d) >= started - 2_000_000_000})
         self._housekeeping(["."], recursive=True)
         if self.spec.trash:
@@ -115,7 +129,8 @@ class Applier:
     def _pair_moves(self, changes: Sequence[Change]) -> list[Change]:
         """Recover moves inotify could not pair: a file moved into a directory created the same
         instant arrives as a delete plus a new subtree. A deleted target file whose name, size and
-        mtime match a file of the new subtree is moved there instead of deleted and re-sent."""
+        mtime match a file of the new subtree, and whose bytes are that file's, is moved there
+        instead of deleted and re-sent."""
         deletes = [c.path for c in changes if c.kind == "delete"]
         subtrees = [c.path for c in changes if c.kind == "write" and c.is_dir]
         if not deletes or not subtrees or len(deletes) > 10_000:
@@ -142,23 +157,55 @@ class Applier:
                 new = candidates.get((old.rpartition("/")[2], st["size"], st["mtime_ns"]))
                 if new and new not in moved.values():
                     moved[old] = new
+        if moved:
+            # name, size and mtime are only a guess (archives give whole-second mtimes): a move
+            # happens only where the target's old file holds the bytes the source's new one does
+            theirs = self.agent().call("hash", paths=list(moved))["digests"]
+            moved = {old: new for (old, new), d in zip(moved.items(), theirs, strict=True)
+                     if d is not None and d == _digest(os.path.join(self.src, new))}  # fmt: skip
         if not moved:
             return list(changes)
         # each move takes its delete's place: its old path is valid exactly there
         return [Change("move", moved[c.path], False, old=c.path) if c.kind == "delete" and c.path in moved else c
                 for c in changes]  # fmt: skip
 
+    def _trash_arg(self) -> dict[str, object]:
+        """For the agent's put, symlink and move: with trash on, what they replace is kept."""
+        return {"trash_root": TRASH} if self.spec.trash else {}
+
+    def _fold_trash(self) -> None:
+        """rsync kept what it replaced in TRASH_INCOMING: file it under the day, numbered."""
+        if self.spec.trash:
+            r = self.agent().call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
+            for f in r.get("failed", []):
+                log.warning("%s: kept version %s stays in %s: %s", self.target, f["path"], TRASH_INCOMING, f["error"])
+
     def _moves(self, group: Sequence[Change], res: BatchResult) -> list[Change]:
         """Moves on the target; those it cannot make (it never had the old path) become writes."""
-        replies = self.agent().pipeline([("move", {"old": c.old, "new": c.path}, b"") for c in group])
+        extra = self._trash_arg()
+        replies = self.agent().pipeline([("move", {"old": c.old, "new": c.path, **extra}, b"") for c in group])
         fallback: list[Change] = []
         for c, r in zip(group, replies, strict=True):
             if isinstance(r, AgentError):
                 raise r
             res.touched_dirs.update({_parent(c.path), _parent(c.old or "")})
-            if not r.get("moved"):
+            if not r.get("moved") or not self._as_in_source(c.path, r):
                 fallback.append(Change("write", c.path, True))
         return fallback
+
+    def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:
+        """Whether what a move put at rel is what the source has there (type, mtime; size for a
+        non-dir). A write executed after the source had moved on (it copies the source as it
+        is then: a full pass running during the changes, a late batch) may have put the
+        newer entry under the old name, which the move then carried here: re-send it."""
+        try:
+            st = os.lstat(os.path.join(self.src, rel))
+        except FileNotFoundError:
+            return True  # gone again: its delete is on the way
+        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+        if moved.get("type") != kind or moved.get("mtime_ns") != st.st_mtime_ns:
+            return False
+        return kind == "d" or moved.get("size") == st.st_size
 
     def _deletes(self, group: Sequence[Change], res: BatchResult) -> None:
         paths = [c.path for c in group]
@@ -166,14 +213,18 @@ class Applier:
         if not self.spec.delete:
             return
         if self.spec.trash:
-            self.agent().call("trash", paths=paths, trash_root=TRASH)
+            r = self.agent().call("trash", paths=paths, trash_root=TRASH)
         else:
-            self.agent().call("remove", paths=paths)
+            r = self.agent().call("remove", paths=paths)
+        if r.get("failed"):  # left on the target: say so, and let a full pass try again
+            first = r["failed"][0]
+            more = f" (and {len(r['failed']) - 1} more)" if len(r["failed"]) > 1 else ""
+            raise TetherError(f"{self.target}: {first['error']}{more}")
 
     def _writes(self, group: Sequence[Change], res: BatchResult) -> None:
         requests: list[tuple[str, dict[str, object], bytes]] = []
         bulk: list[str] = []
-        bulk_dirs = 0
+        new_dirs: set[str] = set()
         many = len(group) > AGENT_BATCH
         for c in group:
             if not c.path:
@@ -187,18 +238,17 @@ class Applier:
             if stat.S_ISDIR(st.st_mode):
                 if c.is_dir:
                     bulk.append(c.path)
-                    bulk_dirs += 1
-                    # rsync leaves a directory's mtime alone when it is within the same second,
-                    # so the new dirs get theirs from the agent afterwards, like any touched dir
+                    new_dirs.add(c.path)
+                    # the new dirs get their mtimes from the agent afterwards, like any touched
+                    # dir: files arriving below them during the run changed them again
                     res.touched_dirs.update(self._dirs_below(c.path))
                 else:
                     requests.append(
                         ("mkdir", {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}, b"")
                     )
             elif stat.S_ISLNK(st.st_mode):
-                requests.append(
-                    ("symlink", {"path": c.path, "target": os.readlink(full), "mtime_ns": st.st_mtime_ns}, b"")
-                )
+                link = {"path": c.path, "target": os.readlink(full), "mtime_ns": st.st_mtime_ns, **self._trash_arg()}
+                requests.append(("symlink", link, b""))
             elif stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE and not many:
                 try:
                     with open(full, "rb") as f:
@@ -207,7 +257,7 @@ class Applier:
                     log.warning("%s: cannot read %s: %s", self.target, c.path, e.strerror)
                     continue
                 args: dict[str, object] = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-                requests.append(("put", args, data))
+                requests.append(("put", {**args, **self._trash_arg()}, data))
                 res.bytes += len(data)
             else:
                 bulk.append(c.path)
@@ -217,10 +267,15 @@ class Applier:
                     raise r
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
-            if bulk_dirs == len(bulk) <= SUBTREE_RUNS and not self.spec.filter.anchored:
-                outs = [self.mirror.send_subtree(self.spec, self.target, p) for p in bulk]
-            else:
-                outs = [self.mirror.send_paths(self.spec, self.target, bulk)]
+            subtrees, files = [p for p in bulk if p in new_dirs], [p for p in bulk if p not in new_dirs]
+            outs = []
+            if not files and len(subtrees) <= SUBTREE_RUNS and not self.spec.filter.anchored:
+                outs += [self.mirror.send_subtree(self.spec, self.target, p) for p in subtrees]
+            elif subtrees:
+                outs.append(self.mirror.send_paths(self.spec, self.target, subtrees))
+            if files:  # changed files: sent whatever rsync's quick check would say
+                outs.append(self.mirror.send_paths(self.spec, self.target, files, changed=True))
+            self._fold_trash()
             for out in outs:
                 if not out.ok:
                     raise TetherError("; ".join(out.errors) or "transfer failed", out.hint)

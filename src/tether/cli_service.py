@@ -148,7 +148,7 @@ def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
     for d in docs:
         line = f"{d['job']}: {d['state']}" + (f" (pid {d['pid']}, {d['watches']} dirs watched)" if d["running"] else "")
         print(line)
-        if d["message"] and d["state"] == "failed":
+        if d["message"] and d["state"] in ("failed", "waiting"):
             print(f"  {d['message']}")
         for t in d["targets"]:
             print(

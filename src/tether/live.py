@@ -10,15 +10,16 @@ which converges whatever was lost (moves included) once the target is back.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from tether.apply import AGENT_BATCH, Applier
 from tether.config import LiveOptions
-from tether.errors import TetherError
+from tether.errors import TetherError, UsageError
 from tether.mirror import Mirror, MirrorSpec
-from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, StatusBoard, TargetStatus
+from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, StatusBoard, TargetStatus
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentDown, AgentError
 from tether.watch import Change, Coalescer, Watcher, coalesce
@@ -29,6 +30,7 @@ QUEUE_LIMIT = 50_000  # more pending changes than this: a full pass is cheaper t
 BACKOFF_MAX = 10.0
 SETTLE = 0.1  # a bulk batch waits for this much quiet: one transfer for a whole burst
 SETTLE_MAX = 5.0  # but never longer than this, for sources that are never quiet
+SOURCE_POLL = 0.25  # how often a job whose source is gone looks for it again
 
 
 def _is_bulk(batch: Sequence[Change]) -> bool:
@@ -36,17 +38,43 @@ def _is_bulk(batch: Sequence[Change]) -> bool:
 
 
 class TargetWorker(threading.Thread):
-    def __init__(self, applier: Applier, status: TargetStatus, board: StatusBoard, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        applier: Applier,
+        status: TargetStatus,
+        board: StatusBoard,
+        stopping: threading.Event,
+        source_moved: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__(name=f"target {applier.target}", daemon=True)
         self.applier, self.status, self.board, self.stopping = applier, status, board, stopping
+        self.source_moved = source_moved  # true when the source root is not the watched one
         self.cond = threading.Condition()
         self.pending: list[Change] = []
         self.full = False
+        self.held = False  # the source is being watched anew: nothing to do until resume_full()
         self.last_submit = 0.0
+
+    def hold(self) -> None:
+        """Drop what was queued (it describes a tree that is no longer the source) and wait."""
+        with self.cond:
+            self.pending.clear()
+            self.full, self.held = False, True
+            busy = self.status.state == SYNCING  # a transfer in flight says so until it ends
+            self.board.update(self.status, state=SYNCING if busy else WAITING, pending=0, force=True)
+            self.cond.notify()
+
+    def resume_full(self) -> None:
+        """Start over with a full pass, once the source is watched again."""
+        with self.cond:
+            self.held, self.full = False, True
+            self.cond.notify()
 
     def submit(self, changes: Sequence[Change]) -> None:
         with self.cond:
             self.last_submit = time.monotonic()
+            if self.held:
+                return
             if any(c.kind == "rescan" for c in changes) or len(self.pending) + len(changes) > QUEUE_LIMIT:
                 self.pending.clear()
                 self.full = True
@@ -84,7 +112,7 @@ class TargetWorker(threading.Thread):
         backoff = 0.0
         while True:
             with self.cond:
-                while not self.stopping.is_set() and not self.pending and not self.full:
+                while not self.stopping.is_set() and (self.held or (not self.pending and not self.full)):
                     self.cond.wait()
                 if self.stopping.is_set():
                     break
@@ -92,6 +120,8 @@ class TargetWorker(threading.Thread):
                 full, self.full = self.full, False
             if (full or _is_bulk(batch)) and self.status.full_passes:
                 batch, full = self._settle(batch, full)
+            if full and self.source_moved():
+                continue  # the job is about to watch the new source, then asks for this pass again
             self.board.update(self.status, state=SYNCING, pending=len(batch), force=True)
             began = time.monotonic()
             try:
@@ -107,10 +137,9 @@ class TargetWorker(threading.Thread):
                     "%s: %s (%s; retry in %.1f s)", self.applier.target, msg, "down" if down else "error", backoff
                 )
                 with self.cond:
-                    self.full = True  # whatever this batch held, a full pass will converge it
-                self.board.update(
-                    self.status, state=DOWN if down else RETRYING, last_error=msg, last_error_at=time.time(), force=True
-                )
+                    self.full = not self.held  # whatever this batch held, a full pass will converge it
+                    state = WAITING if self.held else DOWN if down else RETRYING
+                self.board.update(self.status, state=state, last_error=msg, last_error_at=time.time(), force=True)
                 with self.cond:
                     self.cond.wait_for(self.stopping.is_set, timeout=backoff)
                 continue
@@ -118,6 +147,7 @@ class TargetWorker(threading.Thread):
             st = self.status
             with self.cond:
                 left = len(self.pending)
+                held = self.held
             if full:
                 st.full_passes += 1
                 log.info("%s: full pass done (%d files, %d bytes) in %.3f s", self.applier.target, res.files, res.bytes,
@@ -126,7 +156,7 @@ class TargetWorker(threading.Thread):
                 log.info("%s: %d changes: sent %d files (%d bytes) in %.3f s", self.applier.target, len(batch),
                          res.files, res.bytes, time.monotonic() - began)  # fmt: skip
             self.board.update(
-                st, state=IDLE if not left else SYNCING, last_success=time.time(), pending=left,
+                st, state=WAITING if held else IDLE if not left else SYNCING, last_success=time.time(), pending=left,
                 bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True,
             )  # fmt: skip
 
@@ -151,17 +181,15 @@ class LiveMirror:
         for t in spec.targets:
             st = TargetStatus(str(t))
             board.status.targets.append(st)
-            self.workers.append(TargetWorker(Applier(t, spec, opts, mirror, ssh), st, board, self.stopping))
+            applier = Applier(t, spec, opts, mirror, ssh)
+            self.workers.append(TargetWorker(applier, st, board, self.stopping, self._source_moved))
 
     def run(self) -> None:
-        watcher = Watcher(self.spec.source.path, self.spec.filter)
-        watcher.start()  # before the first full pass, so nothing written during it is missed
-        self.board.update(state="running", watches=watcher.watch_count, force=True)
+        watcher = self._watch()  # before the first full pass, so nothing written during it is missed
         log.info("watching %s (%d directories)", self.spec.source, watcher.watch_count)
         for w in self.workers:
             w.request_full()
             w.start()
-        self._watcher = watcher
         coalescer = Coalescer(watcher, delay=self.opts.delay)
         next_full = time.monotonic() + self.opts.interval if self.opts.interval else None
         try:
@@ -169,6 +197,13 @@ class LiveMirror:
                 # no timer while idle: events, the next full pass or wake() end the wait
                 wait = None if next_full is None else max(0.0, next_full - time.monotonic())
                 batch = coalescer.next_batch(timeout=wait)
+                if watcher.root_changed():
+                    # the batch describes the old tree (now elsewhere, or gone): drop it
+                    anew = self._rewatch(watcher)
+                    if anew is None:
+                        break
+                    watcher, coalescer = anew, Coalescer(anew, delay=self.opts.delay)
+                    continue
                 if batch:
                     if self.on_batch:
                         self.on_batch(batch)
@@ -180,8 +215,58 @@ class LiveMirror:
                         w.request_full()
                     next_full = time.monotonic() + self.opts.interval
         finally:
-            watcher.close()
+            last, self._watcher = self._watcher, None
+            if last is not None:
+                last.close()
             self.stop()
+
+    def _watch(self) -> Watcher:
+        watcher = Watcher(self.spec.source.path, self.spec.filter)
+        watcher.start()
+        self._watcher = watcher
+        self.board.update(state="running", message=None, watches=watcher.watch_count, force=True)
+        return watcher
+
+    def _source_moved(self) -> bool:
+        """For the workers, before a full pass: is the source root still the watched directory?
+        If not, the loop is woken to watch the new one (and then asks for the pass again)."""
+        watcher = self._watcher
+        if watcher is None:
+            return True
+        if watcher.root_changed():
+            watcher.wake()
+            return True
+        return False
+
+    def _rewatch(self, old: Watcher) -> Watcher | None:
+        """The source root was moved, deleted or replaced (a deploy's `mv site.new site`): drop
+        what was queued from the old tree, wait while the path names no directory, watch the
+        one it names now and start over with a full pass. None when stopped meanwhile."""
+        source = self.spec.source
+        log.warning("source %s was moved, deleted or replaced: dropping queued changes, watching it anew", source)
+        self._watcher = None
+        old.close()
+        for w in self.workers:
+            w.hold()
+        waiting = False
+        while not self.stopping.is_set():
+            try:
+                watcher = self._watch()
+            except UsageError:
+                if os.path.isdir(source.path):
+                    raise  # there, but cannot be watched (too many directories): as at start
+                if not waiting:
+                    waiting = True
+                    msg = f"source {source} does not exist (moved or deleted); waiting for it to come back"
+                    log.warning("%s", msg)
+                    self.board.update(state="waiting", message=msg, force=True)
+                self.stopping.wait(SOURCE_POLL)  # only while the source is missing
+                continue
+            log.info("watching %s again (%d directories); full pass", source, watcher.watch_count)
+            for w in self.workers:
+                w.resume_full()
+            return watcher
+        return None
 
     def request_stop(self) -> None:
         """Safe from a signal handler: the loop ends and the workers finish their transfer."""

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.endpoints import Endpoint, Local, Ssh
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.state import KnownTargets
 from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult
@@ -73,11 +72,10 @@ def check_source(source: Local) -> None:
 
 
 TRASH = f"{META_DIR}/trash"
-
-
-def trash_dir(now: float | None = None) -> str:
-    """Today's trash folder, relative to the target root (rsync takes it relative to the target)."""
-    return f"{TRASH}/{time.strftime('%Y-%m-%d', time.localtime(now))}"
+# rsync's --backup-dir: rsync would replace a version it kept earlier the same day, so its runs
+# keep them here and the agent's fold_trash then files them under the day, numbered as a
+# deletion's are (trash/<date>/a.txt, a.1.txt, ...)
+TRASH_INCOMING = f"{TRASH}/.incoming"
 
 
 def destructive(changes: list[str]) -> list[str]:
@@ -141,8 +139,24 @@ class Mirror:
         )  # fmt: skip
 
     @staticmethod
-    def _trash_args(spec: MirrorSpec) -> list[str]:
-        return ["--backup", f"--backup-dir={trash_dir()}"] if spec.trash else []
+    def _trash_args(spec: MirrorSpec, rel: str = "") -> list[str]:
+        """rsync keeps what it overwrites or deletes; a relative --backup-dir is taken relative
+        to the destination, which is the target's `rel` for a subtree run."""
+        if not spec.trash:
+            return []
+        up = "../" * (rel.count("/") + 1) if rel else ""
+        return ["--backup", f"--backup-dir={up}{TRASH_INCOMING}" + (f"/{rel}" if rel else "")]
+
+    def fold_trash(self, target: Endpoint) -> None:
+        """File what rsync kept under today's trash, through one agent call on the target."""
+        from tether.transport.agent import AgentClient  # only with trash on
+
+        if isinstance(target, Ssh):
+            agent = AgentClient.connect_ssh(self.rsync.ssh, target.host, target.path or ".")
+        else:
+            agent = AgentClient.local(target.path)
+        with agent:
+            agent.call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
 
     def _pass(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False) -> TargetOutcome:
         res = self._run(self._argv(spec, target, dry_run=dry_run), target)
@@ -207,11 +221,16 @@ class Mirror:
             return TargetOutcome.from_rsync(target, res)
         return self._guarded(spec, target, dry_run=False, added=res.files)
 
-    def send_paths(self, spec: MirrorSpec, target: Endpoint, paths: list[str]) -> TargetOutcome:
-        """One rsync run for a batch of paths (directories recursively), given as a NUL list."""
+    def send_paths(
+        self, spec: MirrorSpec, target: Endpoint, paths: list[str], *, changed: bool = False
+    ) -> TargetOutcome:
+        """One rsync run for a batch of paths (directories recursively), given as a NUL list.
+
+        `changed`: the paths are files the watcher saw change, so each is sent whatever its
+        size and mtime (-I): tether has decided, rsync's quick check must not decide again."""
         argv = self._argv(spec, target)
         cut = argv.index("--")
-        argv[cut:cut] = ["-r", "--files-from=-", "--from0"]
+        argv[cut:cut] = ["-r", "--files-from=-", "--from0", *(["--ignore-times"] if changed else [])]
         data = b"".join(os.fsencode(p) + b"\0" for p in paths)
         return TargetOutcome.from_rsync(target, self._run(argv, target, input=data))
 
@@ -221,7 +240,7 @@ class Mirror:
         Only for filters without root-anchored rules (those would not mean the same below rel)."""
         argv = self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(root=False), delete=spec.delete,
-            bwlimit=spec.bwlimit, extra=[*self._trash_args(spec), *spec.rsync_args, "--mkpath"],
+            bwlimit=spec.bwlimit, extra=[*self._trash_args(spec, rel), *spec.rsync_args, "--mkpath"],
         )  # fmt: skip
         cut = argv.index("--")
         argv[cut + 1 :] = [f"{argv[cut + 1]}{rel}/", f"{argv[cut + 2]}{rel}/"]
@@ -231,12 +250,23 @@ class Mirror:
         check_source(spec.source)
         targets = spec.targets
         if len(targets) == 1:
-            return [self.sync_target(spec, targets[0], dry_run=dry_run, force=force)]
+            return [self._one_shot(spec, targets[0], dry_run=dry_run, force=force)]
         from concurrent.futures import ThreadPoolExecutor  # only when there is more than one target
 
         with ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
-            futures = [pool.submit(self.sync_target, spec, t, dry_run=dry_run, force=force) for t in targets]
+            futures = [pool.submit(self._one_shot, spec, t, dry_run=dry_run, force=force) for t in targets]
             return [f.result() for f in futures]
+
+    def _one_shot(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
+        out = self.sync_target(spec, target, dry_run=dry_run, force=force)
+        if spec.trash and not dry_run and (out.files or out.deleted):
+            try:
+                self.fold_trash(target)
+            except TetherError as e:
+                out.ok = False
+                out.errors.append(f"the versions this pass kept are in {TRASH_INCOMING}, not filed by day: {e}")
+                out.hint = out.hint or "the next pass files them"
+        return out
 
 
 def _local_is_empty(target: Local) -> bool:

@@ -100,6 +100,16 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top + "/")
 
 
+def root_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the directory a path names now (symlinks followed, as rsync does), or
+    None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def max_user_watches() -> int | None:
     """The kernel's per-user watch limit (the lower of the global one and this user
     namespace's), or None where it cannot be read."""
@@ -142,13 +152,16 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll.register(self._wake_r, select.POLLIN)
         self._woken = False
+        self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched
+        self._root_lost = False  # the watched root itself moved, was deleted or unmounted
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         """Watch every included directory; refuse before the first watch if the limit is short."""
         if self._fd >= 0:
             return
-        if not os.path.isdir(self.root):
+        self._root_id = root_identity(self.root)
+        if self._root_id is None or not os.path.isdir(self.root):
             raise UsageError(f"cannot watch {self.root}: not a directory")
         needed = sum(1 for _ in self._dirs(""))
         limit = self._max_watches if self._max_watches is not None else max_user_watches()
@@ -172,6 +185,12 @@ class Watcher:
         with contextlib.suppress(BlockingIOError, OSError):  # full: a wake is pending already
             os.write(self._wake_w, b"!")
 
+    def root_changed(self) -> bool:
+        """Whether the root path no longer names the directory being watched: moved away, deleted,
+        unmounted, or another one swapped in (`mv site.new site`). The watches follow inodes, so
+        they would go on reporting the old tree under the new tree's name."""
+        return self._root_lost or (self._root_id is not None and root_identity(self.root) != self._root_id)
+
     def take_woken(self) -> bool:
         """Whether the last read() ended because of wake(); clears the flag."""
         woken, self._woken = self._woken, False
@@ -191,10 +210,10 @@ class Watcher:
         self._paths.clear()
         self._wds.clear()
         self._held.clear()
-        for fd in (self._wake_r, self._wake_w):
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1  # wake() never sees a closed fd
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
-        self._wake_r = self._wake_w = -1
 
     def __enter__(self) -> Watcher:
         self.start()
@@ -344,6 +363,9 @@ class Watcher:
                 rel = self._paths.pop(ev.wd, None)
                 if rel is not None and self._wds.get(rel) == ev.wd:
                     del self._wds[rel]
+                if rel == "":  # the kernel dropped the root's watch: nothing below it reports any more
+                    self._root_lost = True
+                    out.append(Change(RESCAN, ""))
                 continue
             parent = self._paths.get(ev.wd)
             if parent is None:
@@ -351,6 +373,7 @@ class Watcher:
             if not ev.name:
                 if parent == "":  # events on the root itself; other dirs report via their parent
                     if ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
+                        self._root_lost = True
                         out.append(Change(RESCAN, ""))
                     elif ev.mask & IN_ATTRIB:
                         out.append(Change(WRITE, ""))

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,56 @@ def test_an_empty_source_never_empties_a_target(tmp_path: Path, tether_env) -> N
     assert any(dst.iterdir())
     tether(["mirror", "--force", src, dst], tether_env, check_rc=0)
     assert not any(dst.iterdir())
+
+
+def _pin_mtime(p: Path, ns: int) -> None:
+    os.utime(p, ns=(ns, ns))
+
+
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "ssh"])
+def test_a_target_file_differing_only_below_the_second_is_sent_again(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, over_ssh: bool
+) -> None:
+    """rsync's quick check compares whole seconds: same size, same second, other bytes and
+    nanoseconds on the target must still count as different (git's racy-clean problem)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    second = 1_700_000_000 * 10**9
+    (src / "f.bin").write_bytes(b"new" * 1000)
+    _pin_mtime(src / "f.bin", second + 700_000_000)
+    target = f"{sshd.alias}:{dst}" if over_ssh else str(dst)
+    tether(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert_same_tree(src, dst)
+    (dst / "f.bin").write_bytes(b"old" * 1000)  # what an earlier save within that second left
+    _pin_mtime(dst / "f.bin", second + 200_000_000)
+
+    doc = tether_json(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert doc["targets"][0]["files"] == 1
+    assert_same_tree(src, dst)
+    again = tether_json(["mirror", src, target], tether_ssh_env, check_rc=0)
+    assert again["targets"][0]["files"] == 0  # equal nanoseconds: nothing to send, nothing read
+
+
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "ssh"])
+def test_trash_keeps_every_version_that_one_shot_passes_replace_the_same_day(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env, over_ssh: bool
+) -> None:
+    from tests.rig.live import write_job
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    target = f"{sshd.alias}:{dst}" if over_ssh else str(dst)
+    write_job(tether_ssh_env, "t", src, [target], delete="trash")
+    for n in range(1, 4):
+        (src / "report.txt").write_text(f"version {n}")
+        (src / "sub").mkdir(exist_ok=True)
+        (src / "sub" / "old.txt").write_text(f"old {n}")
+        tether(["sync", "t"], tether_ssh_env, check_rc=0)
+        if n < 3:
+            (src / "sub" / "old.txt").unlink()  # deleted by the next pass
+    assert_same_tree(src, dst)
+    day = dst / ".tether" / "trash" / time.strftime("%Y-%m-%d")
+    kept = {str(p.relative_to(day)): p.read_text() for p in day.rglob("*") if p.is_file()}
+    assert kept == {"report.txt": "version 1", "report.1.txt": "version 2", "sub/old.txt": "old 1",
+                    "sub/old.1.txt": "old 2"}, kept  # fmt: skip
+    assert not [p for p in (dst / ".tether" / "trash" / ".incoming").rglob("*") if p.is_file()]

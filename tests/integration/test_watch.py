@@ -325,3 +325,22 @@ def test_the_window_gathers_changes_that_come_close_together_every_time(tmp_path
             threading.Timer(0.05, (root / f"b{round_no}").write_text, ["2"]).start()
             batch = co.next_batch(timeout=10)
             assert sorted(c.path for c in batch) == [f"a{round_no}", f"b{round_no}"], batch
+
+
+def test_a_root_moved_away_deleted_or_swapped_is_reported_as_changed(tmp_path: Path) -> None:
+    for how in ("move", "delete", "swap"):
+        root = tmp_path / how
+        (root / "sub").mkdir(parents=True)
+        with Watcher(str(root), Filter()) as w:
+            assert not w.root_changed()
+            if how == "move":
+                root.rename(tmp_path / f"{how}.old")
+            elif how == "delete":
+                shutil.rmtree(root)
+            else:  # another directory takes the name, with no event on the watched tree yet
+                (tmp_path / f"{how}.new").mkdir()
+                root.rename(tmp_path / f"{how}.old")
+                (tmp_path / f"{how}.new").rename(root)
+            assert w.root_changed(), how
+            assert Change("rescan", "") in gather(w, lambda got: bool(got)), how
+            assert w.root_changed(), how  # the events do not clear it: the job must watch anew

@@ -208,7 +208,7 @@ def test_hostile_names_survive_put_move_trash_remove(ops: Ops, root: bytes, tmp_
         d = b"d%d/" % i
         ops.put(d + name, name, 0o644, MTIME)
         assert read(j(root, d + name)) == name
-        assert ops.move(d + name, d + b"moved/" + name) == {"moved": True}
+        assert ops.move(d + name, d + b"moved/" + name)["moved"] is True
         ops.put(d + b"sub/" + name, b"t", 0o600, MTIME)
         t = ops.trash([d + b"moved/" + name], b".tether/trash")
         assert t["trashed"] == 1 and t["failed"] == [], t
@@ -232,7 +232,7 @@ def test_move_dir_creates_parents_and_replaces_an_existing_dir(ops: Ops, root: b
     ops.put(b"src/a.txt", b"a", 0o644, MTIME)
     ops.put(b"src/deep/b.txt", b"b", 0o644, MTIME)
     ops.put(b"x/y/dst/stale.txt", b"stale", 0o644, MTIME)
-    assert ops.move(b"src", b"x/y/dst") == {"moved": True}
+    assert ops.move(b"src", b"x/y/dst")["type"] == "d"  # what was moved, for the caller to check
     assert not os.path.lexists(j(root, b"src"))
     assert sorted(os.listdir(j(root, b"x/y/dst"))) == [b"a.txt", b"deep"]
     assert ops.move(b"nope", b"z") == {"moved": False, "reason": "missing"}
@@ -242,7 +242,8 @@ def test_move_dir_creates_parents_and_replaces_an_existing_dir(ops: Ops, root: b
 def test_move_replaces_across_kinds_and_refuses_moving_into_itself(ops: Ops, root: bytes) -> None:
     ops.put(b"f", b"file", 0o644, MTIME)
     ops.put(b"d/inner", b"i", 0o644, MTIME)
-    assert ops.move(b"f", b"d") == {"moved": True}  # a file replaces a dir: target equals source
+    # a file replaces a dir: the target equals the source; the reply says what was moved
+    assert ops.move(b"f", b"d") == {"moved": True, "type": "f", "size": 4, "mtime_ns": MTIME}
     assert read(j(root, b"d")) == b"file"
     ops.put(b"e/inner", b"i", 0o644, MTIME)
     with pytest.raises(OpError) as e:
@@ -323,6 +324,64 @@ def test_purge_trash_removes_only_dated_dirs_older_than_the_limit(ops: Ops, root
     assert ops.purge_trash(b"t", 30) == {"purged": 2}
     assert sorted(os.listdir(j(root, b"t"))) == sorted([recent, b"not-a-date"])
     assert ops.purge_trash(b"no-trash-yet", 30) == {"purged": 0}
+
+
+def test_with_trash_on_put_symlink_and_move_keep_what_they_replace(ops: Ops, root: bytes) -> None:
+    day = time.strftime("%Y-%m-%d").encode()
+    t = b".tether/trash"
+    ops.put(b"d/a.txt", b"1", 0o644, MTIME)
+    ops.put(b"d/a.txt", b"2", 0o644, MTIME, trash_root=t)
+    ops.put(b"d/a.txt", b"2", 0o644, MTIME, trash_root=t)  # the same bytes again: nothing is lost
+    ops.put(b"d/a.txt", b"3", 0o644, MTIME, trash_root=t)
+    ops.put(b"d/b.txt", b"b", 0o644, MTIME)
+    ops.move(b"d/b.txt", b"d/a.txt", trash_root=t)  # onto an existing name
+    ops.symlink(b"d/a.txt", b"elsewhere", MTIME, trash_root=t)
+    ops.symlink(b"d/a.txt", b"elsewhere", MTIME, trash_root=t)  # the same link again
+    ops.put(b"e/x", b"x", 0o644, MTIME)
+    ops.put(b"f", b"f", 0o644, MTIME)
+    ops.move(b"f", b"e", trash_root=t)  # a file over a directory: the directory is kept whole
+    kept = j(root, t, day)
+    assert sorted(os.listdir(j(kept, b"d"))) == [b"a.1.txt", b"a.2.txt", b"a.3.txt", b"a.txt"]
+    assert [read(j(kept, b"d", n)) for n in (b"a.txt", b"a.1.txt", b"a.2.txt")] == [b"1", b"2", b"3"]
+    assert os.readlink(j(root, b"d/a.txt")) == b"elsewhere" and read(j(kept, b"d/a.3.txt")) == b"b"
+    assert read(j(kept, b"e/x")) == b"x" and read(j(root, b"e")) == b"f"
+    ops.put(b"g", b"1", 0o644, MTIME)
+    ops.put(b"g", b"2", 0o644, MTIME)  # without trash_root: replaced, nothing kept
+    assert not Path(os.fsdecode(j(kept, b"g"))).exists()
+
+
+def test_fold_trash_files_rsyncs_kept_versions_by_day_and_never_replaces_one(ops: Ops, root: bytes) -> None:
+    day = time.strftime("%Y-%m-%d").encode()
+    t = b".tether/trash"
+    for version in (b"1", b"2"):
+        ops.put(b"a/b.txt", version, 0o644, MTIME)
+        ops.trash([b"a/b.txt"], t)
+    ops.put(t + b"/.incoming/a/b.txt", b"3", 0o644, MTIME)  # as rsync --backup-dir leaves it
+    ops.put(t + b"/.incoming/a/deep/c", b"c", 0o644, MTIME)
+    os.symlink(b"/etc", j(root, t + b"/.incoming/link"))
+    ops.put(t + b"/" + day + b"/x", b"a file where a dir is wanted", 0o644, MTIME)
+    ops.put(t + b"/.incoming/x/y", b"y", 0o644, MTIME)
+    r = ops.fold_trash(t + b"/.incoming", t)
+    assert (r["folded"], r["failed"]) == (4, [])
+    kept = j(root, t, day)
+    assert [read(j(kept, n)) for n in (b"a/b.txt", b"a/b.1.txt", b"a/b.2.txt", b"a/deep/c", b"x.1/y")] == [
+        b"1",
+        b"2",
+        b"3",
+        b"c",
+        b"y",
+    ]
+    assert os.readlink(j(kept, b"link")) == b"/etc"
+    assert os.listdir(j(root, t, b".incoming")) == []
+    assert ops.fold_trash(b"nothing/here", t) == {"folded": 0, "failed": []}
+
+
+def test_trash_numbers_a_parent_that_a_trashed_file_holds(ops: Ops, root: bytes) -> None:
+    day = time.strftime("%Y-%m-%d")
+    ops.put(b"a", b"file a", 0o644, MTIME)
+    ops.trash([b"a"], b"t")
+    ops.put(b"a/x", b"x", 0o644, MTIME)
+    assert ops.trash([b"a/x"], b"t")["dests"] == [f"t/{day}/a.1/x"]
 
 
 # ---------------------------------------------------------------------- symlink, mkdir, set_meta, stat

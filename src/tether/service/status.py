@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 IDLE, SYNCING, RETRYING, DOWN = "idle", "syncing", "retrying", "down"
+WAITING = "waiting"  # the job's source is gone or being watched anew: nothing to send for now
 
 
 @dataclass
@@ -37,7 +38,7 @@ class JobStatus:
     pid: int
     source: str
     started: float
-    state: str = "starting"  # starting, running, stopping, stopped, failed
+    state: str = "starting"  # starting, running, waiting (for the source), stopping, stopped, failed
     watches: int = 0
     targets: list[TargetStatus] = field(default_factory=list)
     message: str | None = None

@@ -83,7 +83,9 @@ class Rsync:
         bwlimit: str | None = None,
         extra: Sequence[str] = (),
     ) -> list[str]:
-        argv = [*self.base_argv([src, dst]), "-a", "--stats"]
+        # rsync's quick check compares mtimes in whole seconds by default, so a same-size file
+        # rewritten within the second it was copied looks unchanged; -1 adds the nanoseconds
+        argv = [*self.base_argv([src, dst]), "-a", "--modify-window=-1", "--stats"]
         if delete:
             argv.append("--delete")
         if dry_run:
