@@ -1,12 +1,14 @@
 """Two-way sync: `tether bisync` against unison (and rclone bisync) on the same trees, same work.
 
 Usage: .venv/bin/python -m bench.bisync [--files 20000] [--rounds 5] [--only local,ssh]
-                                         [--tools tether,unison,rclone]
+                                         [--tools tether,unison,rclone] [--fast-shell]
 A 20,000-file tree (~1,000 dirs, a few KB a file) is copied to one pair of equal replicas per
 tool; each tool makes its state with an initial run, then each case times whole commands
 (median of --rounds, after one warm-up round): a pass after 100 files changed on A and 100 other
 files on B, and a pass with nothing changed. B is a local dir, or the same dir reached over ssh
-(the rig's sshd on 127.0.0.1). At the end of each case every replica is compared with a reference
+(the rig's sshd on 127.0.0.1; with --fast-shell its sessions get an empty HOME, so the login shell
+reads no rc file, as on a host whose shell starts fast: this machine's root runs pyenv's init on
+every ssh command). At the end of each case every replica is compared with a reference
 tree that had all the changes applied by hand: a tool that does not sync is not benchmarked.
 The exit code is 0 whatever the ratios; non-zero only when a tool fails or does not converge.
 """
@@ -239,6 +241,21 @@ def run_transport(work: Path, base: Path, names: list[str], server: SshServer | 
     return rows
 
 
+def ssh_costs(server: SshServer, work: Path) -> str:
+    """What one ssh command costs on this server: a new connection each time (as unison runs
+    it), and through an open ControlMaster (as tether's ssh options make it)."""
+
+    def run(*opts: str) -> float:
+        return timed(["ssh", "-F", server.ssh_config, *opts, server.alias, "true"])
+
+    fresh = median([run() for _ in range(5)])
+    sock = ["-o", f"ControlPath={work / 'cm-%C'}"]
+    run("-o", "ControlMaster=auto", "-o", "ControlPersist=30", *sock)
+    shared = median([run(*sock) for _ in range(5)])
+    run("-O", "exit", *sock)
+    return f"ssh true: {fresh * 1000:.0f}ms over a new connection, {shared * 1000:.0f}ms through a ControlMaster"
+
+
 def table(rows: list[Row]) -> str:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f}ms"
@@ -261,6 +278,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", default="local,ssh")
     ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--fast-shell", action="store_true", help="the ssh user's login shell reads no rc file")
     args = ap.parse_args()
     names = [t for t in TOOLS if t in args.tools.split(",")]
     transports = args.only.split(",")
@@ -276,7 +294,9 @@ def main() -> int:
         if "local" in transports:
             rows += run_transport(work, base, names, None, args.rounds)
         if "ssh" in transports:
-            with SshServer.start(work / "sshd") as server:
+            with SshServer.start(work / "sshd", fast_shell=args.fast_shell) as server:
+                print(f"sshd: {'fast shell (empty HOME)' if args.fast_shell else 'default shell'}; "
+                      f"{ssh_costs(server, work)}")  # fmt: skip
                 rows += run_transport(work, base, names, server, args.rounds)
         print("wall-clock of whole commands (tether's includes Python start-up); B over ssh is 127.0.0.1")
         print(table(rows))
