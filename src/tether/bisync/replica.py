@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent_remote import to_bytes, to_wire
 from tether.bisync.plan import Entry, Raw
@@ -18,6 +18,10 @@ from tether.endpoints import Local, Ssh
 from tether.errors import LockedError, TetherError
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
+
+if TYPE_CHECKING:
+    from tether.bisync.config import BisyncJob
+    from tether.dirs import Dirs
 
 META = ".tether"
 TRASH = f"{META}/trash"
@@ -56,6 +60,20 @@ def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
         return result
 
     return wait
+
+
+def ssh_for(dirs: Dirs, job: BisyncJob) -> SshOptions:
+    ssh = SshOptions.from_env(dirs)
+    return SshOptions(ssh.socket_dir, job.ssh_config) if job.ssh_config else ssh
+
+
+def prestart(job: BisyncJob, dirs: Dirs) -> None:
+    """Start the agents of the job's ssh replicas now: their far side's start-up (a shell, a
+    Python) then overlaps loading the rest of tether and the state; `Replica.open` takes them."""
+    for endpoint in (job.path1, job.path2):
+        if isinstance(endpoint, Ssh):
+            with contextlib.suppress(TetherError):  # a bad name: the connect reports it in full
+                AgentClient.prestart_ssh(ssh_for(dirs, job), endpoint.host, job.python)
 
 
 def entry_of(row: Sequence[Any], link: bytes | None = None) -> Entry:
@@ -148,11 +166,12 @@ class Replica:
         known: Callable[[], dict[bytes, Raw]],
         keep: Callable[[dict[bytes, Raw]], dict[bytes, Raw]],
     ) -> Callable[[], tuple[dict[bytes, Raw], set[bytes], int, list[bytes]]]:
-        """Lock the replica (when lock_owner is given), then scan it against `known` (what the
+        """Lock the replica (when lock_owner is given) and scan it against `known` (what the
         state recorded on this side), so that only differences travel; `keep` drops filtered
-        paths.  The returned function waits for (changed or new entries, known paths gone,
-        entries seen, unreadable dirs).  A local replica is scanned in a forked child, a remote
-        one by its agent while a thread here waits, so both sides proceed at once."""
+        paths; over ssh the lock and the scan share one round trip.  The returned function
+        waits for (changed or new entries, known paths gone, entries seen, unreadable dirs).
+        A local replica is scanned in a forked child, a remote one by its agent while a thread
+        here waits, so both sides proceed at once."""
 
         def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes]) -> Any:
             return keep(rows), set(gone), count, bad
@@ -171,19 +190,33 @@ class Replica:
 
         def remote() -> None:
             try:
-                if lock_owner is not None:
+                cloud = isinstance(self.endpoint, Rclone)
+                mine = None if cloud else known()
+                body = b"" if mine is None else marshal.dumps(mine)  # packed while the agent starts up
+                agent = self.agent
+                same_python = agent.info.get("py") == list(sys.version_info[:2])
+                scan: Request = ("scan", {"skip": META, "fmt": "marshal"}, body) if same_python else (
+                    "scan", {"skip": META}, b"")  # fmt: skip
+                if lock_owner is None:
+                    (res,) = agent.pipeline([scan])
+                elif cloud:  # a listing of a remote is slow: not taken for a lock that is refused
                     self.lock(lock_owner)
-                if self.agent.info.get("py") == list(sys.version_info[:2]):
-                    body = marshal.dumps(known())
-                    rows, bad, gone, count = marshal.loads(self.call("scan", body, skip=META, fmt="marshal")["data"])
+                    (res,) = agent.pipeline([scan])
+                else:  # one round trip; a refused lock discards the scan taken beside it
+                    got, res = agent.pipeline([("lock", {"path": LOCK, "owner": lock_owner}, b""), scan])
+                    self._took_lock(got)
+                if isinstance(res, AgentError):
+                    raise res
+                if same_python:
+                    rows, bad, gone, count = marshal.loads(res["data"])
                     out.append(finish(rows, gone, count, [p for p, _why in bad]))
                     return
-                res = self.call("scan", skip=META)  # another Python (or rclone): the full listing, compared here
+                # another Python (or rclone): the full listing, compared here
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
                     lk = r[6]
                     ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
-                before = known()
+                before = known() if mine is None else mine
                 changed = {p: e for p, e in ents.items() if before.get(p) != e}
                 gone = [p for p in before if p not in ents]
                 out.append(finish(changed, gone, len(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
@@ -203,15 +236,17 @@ class Replica:
 
     def lock(self, owner: str) -> None:
         """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""
-        try:
-            res = self.call("lock", path=LOCK, owner=owner)
-        except AgentError as e:
-            if e.errno == errno.EAGAIN:  # held by a live process
-                raise LockedError(f"{self} is in use: {e}", "wait for the other run to finish") from None
-            raise TetherError(f"{self} cannot be locked: {e}", "check the replica's permissions") from None
-        self.locked = bool(res.get("locked"))
+        (got,) = self.pipeline([("lock", {"path": LOCK, "owner": owner}, b"")])
+        self._took_lock(got)
+
+    def _took_lock(self, got: dict[str, Any] | AgentError) -> None:
+        if isinstance(got, AgentError):
+            if got.errno == errno.EAGAIN:  # held by a live process
+                raise LockedError(f"{self} is in use: {got}", "wait for the other run to finish") from None
+            raise TetherError(f"{self} cannot be locked: {got}", "check the replica's permissions") from None
+        self.locked = bool(got.get("locked"))
         if not self.locked:
-            self.warnings.append(f"{self} is not locked: {res.get('reason')}; nothing can be written there")
+            self.warnings.append(f"{self} is not locked: {got.get('reason')}; nothing can be written there")
 
     def unlock(self) -> None:
         if self.locked:

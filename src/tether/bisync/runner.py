@@ -12,11 +12,10 @@ from pathlib import Path
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options, Pass, Report
 from tether.bisync.rclone_spec import Rclone
-from tether.bisync.replica import Replica
+from tether.bisync.replica import Replica, ssh_for
 from tether.bisync.state import State
 from tether.dirs import Dirs
 from tether.errors import TetherError
-from tether.ssh import SshOptions
 
 
 def state_path(dirs: Dirs, job: BisyncJob) -> Path:
@@ -39,11 +38,6 @@ def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Op
         backups_keep=job.backups_keep, trash_days=job.trash_days, max_time_soft=job.max_time_soft,
         max_time_hard=job.max_time_hard, bwlimit=job.bwlimit,
     )  # fmt: skip
-
-
-def ssh_for(dirs: Dirs, job: BisyncJob) -> SshOptions:
-    ssh = SshOptions.from_env(dirs)
-    return SshOptions(ssh.socket_dir, job.ssh_config) if job.ssh_config else ssh
 
 
 @contextlib.contextmanager
