@@ -82,16 +82,23 @@ def entry_of(row: Sequence[Any], link: bytes | None = None) -> Entry:
 
 
 class Replica:
-    """A replica and its agent.  An ssh agent connects in the background (~0.2 s) while the
-    local side is already being scanned; the first call that needs it waits."""
+    """A replica and its agent.  An ssh agent connects in the background while the local side
+    is opened and its state loaded; the first call that needs it waits.  With `early_lock`,
+    the ssh agent takes the lock and scans the whole replica as soon as it is up, long before
+    the engine asks (the state is still loading then): `start_scan` compares that listing
+    with the known entries here instead of sending them over."""
 
-    def __init__(self, label: str, endpoint: ReplicaSpec, connect: Callable[[], AgentClient]) -> None:
+    def __init__(
+        self, label: str, endpoint: ReplicaSpec, connect: Callable[[], AgentClient], early_lock: str | None = None
+    ) -> None:
         self.label = label
         self.endpoint = endpoint
         self._agent: AgentClient | None = None
         self.locked = False
         self.warnings: list[str] = []
         self._error: BaseException | None = None
+        self._early_lock = early_lock if isinstance(endpoint, Ssh) else None
+        self._early: list[dict[str, Any] | AgentError] = []  # the replies to the early lock and scan
         if isinstance(endpoint, Local):
             self._agent = self._checked(connect)
             self._thread: threading.Thread | None = None
@@ -110,7 +117,10 @@ class Replica:
 
     def _connect(self, connect: Callable[[], AgentClient]) -> None:
         try:
-            self._agent = self._checked(connect)
+            self._agent = agent = self._checked(connect)
+            if self._early_lock is not None:
+                lock: Request = ("lock", {"path": LOCK, "owner": self._early_lock}, b"")
+                self._early = agent.pipeline([lock, self._scan_request(agent, b"")])
         except BaseException as e:
             self._error = e
 
@@ -124,7 +134,16 @@ class Replica:
         return self._agent
 
     @classmethod
-    def open(cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "auto") -> Replica:
+    def open(
+        cls,
+        label: str,
+        endpoint: ReplicaSpec,
+        ssh: SshOptions,
+        *,
+        create: bool,
+        python: str = "auto",
+        early_lock: str | None = None,
+    ) -> Replica:
         if isinstance(endpoint, Rclone):
             from tether.transport.rclone_agent import RcloneAgent
 
@@ -132,7 +151,9 @@ class Replica:
             return cls(label, endpoint, lambda: RcloneAgent.connect(f"{name}:", rpath, create=create))
         if isinstance(endpoint, Ssh):
             host, root = endpoint.host, endpoint.path or "."
-            return cls(label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create))
+            return cls(
+                label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create), early_lock
+            )
         assert isinstance(endpoint, Local)
         path = endpoint.path
         return cls(label, endpoint, lambda: AgentClient.local(path, create=create))
@@ -188,16 +209,27 @@ class Replica:
             return forked(local)
         out: list[Any] = []
 
+        def compared(ents: dict[bytes, Raw], count: int, bad: list[bytes]) -> Any:
+            """A whole listing reduced here to its difference from the known entries."""
+            before = known()
+            changed = {p: e for p, e in ents.items() if before.get(p) != e}
+            gone = [p for p in before if p not in ents]
+            return finish(changed, gone, count, bad)
+
         def remote() -> None:
             try:
                 cloud = isinstance(self.endpoint, Rclone)
-                mine = None if cloud else known()
+                early = self._early_lock is not None
+                mine = None if cloud or early else known()
                 body = b"" if mine is None else marshal.dumps(mine)  # packed while the agent starts up
                 agent = self.agent
-                same_python = agent.info.get("py") == list(sys.version_info[:2])
-                scan: Request = ("scan", {"skip": META, "fmt": "marshal"}, body) if same_python else (
-                    "scan", {"skip": META}, b"")  # fmt: skip
-                if lock_owner is None:
+                scan = self._scan_request(agent, body)
+                if early:  # lock and whole scan taken as the agent came up
+                    self._early_lock = None
+                    got, res = self._early
+                    self._early = []
+                    self._took_lock(got)
+                elif lock_owner is None:
                     (res,) = agent.pipeline([scan])
                 elif cloud:  # a listing of a remote is slow: not taken for a lock that is refused
                     self.lock(lock_owner)
@@ -207,19 +239,17 @@ class Replica:
                     self._took_lock(got)
                 if isinstance(res, AgentError):
                     raise res
-                if same_python:
+                if scan[1].get("fmt") == "marshal":
                     rows, bad, gone, count = marshal.loads(res["data"])
-                    out.append(finish(rows, gone, count, [p for p, _why in bad]))
+                    bad = [p for p, _why in bad]
+                    out.append(compared(rows, count, bad) if mine is None else finish(rows, gone, count, bad))
                     return
                 # another Python (or rclone): the full listing, compared here
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
                     lk = r[6]
                     ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
-                before = known() if mine is None else mine
-                changed = {p: e for p, e in ents.items() if before.get(p) != e}
-                gone = [p for p in before if p not in ents]
-                out.append(finish(changed, gone, len(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
+                out.append(compared(ents, len(ents), [to_bytes(u[0]) for u in res.get("unreadable", [])]))
             except BaseException as e:
                 out.append(e)
 
@@ -233,6 +263,14 @@ class Replica:
             return out[0]  # type: ignore[no-any-return]
 
         return wait
+
+    @staticmethod
+    def _scan_request(agent: AgentClient, known: bytes) -> Request:
+        """marshal (with the known entries, if any, to compare on the far side) when both ends
+        run the same Python, else the JSON listing."""
+        if agent.info.get("py") == list(sys.version_info[:2]):
+            return ("scan", {"skip": META, "fmt": "marshal"}, known)
+        return ("scan", {"skip": META}, b"")
 
     def lock(self, owner: str) -> None:
         """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""

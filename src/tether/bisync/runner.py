@@ -41,13 +41,16 @@ def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Op
 
 
 @contextlib.contextmanager
-def opened(job: BisyncJob, dirs: Dirs, state: State) -> Iterator[tuple[Replica, Replica]]:
-    """Both replicas; a missing root is created only on a first run (never when state exists)."""
+def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> Iterator[tuple[Replica, Replica]]:
+    """Both replicas; a missing root is created only on a first run (never when state exists).
+    early: an ssh replica is locked and scanned as soon as its agent is up (the pass to come
+    takes that scan), which only a pass with no `before` command may do."""
     ssh = ssh_for(dirs, job)
     create = state.is_empty()
-    r1 = Replica.open("path1", job.path1, ssh, create=create, python=job.python)
+    owner = f"tether bisync {job.path1} <-> {job.path2}" if early and not job.before else None
+    r1 = Replica.open("path1", job.path1, ssh, create=create, python=job.python, early_lock=owner)
     try:
-        r2 = Replica.open("path2", job.path2, ssh, create=create, python=job.python)
+        r2 = Replica.open("path2", job.path2, ssh, create=create, python=job.python, early_lock=owner)
     except BaseException:
         r1.close()
         raise
@@ -102,7 +105,7 @@ def one_pass(
             elif stored is not None and stored != pair_key(job):
                 raise TetherError(f"state file {where} belongs to another pair", "remove it or make this pair a job")
         with contextlib.ExitStack() as stack:
-            r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state))
+            r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state, early=True))
             opts = options(job, dry_run=dry_run, force=force)
             if tweak:
                 tweak(opts)
