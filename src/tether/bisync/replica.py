@@ -169,11 +169,15 @@ class Replica:
     def __str__(self) -> str:
         return f"{self.label} ({self.endpoint})"
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """wait=False: an ssh agent is left to end by itself (its lock was released already)."""
         if self._thread is not None:
             self._thread.join()
         if self._agent is not None:
-            self._agent.close()
+            if wait:
+                self._agent.close()
+            else:
+                self._agent.close_soon()
 
     def call(self, op: str, body: bytes = b"", **args: Any) -> dict[str, Any]:
         return self.agent.call(op, body, **args)

@@ -43,8 +43,9 @@ def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Op
 @contextlib.contextmanager
 def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> Iterator[tuple[Replica, Replica]]:
     """Both replicas; a missing root is created only on a first run (never when state exists).
-    early: an ssh replica is locked and scanned as soon as its agent is up (the pass to come
-    takes that scan), which only a pass with no `before` command may do."""
+    early, for one pass: an ssh replica is locked and scanned as soon as its agent is up (the
+    pass takes that scan; only without a `before` command), and its agent is left to end by
+    itself after the pass released its lock."""
     ssh = ssh_for(dirs, job)
     create = state.is_empty()
     owner = f"tether bisync {job.path1} <-> {job.path2}" if early and not job.before else None
@@ -57,8 +58,8 @@ def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> 
     try:
         yield r1, r2
     finally:
-        r1.close()
-        r2.close()
+        r1.close(wait=not early)
+        r2.close(wait=not early)
 
 
 def run_command(job: BisyncJob, which: str, argv: tuple[str, ...], r1: Replica, r2: Replica) -> str | None:

@@ -195,6 +195,11 @@ class AgentClient:
     def close(self) -> None:
         """Release the channel; safe to call twice."""
 
+    def close_soon(self) -> None:
+        """Release the channel without waiting for the far side to finish: for a process about
+        to end, whose agents' locks were released already."""
+        self.close()
+
     def __enter__(self) -> Self:
         return self
 
@@ -435,6 +440,14 @@ class _SshAgent(AgentClient):
 
     def close(self) -> None:
         """Close stdin (the agent exits at EOF), wait a little, kill if it does not."""
+        self._close(wait=True)
+
+    def close_soon(self) -> None:
+        """Close stdin and leave the rest (the agent's exit, ssh's, reaping) to a background
+        thread: ~10 ms less at the end of a one-shot command, which exits without it."""
+        self._close(wait=False)
+
+    def _close(self, wait: bool) -> None:
         if not self._lock.acquire(timeout=_CLOSE_TIMEOUT):
             self._proc.kill()  # a call is stuck on a silent peer: this makes it fail with AgentDown
             self._lock.acquire()
@@ -443,14 +456,20 @@ class _SshAgent(AgentClient):
                 self._down = AgentDown(f"agent on {self.host}: connection closed")
             with contextlib.suppress(OSError):
                 self._stdin.close()
-            try:
-                self._proc.wait(timeout=_CLOSE_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._stderr_thread.join(timeout=2.0)
-            self._stdout.close()
-            if not self._stderr_thread.is_alive() and self._proc.stderr is not None:
-                self._proc.stderr.close()
+            if wait:
+                self._reap()
+            else:
+                threading.Thread(target=self._reap, name=f"agent-reap-{self.host}", daemon=True).start()
         finally:
             self._lock.release()
+
+    def _reap(self) -> None:
+        try:
+            self._proc.wait(timeout=_CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._stderr_thread.join(timeout=2.0)
+        self._stdout.close()
+        if not self._stderr_thread.is_alive() and self._proc.stderr is not None:
+            self._proc.stderr.close()
