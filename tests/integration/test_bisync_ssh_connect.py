@@ -98,12 +98,14 @@ def test_changes_both_ways_with_the_agent_on_the_same_or_another_python(
     tether(["sync", "p"], tether_ssh_env, check_rc=0)
     (b / "f0.txt").write_text("changed on b\n")
     (b / "new-b.txt").write_text("new on b\n")
+    (b / "empty-b.txt").write_bytes(b"")  # read over ssh: no bytes, but data all the same
     (b / "f1.txt").unlink()
     (a / "f2.txt").write_text("changed on a\n")
     doc = tether_json(["sync", "p"], tether_ssh_env)
     assert doc["_rc"] == 0, doc["_stderr"]
-    assert doc["copied"] == {"to_path1": 2, "to_path2": 1} and doc["deleted"] == {"path1": 1, "path2": 0}
+    assert doc["copied"] == {"to_path1": 3, "to_path2": 1} and doc["deleted"] == {"path1": 1, "path2": 0}
     assert _files(a) == _files(b) and (a / "f0.txt").read_text() == "changed on b\n" and not (a / "f1.txt").exists()
+    assert (a / "empty-b.txt").read_bytes() == b""
     quiet = tether_json(["sync", "p"], tether_ssh_env)
     assert quiet["_rc"] == 0 and quiet["copied"] == {"to_path1": 0, "to_path2": 0} and not quiet["plan"]
 

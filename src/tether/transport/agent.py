@@ -342,7 +342,7 @@ class _SshAgent(AgentClient):
         if frame is None:
             raise self._went_down(when)
         reply: dict[str, Any] = frame[0]
-        if frame[1]:
+        if frame[1] or reply.pop("body", False):
             reply["_body"] = frame[1]
         return reply
 
