@@ -123,21 +123,24 @@ def main() -> int:
                   symlinks=False, empty_dirs=False)  # fmt: skip
         files = regular_files(base)
         trees = {}
-        for name in ("A", "L", "S"):
+        for name in ("A1", "L", "A2", "S"):  # each pair its own trees: edits stay within the pair
             trees[name] = work / name
             subprocess.run(["cp", "-a", str(base), str(trees[name])], check=True)
         rng = random.Random(3)
         with SshServer.start(work / "sshd", fast_shell=args.fast_shell) as server:
             env = server.env(dict(os.environ, TETHER_HOME=str(work / "home")))
-            cases = {"local<->local": str(trees["L"]), "local<->ssh": f"{server.alias}:{trees['S']}"}
-            for label, b in cases.items():
-                argv = ["bisync", str(trees["A"]), b]
+            cases = {
+                "local<->local": (trees["A1"], trees["L"], str(trees["L"])),
+                "local<->ssh": (trees["A2"], trees["S"], f"{server.alias}:{trees['S']}"),
+            }
+            for label, (a, b, b_spec) in cases.items():
+                argv = ["bisync", str(a), b_spec]
                 run_hooked(argv, env, work / "first.jsonl")
                 out = work / f"{label}.jsonl"
                 walls = []
                 for r in range(args.rounds + 1):
                     if args.changed:
-                        edit((trees["A"], trees["L" if label.endswith("local") else "S"]), files, args.changed, rng)
+                        edit((a, b), files, args.changed, rng)
                     took = run_hooked(argv, env, out if r else work / "warm.jsonl")
                     if r:
                         walls.append(took)
