@@ -6,7 +6,7 @@ The same 20,000-file tree as bench.bisync; after an initial sync, --rounds passe
 (after one warm-up) run through bench/phases_hook.py, which timestamps phase boundaries
 (python up, imports, ssh spawn, the far side's start-up, state open/load, the scans, plan,
 actions, unlock, closing).  Printed: per phase the median start and end in ms since the
-command was launched, and its median length.  --changed N edits N files on each side before
+command was launched, and the median time spent in it.  --changed N edits N files on each side before
 every pass (100 for the 100+100 case).  Then the far side's start-up taken apart: an ssh
 command through the ControlMaster, a Python started that way, the agent's connect (spawn,
 program, hello).
@@ -44,30 +44,39 @@ def run_hooked(argv: list[str], env: dict[str, str], out: Path) -> float:
 
 
 def timeline(out: Path) -> str:
-    """Median start, end and length of each phase over the recorded runs (a phase that happens
-    more than once in a run, as the unlock of each side: its first start to its last end)."""
+    """Per phase, medians over the recorded runs of its first start, its last end and the time
+    spent in it (a phase entered more than once, as the unlock of each side or the state
+    writes after each batch: the sum of its spans, nested calls counted once)."""
     runs = [json.loads(line) for line in out.read_text().splitlines()]
-    spans: dict[str, list[tuple[float, float]]] = {}
+    spans: dict[str, list[tuple[float, float, float]]] = {}
     for marks in runs:
         first: dict[str, float] = {}
         last: dict[str, float] = {}
-        for t, _thread, what in marks:
+        inside: dict[tuple[str, str], list[float]] = {}
+        total: dict[str, float] = {}
+        for t, thread, what in marks:
             kind, _, label = what.partition(" ")
             if kind == ">":
                 first.setdefault(label, t)
+                inside.setdefault((label, thread), []).append(t)
             elif kind == "<":
                 last[label] = t
+                opened = inside.get((label, thread))
+                if opened:
+                    began = opened.pop()
+                    if not opened:  # the outermost call of a nested one
+                        total[label] = total.get(label, 0.0) + t - began
             else:
                 first.setdefault(what, t)
                 last[what] = t
         for key, t in first.items():
             if key in last:
-                spans.setdefault(key, []).append((t, last[key]))
-    rows = [f"{'phase':<40} {'start':>7} {'end':>7} {'length':>7}  (ms since launch, medians of {len(runs)})"]
-    for key, got in sorted(spans.items(), key=lambda kv: (median([s for s, _e in kv[1]]), kv[0])):
-        s, e = median([s for s, _e in got]), median([e for _s, e in got])
-        length = median([e - s for s, e in got])
-        rows.append(f"{key:<40} {'':>7} {e:7.1f}" if s == e else f"{key:<40} {s:7.1f} {e:7.1f} {length:7.1f}")
+                spans.setdefault(key, []).append((t, last[key], total.get(key, 0.0)))
+    rows = [f"{'phase':<40} {'start':>7} {'end':>7} {'in it':>7}  (ms since launch, medians of {len(runs)})"]
+    for key, got in sorted(spans.items(), key=lambda kv: (median([s for s, _e, _t in kv[1]]), kv[0])):
+        s, e = median([s for s, _e, _t in got]), median([e for _s, e, _t in got])
+        spent = median([t for _s, _e, t in got])
+        rows.append(f"{key:<40} {'':>7} {e:7.1f}" if s == e else f"{key:<40} {s:7.1f} {e:7.1f} {spent:7.1f}")
     return "\n".join(rows)
 
 
