@@ -1,12 +1,17 @@
 """Two-way sync: `tether bisync` against unison (and rclone bisync) on the same trees, same work.
 
 Usage: .venv/bin/python -m bench.bisync [--files 20000] [--rounds 5] [--only local,ssh]
-                                         [--tools tether,unison,rclone]
+                                         [--tools tether,unison,rclone] [--fast-shell]
+                                         [--unison-master]
 A 20,000-file tree (~1,000 dirs, a few KB a file) is copied to one pair of equal replicas per
 tool; each tool makes its state with an initial run, then each case times whole commands
 (median of --rounds, after one warm-up round): a pass after 100 files changed on A and 100 other
 files on B, and a pass with nothing changed. B is a local dir, or the same dir reached over ssh
-(the rig's sshd on 127.0.0.1). At the end of each case every replica is compared with a reference
+(the rig's sshd on 127.0.0.1; with --fast-shell its sessions get an empty HOME, so the login shell
+reads no rc file, as on a host whose shell starts fast: this machine's root runs pyenv's init on
+every ssh command); with --unison-master unison's ssh gets a ControlMaster too, so that both
+tools pay the same ssh (tether's options keep one per host; by default unison connects anew
+each run, as it does out of the box). At the end of each case every replica is compared with a reference
 tree that had all the changes applied by hand: a tool that does not sync is not benchmarked.
 The exit code is 0 whatever the ratios; non-zero only when a tool fails or does not converge.
 """
@@ -48,8 +53,8 @@ class Pair:
 class Tools:
     """The argv and environment of one pass of each tool."""
 
-    def __init__(self, work: Path, server: SshServer | None) -> None:
-        self.work, self.server = work, server
+    def __init__(self, work: Path, server: SshServer | None, unison_master: bool = False) -> None:
+        self.work, self.server, self.unison_master = work, server, unison_master
         self.unison_local = work / "unison-home"
         self.unison_remote = work / "unison-home-remote"  # the server side's archives, away from ~/.unison
         self.rclone_dir = work / "rclone"
@@ -98,8 +103,10 @@ class Tools:
             argv: list[Arg] = ["unison", pair.a, pair.b_spec, "-batch", "-auto", "-times", "-perms", "0",
                                "-confirmbigdel=false", "-logfile", self.work / "unison.log"]  # fmt: skip
             if self.server is not None and pair.b_spec.startswith("ssh://"):
-                argv += ["-sshargs", f"-F {self.server.ssh_config}",
-                         "-servercmd", f"env UNISON={self.unison_remote} unison"]  # fmt: skip
+                sshargs = f"-F {self.server.ssh_config}"
+                if self.unison_master:  # as tether's ssh options (unison splits -sshargs on spaces)
+                    sshargs += f" -o ControlMaster=auto -o ControlPath={self.work}/um-%C -o ControlPersist=60"
+                argv += ["-sshargs", sshargs, "-servercmd", f"env UNISON={self.unison_remote} unison"]
             return argv, self.unison_env
         if pair.tool == "rclone":
             argv = ["rclone", "bisync", pair.a, pair.b_spec, "--config", "/dev/null",
@@ -204,12 +211,14 @@ def run_case(
                 p.times[label].append(took)
 
 
-def run_transport(work: Path, base: Path, names: list[str], server: SshServer | None, rounds: int) -> list[Row]:
+def run_transport(
+    work: Path, base: Path, names: list[str], server: SshServer | None, rounds: int, unison_master: bool = False
+) -> list[Row]:
     ssh = server is not None
     kind = "ssh" if ssh else "local"
     here = work / kind
     here.mkdir()
-    tools = Tools(here, server)
+    tools = Tools(here, server, unison_master)
     ref = here / "ref"
     subprocess.run(["cp", "-a", str(base), str(ref)], check=True)
     pairs = []
@@ -239,6 +248,21 @@ def run_transport(work: Path, base: Path, names: list[str], server: SshServer | 
     return rows
 
 
+def ssh_costs(server: SshServer, work: Path) -> str:
+    """What one ssh command costs on this server: a new connection each time (as unison runs
+    it), and through an open ControlMaster (as tether's ssh options make it)."""
+
+    def run(*opts: str) -> float:
+        return timed(["ssh", "-F", server.ssh_config, *opts, server.alias, "true"])
+
+    fresh = median([run() for _ in range(5)])
+    sock = ["-o", f"ControlPath={work / 'cm-%C'}"]
+    run("-o", "ControlMaster=auto", "-o", "ControlPersist=30", *sock)
+    shared = median([run(*sock) for _ in range(5)])
+    run("-O", "exit", *sock)
+    return f"ssh true: {fresh * 1000:.0f}ms over a new connection, {shared * 1000:.0f}ms through a ControlMaster"
+
+
 def table(rows: list[Row]) -> str:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f}ms"
@@ -261,6 +285,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", default="local,ssh")
     ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--fast-shell", action="store_true", help="the ssh user's login shell reads no rc file")
+    ap.add_argument("--unison-master", action="store_true", help="unison's ssh keeps a ControlMaster, as tether's")
     args = ap.parse_args()
     names = [t for t in TOOLS if t in args.tools.split(",")]
     transports = args.only.split(",")
@@ -276,8 +302,11 @@ def main() -> int:
         if "local" in transports:
             rows += run_transport(work, base, names, None, args.rounds)
         if "ssh" in transports:
-            with SshServer.start(work / "sshd") as server:
-                rows += run_transport(work, base, names, server, args.rounds)
+            with SshServer.start(work / "sshd", fast_shell=args.fast_shell) as server:
+                print(f"sshd: {'fast shell (empty HOME)' if args.fast_shell else 'default shell'}; "
+                      f"{ssh_costs(server, work)}; unison's ssh "
+                      f"{'through a ControlMaster' if args.unison_master else 'connects anew each run'}")  # fmt: skip
+                rows += run_transport(work, base, names, server, args.rounds, args.unison_master)
         print("wall-clock of whole commands (tether's includes Python start-up); B over ssh is 127.0.0.1")
         print(table(rows))
     return 0

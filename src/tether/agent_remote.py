@@ -1394,8 +1394,10 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
             return 0
         header, body = frame
         reply = dispatch(ops, str(header.get("op")), header.get("args") or {}, body)
-        data = reply.pop("_body", b"")
-        out.write(encode_frame(dict(reply, id=header.get("id")), data))
+        data = reply.pop("_body", None)
+        if data is not None:  # bytes came back, maybe none (an empty file): "body" tells b"" from no data
+            reply["body"] = True
+        out.write(encode_frame(dict(reply, id=header.get("id")), data or b""))
         out.flush()
 
 

@@ -119,11 +119,23 @@ class SshServer:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, workdir: Path, extra_config: Sequence[str] = ()) -> SshServer:
-        """Generate keys/configs in *workdir*, start sshd and wait until ``ssh true`` works."""
+    def start(cls, workdir: Path, extra_config: Sequence[str] = (), *, fast_shell: bool = False) -> SshServer:
+        """Generate keys/configs in *workdir*, start sshd and wait until ``ssh true`` works.
+
+        fast_shell: sessions get an empty HOME (sshd's SetEnv, which wins over the account's),
+        so the login shell reads no rc file: a host whose shell starts in milliseconds, where
+        this machine's root runs pyenv's init on every command (~0.1 s).
+        """
         if not SSHD.exists():
             raise SshServerError(f"{SSHD} not installed")
         workdir.mkdir(parents=True, exist_ok=True)
+        if fast_shell:
+            home = workdir / "home"
+            home.mkdir(exist_ok=True)
+            # sshd reads only the first SetEnv line: the caller's variables join this one
+            setenv = [w for line in extra_config if line.startswith("SetEnv ") for w in line.split()[1:]]
+            rest = [line for line in extra_config if not line.startswith("SetEnv ")]
+            extra_config = [" ".join(["SetEnv", f"HOME={home}", *setenv]), *rest]
         server = cls(workdir)
         server._make_keys()
         # Free-port discovery is racy against other workers: retry on bind failure.
@@ -329,6 +341,6 @@ class SshServer:
         )
 
 
-def start_sshd(workdir: Path, extra_config: Sequence[str] = ()) -> SshServer:
+def start_sshd(workdir: Path, extra_config: Sequence[str] = (), *, fast_shell: bool = False) -> SshServer:
     """Function form of :meth:`SshServer.start`."""
-    return SshServer.start(workdir, extra_config)
+    return SshServer.start(workdir, extra_config, fast_shell=fast_shell)

@@ -532,16 +532,18 @@ def test_the_bootstrap_runs_the_compiled_agent_or_falls_back_to_source(tmp_path:
 
     from tether.transport import agent as agent_mod
 
+    def sized(packed: bytes) -> bytes:
+        return len(packed).to_bytes(4, "big") + packed
+
     good = agent_mod._payload()
-    raw = zlib.decompress(good)
-    other = zlib.compress(b"\x02\x07" + raw[2:])  # claims Python 2.7: the bytecode is skipped
+    raw = zlib.decompress(good[4:])
+    other = sized(zlib.compress(b"\x02\x07" + raw[2:]))  # claims Python 2.7: the bytecode is skipped
     for payload in (good, other):
         proc = subprocess.run(
-            [sys.executable, "-S", "-c", agent_mod.BOOTSTRAP, str(len(payload))],
-            input=payload, capture_output=True, timeout=30,
-        )  # fmt: skip
+            [sys.executable, "-S", "-c", agent_mod.BOOTSTRAP], input=payload, capture_output=True, timeout=30
+        )
         assert proc.stdout.startswith(agent_remote.MAGIC), proc.stderr
-    broken = zlib.compress(raw[:6] + b"\x00" * (len(raw) - 6))  # bytecode of our version, but garbage
-    proc = subprocess.run([sys.executable, "-S", "-c", agent_mod.BOOTSTRAP, str(len(broken))], input=broken,
+    broken = sized(zlib.compress(raw[:6] + b"\x00" * (len(raw) - 6)))  # bytecode of our version, but garbage
+    proc = subprocess.run([sys.executable, "-S", "-c", agent_mod.BOOTSTRAP], input=broken,
                           capture_output=True, timeout=30)  # fmt: skip
     assert not proc.stdout.startswith(agent_remote.MAGIC)  # so the first case really ran the bytecode

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from tether.bisync.config import BisyncJob, check_pair, parse_bisync_job
 from tether.bisync.plan import POLICIES
 from tether.bisync.rclone_spec import parse_replica
-from tether.bisync.runner import one_pass, state_path
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
 from tether.filters import Filter
@@ -106,7 +105,16 @@ def print_report(rep: Report, as_json: bool) -> int:
 
 
 def run_once(job: BisyncJob, dirs: Dirs, *, dry_run: bool, force: bool, as_json: bool) -> int:
-    return print_report(one_pass(job, dirs, dry_run=dry_run, force=force, tweak=_test_seam()), as_json)
+    from tether.bisync.replica import prestart
+    from tether.transport.agent import drop_prestarted
+
+    prestart(job, dirs)  # before the engine and the state load: the far side starts meanwhile
+    try:
+        from tether.bisync.runner import one_pass
+
+        return print_report(one_pass(job, dirs, dry_run=dry_run, force=force, tweak=_test_seam()), as_json)
+    finally:
+        drop_prestarted()
 
 
 def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
@@ -118,6 +126,7 @@ def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
         job = BisyncJob("adhoc", None, parse_replica(args.name[0]), parse_replica(args.name[1]))
     else:
         raise UsageError("give a job name, or the two paths of an ad hoc pair")
+    from tether.bisync.runner import state_path
     from tether.bisync.state import State
 
     path = state_path(dirs, job)

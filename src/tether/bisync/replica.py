@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent_remote import to_bytes, to_wire
 from tether.bisync.plan import Entry, Raw
@@ -18,6 +18,10 @@ from tether.endpoints import Local, Ssh
 from tether.errors import LockedError, TetherError
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
+
+if TYPE_CHECKING:
+    from tether.bisync.config import BisyncJob
+    from tether.dirs import Dirs
 
 META = ".tether"
 TRASH = f"{META}/trash"
@@ -59,22 +63,43 @@ def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
     return wait
 
 
+def ssh_for(dirs: Dirs, job: BisyncJob) -> SshOptions:
+    ssh = SshOptions.from_env(dirs)
+    return SshOptions(ssh.socket_dir, job.ssh_config) if job.ssh_config else ssh
+
+
+def prestart(job: BisyncJob, dirs: Dirs) -> None:
+    """Start the agents of the job's ssh replicas now: their far side's start-up (a shell, a
+    Python) then overlaps loading the rest of tether and the state; `Replica.open` takes them."""
+    for endpoint in (job.path1, job.path2):
+        if isinstance(endpoint, Ssh):
+            with contextlib.suppress(TetherError):  # a bad name: the connect reports it in full
+                AgentClient.prestart_ssh(ssh_for(dirs, job), endpoint.host, job.python)
+
+
 def entry_of(row: Sequence[Any], link: bytes | None = None) -> Entry:
     """An Entry from the agent's [type, size, mtime_ns, mode, ino] form."""
     return Entry(str(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]), link)
 
 
 class Replica:
-    """A replica and its agent.  An ssh agent connects in the background (~0.2 s) while the
-    local side is already being scanned; the first call that needs it waits."""
+    """A replica and its agent.  An ssh agent connects in the background while the local side
+    is opened and its state loaded; the first call that needs it waits.  With `early_lock`,
+    the ssh agent takes the lock and scans the whole replica as soon as it is up, long before
+    the engine asks (the state is still loading then): `start_scan` compares that listing
+    with the known entries here instead of sending them over."""
 
-    def __init__(self, label: str, endpoint: ReplicaSpec, connect: Callable[[], AgentClient]) -> None:
+    def __init__(
+        self, label: str, endpoint: ReplicaSpec, connect: Callable[[], AgentClient], early_lock: str | None = None
+    ) -> None:
         self.label = label
         self.endpoint = endpoint
         self._agent: AgentClient | None = None
         self.locked = False
         self.warnings: list[str] = []
         self._error: BaseException | None = None
+        self._early_lock = early_lock if isinstance(endpoint, Ssh) else None
+        self._early: list[dict[str, Any] | AgentError] = []  # the replies to the early lock and scan
         if isinstance(endpoint, Local):
             self._agent = self._checked(connect)
             self._thread: threading.Thread | None = None
@@ -93,7 +118,10 @@ class Replica:
 
     def _connect(self, connect: Callable[[], AgentClient]) -> None:
         try:
-            self._agent = self._checked(connect)
+            self._agent = agent = self._checked(connect)
+            if self._early_lock is not None:
+                lock: Request = ("lock", {"path": LOCK, "owner": self._early_lock}, b"")
+                self._early = agent.pipeline([lock, self._scan_request(agent, b"")])
         except BaseException as e:
             self._error = e
 
@@ -107,7 +135,16 @@ class Replica:
         return self._agent
 
     @classmethod
-    def open(cls, label: str, endpoint: ReplicaSpec, ssh: SshOptions, *, create: bool, python: str = "auto") -> Replica:
+    def open(
+        cls,
+        label: str,
+        endpoint: ReplicaSpec,
+        ssh: SshOptions,
+        *,
+        create: bool,
+        python: str = "auto",
+        early_lock: str | None = None,
+    ) -> Replica:
         if isinstance(endpoint, Rclone):
             from tether.transport.rclone_agent import RcloneAgent
 
@@ -115,7 +152,9 @@ class Replica:
             return cls(label, endpoint, lambda: RcloneAgent.connect(f"{name}:", rpath, create=create))
         if isinstance(endpoint, Ssh):
             host, root = endpoint.host, endpoint.path or "."
-            return cls(label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create))
+            return cls(
+                label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create), early_lock
+            )
         assert isinstance(endpoint, Local)
         path = endpoint.path
         return cls(label, endpoint, lambda: AgentClient.local(path, create=create))
@@ -131,11 +170,15 @@ class Replica:
     def __str__(self) -> str:
         return f"{self.label} ({self.endpoint})"
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """wait=False: an ssh agent is left to end by itself (its lock was released already)."""
         if self._thread is not None:
             self._thread.join()
         if self._agent is not None:
-            self._agent.close()
+            if wait:
+                self._agent.close()
+            else:
+                self._agent.close_soon()
 
     def call(self, op: str, body: bytes = b"", **args: Any) -> dict[str, Any]:
         return self.agent.call(op, body, **args)
@@ -150,13 +193,14 @@ class Replica:
         keep: Callable[[dict[bytes, Raw]], dict[bytes, Raw]],
         tops: list[bytes] | None = None,
     ) -> Callable[[], tuple[dict[bytes, Raw], set[bytes], int, list[bytes], int | None]]:
-        """Lock the replica (when lock_owner is given), then scan it against `known` (what the
+        """Lock the replica (when lock_owner is given) and scan it against `known` (what the
         state recorded on this side), so that only differences travel; `keep` drops filtered
-        paths.  The returned function waits for (changed or new entries, known paths gone,
-        entries seen, unreadable dirs, the side's clock at the scan's start in ns, None when
-        the side does not say).  With `tops`, only those paths and what lies below them.  A
-        local replica is scanned in a forked child, a remote one by its agent while a thread
-        here waits, so both sides proceed at once."""
+        paths; over ssh the lock and the scan share one round trip.  The returned function
+        waits for (changed or new entries, known paths gone, entries seen, unreadable dirs, the
+        side's clock at the scan's start in ns, None when the side does not say).  With `tops`,
+        only those paths and what lies below them.  A local replica is scanned in a forked
+        child, a remote one by its agent while a thread here waits, so both sides proceed at
+        once."""
 
         def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes], t0: int | None) -> Any:
             return keep(rows), set(gone), count, bad, t0
@@ -175,28 +219,49 @@ class Replica:
                 return lambda: done
             return forked(local)
         out: list[Any] = []
-        narrow: dict[str, Any] = {} if tops is None else {"tops": [wire(t) for t in tops]}
+
+        def compared(ents: dict[bytes, Raw], count: int, bad: list[bytes], t0: int | None) -> Any:
+            """A whole listing reduced here to its difference from the known entries."""
+            before = known()
+            changed = {p: e for p, e in ents.items() if before.get(p) != e}
+            gone = [p for p in before if p not in ents]
+            return finish(changed, gone, count, bad, t0)
 
         def remote() -> None:
             try:
-                if lock_owner is not None:
+                cloud = isinstance(self.endpoint, Rclone)
+                early = self._early_lock is not None and tops is None
+                mine = None if cloud or early else known()
+                body = b"" if mine is None else marshal.dumps(mine)  # packed while the agent starts up
+                agent = self.agent
+                scan = self._scan_request(agent, body, tops)
+                if early:  # lock and whole scan taken as the agent came up
+                    self._early_lock = None
+                    got, res = self._early
+                    self._early = []
+                    self._took_lock(got)
+                elif lock_owner is None:
+                    (res,) = agent.pipeline([scan])
+                elif cloud:  # a listing of a remote is slow: not taken for a lock that is refused
                     self.lock(lock_owner)
-                if self.agent.info.get("py") == list(sys.version_info[:2]):
-                    body = marshal.dumps(known())
-                    reply = self.call("scan", body, skip=META, fmt="marshal", **narrow)
-                    rows, bad, gone, count, t0 = marshal.loads(reply["data"])
-                    out.append(finish(rows, gone, count, [p for p, _why in bad], t0))
+                    (res,) = agent.pipeline([scan])
+                else:  # one round trip; a refused lock discards the scan taken beside it
+                    got, res = agent.pipeline([("lock", {"path": LOCK, "owner": lock_owner}, b""), scan])
+                    self._took_lock(got)
+                if isinstance(res, AgentError):
+                    raise res
+                if scan[1].get("fmt") == "marshal":
+                    rows, bad, gone, count, t0 = marshal.loads(res["data"])
+                    bad = [p for p, _why in bad]
+                    out.append(compared(rows, count, bad, t0) if mine is None else finish(rows, gone, count, bad, t0))
                     return
-                res = self.call("scan", skip=META, **narrow)  # another Python (or rclone): the listing, compared here
+                # another Python (or rclone): the full listing, compared here
                 ents: dict[bytes, Raw] = {}
                 for r in res["entries"]:
                     lk = r[6]
                     ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
-                before = known()
-                changed = {p: e for p, e in ents.items() if before.get(p) != e}
-                gone = [p for p in before if p not in ents]
                 bad = [to_bytes(u[0]) for u in res.get("unreadable", [])]
-                out.append(finish(changed, gone, len(ents), bad, res.get("now")))
+                out.append(compared(ents, len(ents), bad, res.get("now")))
             except BaseException as e:
                 out.append(e)
 
@@ -210,6 +275,15 @@ class Replica:
             return out[0]  # type: ignore[no-any-return]
 
         return wait
+
+    @staticmethod
+    def _scan_request(agent: AgentClient, known: bytes, tops: list[bytes] | None = None) -> Request:
+        """marshal (with the known entries, if any, to compare on the far side) when both ends
+        run the same Python, else the JSON listing; `tops` for a narrow scan."""
+        narrow: dict[str, Any] = {} if tops is None else {"tops": [wire(t) for t in tops]}
+        if agent.info.get("py") == list(sys.version_info[:2]):
+            return ("scan", {"skip": META, "fmt": "marshal", **narrow}, known)
+        return ("scan", {"skip": META, **narrow}, b"")
 
     def start_hash(self, paths: list[bytes]) -> Callable[[], list[str | None]]:
         """Content digests of paths, started now; the returned function waits for them.  Many
@@ -240,15 +314,17 @@ class Replica:
 
     def lock(self, owner: str) -> None:
         """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""
-        try:
-            res = self.call("lock", path=LOCK, owner=owner)
-        except AgentError as e:
-            if e.errno == errno.EAGAIN:  # held by a live process
-                raise LockedError(f"{self} is in use: {e}", "wait for the other run to finish") from None
-            raise TetherError(f"{self} cannot be locked: {e}", "check the replica's permissions") from None
-        self.locked = bool(res.get("locked"))
+        (got,) = self.pipeline([("lock", {"path": LOCK, "owner": owner}, b"")])
+        self._took_lock(got)
+
+    def _took_lock(self, got: dict[str, Any] | AgentError) -> None:
+        if isinstance(got, AgentError):
+            if got.errno == errno.EAGAIN:  # held by a live process
+                raise LockedError(f"{self} is in use: {got}", "wait for the other run to finish") from None
+            raise TetherError(f"{self} cannot be locked: {got}", "check the replica's permissions") from None
+        self.locked = bool(got.get("locked"))
         if not self.locked:
-            self.warnings.append(f"{self} is not locked: {res.get('reason')}; nothing can be written there")
+            self.warnings.append(f"{self} is not locked: {got.get('reason')}; nothing can be written there")
 
     def unlock(self) -> None:
         if self.locked:

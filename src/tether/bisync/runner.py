@@ -13,11 +13,10 @@ from pathlib import Path
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options, Pass, Report
 from tether.bisync.rclone_spec import Rclone
-from tether.bisync.replica import Replica, shown
+from tether.bisync.replica import Replica, shown, ssh_for
 from tether.bisync.state import State
 from tether.dirs import Dirs
 from tether.errors import TetherError
-from tether.ssh import SshOptions
 
 
 def state_path(dirs: Dirs, job: BisyncJob) -> Path:
@@ -42,27 +41,26 @@ def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Op
     )  # fmt: skip
 
 
-def ssh_for(dirs: Dirs, job: BisyncJob) -> SshOptions:
-    ssh = SshOptions.from_env(dirs)
-    return SshOptions(ssh.socket_dir, job.ssh_config) if job.ssh_config else ssh
-
-
 @contextlib.contextmanager
-def opened(job: BisyncJob, dirs: Dirs, state: State) -> Iterator[tuple[Replica, Replica]]:
-    """Both replicas; a missing root is created only on a first run (never when state exists)."""
+def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> Iterator[tuple[Replica, Replica]]:
+    """Both replicas; a missing root is created only on a first run (never when state exists).
+    early, for one pass: an ssh replica is locked and scanned as soon as its agent is up (the
+    pass takes that scan; only without a `before` command), and its agent is left to end by
+    itself after the pass released its lock."""
     ssh = ssh_for(dirs, job)
     create = state.is_empty()
-    r1 = Replica.open("path1", job.path1, ssh, create=create, python=job.python)
+    owner = f"tether bisync {job.path1} <-> {job.path2}" if early and not job.before else None
+    r1 = Replica.open("path1", job.path1, ssh, create=create, python=job.python, early_lock=owner)
     try:
-        r2 = Replica.open("path2", job.path2, ssh, create=create, python=job.python)
+        r2 = Replica.open("path2", job.path2, ssh, create=create, python=job.python, early_lock=owner)
     except BaseException:
         r1.close()
         raise
     try:
         yield r1, r2
     finally:
-        r1.close()
-        r2.close()
+        r1.close(wait=not early)
+        r2.close(wait=not early)
 
 
 def run_command(job: BisyncJob, which: str, argv: tuple[str, ...], r1: Replica, r2: Replica) -> str | None:
@@ -109,7 +107,7 @@ def one_pass(
             elif stored is not None and stored != pair_key(job):
                 raise TetherError(f"state file {where} belongs to another pair", "remove it or make this pair a job")
         with contextlib.ExitStack() as stack:
-            r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state))
+            r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state, early=True))
             opts = options(job, dry_run=dry_run, force=force)
             if tweak:
                 tweak(opts)

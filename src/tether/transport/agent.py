@@ -2,8 +2,8 @@
 
 Why: starting a command over ssh costs ~100+ ms here, a round trip on an open channel well
 under a millisecond.  `connect_ssh` sends the agent program on ssh's stdin behind a fixed
-bootstrap, so the remote command line holds only the python name, that bootstrap and a byte
-count: no path, no user data, nothing for a shell to interpret.  `local` runs the same `Ops`
+bootstrap, so the remote command line holds only the python name and that bootstrap: no path,
+no user data, nothing for a shell to interpret.  `local` runs the same `Ops`
 in-process, so the mirror engine drives local and ssh targets through one interface.
 """
 
@@ -26,13 +26,14 @@ from tether.agent_remote import PROTOCOL_VERSION, OpError, Ops, dispatch, encode
 from tether.errors import TetherError
 from tether.ssh import SshOptions, explain_ssh_failure
 
-# Reads exactly N bytes of zlib-compressed program from stdin and runs it; the rest of stdin
-# then carries the messages.  The program comes twice: compiled (marshal) for the Python that
-# compiled it, which the far side runs when its version matches (no compile, ~15 ms less per
-# connection), and as source for any other version.  No single quote, `$`, `!` or backslash,
-# so any login shell passes it as is.
+# Reads a 4-byte length and that many bytes of zlib-compressed program from stdin and runs it;
+# the rest of stdin then carries the messages.  The length travels on stdin, not in the command
+# line, so ssh is started before the program is packed and the two overlap.  The program comes
+# twice: compiled (marshal) for the Python that compiled it, which the far side runs when its
+# version matches (no compile, ~15 ms less per connection), and as source for any other
+# version.  No single quote, `$`, `!` or backslash, so any login shell passes it as is.
 BOOTSTRAP = (
-    "import sys,zlib,marshal;p=zlib.decompress(sys.stdin.buffer.read(int(sys.argv[1])));"
+    'import sys,zlib,marshal;r=sys.stdin.buffer.read;p=zlib.decompress(r(int.from_bytes(r(4),"big")));'
     'n=int.from_bytes(p[2:6],"big")+6;'
     'exec(marshal.loads(p[6:n]) if p[:2]==bytes(sys.version_info[:2]) else compile(p[n:],"tether-agent","exec"))'
 )
@@ -60,36 +61,72 @@ class AgentDown(TetherError):
     """The channel is gone (ssh failed, agent died): nothing more can be sent on this client."""
 
 
-def remote_command(python: str, size: int) -> str:
-    """The far side's command line: python, the fixed bootstrap, the payload's size.
+def remote_command(python: str) -> str:
+    """The far side's command line: python and the fixed bootstrap, the same for every connection.
 
     `auto` (the default) prefers the system's /usr/bin/python3 and falls back to `python3` on
     PATH, as interpreter discovery in other tools does: the agent needs only the standard
     library, and a version manager's shim on PATH (pyenv) costs ~60 ms per connection.  Only
     `test`, `exec`, `&&` and `||`, which POSIX shells, fish and csh all read alike.
     """
-    tail = f"-S -c {shlex.quote(BOOTSTRAP)} {size}"
+    tail = f"-S -c {shlex.quote(BOOTSTRAP)}"
     if python == "auto":
         return f"test -x /usr/bin/python3 && exec /usr/bin/python3 {tail} || exec python3 {tail}"
     return f"exec {python} {tail}"
 
 
+def _agent_code() -> Any:
+    """The agent's code object, from the byte-code cache the import of agent_remote already
+    validated (compiling it again costs ~10 ms), named `tether-agent` as a compile here would."""
+    loader = getattr(agent_remote, "__loader__", None)
+    code = None
+    with contextlib.suppress(Exception):  # no loader with get_code (frozen, odd importers): compile
+        code = loader.get_code(agent_remote.__name__)  # type: ignore[union-attr]
+    if code is None:
+        return compile(_agent_source(), "tether-agent", "exec")
+
+    def renamed(c: Any) -> Any:
+        consts = tuple(renamed(k) if isinstance(k, type(c)) else k for k in c.co_consts)
+        return c.replace(co_filename="tether-agent", co_consts=consts)
+
+    return renamed(code)
+
+
+def _agent_source() -> bytes:
+    loader = getattr(agent_remote, "__loader__", None)
+    if loader is not None and hasattr(loader, "get_data"):
+        return bytes(loader.get_data(agent_remote.__file__))
+    with open(agent_remote.__file__, "rb") as f:
+        return f.read()
+
+
 def _payload() -> bytes:
-    """What follows the bootstrap: this Python's version, the compiled agent, its source."""
+    """What follows the bootstrap: its length, then (compressed) this Python's version, the
+    compiled agent, its source.  zlib level 1: a third of level 6's time, 10% more bytes."""
     global _PAYLOAD
     if _PAYLOAD is None:
-        import importlib.resources
         import marshal
         import sys
 
-        source = importlib.resources.files("tether").joinpath("agent_remote.py").read_bytes()
-        code = marshal.dumps(compile(source, "tether-agent", "exec"))
+        code = marshal.dumps(_agent_code())
         version = bytes(sys.version_info[:2])
-        _PAYLOAD = zlib.compress(version + len(code).to_bytes(4, "big") + code + source, 6)
+        packed = zlib.compress(version + len(code).to_bytes(4, "big") + code + _agent_source(), 1)
+        _PAYLOAD = len(packed).to_bytes(4, "big") + packed
     return _PAYLOAD
 
 
 _PAYLOAD: bytes | None = None
+_SPARES: dict[tuple[SshOptions, str, str], list[_SshAgent]] = {}  # prestarted, by (ssh, host, python)
+_SPARE_LOCK = threading.Lock()
+
+
+def drop_prestarted() -> None:
+    """Close the prestarted agents nobody took."""
+    with _SPARE_LOCK:
+        spares = [a for group in _SPARES.values() for a in group]
+        _SPARES.clear()
+    for a in spares:
+        a.close()
 
 
 class AgentClient:
@@ -110,8 +147,20 @@ class AgentClient:
     def connect_ssh(
         cls, ssh: SshOptions, host: str, root: str, python: str = "auto", create: bool = False
     ) -> AgentClient:
-        """Start the agent on host over ssh and shake hands; AgentDown with the cause if ssh fails."""
+        """Start the agent on host over ssh (or take one `prestart_ssh` started) and shake
+        hands; AgentDown with the cause if ssh fails."""
         return _SshAgent.start(ssh, host, root, python, create)
+
+    @classmethod
+    def prestart_ssh(cls, ssh: SshOptions, host: str, python: str = "auto") -> None:
+        """Start ssh and send the agent program now, without a hello: the far side's start-up
+        (ssh's channel, a login shell, a Python: 30 ms and more) then overlaps whatever this
+        process does before its `connect_ssh` to the same host, which takes this agent.  It
+        touches nothing on the far side until that hello names a root; one never taken ends
+        with this process (its ssh sees stdin close) or at `drop_prestarted`."""
+        agent = _SshAgent.spawn(ssh, host, python)
+        with _SPARE_LOCK:
+            _SPARES.setdefault((ssh, host, python), []).append(agent)
 
     @classmethod
     def local(cls, root: str, create: bool = False) -> AgentClient:
@@ -145,6 +194,11 @@ class AgentClient:
 
     def close(self) -> None:
         """Release the channel; safe to call twice."""
+
+    def close_soon(self) -> None:
+        """Release the channel without waiting for the far side to finish: for a process about
+        to end, whose agents' locks were released already."""
+        self.close()
 
     def __enter__(self) -> Self:
         return self
@@ -194,7 +248,7 @@ class _LocalAgent(AgentClient):
 
 
 class _SshAgent(AgentClient):
-    """The agent as `ssh HOST [exec] python3 -S -c BOOTSTRAP N`, messages on its stdin/stdout."""
+    """The agent as `ssh HOST [exec] python3 -S -c BOOTSTRAP`, messages on its stdin/stdout."""
 
     def __init__(self, proc: subprocess.Popen[bytes], host: str, python: str) -> None:
         super().__init__(host)
@@ -211,41 +265,55 @@ class _SshAgent(AgentClient):
         )
         self._stderr_thread.start()
         self._down: AgentDown | None = None
+        self._started = time.perf_counter()
 
     @classmethod
     def start(cls, ssh: SshOptions, host: str, root: str, python: str, create: bool) -> _SshAgent:
+        with _SPARE_LOCK:
+            spares = _SPARES.get((ssh, host, python))
+            agent = spares.pop(0) if spares else None
+        if agent is None:
+            agent = cls.spawn(ssh, host, python)
+        try:
+            agent._hello(root, create)
+        except BaseException:
+            agent.close()
+            raise
+        return agent
+
+    @classmethod
+    def spawn(cls, ssh: SshOptions, host: str, python: str) -> _SshAgent:
+        """ssh running the bootstrap, the agent program sent: all but the hello."""
         if python != "auto" and not _PYTHON_NAME.fullmatch(python):
             raise AgentError(f"python {python!r} for {host}: only a program name or path is allowed")
         if not host or host.startswith("-"):
             raise AgentError(f"bad ssh host {host!r}")
-        payload = _payload()
         # -S: no site-packages to import (the agent is stdlib only), ~35 ms less per connection
-        remote = remote_command(python, len(payload))
-        started = time.perf_counter()
         proc = subprocess.Popen(
-            [*ssh.argv(), "--", host, remote],
+            [*ssh.argv(), "--", host, remote_command(python)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         agent = cls(proc, host, python)
         try:
-            agent._handshake(payload, root, create)
+            agent._send(_payload())  # packed while ssh connects
         except BaseException:
             agent.close()
             raise
-        agent.connect_seconds = time.perf_counter() - started
         return agent
 
-    def _handshake(self, payload: bytes, root: str, create: bool) -> None:
-        hello = encode_frame(
-            {"id": 0, "op": "hello", "args": {"version": PROTOCOL_VERSION, "root": root, "create": create}}
-        )
+    def _send(self, data: bytes) -> None:
         try:
-            self._stdin.write(payload + hello)
+            self._stdin.write(data)
             self._stdin.flush()
         except OSError:
             raise self._went_down("while sending the agent") from None
+
+    def _hello(self, root: str, create: bool) -> None:
+        """Name the root, read the greeting and the hello's reply."""
+        args = {"version": PROTOCOL_VERSION, "root": root, "create": create}
+        self._send(encode_frame({"id": 0, "op": "hello", "args": args}))
         junk = 0
         while True:
             line = self._stdout.readline(_MAX_JUNK)
@@ -263,6 +331,7 @@ class _SshAgent(AgentClient):
         if self.info.get("version") != PROTOCOL_VERSION:
             raise AgentError(f"{self.host}: agent speaks protocol {self.info.get('version')}, not {PROTOCOL_VERSION}")
         self._next_id = 1
+        self.connect_seconds = time.perf_counter() - self._started
 
     def _read_reply(self, when: str) -> dict[str, Any]:
         """The next reply header; a broken or closed stream marks the connection down."""
@@ -273,7 +342,7 @@ class _SshAgent(AgentClient):
         if frame is None:
             raise self._went_down(when)
         reply: dict[str, Any] = frame[0]
-        if frame[1]:
+        if frame[1] or reply.pop("body", False):
             reply["_body"] = frame[1]
         return reply
 
@@ -371,6 +440,14 @@ class _SshAgent(AgentClient):
 
     def close(self) -> None:
         """Close stdin (the agent exits at EOF), wait a little, kill if it does not."""
+        self._close(wait=True)
+
+    def close_soon(self) -> None:
+        """Close stdin and leave the rest (the agent's exit, ssh's, reaping) to a background
+        thread: ~10 ms less at the end of a one-shot command, which exits without it."""
+        self._close(wait=False)
+
+    def _close(self, wait: bool) -> None:
         if not self._lock.acquire(timeout=_CLOSE_TIMEOUT):
             self._proc.kill()  # a call is stuck on a silent peer: this makes it fail with AgentDown
             self._lock.acquire()
@@ -379,14 +456,20 @@ class _SshAgent(AgentClient):
                 self._down = AgentDown(f"agent on {self.host}: connection closed")
             with contextlib.suppress(OSError):
                 self._stdin.close()
-            try:
-                self._proc.wait(timeout=_CLOSE_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._stderr_thread.join(timeout=2.0)
-            self._stdout.close()
-            if not self._stderr_thread.is_alive() and self._proc.stderr is not None:
-                self._proc.stderr.close()
+            if wait:
+                self._reap()
+            else:
+                threading.Thread(target=self._reap, name=f"agent-reap-{self.host}", daemon=True).start()
         finally:
             self._lock.release()
+
+    def _reap(self) -> None:
+        try:
+            self._proc.wait(timeout=_CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._stderr_thread.join(timeout=2.0)
+        self._stdout.close()
+        if not self._stderr_thread.is_alive() and self._proc.stderr is not None:
+            self._proc.stderr.close()
