@@ -131,11 +131,11 @@ class Mirror:
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
     ) -> list[str]:
         extra = [*self._trash_args(spec), *spec.rsync_args]
-        if first_contact:  # add what is missing, touch nothing that is there
+        if first_contact:  # add what is missing, touch nothing that is there (and list what was added)
             extra += ["--ignore-existing", "--max-delete=0"]
         return self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(), delete=spec.delete,
-            bwlimit=spec.bwlimit, extra=extra, dry_run=dry_run,
+            bwlimit=spec.bwlimit, extra=extra, dry_run=dry_run, itemize=first_contact,
         )  # fmt: skip
 
     @staticmethod
@@ -164,12 +164,17 @@ class Mirror:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)
 
-    def _guarded(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, added: int = 0) -> TargetOutcome:
-        """A target tether never wrote holds data: show what a mirror would destroy, refuse if anything."""
+    def _guarded(
+        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, added: int = 0, mine: frozenset[str] = frozenset()
+    ) -> TargetOutcome:
+        """A target tether never wrote holds data: show what a mirror would destroy, refuse if anything.
+        What tether itself just put there (`mine`: a file the source held for a moment during the
+        first pass) is tether's to delete or replace: a target that held nothing but what the
+        source held is tether's from then on (taking over from lsyncd or a cron'd rsync)."""
         plan = self._run(self._argv(spec, target, dry_run=True), target)
         if not plan.ok and plan.returncode != PARTIAL:
             return TargetOutcome.from_rsync(target, plan)
-        lost = destructive(plan.changes)
+        lost = destructive([c for c in plan.changes if c[12:] not in mine])
         if not lost:
             return TargetOutcome.from_rsync(target, plan) if dry_run else self._pass(spec, target)
         shown = lost[:MAX_LISTED] + ([f"... and {len(lost) - MAX_LISTED} more"] if len(lost) > MAX_LISTED else [])
@@ -219,7 +224,8 @@ class Mirror:
             return TargetOutcome.from_rsync(target, res)
         if res.returncode not in (0, PARTIAL, MAX_DELETE_HIT):
             return TargetOutcome.from_rsync(target, res)
-        return self._guarded(spec, target, dry_run=False, added=res.files)
+        added = frozenset(c[12:] for c in res.changes if c[2:11] == "+++++++++")
+        return self._guarded(spec, target, dry_run=False, added=res.files, mine=added)
 
     def send_paths(
         self, spec: MirrorSpec, target: Endpoint, paths: list[str], *, changed: bool = False
