@@ -85,7 +85,6 @@ _DROP_WHEN_OFF = {
 # Covered by what tether does on its own (said, whatever the value).
 _COVERED = {
     "CONFIG_FILE_REVISION": "osync's file format version: nothing to carry",
-    "PATH_SEPARATOR_CHAR": "used to split the pattern lists",
     "CREATE_DIRS": "tether makes a missing replica root on the first pass (later a vanished one stops the pass)",
     "RESUME_SYNC": "tether's passes are crash-safe: the next pass continues where one stopped",
     "RESUME_TRY": "tether's passes are crash-safe: the next pass continues where one stopped",
@@ -157,15 +156,15 @@ class _Convert:
 
     def replicas(self) -> None:
         """path1 and path2, local paths or user@host:path."""
-        first = "INITIATOR_SYNC_DIR" if "INITIATOR_SYNC_DIR" in self.keys else "MASTER_SYNC_DIR"
-        second = "TARGET_SYNC_DIR" if "TARGET_SYNC_DIR" in self.keys else "SLAVE_SYNC_DIR"
+        legacy = "MASTER_SYNC_DIR" in self.keys and "INITIATOR_SYNC_DIR" not in self.keys
+        first, second = ("MASTER_SYNC_DIR", "SLAVE_SYNC_DIR") if legacy else ("INITIATOR_SYNC_DIR", "TARGET_SYNC_DIR")
         missing = [k for k in (first, second) if not self.value(k)]
         if missing:
             raise ConfigError(
                 f"{self.path}: no {' and no '.join(missing)}: an osync config names both replicas",
                 'add e.g. INITIATOR_SYNC_DIR="/home/me/dir1" and TARGET_SYNC_DIR="ssh://me@host//srv/dir2"',
             )
-        legacy_remote = first == "MASTER_SYNC_DIR" and self.flag("REMOTE_SYNC", False)
+        legacy_remote = legacy and self.flag("REMOTE_SYNC", False)
         for key, side in ((first, "path1"), (second, "path2")):
             raw = self.value(key)
             if raw.startswith("ssh://"):
