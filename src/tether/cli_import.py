@@ -71,7 +71,7 @@ def _validate(outputs: dict[Path, str], jobs: dict[Path, str]) -> dict[Path, str
                     seen[final] = "location sets " + ", ".join(s.name for s in sets)
             except UsageError as e:
                 raise ConfigError(
-                    e.message.replace(str(scratch), f"{final} (as imported, not written)"),
+                    "as imported, " + e.message.replace(str(scratch), str(final)),
                     (e.hint + "; " if e.hint else "") + "nothing was written",
                 ) from None
             scratch.unlink()
