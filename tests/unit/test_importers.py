@@ -228,9 +228,12 @@ def test_inosync_extra_options() -> None:
 
 
 def test_inosync_nodes_and_ports() -> None:
-    text = 'wpaths = ["/a/"]\nrpaths = ["/b"]\nrnodes = ["", "ssh://u@h:22", "ssh://u@g:2200", "h::mod"]\n'
+    text = 'wpaths = ["/a/", "/c/"]\nrpaths = ["/b", "/d"]\nrnodes = ["", "ssh://u@h:22", "ssh://u@g:2200", "h::m"]\n'
     imp = inosync.convert(text, CONF, "j")
-    assert tomllib.loads(imp.jobs["j"])["targets"] == ["/b", "u@h:/b", "u@g:/b"]
-    assert [k for k, _ in imp.dropped] == ["rnodes", "rnodes"]
+    assert tomllib.loads(imp.jobs["j-1"])["targets"] == ["/b", "u@h:/b", "u@g:/b"]
+    assert tomllib.loads(imp.jobs["j-2"])["targets"] == ["/d", "u@h:/d", "u@g:/d"]
+    assert [k for k, _ in imp.dropped] == ["rnodes", "rnodes"]  # once per node, not per pair
+    with pytest.raises(ConfigError, match=f"{CONF}:4: extra: No closing quotation"):
+        inosync.convert('wpath = "/a"\nrpath = "/b"\nrnodes = [""]\nextra = "--rsh=\'ssh -p"\n', CONF, "j")
     with pytest.raises(ConfigError, match="2 wpaths but 1 rpaths"):
         inosync.convert('wpaths = ["/a", "/c"]\nrpaths = ["/b"]\nrnodes = [""]\n', CONF, "j")

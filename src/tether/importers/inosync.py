@@ -70,18 +70,18 @@ def literals(text: str, path: Path) -> dict[str, Literal]:
 
 class _Convert:
     def __init__(self, path: Path, keys: dict[str, Literal], imp: Imported) -> None:
-        self.path, self.keys, self.imp = path, dict(keys), imp
+        self.path, self.keys, self.imp = path, dict(keys), imp  # keys: what is still to be read
+        self.lines = {k: lit.line for k, lit in keys.items()}
 
     def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
-        lit = self.keys.get(key)
-        return ConfigError(f"{self.path}:{lit.line}: {message}" if lit else f"{self.path}: {message}", hint)
+        line = self.lines.get(key)
+        return ConfigError(f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}", hint)
 
     def take(self, key: str, kind: type | tuple[type, ...], what: str) -> Any:
         lit = self.keys.pop(key, None)
         if lit is None or lit.value is None:
             return None
         if not isinstance(lit.value, kind) or (isinstance(lit.value, bool) and kind is not bool):
-            self.keys[key] = lit
             raise self.error(key, f"{key} must be {what}, not {lit.value!r}")
         return lit.value
 
@@ -109,23 +109,26 @@ class _Convert:
             raise self.error("rpaths", f"{len(ws)} wpaths but {len(rs)} rpaths: they go in pairs")
         return [(w, r, w.endswith("/")) for w, r in zip(ws, rs, strict=True)]
 
-    def target(self, node: str, rpath: str) -> str | None:
-        """A node prefixes the remote path, as in inosync's `rsync ... node + rpath`."""
+    def prefix(self, node: str) -> str | None:
+        """What a node puts before the remote path, as in inosync's `rsync ... node + rpath`."""
         if node.startswith("ssh://"):
-            rest = node[len("ssh://") :]
-            user, _, hostport = rest.rpartition("@")
+            user, _, hostport = node[len("ssh://") :].rpartition("@")
             host, _, port = hostport.partition(":")
-            return ssh_spec(self.imp, "rnodes", user, host, port.rstrip("/"), rpath)
+            return ssh_spec(self.imp, "rnodes", user, host, port.rstrip("/"), "")
         if "::" in node or node.startswith("rsync://"):
             self.imp.drop("rnodes", f"{node!r}: an rsync daemon module is not a tether target (use ssh)")
             return None
-        return node + rpath
+        return node
 
     def extra(self, job: dict[str, TomlValue]) -> None:
         """inosync pasted `extra` into its rsync command line; tether takes the options it allows."""
         text = self.take("extra", str, "a string of rsync options")
+        try:
+            args = shlex.split(text or "")
+        except ValueError as e:
+            raise self.error("extra", f"extra: {e}", "the shell could not have read it either") from None
         words: list[str] = []
-        for arg in shlex.split(text or ""):
+        for arg in args:
             words += [f"-{c}" for c in arg[1:]] if re.fullmatch(r"-[A-Za-z]{2,}", arg) else [arg]
         keep: list[str] = []
         while words:
@@ -153,6 +156,9 @@ class _Convert:
         nodes = self.strings("rnodes")
         if not nodes:
             raise self.error("rnodes", "no remote nodes (rnodes)", 'e.g. rnodes = ["user@host:"]')
+        prefixes = [p for p in (self.prefix(n) for n in nodes) if p is not None]
+        if not prefixes:
+            raise self.error("rnodes", "no node is a target tether can use", "give user@host: or an empty string")
         common: dict[str, TomlValue] = {}
         excludes = self.strings("rexcludes")
         if excludes:
@@ -179,10 +185,7 @@ class _Convert:
             if not contents:
                 rtarget = f"{rtarget}/{os.path.basename(source)}"
                 self.imp.note("wpaths", f"{wpath!r} has no trailing '/': rsync put the directory itself into {rtarget}")
-            targets = [t for t in (self.target(n, rtarget) for n in nodes) if t is not None]
-            if not targets:
-                raise self.error("rnodes", "no node is a target tether can use")
-            job: dict[str, TomlValue] = {"source": source, "targets": targets, **common}
+            job: dict[str, TomlValue] = {"source": source, "targets": [p + rtarget for p in prefixes], **common}
             job_name = name if len(pairs) == 1 else f"{name}-{i}"
             jobs[job_name] = to_toml(job, [f"imported from the inosync config {self.path}", "by tether import-config"])
         self.imp.note("rnodes", "one target per node: node + remote path, as inosync's rsync command made it")
