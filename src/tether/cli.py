@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tether.bisync.cli import add_parsers as add_bisync_parsers
 
     add_bisync_parsers(sub)
+    from tether.cli_import import add_parser as add_import_parser
+
+    add_import_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -171,18 +174,23 @@ def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
     return _mirror(job.spec, args, dirs, ssh)
 
 
-def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
+def check_job(file: Path, name: str) -> str:
+    """Validate one job file as `tether check` does; what it syncs, in a few words."""
     from tether.bisync.config import is_bisync, parse_bisync_job
-    from tether.config import job_file, parse_job
+    from tether.config import parse_job
+
+    if is_bisync(file):
+        bjob = parse_bisync_job(file, name)
+        return f"bisync {shown(str(bjob.path1))} <-> {shown(str(bjob.path2))}"
+    job = parse_job(file, name)
+    return f"mirror {shown(job.spec.source.path)} -> {', '.join(shown(str(t)) for t in job.spec.targets)}"
+
+
+def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import job_file
 
     file = job_file(dirs, args.name)
-    if is_bisync(file):
-        bjob = parse_bisync_job(file, args.name)
-        print(f"{file}: ok (bisync {shown(str(bjob.path1))} <-> {shown(str(bjob.path2))})")
-        return EXIT_OK
-    job = parse_job(file, args.name)
-    targets = ", ".join(shown(str(t)) for t in job.spec.targets)
-    print(f"{job.file}: ok (mirror {shown(job.spec.source.path)} -> {targets})")
+    print(f"{file}: ok ({check_job(file, args.name)})")
     return EXIT_OK
 
 
@@ -249,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli_service import handle
 
             return handle(args, dirs)
+        if args.command == "import-config":
+            from tether.cli_import import cmd_import
+
+            return cmd_import(args, dirs)
         handler = {"mirror": cmd_mirror, "sync": cmd_sync, "check": cmd_check, "jobs": cmd_jobs}[args.command]
         return handler(args, dirs)
     except TetherError as e:

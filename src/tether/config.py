@@ -55,7 +55,7 @@ def _is_num(v: Any) -> bool:
     return _is_int(v) or isinstance(v, float)
 
 
-def _is_owner(v: Any) -> bool:
+def is_owner(v: Any) -> bool:
     return (
         isinstance(v, str)
         and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?", v) is not None
@@ -92,8 +92,8 @@ MIRROR_FIELDS: dict[str, Field] = {
     "permissions": Field(
         "setfacl ACL spec", lambda v: isinstance(v, str) and bool(v), 'permissions = "u:www-data:rwX"'
     ),
-    "sync_owner": Field("owner as user or user:group", _is_owner, 'sync_owner = "deploy:deploy"'),
-    "final_owner": Field("owner as user or user:group", _is_owner, 'final_owner = "www-data:www-data"'),
+    "sync_owner": Field("owner as user or user:group", is_owner, 'sync_owner = "deploy:deploy"'),
+    "final_owner": Field("owner as user or user:group", is_owner, 'final_owner = "www-data:www-data"'),
     "sudo": Field("true or false", lambda v: isinstance(v, bool), "sudo = true"),
     "rsync": Field(
         "path of the rsync program", lambda v: isinstance(v, str) and bool(v), 'rsync = "/usr/local/bin/rsync"'
