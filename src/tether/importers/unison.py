@@ -694,12 +694,14 @@ def _patterns(job: _Job) -> None:
         else:
             continue
         job.note(p, f"{verb} {', '.join(final)} ({why})")
-    if lines:
+    if job.every("ignore"):
         job.note(
             "ignore",
-            "ignore -> exclude, ignorenot -> include (gitignore-style: Name X matches at any depth, Path X as "
-            "/X from the root; an excluded folder is not entered, as in unison)",
+            "exclude (gitignore-style: Name X matches at any depth, Path X is /X from the root; an excluded "
+            "folder is not entered, as in unison)",
         )
+    if job.every("ignorenot"):
+        job.note("ignorenot", "include: tether applies every exclude, then every include, as unison's ignorenot")
     _paths(job)
 
 
