@@ -130,8 +130,7 @@ class Pref:
     @property
     def label(self) -> str:
         """How dropped/notes name this line: the key and value (and the included file)."""
-        v = self.value if len(self.value) <= 60 else self.value[:57] + "..."
-        return f"{self.key} = {v}" + (f" (in {self.origin})" if self.origin else "")
+        return f"{self.key} = {self.value}" + (f" (in {self.origin})" if self.origin else "")
 
     def error(self, message: str, hint: str | None = HINT) -> ConfigError:
         return ConfigError(f"{self.file}:{self.no}: {self.key}: {message}", hint)
