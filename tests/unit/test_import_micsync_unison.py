@@ -431,7 +431,7 @@ def test_path_keeps_only_those_subtrees_and_scopes_ignorenot(tmp_path: Path) -> 
     for gone in ("other/a", "src/other.c", "src/app/main.c", "top.txt", "docs/a.o", "keep.o", "other/keep.o"):
         assert flt.path_excluded(gone, False), gone
     assert "never synced it either" in said(out.dropped, "path = junk")
-    assert "no effect in unison" in said(out.dropped, "ignorenot -> include /other/keep.o")
+    assert "no effect in unison" in said(out.dropped, "ignorenot = Path other/keep.o (include /other/keep.o)")
     assert "only docs, src/lib synced" in said(out.notes, "path")
     check_with_tether(tmp_path, out)
 

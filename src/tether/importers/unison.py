@@ -574,6 +574,7 @@ class _Job:
         self.exclude: list[str] = []
         self.include: list[str] = []
         self.specs: list[str] = []  # path1, path2
+        self.origin: dict[str, Pref] = {}  # include pattern -> the ignorenot line it came from
 
     def note(self, p: Pref | str, text: str) -> None:
         self.out.notes.append((p.label if isinstance(p, Pref) else p, text))
@@ -676,6 +677,8 @@ def _patterns(job: _Job) -> None:
                 pats += [q + "/**" for q in pats]  # the path and everything below, whatever else matches
             target += [q for q in pats if q not in target]
             lines.append((p, kind, pats))
+            if key == "ignorenot":
+                job.origin |= dict.fromkeys(pats, p)
     job.exclude[:], merged = simplify(job.exclude)
     job.include[:], merged_in = simplify(job.include)
     for p, kind, pats in lines:
@@ -749,8 +752,9 @@ def _scope_ignorenot(job: _Job, tops: list[str]) -> list[str]:
         else:
             fixed = re.split(r"(?<!\\)[*?[]", q)[0]  # the literal start, up to the first wildcard
             inside = fixed != q and any(t.startswith(fixed) for t in tops)
+            origin = job.origin.get(q)
             job.drop(
-                f"ignorenot -> include {q}",
+                f"{origin.label} (include {q})" if origin else f"include {q}",
                 "with `path` set, tether cannot tie it to the synced subpaths (it starts with a wildcard)"
                 if inside
                 else "outside the `path` subpaths: it had no effect in unison either",
