@@ -83,11 +83,13 @@ def test_micsync_names_become_distinct_keys(tmp_path: Path) -> None:
             {"name": "Photos!", "work": ["/w1"], "backup": ["/b1"]},
             {"name": "photos", "work": ["/w2"], "backup": ["/b2"]},
             {"name": "???", "work": ["/w3"], "backup": ["/b3"]},
+            {"name": "Zdjęcia z wakacji", "work": ["/w4"], "backup": ["/b4"]},
         ]
     }
     out = micsync.convert(*mic(tmp_path, doc), "fallback")
     assert out.locations is not None
-    assert list(tomllib.loads(out.locations)["sets"]) == ["photos", "photos-2", "fallback"]
+    assert list(tomllib.loads(out.locations)["sets"]) == ["photos", "photos-2", "fallback", "zdjecia-z-wakacji"]
+    assert "# micsync: Zdjęcia z wakacji\n[sets.zdjecia-z-wakacji]" in out.locations
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import json
 import os
 import posixpath
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ class _Where:
 
 def _slug(text: str) -> str:
     """A bare TOML key from a free-text CONFIGURATION name, cut at a word boundary."""
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()  # Zdjęcia -> Zdjecia
+    s = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     if len(s) > 40:
         s = s[:41].rsplit("-", 1)[0] if "-" in s[:41] else s[:40]
     return s
