@@ -411,6 +411,12 @@ def test_regex_ignore_is_dropped_unless_it_is_a_plain_glob(tmp_path: Path) -> No
     assert "plain glob" in said(out.notes, "ignore = Regex .*\\.bak")
 
 
+def test_name_star_is_translated_with_a_warning(tmp_path: Path) -> None:
+    out = unison.convert(*prf(tmp_path, ROOTS + "ignore = Name *\n"), "work")
+    assert job_of(out)["exclude"] == ["[!.]*"]
+    assert "whole replica" in said(out.notes, "ignore = Name *")
+
+
 def test_ignorenot_re_includes_and_belowpath_covers_the_subtree(tmp_path: Path) -> None:
     body = ROOTS + "ignore = Name *.tmp\nignorenot = BelowPath keep\nignorenot = Name important.tmp\n"
     job = job_of(unison.convert(*prf(tmp_path, body), "work"))

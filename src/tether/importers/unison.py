@@ -677,6 +677,12 @@ def _patterns(job: _Job) -> None:
                 pats += [q + "/**" for q in pats]  # the path and everything below, whatever else matches
             target += [q for q in pats if q not in target]
             lines.append((p, kind, pats))
+            if kind == "Name" and any(set(alt) == {"*"} for alt in explode(pattern)):
+                job.note(
+                    p,
+                    "it also matches the root: unison ignored the whole replica (its manual warns); "
+                    "tether leaves out every name not starting with a dot",
+                )
             if key == "ignorenot":
                 job.origin |= dict.fromkeys(pats, p)
     job.exclude[:], merged = simplify(job.exclude)
