@@ -186,12 +186,13 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     board.update(state="running", force=True)
-    passes = full = 0
+    passes = full = looked = 0
 
     def on_pass(rep: Report) -> None:
-        nonlocal passes, full
+        nonlocal passes, full, looked
         passes += 1
         full += not rep.narrow
+        looked += rep.looked
         moved = sum(rep.copied.values()) + sum(rep.deleted.values())
         if moved or rep.conflicts or not rep.ok:
             log.info(
@@ -204,7 +205,7 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
             log.error("refused: %s", rep.refused)
         now = time.time()
         if rep.ok:
-            board.update(target, state="idle", last_success=now, full_passes=full, passes=passes,
+            board.update(target, state="idle", last_success=now, full_passes=full, passes=passes, paths_looked=looked,
                          files_sent=target.files_sent + sum(rep.copied.values()))  # fmt: skip
         else:
             board.update(target, state="retrying", last_error=rep.refused or "; ".join(rep.errors)[:500] or "skipped",

@@ -87,6 +87,7 @@ class Report:
         self.stopped: str | None = None
         self.seconds = 0.0
         self.narrow = False  # a continuous job's pass that looked only at the paths events named
+        self.looked = 0  # how many paths (tops) such a pass looked at
 
     @property
     def ok(self) -> bool:

@@ -259,7 +259,7 @@ def run_forever(
                     rep = Report(str(job.path1), str(job.path2), errors=[str(e)])
                 if full:
                     last_full = time.monotonic()
-                rep.narrow = not full
+                rep.narrow, rep.looked = not full, 0 if full else len(tops)
                 on_pass(rep)
             stop.set()
             for t in threads:

@@ -30,6 +30,7 @@ class TargetStatus:
     last_error_at: float | None = None
     full_passes: int = 0
     passes: int = 0  # every pass, narrow ones (continuous bisync, started by events) included
+    paths_looked: int = 0  # paths the narrow passes looked at (what the watches reported)
 
 
 @dataclass
