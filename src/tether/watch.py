@@ -39,6 +39,7 @@ IN_IGNORED = 0x8000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
 IN_EXCL_UNLINK = 0x04000000
+IN_MASK_ADD = 0x20000000
 IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
@@ -46,6 +47,10 @@ IN_CLOEXEC = os.O_CLOEXEC
 MASK = (
     IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
 ) | (IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+
+# On the folder holding the root: its name taken, freed or given to another entry. MASK_ADD: it
+# never narrows a watch the tree itself holds on that folder (a root symlink pointing up).
+PARENT_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR | IN_MASK_ADD
 
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 _BUFSIZE = 256 * 1024
@@ -137,7 +142,8 @@ class Watcher:
     """Reports changes below `root` as Change records, excluded paths left out."""
 
     def __init__(self, root: str, flt: Filter, max_watches: int | None = None) -> None:
-        self.root = os.path.abspath(root)
+        self.path = os.path.abspath(root)  # as configured; may be a symlink (current -> releases/7)
+        self.root = self.path  # what is watched: where the path leads, from start() on
         self.flt = flt
         self._max_watches = max_watches
         self._ino = _Inotify()
@@ -154,15 +160,18 @@ class Watcher:
         self._woken = False
         self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched
         self._root_lost = False  # the watched root itself moved, was deleted or unmounted
+        self._parent_wd = -1  # the folder holding the root path, for events naming the root
+        self._root_name = os.fsencode(os.path.basename(self.path))
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         """Watch every included directory; refuse before the first watch if the limit is short."""
         if self._fd >= 0:
             return
-        self._root_id = root_identity(self.root)
-        if self._root_id is None or not os.path.isdir(self.root):
-            raise UsageError(f"cannot watch {self.root}: not a directory")
+        self._root_id = root_identity(self.path)
+        if self._root_id is None or not os.path.isdir(self.path):
+            raise UsageError(f"cannot watch {self.path}: not a directory")
+        self.root = os.path.realpath(self.path)  # inotify never follows a symlink: watch where it leads
         needed = sum(1 for _ in self._dirs(""))
         limit = self._max_watches if self._max_watches is not None else max_user_watches()
         if limit is not None and needed > limit:
@@ -175,6 +184,10 @@ class Watcher:
                 "too many inotify instances? sysctl fs.inotify.max_user_instances=1024",
             ) from None
         self._poll.register(self._fd, select.POLLIN)
+        # an unreadable parent: no such watch, the identity check at every batch still sees a swap
+        with contextlib.suppress(OSError):
+            if self._root_name:
+                self._parent_wd = self._ino.add_watch(self._fd, os.fsencode(os.path.dirname(self.path)), PARENT_MASK)
         self._watch_tree("")
 
     def fileno(self) -> int:
@@ -189,7 +202,7 @@ class Watcher:
         """Whether the root path no longer names the directory being watched: moved away, deleted,
         unmounted, or another one swapped in (`mv site.new site`). The watches follow inodes, so
         they would go on reporting the old tree under the new tree's name."""
-        return self._root_lost or (self._root_id is not None and root_identity(self.root) != self._root_id)
+        return self._root_lost or (self._root_id is not None and root_identity(self.path) != self._root_id)
 
     def take_woken(self) -> bool:
         """Whether the last read() ended because of wake(); clears the flag."""
@@ -367,9 +380,12 @@ class Watcher:
                     self._root_lost = True
                     out.append(Change(RESCAN, ""))
                 continue
+            if ev.wd == self._parent_wd and ev.name == self._root_name:
+                self._root_lost = True  # the root's name went away or names another entry now
+                out.append(Change(RESCAN, ""))
             parent = self._paths.get(ev.wd)
             if parent is None:
-                continue  # a watch we dropped; its last events are stale
+                continue  # a watch we dropped (its last events are stale), or the root's parent
             if not ev.name:
                 if parent == "":  # events on the root itself; other dirs report via their parent
                     if ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):

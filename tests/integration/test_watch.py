@@ -344,3 +344,18 @@ def test_a_root_moved_away_deleted_or_swapped_is_reported_as_changed(tmp_path: P
             assert w.root_changed(), how
             assert Change("rescan", "") in gather(w, lambda got: bool(got)), how
             assert w.root_changed(), how  # the events do not clear it: the job must watch anew
+
+
+def test_a_symlinked_root_is_watched_where_it_leads_and_a_new_link_target_is_noticed(tmp_path: Path) -> None:
+    (tmp_path / "releases" / "1" / "sub").mkdir(parents=True)
+    (tmp_path / "releases" / "2").mkdir()
+    os.symlink("releases/1", tmp_path / "current")
+    with Watcher(str(tmp_path / "current"), Filter()) as w:
+        assert w.watch_count == 2
+        (tmp_path / "releases" / "1" / "sub" / "x").write_text("x")
+        assert Change("write", "sub/x", created=True) in gather(w, lambda got: bool(got))
+        assert not w.root_changed()
+        os.symlink("releases/2", tmp_path / "next")  # ln -sfn releases/2 current: a new link renamed over
+        os.rename(tmp_path / "next", tmp_path / "current")
+        assert Change("rescan", "") in gather(w, lambda got: bool(got))  # at once, from the parent's watch
+        assert w.root_changed()
