@@ -219,11 +219,13 @@ class Mirror:
         # target (the usual case) that is the whole mirror, at the cost of a plain rsync; if
         # anything was already there, look closer before deleting or overwriting any of it.
         res = self._run(self._argv(spec, target, first_contact=True), target)
-        if res.returncode == 0 and res.created >= res.total - 1:
+        if res.ok and res.created >= res.total - 1:
             self.known.add(target.key(), str(spec.source))
             return TargetOutcome.from_rsync(target, res)
-        if res.returncode not in (0, PARTIAL, MAX_DELETE_HIT):
+        if not res.ok and res.returncode not in (PARTIAL, MAX_DELETE_HIT):
             return TargetOutcome.from_rsync(target, res)
+        # (files that vanished from a live source during that pass are no reason to stop here:
+        # the add-only pass is not the mirror, the guarded pass below is)
         added = frozenset(c[12:] for c in res.changes if c[2:11] == "+++++++++")
         return self._guarded(spec, target, dry_run=False, added=res.files, mine=added)
 
