@@ -514,7 +514,7 @@ class Ops:
                 with self._parent([*parts, b"x"], create=False) as tfd:
                     for name in os.listdir(tfd):
                         try:
-                            day = datetime.date.fromisoformat(name)
+                            day = datetime.date.fromisoformat(name[:10])  # 2026-12-04 or 2026-12-04.2
                         except ValueError:
                             continue  # not one of ours
                         if (today - day).days > days and _remove_at(tfd, os.fsencode(name)):
@@ -823,6 +823,7 @@ class Ops:
         keep: int = 10,
         staged: str | bytes | None = None,
         staged_as: list[int] | None = None,
+        digest: bool = False,
     ) -> Result:
         """Create or replace path with a file, symlink or directory, if it is still as planned.
 
@@ -831,8 +832,10 @@ class Ops:
         backups first; an existing dir is only replaced when empty.  A big file arrives
         `staged`: already written under .tether/tmp (by rsync or rclone), and, with `staged_as`
         ([size, mtime_ns]), only if it is the version planned.  Returns the new entry, so the
-        caller records exactly what is there.
+        caller records exactly what is there (and, with `digest`, the staged file's content digest:
+        a racily clean record keeps it).
         """
+        got: Result = {}
         p = to_bytes(path)
         parts = split_path(p)
         broot = to_bytes(backup_root)
@@ -861,6 +864,8 @@ class Ops:
                         not stat.S_ISREG(sst.st_mode) or [sst.st_size, sst.st_mtime_ns] != list(staged_as)
                     ):
                         raise OpError(errno.ESTALE, f"{show(p)}: the source changed during the transfer")
+                    if digest:
+                        got["digest"] = self._digest_at(sfd, sparts[-1])
                     os.chmod(sparts[-1], mode & 0o7777, dir_fd=sfd, follow_symlinks=False)
                     if mtime_ns is not None:
                         os.utime(sparts[-1], ns=(time.time_ns(), mtime_ns), dir_fd=sfd, follow_symlinks=False)
@@ -886,7 +891,8 @@ class Ops:
                         os.close(fd)
 
                 self._make_and_replace(dfd, name, make)
-            return {"entry": self._entry(dfd, name)}
+            got["entry"] = self._entry(dfd, name)
+            return got
 
     def _make_and_replace(self, dfd: int, name: bytes, make: Callable[[int, bytes], None]) -> None:
         """make(dir fd, temp name) under .tether/tmp, then rename it over name.  Where the name's
@@ -934,11 +940,17 @@ class Ops:
                     os.rmdir(parts[-1], dir_fd=dfd)  # ENOTEMPTY: something new lives there, keep it
                     return {"trashed": None}
                 day = time.strftime("%Y-%m-%d").encode()
-                dparts = [*split_path(to_bytes(trash_root)), day, *parts]
-                with self._parent(dparts, create=True) as tfd:
-                    name = _free_name(tfd, parts[-1])
-                    os.rename(parts[-1], name, src_dir_fd=dfd, dst_dir_fd=tfd)
-                return {"trashed": to_wire(b"/".join([*dparts[:-1], name]))}
+                for n in range(1, 100):  # today's trash may hold a file where this path needs a folder
+                    dparts = [*split_path(to_bytes(trash_root)), day + (b".%d" % n if n > 1 else b""), *parts]
+                    try:
+                        with self._parent(dparts, create=True) as tfd:
+                            name = _free_name(tfd, parts[-1])
+                            os.rename(parts[-1], name, src_dir_fd=dfd, dst_dir_fd=tfd)
+                        return {"trashed": to_wire(b"/".join([*dparts[:-1], name]))}
+                    except OpError as e:
+                        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                            raise
+                raise OpError(errno.ENOTDIR, f"no place in the trash for {show(p)}")
         except _Missing:
             raise OpError(errno.ENOENT, f"{show(p)} vanished during the pass") from None
 

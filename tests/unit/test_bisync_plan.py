@@ -18,9 +18,10 @@ def F(v: int = 1, size: int = 10, ino: int = 0, mtime: int | None = None) -> Ent
     return Entry("f", size, mtime if mtime is not None else v * S + 123, 0o644, ino or 100 + v)
 
 
-def racy(e: Entry) -> Entry:
-    """As the engine records an entry too close to its scan (the inode negated)."""
-    return e._replace(ino=-1 - e.ino)
+def racy(e: Entry, digest: bytes | None = None) -> Entry:
+    """As the engine records an entry too close to its scan (the inode negated), with the
+    digest of its bytes where the pass knew them."""
+    return e._replace(ino=-1 - e.ino, link=digest)
 
 
 D = Entry("d", 0, 0, 0o755, 0)
@@ -77,6 +78,14 @@ ROWS: list[tuple[str, Pair | None, Pair, bool, list[tuple[str, int | None]], boo
         [("conflict", None)],
         True,
     ),
+    (
+        "racily clean on both, digests kept, neither changed",
+        (racy(F(1), b"same"), racy(F(1), b"same")),
+        (F(1), F(1)),
+        SAME,
+        [("record", None)],
+        True,
+    ),
     ("racily clean here, changed there: the change wins", (racy(F(1)), F(1)), (F(1), F(2)), SAME, [("copy", 1)], False),
     ("racily clean here, deleted there", (racy(F(1)), F(1)), (F(1), X), SAME, [("delete", 1)], False),
     ("racily clean, really modified", (racy(F(1)), F(1)), (F(2), F(1)), SAME, [("copy", 2)], False),
@@ -102,11 +111,11 @@ def plan_for(
 ) -> tuple[Plan, list[bytes]]:
     asked: list[bytes] = []
 
-    def same(paths: list[bytes]) -> set[bytes]:
+    def hashes(paths: list[bytes]) -> dict[bytes, tuple[str | None, str | None]]:
         asked.extend(paths)
-        return {p for p in paths if equal(p)}
+        return {p: ("same", "same") if equal(p) else ("one", "other") for p in paths}
 
-    plan = reconcile(prev, _side(prev, 0, now1), _side(prev, 1, now2), same_content=same, now=0)
+    plan = reconcile(prev, _side(prev, 0, now1), _side(prev, 1, now2), hashes=hashes, now=0)
     return plan, asked
 
 
@@ -183,3 +192,20 @@ def test_random_states_keep_the_rules() -> None:
                 rec = prev.get(a.path)
                 assert rec is not None, "nothing is deleted without a record of it"
                 assert rec[a.to - 1] is not None
+
+
+@pytest.mark.parametrize("edited", [1, 2])
+def test_racy_records_with_digests_tell_which_side_changed(edited: int) -> None:
+    """Both sides recorded racily with the digest of what they held: only the side whose bytes
+    no longer match its own record changed, and it is copied over the other (never a conflict)."""
+    prev: dict[bytes, tuple[Entry | None, Entry | None]] = {b"x": (racy(F(1), b"v1"), racy(F(1), b"v1"))}
+    now = {b"x": F(1)}
+    asked: list[bytes] = []
+
+    def hashes(paths: list[bytes]) -> dict[bytes, tuple[str | None, str | None]]:
+        asked.extend(paths)
+        return {p: ("v2", "v1") if edited == 1 else ("v1", "v2") for p in paths}
+
+    plan = reconcile(prev, _side(prev, 0, now), _side(prev, 1, now), hashes=hashes, now=0)
+    assert [(a.kind, a.to) for a in plan.actions] == [("copy", 3 - edited)]
+    assert asked == [b"x"]

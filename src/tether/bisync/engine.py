@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import hashlib
 import os
 import subprocess
 import time
@@ -120,6 +121,7 @@ class Pass:
         self.soft_warned = False
         self.t0: dict[int, int | None] = {1: None, 2: None}  # each side's clock when its scan began
         self.digests: dict[bytes, tuple[str | None, str | None]] = {}  # content compared this pass
+        self.held: dict[bytes, tuple[str | None, str | None]] = {}  # what each side holds now, where known
 
     # ------------------------------------------------------------------ the pass
 
@@ -213,7 +215,7 @@ class Pass:
         if self.narrow is None and self._emptied(prev, sides):
             return
         plan = reconcile(
-            prev, sides[1], sides[2], policy=opts.policy, same_content=self._same_content,
+            prev, sides[1], sides[2], policy=opts.policy, hashes=self._hashes,
             hosts=(self.r[1].host, self.r[2].host), unreadable=unreadable,
         )  # fmt: skip
         for p, why in plan.skipped:
@@ -266,16 +268,18 @@ class Pass:
                 return True
         return False
 
-    def _same_content(self, paths: list[bytes]) -> set[bytes]:
-        """Which of these paths hold the same bytes on both sides: one hash request per side,
-        both sides at once.  The digests are kept: a metadata fix-up re-checks them."""
+    def _hashes(self, paths: list[bytes]) -> dict[bytes, tuple[str | None, str | None]]:
+        """Both sides' digests of these paths: one hash request per side, both sides at once.
+        Kept: a metadata fix-up re-checks them, and racy records carry them."""
         waits = [self.r[1].start_hash(paths), self.r[2].start_hash(paths)]
         d1, d2 = [_try(w) for w in waits]
         for d in (d1, d2):
             if isinstance(d, BaseException):
                 raise d
-        self.digests.update(zip(paths, zip(d1, d2, strict=True), strict=True))
-        return {p for p, x, y in zip(paths, d1, d2, strict=True) if x is not None and x == y}
+        got = dict(zip(paths, zip(d1, d2, strict=True), strict=True))
+        self.digests.update(got)
+        self.held.update(got)
+        return got
 
     def _put(self, rows: Sequence[tuple[bytes, Raw | None, Raw | None]]) -> None:
         """Record rows as synced.  A file whose mtime is not safely older than the scan of its
@@ -283,7 +287,11 @@ class Pass:
         size and mtime, so the next scans report it and the pass compares its bytes once
         (git's "racily clean")."""
         t1, t2 = self.t0[1], self.t0[2]
-        self.state.put((p, _racy(e1, t1), _racy(e2, t2)) for p, e1, e2 in rows)
+        held = self.held.get
+        unknown = (None, None)
+        self.state.put(
+            (p, _racy(e1, t1, (held(p) or unknown)[0]), _racy(e2, t2, (held(p) or unknown)[1])) for p, e1, e2 in rows
+        )
 
     # ------------------------------------------------------------------ doing it
 
@@ -463,6 +471,9 @@ class Pass:
         )  # fmt: skip
         for k, r in zip(reads, replies, strict=True):
             data[k] = r if isinstance(r, AgentError) else r["data"]
+            if not isinstance(r, AgentError):  # both sides hold these bytes once the copy lands
+                d = hashlib.blake2b(r["data"], digest_size=20).hexdigest()
+                self.held[items[k][1]] = (d, d)
         reqs: list[tuple[str, dict[str, Any], bytes]] = []
         sent: list[int] = []
         for k in small:
@@ -475,14 +486,23 @@ class Pass:
             sent.append(k)
         for k, r in zip(sent, dst.pipeline(reqs), strict=True):
             out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)
+        for k in big:  # what rsync or rclone brings is not read here: its digest is unknown
+            self.held.pop(items[k][1], None)
         if big:
             cloud = isinstance(src.endpoint, Rclone) or isinstance(dst.endpoint, Rclone)
-            via = self._rclone_big if cloud else self._rsync
-            for k, got in zip(big, via(src, dst, [items[k] for k in big]), strict=True):
+            if cloud:
+                got_big = self._rclone_big(src, dst, [items[k] for k in big])
+            else:  # a recent file will be recorded racily clean: its digest, taken as it lands, goes with it
+                t0 = self.t0[frm]
+                recent = {items[k][1] for k in big if t0 is not None and items[k][2].mtime >= t0 - RACY_NS}
+                got_big = self._rsync(src, dst, [items[k] for k in big], recent)
+            for k, got in zip(big, got_big, strict=True):
                 out[k] = got
         return [x if x is not None else TetherError("nothing to copy") for x in out]
 
-    def _rsync(self, src: Replica, dst: Replica, items: Sequence[Item]) -> list[Entry | Exception]:
+    def _rsync(
+        self, src: Replica, dst: Replica, items: Sequence[Item], recent: frozenset[bytes] | set[bytes] = frozenset()
+    ) -> list[Entry | Exception]:
         """Big files by rsync into dst's .tether/tmp/<batch>/ (the old versions as delta basis),
         then each renamed into place by the agent's `install`, which re-checks at that moment
         that dst still holds what the plan expected: a save made during a slow copy is kept.
@@ -518,9 +538,13 @@ class Pass:
                     sp, dp, e, exp = items[k]
                     args = self._install_args(dp, e, exp)
                     args.update(staged=wire(batch.encode() + b"/" + sp), staged_as=[e.size, e.mtime])
+                    if dp in recent:
+                        args["digest"] = True
                     reqs.append(("install", args, b""))
                 for k, r in zip(ready, dst.pipeline(reqs), strict=True):
                     out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"])
+                    if not isinstance(r, AgentError) and r.get("digest"):
+                        self.held[items[k][1]] = (r["digest"], r["digest"])
         finally:
             with contextlib.suppress(TetherError):
                 dst.call("remove", paths=[batch])
@@ -603,11 +627,12 @@ class Pass:
                 self.report.conflicts.append(_conflict_doc(a))
 
 
-def _racy(e: Raw | None, t0: int | None) -> Raw | None:
-    """A file entry whose mtime is within RACY_NS of its side's scan, marked by a negated inode."""
+def _racy(e: Raw | None, t0: int | None, digest: str | None = None) -> Raw | None:
+    """A file entry whose mtime is within RACY_NS of its side's scan, marked by a negated inode,
+    with its content digest where the pass knows it (in the link's place, unused for files)."""
     if e is None or t0 is None or e[0] != "f" or e[4] < 0 or e[2] < t0 - RACY_NS:
         return None if e is None else tuple(e)
-    return (e[0], e[1], e[2], e[3], -1 - e[4], e[5])
+    return (e[0], e[1], e[2], e[3], -1 - e[4], None if digest is None else digest.encode())
 
 
 def _still(now: list[Any] | None, exp: Entry | None) -> bool:

@@ -21,8 +21,8 @@ at the same path is a conflict the directory always wins: the file keeps living 
 conflict copy.  "Changed" compares type, size, mtime (ns), mode, inode and link target;
 "same content" compares size, then a content hash (an equal mtime proves nothing).  A file
 recorded racily clean (its mtime within the clock's reach of the scan that recorded it: an
-edit in the same tick keeps size and mtime) has its bytes compared with the other side once;
-if they differ, that side changed.
+edit in the same tick keeps size and mtime) has its bytes compared once: with the digest kept
+in its record where there is one, else with the other side; if they differ, that side changed.
 """
 
 from __future__ import annotations
@@ -167,18 +167,20 @@ def reconcile(
     side2: SideView,
     *,
     policy: str = "keep-both",
-    same_content: Callable[[list[bytes]], set[bytes]],
+    hashes: Callable[[list[bytes]], Mapping[bytes, tuple[str | None, str | None]]],
     hosts: tuple[str, str] = ("path1", "path2"),
     unreadable: Iterable[tuple[int, bytes]] = (),
     now: float | None = None,
 ) -> Plan:
-    """Decide every path.  `same_content` gets, in one call, every path both sides changed to
-    files of one size whose mtimes cannot settle it, and answers those with equal bytes."""
+    """Decide every path.  `hashes` gets, in one call, every path whose bytes must be
+    compared (both sides changed to files of one size, or a racily clean record) and answers
+    each with both sides' digests (None where a file could not be read)."""
     plan = Plan()
     blocked = [(s, top) for s, top in unreadable]
     get1, get2, getp = side1.get, side2.get, prev.get
     changes: list[tuple[bytes, Entry | None, Entry | None, bool, bool]] = []
     suspects: dict[bytes, tuple[bool, bool]] = {}
+    recorded: dict[bytes, tuple[str | None, str | None]] = {}  # a racy record's digest, when kept
     for p in sorted(set(side1.changed).union(side1.missing, side2.changed, side2.missing)):
         a, b = as_entry(get1(p)), as_entry(get2(p))
         raw = getp(p)
@@ -193,20 +195,25 @@ def reconcile(
         else:
             c1, r1 = _compare(a, as_entry(raw[0]))
             c2, r2 = _compare(b, as_entry(raw[1]))
-        if (r1 or r2) and not c1 and not c2:
+        if (r1 or r2) and not c1 and not c2 and raw is not None:
             suspects[p] = (r1, r2)
+            recorded[p] = (_digest_of(raw[0]) if r1 else None, _digest_of(raw[1]) if r2 else None)
         if c1 or c2 or r1 or r2:
             changes.append((p, a, b, c1, c2))
     ask = [
         p for p, a, b, c1, c2 in changes
         if ((c1 and c2) or p in suspects) and a is not None and b is not None and _needs_bytes(a, b)
     ]  # fmt: skip
-    equal = same_content(ask) if ask else set()
-    differ = set(ask).difference(equal)
+    digests = hashes(ask) if ask else {}
+    equal = {p for p, (x, y) in digests.items() if x is not None and x == y}
     for k, (p, a, b, _c1, _c2) in enumerate(changes):
         r = suspects.get(p)
-        if r is not None and p in differ:
-            changes[k] = (p, a, b, r[0], r[1])  # racily clean, and the bytes now differ: that side changed
+        if r is not None and p in digests:
+            cur, rec = digests[p], recorded[p]
+            if rec[0] is not None or rec[1] is not None:  # each racy side against its own record
+                changes[k] = (p, a, b, r[0] and cur[0] != rec[0], r[1] and cur[1] != rec[1])
+            elif p not in equal:  # no record of the bytes: differing sides mean the racy side(s) changed
+                changes[k] = (p, a, b, r[0], r[1])
     out = plan.actions
     planned: set[bytes] = set()
     for p, a, b, c1, c2 in changes:
@@ -255,6 +262,14 @@ def _compare(now: Entry | None, then: Entry | None) -> tuple[bool, bool]:
             return False, True
         return True, False
     return changed(now, then), False
+
+
+def _digest_of(raw: Raw | None) -> str | None:
+    """A racy file record may carry its content digest where a link's target would be."""
+    if raw is None or raw[0] != "f" or not raw[5]:
+        return None
+    d = raw[5]
+    return d.decode() if isinstance(d, bytes) else str(d)
 
 
 def _needs_bytes(a: Entry, b: Entry) -> bool:
