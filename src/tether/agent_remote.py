@@ -464,39 +464,42 @@ class Ops:
             os.rename(name, kept, src_dir_fd=dfd, dst_dir_fd=tfd)
 
     def fold_trash(self, path: str | bytes, trash_root: str | bytes) -> Result:
-        """File what an rsync --backup-dir run left in `path` under trash_root/<day>/ as a deletion
-        would (rsync itself replaces an earlier version of the day), then drop the emptied dirs;
-        what cannot be filed stays where it is."""
+        """File what rsync --backup-dir runs left in `path`/<run>/ under trash_root/<day>/ as a
+        deletion would, run by run in the order of their names (rsync itself would replace a
+        version kept earlier that day), then drop the emptied dirs; what cannot be filed stays."""
         day = time.strftime("%Y-%m-%d").encode()
         tparts = [*split_path(to_bytes(trash_root)), day]
         folded = 0
         failed: list[Result] = []
         try:
             with self._parent([*split_path(to_bytes(path)), b"x"], create=False) as base:
-                dirs: list[list[bytes]] = []
-                stack: list[list[bytes]] = [[]]
-                while stack:
-                    rel = stack.pop()
-                    dirs.append(rel)
-                    dfd = _open_below(base, rel)
-                    try:
-                        with os.scandir(dfd) as it:
-                            entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
-                        for name, is_dir in entries:
-                            if is_dir:
-                                stack.append([*rel, name])
-                                continue
-                            try:
-                                with self._trash_dir(tparts, rel) as (tfd, _used):
-                                    os.rename(name, _free_name(tfd, name), src_dir_fd=dfd, dst_dir_fd=tfd)
-                                folded += 1
-                            except OSError as e:
-                                failed.append({"path": to_wire(b"/".join([*rel, name])), "error": str(e)})
-                    finally:
-                        os.close(dfd)
-                for rel in reversed(dirs[1:]):
-                    with suppress(OSError):
-                        os.rmdir(b"/".join(rel), dir_fd=base)
+                with os.scandir(base) as it:
+                    runs = sorted(os.fsencode(e.name) for e in it if e.is_dir(follow_symlinks=False))
+                for run in runs:  # a run's name starts with its time: older versions first
+                    dirs: list[list[bytes]] = []
+                    stack: list[list[bytes]] = [[run]]
+                    while stack:
+                        rel = stack.pop()
+                        dirs.append(rel)
+                        dfd = _open_below(base, rel)
+                        try:
+                            with os.scandir(dfd) as it:
+                                entries = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
+                            for name, is_dir in entries:
+                                if is_dir:
+                                    stack.append([*rel, name])
+                                    continue
+                                try:
+                                    with self._trash_dir(tparts, rel[1:]) as (tfd, _used):
+                                        os.rename(name, _free_name(tfd, name), src_dir_fd=dfd, dst_dir_fd=tfd)
+                                    folded += 1
+                                except OSError as e:
+                                    failed.append({"path": to_wire(b"/".join([*rel, name])), "error": str(e)})
+                        finally:
+                            os.close(dfd)
+                    for rel in reversed(dirs):
+                        with suppress(OSError):
+                            os.rmdir(b"/".join(rel), dir_fd=base)
         except _Missing:
             pass
         return {"folded": folded, "failed": failed}

@@ -42,6 +42,14 @@ def _parent(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def _below_any(path: str, tops: set[str]) -> bool:
+    """Whether path is one of tops or lies below one."""
+    if not tops:
+        return False
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in tops for i in range(1, len(parts) + 1))
+
+
 def _digest(path: str) -> str | None:
     """The agent's `hash` of a local file (blake2b, 20 bytes, hex); None if it cannot be read."""
     h = hashlib.blake2b(digest_size=20)
@@ -267,7 +275,8 @@ class Applier:
                     raise r
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
-            subtrees, files = [p for p in bulk if p in new_dirs], [p for p in bulk if p not in new_dirs]
+            subtrees = [p for p in bulk if p in new_dirs]
+            files = [p for p in bulk if not _below_any(p, new_dirs)]  # a subtree run sends those below it
             outs = []
             if not files and len(subtrees) <= SUBTREE_RUNS and not self.spec.filter.anchored:
                 outs += [self.mirror.send_subtree(self.spec, self.target, p) for p in subtrees]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,9 +73,9 @@ def check_source(source: Local) -> None:
 
 
 TRASH = f"{META_DIR}/trash"
-# rsync's --backup-dir: rsync would replace a version it kept earlier the same day, so its runs
-# keep them here and the agent's fold_trash then files them under the day, numbered as a
-# deletion's are (trash/<date>/a.txt, a.1.txt, ...)
+# rsync's --backup-dir would replace a version it kept earlier the same day, so each rsync run
+# keeps them in its own folder here, and the agent's fold_trash then files them under the day,
+# numbered as a deletion's are (trash/<date>/a.txt, a.1.txt, ...)
 TRASH_INCOMING = f"{TRASH}/.incoming"
 
 
@@ -145,7 +146,8 @@ class Mirror:
         if not spec.trash:
             return []
         up = "../" * (rel.count("/") + 1) if rel else ""
-        return ["--backup", f"--backup-dir={up}{TRASH_INCOMING}" + (f"/{rel}" if rel else "")]
+        run = f"{time.time_ns():016x}-{os.getpid()}"  # its own folder: no run replaces another's versions
+        return ["--backup", f"--backup-dir={up}{TRASH_INCOMING}/{run}" + (f"/{rel}" if rel else "")]
 
     def fold_trash(self, target: Endpoint) -> None:
         """File what rsync kept under today's trash, through one agent call on the target."""

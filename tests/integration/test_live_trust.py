@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -213,10 +214,10 @@ def test_without_trash_an_overwrite_keeps_nothing(tmp_path: Path, tether_env) ->
     assert not (dst / ".tether").exists()
 
 
-def _applier(tmp_path: Path, src: Path, dst: Path) -> Applier:
+def _applier(tmp_path: Path, src: Path, dst: Path, trash: bool = False) -> Applier:
     """One target's applier as the job builds it (real rsync, the agent in-process)."""
     rsync = Rsync(SshOptions(str(tmp_path / "sockets")))
-    spec = MirrorSpec(Local(str(src)), (Local(str(dst)),))
+    spec = MirrorSpec(Local(str(src)), (Local(str(dst)),), trash=trash)
     return Applier(spec.targets[0], spec, LiveOptions(), Mirror(rsync, KnownTargets(tmp_path / "state")), rsync.ssh)
 
 
@@ -240,3 +241,42 @@ def test_a_move_replayed_after_a_late_write_does_not_carry_the_newer_entry(tmp_p
     finally:
         applier.close()
     assert_same_tree(src, dst)
+
+
+def test_a_move_re_sent_inside_a_new_folder_is_sent_once_and_its_old_version_kept(tmp_path: Path) -> None:
+    """The target moved x/g to d/big2.bin, but the source has another file there by now (found
+    by the stress test): the new folder's run sends it, the run for changed files not again."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _fill(src, {"x/g": "version 7"})
+    (src / "big1.bin").write_bytes(b"1" * MIB)
+    applier = _applier(tmp_path, src, dst, trash=True)
+    try:
+        applier.full_pass()
+        (src / "d").mkdir()
+        os.rename(src / "x" / "g", src / "d" / "big2.bin")
+        shutil.copy2(src / "big1.bin", src / "d" / "big2.bin")
+        applier.apply(coalesce([Change("write", "d", True, created=True), Change("move", "d/big2.bin", old="x/g"),
+                                Change("write", "d/big2.bin")]))  # fmt: skip
+    finally:
+        applier.close()
+    assert_same_tree(src, dst)
+    assert _trashed(dst) == [b"version 7"]
+
+
+def test_versions_an_rsync_run_kept_but_never_filed_survive_the_next_run(tmp_path: Path) -> None:
+    """A job killed between an rsync run and filing what the run kept leaves those versions in
+    the trash's incoming folder: the next run must not replace them (rsync's --backup-dir would)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "big.bin").parent.mkdir()
+    (src / "big.bin").write_bytes(b"1" * MIB)
+    applier = _applier(tmp_path, src, dst, trash=True)
+    try:
+        applier.full_pass()
+        (src / "big.bin").write_bytes(b"2" * MIB)
+        applier.mirror.send_paths(applier.spec, applier.target, ["big.bin"], changed=True)  # killed before filing
+        (src / "big.bin").write_bytes(b"3" * MIB)
+        applier.apply([Change("write", "big.bin")])
+    finally:
+        applier.close()
+    assert_same_tree(src, dst)
+    assert _trashed(dst) == [b"1" * MIB, b"2" * MIB]

@@ -356,21 +356,18 @@ def test_fold_trash_files_rsyncs_kept_versions_by_day_and_never_replaces_one(ops
     for version in (b"1", b"2"):
         ops.put(b"a/b.txt", version, 0o644, MTIME)
         ops.trash([b"a/b.txt"], t)
-    ops.put(t + b"/.incoming/a/b.txt", b"3", 0o644, MTIME)  # as rsync --backup-dir leaves it
-    ops.put(t + b"/.incoming/a/deep/c", b"c", 0o644, MTIME)
-    os.symlink(b"/etc", j(root, t + b"/.incoming/link"))
+    runs = t + b"/.incoming/"  # one folder per rsync run (its --backup-dir), named by its start
+    ops.put(runs + b"0002-9/a/b.txt", b"4", 0o644, MTIME)
+    ops.put(runs + b"0001-9/a/b.txt", b"3", 0o644, MTIME)
+    ops.put(runs + b"0001-9/a/deep/c", b"c", 0o644, MTIME)
+    os.symlink(b"/etc", j(root, runs + b"0001-9/link"))
     ops.put(t + b"/" + day + b"/x", b"a file where a dir is wanted", 0o644, MTIME)
-    ops.put(t + b"/.incoming/x/y", b"y", 0o644, MTIME)
+    ops.put(runs + b"0002-9/x/y", b"y", 0o644, MTIME)
     r = ops.fold_trash(t + b"/.incoming", t)
-    assert (r["folded"], r["failed"]) == (4, [])
+    assert (r["folded"], r["failed"]) == (5, [])
     kept = j(root, t, day)
-    assert [read(j(kept, n)) for n in (b"a/b.txt", b"a/b.1.txt", b"a/b.2.txt", b"a/deep/c", b"x.1/y")] == [
-        b"1",
-        b"2",
-        b"3",
-        b"c",
-        b"y",
-    ]
+    names = (b"a/b.txt", b"a/b.1.txt", b"a/b.2.txt", b"a/b.3.txt", b"a/deep/c", b"x.1/y")
+    assert [read(j(kept, n)) for n in names] == [b"1", b"2", b"3", b"4", b"c", b"y"]
     assert os.readlink(j(kept, b"link")) == b"/etc"
     assert os.listdir(j(root, t, b".incoming")) == []
     assert ops.fold_trash(b"nothing/here", t) == {"folded": 0, "failed": []}
