@@ -1,15 +1,17 @@
 """Where a bisync pass's wall time goes: a timeline of phases, local<->local and local<->ssh.
 
 Usage: .venv/bin/python -m bench.bisync_phases [--files 20000] [--rounds 7] [--fast-shell] [--changed 0]
+                                                [--src DIR]
 
 The same 20,000-file tree as bench.bisync; after an initial sync, --rounds passes of each pair
 (after one warm-up) run through bench/phases_hook.py, which timestamps phase boundaries
 (python up, imports, ssh spawn, the far side's start-up, state open/load, the scans, plan,
 actions, unlock, closing).  Printed: per phase the median start and end in ms since the
-command was launched, and the median time spent in it.  --changed N edits N files on each side before
-every pass (100 for the 100+100 case).  Then the far side's start-up taken apart: an ssh
-command through the ControlMaster, a Python started that way, the agent's connect (spawn,
-program, hello).
+command was launched, and the median time spent in it.  --changed N edits N files on each
+side before every pass (100 for the 100+100 case).  --src runs the tether found in DIR (the
+`src` directory of another checkout, for a before/after comparison) instead of this one.
+Then the far side's start-up taken apart: an ssh command through the ControlMaster, a Python
+started that way, the agent's connect (spawn, program, hello).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--changed", type=int, default=0, help="files edited on each side before every pass")
     ap.add_argument("--fast-shell", action="store_true", help="the ssh user's login shell reads no rc file")
+    ap.add_argument("--src", help="run the tether in this src directory (another checkout's)")
     args = ap.parse_args()
     with scratch(2048) as work:
         base = work / "base"
@@ -138,6 +141,8 @@ def main() -> int:
         rng = random.Random(3)
         with SshServer.start(work / "sshd", fast_shell=args.fast_shell) as server:
             env = server.env(dict(os.environ, TETHER_HOME=str(work / "home")))
+            if args.src:
+                env["PYTHONPATH"] = str(Path(args.src).resolve())
             cases = {
                 "local<->local": (trees["A1"], trees["L"], str(trees["L"])),
                 "local<->ssh": (trees["A2"], trees["S"], f"{server.alias}:{trees['S']}"),

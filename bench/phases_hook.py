@@ -50,8 +50,11 @@ def _wrap(obj: object, name: str, label: str) -> None:
 
 HOOKS: dict[str, list[tuple[str | None, str, str]]] = {
     "tether.transport.agent": [
+        (None, "_payload", "agent program packed"),
         ("_SshAgent", "spawn", "ssh spawn + agent sent"),
         ("_SshAgent", "_hello", "hello (far side start-up)"),
+        ("_SshAgent", "_handshake", "hello (far side start-up)"),  # before prestart: agent sent + hello
+        ("_SshAgent", "start", "agent connect"),
         ("_SshAgent", "close", "agent close"),
         ("_SshAgent", "close_soon", "agent close"),
     ],
@@ -63,6 +66,7 @@ HOOKS: dict[str, list[tuple[str | None, str, str]]] = {
     ],
     "tether.bisync.replica": [
         ("Replica", "_connect", "agent connect (+ early lock and scan)"),
+        ("Replica", "lock", "lock round trip"),
         ("Replica", "unlock", "unlock"),
     ],
     "tether.bisync.engine": [
