@@ -587,6 +587,9 @@ class Ops:
         tops: list[bytes] | None = None,
     ) -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]], list[bytes], int, int]:
         """Entries under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
+        A file's "ino" is its inode number and change time together (ino << 64 | ctime_ns): no
+        user can set a ctime, so a file replaced or rewritten since it was recorded shows even
+        when its size and mtime were put back (cp -p or tar onto a reused inode number).
 
         With `known` (what the last sync recorded here), only the entries that differ from it
         come back, with the known paths that are gone: a quiet tree sends almost nothing, and
@@ -643,7 +646,14 @@ class Ops:
                     m = st.st_mode
                     t = m >> 12
                     if t == 8:  # regular file
-                        ent: tuple[Any, ...] = ("f", st.st_size, st.st_mtime_ns, m & 0o7777, st.st_ino, None)
+                        ent: tuple[Any, ...] = (
+                            "f",
+                            st.st_size,
+                            st.st_mtime_ns,
+                            m & 0o7777,
+                            st.st_ino << 64 | st.st_ctime_ns,
+                            None,
+                        )
                     elif t == 4:  # directory
                         ent = ("d", 0, 0, m & 0o7777, 0, None)
                         stack.append(p)
@@ -675,7 +685,14 @@ class Ops:
                 st = os.lstat(parts[-1], dir_fd=dfd)
                 t = st.st_mode >> 12
                 if t == 8:
-                    return ("f", st.st_size, st.st_mtime_ns, st.st_mode & 0o7777, st.st_ino, None)
+                    return (
+                        "f",
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_mode & 0o7777,
+                        st.st_ino << 64 | st.st_ctime_ns,
+                        None,
+                    )
                 if t == 4:
                     return ("d", 0, 0, st.st_mode & 0o7777, 0, None)
                 if t == 10:
@@ -811,7 +828,7 @@ class Ops:
             return ["d", 0, 0, stat.S_IMODE(st.st_mode), 0]
         if t == "l":
             return ["l", st.st_size, st.st_mtime_ns, 0, st.st_ino]
-        return [t, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino]
+        return [t, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino << 64 | st.st_ctime_ns]
 
     def install(
         self,
