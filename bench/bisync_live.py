@@ -11,7 +11,6 @@ unison-fsmonitor, which Debian does not package, so there is no peer row here.)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -21,18 +20,10 @@ from pathlib import Path
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 
-from bench.common import TETHER, scratch
+from bench.common import TETHER, first_pass_done, scratch
 from bench.live import pct, poll
 
 LIMIT_P50, LIMIT_P95 = 0.050, 0.150  # issue 11: narrow passes started by events
-
-
-def _first_pass_done(env: dict[str, str]) -> bool:
-    proc = subprocess.run([*TETHER, "status", "live", "--json"], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return False
-    rows = json.loads(proc.stdout)["jobs"][0].get("targets") or [{}]
-    return bool(rows[0].get("full_passes")) and rows[0].get("state") == "idle"
 
 
 def measure(
@@ -48,7 +39,7 @@ def measure(
     (jobs / "live.toml").write_text(job)
     subprocess.run([*TETHER, "start", "live"], env=env, check=True, capture_output=True)
     try:
-        poll(lambda: _first_pass_done(env), 300, 0.05)
+        poll(lambda: first_pass_done(env, "live"), 300, 0.05)
         out = []
         for i in range(samples):
             frm, to = (a, b) if i % 2 == 0 or mirror else (b, a)

@@ -49,6 +49,22 @@ def timed(argv: Sequence[Arg], env: dict[str, str] | None = None) -> float:
     return took
 
 
+def target_status(env: dict[str, str], name: str) -> dict[str, object]:
+    """A running job's first target row from `tether status --json` ({} before it has one)."""
+    import json
+
+    proc = subprocess.run([*TETHER, "status", name, "--json"], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {}
+    rows = json.loads(proc.stdout)["jobs"][0].get("targets") or [{}]
+    return dict(rows[0])
+
+
+def first_pass_done(env: dict[str, str], name: str) -> bool:
+    row = target_status(env, name)
+    return bool(row.get("full_passes")) and row.get("state") == "idle"
+
+
 def median(xs: Sequence[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 

@@ -11,7 +11,6 @@ target is ready within 2x the time of the tether-written one, with no --force.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import threading
@@ -21,18 +20,10 @@ from pathlib import Path
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 
-from bench.common import TETHER, median, scratch
+from bench.common import TETHER, first_pass_done, median, scratch, target_status
 from bench.live import poll
 
 LIMIT = 2.0
-
-
-def _target(env: dict[str, str], name: str) -> dict[str, object]:
-    proc = subprocess.run([*TETHER, "status", name, "--json"], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {}
-    rows = json.loads(proc.stdout)["jobs"][0].get("targets") or [{}]
-    return dict(rows[0])
 
 
 def churn(src: Path, stop: threading.Event) -> None:
@@ -56,10 +47,10 @@ def ready_after(env: dict[str, str], name: str, src: Path) -> float:
     try:
 
         def ready() -> bool:
-            row = _target(env, name)
-            if row.get("last_error") and "never wrote" in str(row.get("last_error")):
-                raise SystemExit(f"bench: {name} refused the target: {row.get('last_error')}")
-            return bool(row.get("full_passes")) and row.get("state") == "idle"
+            error = str(target_status(env, name).get("last_error") or "")
+            if "never wrote" in error:
+                raise SystemExit(f"bench: {name} refused the target: {error}")
+            return first_pass_done(env, name)
 
         poll(ready, 300, 0.02)
         took = time.perf_counter() - start

@@ -11,26 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.rig.live import running, wait_for
+from tests.rig.live import small_pair as _pair
+from tests.rig.live import write_job_text as _job
 from tests.rig.run import contents as _files
 from tests.rig.run import tether, tether_json, tether_unprivileged
 from tests.rig.sshd import SshServer
-
-
-def _pair(tmp_path: Path, files: int = 4) -> tuple[Path, Path]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    for i in range(files):
-        (a / f"f{i}.txt").write_text(f"file {i}\n")
-    return a, b
-
-
-def _job(env: dict[str, str], name: str, body: str) -> Path:
-    jobs = Path(env["TETHER_HOME"]) / "config" / "jobs"
-    jobs.mkdir(parents=True, exist_ok=True)
-    f = jobs / f"{name}.toml"
-    f.write_text(body)
-    return f
 
 
 def test_first_pass_unions_and_reports_counts(tmp_path: Path, tether_env: dict[str, str]) -> None:

@@ -15,16 +15,11 @@ from typing import Any
 import pytest
 
 from tests.rig.live import running, status, wait_for
+from tests.rig.live import write_job_text as _job
 from tests.rig.run import tether_json
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 from tether.agent_remote import Ops
-
-
-def _job(env: dict[str, str], name: str, text: str) -> None:
-    jobs = Path(env["TETHER_HOME"]) / "config" / "jobs"
-    jobs.mkdir(parents=True, exist_ok=True)
-    (jobs / f"{name}.toml").write_text(text)
 
 
 def _replicas(
@@ -86,10 +81,10 @@ def test_churn_in_an_excluded_folder_starts_no_pass(
         wait_for(lambda: _target(env, "churn")["state"] == "idle", 60, "the job idle")
         after = _target(env, "churn")
     assert after["full_passes"] == before["full_passes"]  # nothing asked for a full look
-    # the narrow passes looked at the sentinel (on both sides, maybe in a few event batches on a
-    # busy machine), never at the 1,000 excluded paths
+    # the narrow passes looked at the sentinel (on both sides, maybe in several event batches on
+    # a busy machine, each echoed once), never at the 1,000 excluded paths
     looked = after["paths_looked"] - before["paths_looked"]
-    assert 1 <= looked <= 8, f"{looked} paths looked at for 1,000 excluded files and one change"
+    assert 1 <= looked <= 20, f"{looked} paths looked at for 1,000 excluded files and one change"
     assert not (b / "node_modules").exists()
 
 

@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.live import small_pair as _pair
 from tests.rig.run import contents as _files
 from tests.rig.run import tether, tether_json
 from tests.rig.sshd import SshServer
 from tether.ssh import SshOptions
 from tether.transport import agent as agent_mod
 from tether.transport.agent import AgentClient
-
-
-def _pair(tmp_path: Path, files: int = 4) -> tuple[Path, Path]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    for i in range(files):
-        (a / f"f{i}.txt").write_text(f"file {i}\n")
-    return a, b
 
 
 def test_a_live_lock_on_the_ssh_side_is_exit_4_and_nothing_moves(

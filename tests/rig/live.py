@@ -23,6 +23,25 @@ def write_job(env: dict[str, str], name: str, source: Path, targets: list[str], 
     return path
 
 
+def write_job_text(env: dict[str, str], name: str, body: str) -> Path:
+    """A job file as written by hand (any kind), in the test's TETHER_HOME."""
+    jobs = Path(env["TETHER_HOME"]) / "config" / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    f = jobs / f"{name}.toml"
+    f.write_text(body)
+    return f
+
+
+def small_pair(tmp_path: Path, files: int = 4) -> tuple[Path, Path]:
+    """Two replicas: a with a few small files, b empty."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for i in range(files):
+        (a / f"f{i}.txt").write_text(f"file {i}\n")
+    return a, b
+
+
 @contextmanager
 def running(env: dict[str, str], name: str) -> Iterator[None]:
     tether(["start", name], env, check_rc=0)

@@ -287,11 +287,12 @@ class Pass:
         size and mtime, so the next scans report it and the pass compares its bytes once
         (git's "racily clean")."""
         t1, t2 = self.t0[1], self.t0[2]
-        held = self.held.get
-        unknown = (None, None)
-        self.state.put(
-            (p, _racy(e1, t1, (held(p) or unknown)[0]), _racy(e2, t2, (held(p) or unknown)[1])) for p, e1, e2 in rows
-        )
+        held, unknown = self.held.get, (None, None)
+        marked = []
+        for p, e1, e2 in rows:
+            d1, d2 = held(p, unknown)
+            marked.append((p, _racy(e1, t1, d1), _racy(e2, t2, d2)))
+        self.state.put(marked)
 
     # ------------------------------------------------------------------ doing it
 

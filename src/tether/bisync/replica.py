@@ -63,6 +63,29 @@ def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
     return wait
 
 
+def threaded(fn: Callable[[], Any], name: str) -> Callable[[], Any]:
+    """Start fn() in a thread; the returned function waits for its result (or raises its error)."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append((True, fn()))
+        except BaseException as e:
+            out.append((False, e))
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+
+    def wait() -> Any:
+        t.join()
+        ok, value = out[0]
+        if not ok:
+            raise value
+        return value
+
+    return wait
+
+
 def ssh_for(dirs: Dirs, job: BisyncJob) -> SshOptions:
     ssh = SshOptions.from_env(dirs)
     return SshOptions(ssh.socket_dir, job.ssh_config) if job.ssh_config else ssh
@@ -218,7 +241,6 @@ class Replica:
                 done = local()
                 return lambda: done
             return forked(local)
-        out: list[Any] = []
 
         def compared(ents: dict[bytes, Raw], count: int, bad: list[bytes], t0: int | None) -> Any:
             """A whole listing reduced here to its difference from the known entries."""
@@ -227,54 +249,41 @@ class Replica:
             gone = [p for p in before if p not in ents]
             return finish(changed, gone, count, bad, t0)
 
-        def remote() -> None:
-            try:
-                cloud = isinstance(self.endpoint, Rclone)
-                early = self._early_lock is not None and tops is None
-                mine = None if cloud or early else known()
-                body = b"" if mine is None else marshal.dumps(mine)  # packed while the agent starts up
-                agent = self.agent
-                scan = self._scan_request(agent, body, tops)
-                if early:  # lock and whole scan taken as the agent came up
-                    self._early_lock = None
-                    got, res = self._early
-                    self._early = []
-                    self._took_lock(got)
-                elif lock_owner is None:
-                    (res,) = agent.pipeline([scan])
-                elif cloud:  # a listing of a remote is slow: not taken for a lock that is refused
-                    self.lock(lock_owner)
-                    (res,) = agent.pipeline([scan])
-                else:  # one round trip; a refused lock discards the scan taken beside it
-                    got, res = agent.pipeline([("lock", {"path": LOCK, "owner": lock_owner}, b""), scan])
-                    self._took_lock(got)
-                if isinstance(res, AgentError):
-                    raise res
-                if scan[1].get("fmt") == "marshal":
-                    rows, bad, gone, count, t0 = marshal.loads(res["data"])
-                    bad = [p for p, _why in bad]
-                    out.append(compared(rows, count, bad, t0) if mine is None else finish(rows, gone, count, bad, t0))
-                    return
-                # another Python (or rclone): the full listing, compared here
-                ents: dict[bytes, Raw] = {}
-                for r in res["entries"]:
-                    lk = r[6]
-                    ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
-                bad = [to_bytes(u[0]) for u in res.get("unreadable", [])]
-                out.append(compared(ents, len(ents), bad, res.get("now")))
-            except BaseException as e:
-                out.append(e)
+        def remote() -> Any:
+            cloud = isinstance(self.endpoint, Rclone)
+            early = self._early_lock is not None and tops is None
+            mine = None if cloud or early else known()
+            body = b"" if mine is None else marshal.dumps(mine)  # packed while the agent starts up
+            agent = self.agent
+            scan = self._scan_request(agent, body, tops)
+            if early:  # lock and whole scan taken as the agent came up
+                self._early_lock = None
+                got, res = self._early
+                self._early = []
+                self._took_lock(got)
+            elif lock_owner is None:
+                (res,) = agent.pipeline([scan])
+            elif cloud:  # a listing of a remote is slow: not taken for a lock that is refused
+                self.lock(lock_owner)
+                (res,) = agent.pipeline([scan])
+            else:  # one round trip; a refused lock discards the scan taken beside it
+                got, res = agent.pipeline([("lock", {"path": LOCK, "owner": lock_owner}, b""), scan])
+                self._took_lock(got)
+            if isinstance(res, AgentError):
+                raise res
+            if scan[1].get("fmt") == "marshal":
+                rows, bad, gone, count, t0 = marshal.loads(res["data"])
+                bad = [p for p, _why in bad]
+                return compared(rows, count, bad, t0) if mine is None else finish(rows, gone, count, bad, t0)
+            # another Python (or rclone): the full listing, compared here
+            ents: dict[bytes, Raw] = {}
+            for r in res["entries"]:
+                lk = r[6]
+                ents[to_bytes(r[0])] = (r[1], r[2], r[3], r[4], r[5], None if lk is None else to_bytes(lk))
+            bad = [to_bytes(u[0]) for u in res.get("unreadable", [])]
+            return compared(ents, len(ents), bad, res.get("now"))
 
-        t = threading.Thread(target=remote, name=f"scan-{self.label}", daemon=True)
-        t.start()
-
-        def wait() -> tuple[dict[bytes, Raw], set[bytes], int, list[bytes], int | None]:
-            t.join()
-            if isinstance(out[0], BaseException):
-                raise out[0]
-            return out[0]  # type: ignore[no-any-return]
-
-        return wait
+        return threaded(remote, f"scan-{self.label}")
 
     @staticmethod
     def _scan_request(agent: AgentClient, known: bytes, tops: list[bytes] | None = None) -> Request:
@@ -293,24 +302,7 @@ class Replica:
         if isinstance(self.endpoint, Local) and len(paths) > 256:
             ops = self.agent.ops  # type: ignore[attr-defined]
             return forked(lambda: ops.hash(paths)["digests"])
-        out: list[Any] = []
-
-        def run() -> None:
-            try:
-                out.append(self.call("hash", paths=wired)["digests"])
-            except BaseException as e:
-                out.append(e)
-
-        t = threading.Thread(target=run, name=f"hash-{self.label}", daemon=True)
-        t.start()
-
-        def wait() -> list[str | None]:
-            t.join()
-            if isinstance(out[0], BaseException):
-                raise out[0]
-            return out[0]  # type: ignore[no-any-return]
-
-        return wait
+        return threaded(lambda: self.call("hash", paths=wired)["digests"], f"hash-{self.label}")
 
     def lock(self, owner: str) -> None:
         """The replica's lock file (an flock its agent holds); exit 4 naming the holder if taken."""
