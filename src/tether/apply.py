@@ -16,9 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tether import hooks
 from tether.config import LiveOptions
 from tether.endpoints import Endpoint, Ssh
 from tether.errors import TetherError
+from tether.hooks import NO_HOOKS, PassClock, PassHooks
 from tether.mirror import TRASH, TRASH_INCOMING, Mirror, MirrorSpec
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentError
@@ -65,8 +67,17 @@ def _digest(path: str) -> str | None:
 class Applier:
     """Applies coalesced changes to one target, through its agent and, for bulk, rsync."""
 
-    def __init__(self, target: Endpoint, spec: MirrorSpec, opts: LiveOptions, mirror: Mirror, ssh: SshOptions) -> None:
+    def __init__(
+        self,
+        target: Endpoint,
+        spec: MirrorSpec,
+        opts: LiveOptions,
+        mirror: Mirror,
+        ssh: SshOptions,
+        pass_hooks: PassHooks = NO_HOOKS,
+    ) -> None:
         self.target, self.spec, self.opts, self.mirror, self.ssh = target, spec, opts, mirror, ssh
+        self.hooks = pass_hooks
         self.src = spec.source.path
         self._agent: AgentClient | None = None
 
@@ -92,9 +103,27 @@ class Applier:
 
     # -- passes -----------------------------------------------------------------------------
     def full_pass(self) -> BatchResult:
+        """A full pass between the job's `before` and `after` commands, within its time limits
+        (as a one-shot pass is): a failing `before` or a pass stopped at max_time_hard raises,
+        and the worker tries the full pass again."""
+        failed = hooks.run_command("before", self.hooks.before, self.hooks.command_timeout)
+        if failed:
+            raise TetherError(failed, "the full pass did not run; fix the command or remove `before` from the job")
+        clock = self.hooks.clock()
+        try:
+            return self._full_pass(clock)
+        finally:
+            warning = clock.soft_warning()
+            if warning:
+                log.warning("%s: %s", self.target, warning)
+            failed = hooks.run_command("after", self.hooks.after, self.hooks.command_timeout)
+            if failed:
+                log.error("%s: %s", self.target, failed)
+
+    def _full_pass(self, clock: PassClock) -> BatchResult:
         started = time.time_ns()
         self.agent()  # connected now, off the path of the first change
-        outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False)
+        outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False, clock=clock)
         self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)

@@ -18,6 +18,8 @@ from tether.output import shown
 from tether.ssh import SshOptions
 
 if TYPE_CHECKING:  # the mirror machinery is imported when a mirror runs: other commands start faster
+    from tether.hooks import PassHooks
+    from tether.jobs import Job
     from tether.mirror import MirrorSpec
 
 
@@ -101,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOptions) -> int:
+def _mirror(
+    spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOptions, pass_hooks: PassHooks | None = None
+) -> int:
+    """One pass to every target; a job's `pass_hooks` put its before/after commands around it
+    and its time limits on it."""
+    from tether import hooks
     from tether.mirror import Mirror, TargetOutcome
     from tether.output import print_outcomes
     from tether.state import KnownTargets
@@ -110,6 +117,13 @@ def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOpti
     def say(line: str) -> None:
         print(f"+ {shown(line)}", file=sys.stderr)
 
+    pass_hooks = pass_hooks or hooks.PassHooks()
+    if not args.dry_run:
+        failed = hooks.run_command("before", pass_hooks.before, pass_hooks.command_timeout)
+        if failed:
+            print(f"tether: refused: {failed}\n  hint: the pass did not run; fix the command or remove `before`"
+                  " from the job", file=sys.stderr)  # fmt: skip
+            return EXIT_ERRORS
     bar = None
     if sys.stderr.isatty() and not args.json and not args.verbose:
         from tether.progress import ProgressLine
@@ -118,13 +132,23 @@ def _mirror(spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOpti
     mirror = Mirror(
         Rsync(ssh, spec.rsync), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar
     )
+    clock = pass_hooks.clock()
     try:
-        outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force)
+        outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force, clock=clock)
     finally:
         if bar:
             bar.close()
     print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json)
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_ERRORS
+    ok = all(o.ok for o in outcomes)
+    warning = clock.soft_warning()
+    if warning:
+        print(f"tether: warning: {warning}", file=sys.stderr)
+    if not args.dry_run:
+        failed = hooks.run_command("after", pass_hooks.after, pass_hooks.command_timeout)
+        if failed:
+            print(f"tether: error: {failed}", file=sys.stderr)
+            ok = False
+    return EXIT_OK if ok else EXIT_ERRORS
 
 
 def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
@@ -157,37 +181,44 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.bisync.config import is_bisync
-    from tether.config import job_file, parse_job
+    from tether.config import MirrorJob
+    from tether.jobs import load_named
+    from tether.service.daemon import check_conflicts
 
-    file = job_file(dirs, args.name)
-    if is_bisync(file):
+    job = load_named(dirs, args.name)
+    if not args.dry_run:
+        check_conflicts(dirs, job)
+    if not isinstance(job, MirrorJob):
         from tether.bisync.cli import run_once
-        from tether.bisync.config import parse_bisync_job
 
-        bjob = parse_bisync_job(file, args.name)
-        return run_once(bjob, dirs, dry_run=args.dry_run, force=args.force, as_json=args.json)
-    job = parse_job(file, args.name)
+        return run_once(job, dirs, dry_run=args.dry_run, force=args.force, as_json=args.json)
     ssh = SshOptions.from_env(dirs)
     if job.ssh_config:
         ssh = SshOptions(ssh.socket_dir, job.ssh_config)
-    return _mirror(job.spec, args, dirs, ssh)
+    return _mirror(job.spec, args, dirs, ssh, job.hooks)
+
+
+def describe(job: Job) -> dict[str, Any]:
+    """A job in a few words: kind, where from and where to (for `check` and `jobs`)."""
+    from tether.config import MirrorJob
+
+    if isinstance(job, MirrorJob):
+        targets = [shown(str(t)) for t in job.spec.targets]
+        return {"kind": "mirror", "source": shown(job.spec.source.path), "targets": targets}
+    return {"kind": "bisync", "source": shown(str(job.path1)), "targets": [shown(str(job.path2))]}
 
 
 def check_job(file: Path, name: str) -> str:
     """Validate one job file as `tether check` does; what it syncs, in a few words."""
-    from tether.bisync.config import is_bisync, parse_bisync_job
-    from tether.config import parse_job
+    from tether.jobs import load_job
 
-    if is_bisync(file):
-        bjob = parse_bisync_job(file, name)
-        return f"bisync {shown(str(bjob.path1))} <-> {shown(str(bjob.path2))}"
-    job = parse_job(file, name)
-    return f"mirror {shown(job.spec.source.path)} -> {', '.join(shown(str(t)) for t in job.spec.targets)}"
+    d = describe(load_job(file, name))
+    arrow = "<->" if d["kind"] == "bisync" else "->"
+    return f"{d['kind']} {d['source']} {arrow} {', '.join(d['targets'])}"
 
 
 def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import job_file
+    from tether.jobs import job_file
 
     file = job_file(dirs, args.name)
     print(f"{file}: ok ({check_job(file, args.name)})")
@@ -197,21 +228,13 @@ def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
 def cmd_jobs(args: argparse.Namespace, dirs: Dirs) -> int:
     import json
 
-    from tether.bisync.config import is_bisync, parse_bisync_job
-    from tether.config import job_file, list_jobs, parse_job
+    from tether.jobs import list_jobs, load_named
 
     rows: list[dict[str, Any]] = []
     worst = EXIT_OK
     for name in list_jobs(dirs):
         try:
-            if is_bisync(job_file(dirs, name)):
-                bjob = parse_bisync_job(job_file(dirs, name), name)
-                rows.append({"name": name, "kind": "bisync", "ok": True, "source": shown(str(bjob.path1)),
-                             "targets": [shown(str(bjob.path2))]})  # fmt: skip
-                continue
-            job = parse_job(job_file(dirs, name), name)
-            rows.append({"name": name, "kind": "mirror", "ok": True, "source": shown(job.spec.source.path),
-                         "targets": [shown(str(t)) for t in job.spec.targets]})  # fmt: skip
+            rows.append({"name": name, "ok": True, **describe(load_named(dirs, name))})
         except TetherError as e:
             rows.append({"name": name, "ok": False, "error": e.message})
             worst = EXIT_USAGE

@@ -90,8 +90,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import job_file
     from tether.importers import DISPLAY, detect
+    from tether.jobs import job_file
     from tether.locations.config import config_file
 
     source = args.file.absolute()

@@ -17,6 +17,7 @@ from tether.output import human_bytes, shown
 
 if TYPE_CHECKING:  # imported lazily at run time: other commands start faster without them
     from tether.config import LiveOptions
+    from tether.hooks import PassHooks
     from tether.mirror import MirrorSpec
     from tether.ssh import SshOptions
 
@@ -54,11 +55,18 @@ def setup_logging() -> None:
 
 
 def run_live(
-    name: str, job_spec: MirrorSpec, live_opts: LiveOptions, ssh: SshOptions, dirs: Dirs, status_path: Path
+    name: str,
+    job_spec: MirrorSpec,
+    live_opts: LiveOptions,
+    ssh: SshOptions,
+    dirs: Dirs,
+    status_path: Path,
+    pass_hooks: PassHooks | None = None,
 ) -> int:
     """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`."""
     import logging
 
+    from tether.hooks import PassHooks
     from tether.live import LiveMirror
     from tether.mirror import Mirror
     from tether.service.status import JobStatus, StatusBoard
@@ -68,7 +76,7 @@ def run_live(
     setup_logging()
     board = StatusBoard(status_path, JobStatus(name, os.getpid(), job_spec.source.path, time.time()))
     mirror = Mirror(Rsync(ssh, job_spec.rsync), KnownTargets(dirs.state))
-    live = LiveMirror(job_spec, live_opts, mirror, ssh, board)
+    live = LiveMirror(job_spec, live_opts, mirror, ssh, board, pass_hooks=pass_hooks or PassHooks())
 
     def on_signal(signum: int, _frame: object) -> None:
         logging.getLogger("tether").info("stopping (%s): finishing the transfer in flight", signal.Signals(signum).name)
@@ -88,31 +96,27 @@ def run_live(
 
 
 def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.bisync.config import is_bisync, parse_bisync_job
-    from tether.config import job_file, parse_job
+    from tether.config import MirrorJob
+    from tether.jobs import load_named
     from tether.service.daemon import JobPaths, check_conflicts
     from tether.service.locks import PidLock
     from tether.ssh import SshOptions
 
-    file = job_file(dirs, args.name)
-    bisync = is_bisync(file)
-    bjob = parse_bisync_job(file, args.name) if bisync else None
-    job = None if bisync else parse_job(file, args.name)
+    job = load_named(dirs, args.name)
     paths = JobPaths.of(dirs, args.name)
     lock = PidLock(paths.pid)
     if not lock.acquire():
         raise LockedError(f"{args.name} is already running (pid {lock.holder()})", f"`tether stop {args.name}` first")
     try:
-        if bjob is not None:
+        check_conflicts(dirs, job)
+        if not isinstance(job, MirrorJob):
             from tether.bisync.cli import run_job_live
 
-            return run_job_live(bjob, dirs, paths.status)
-        assert job is not None
-        check_conflicts(dirs, job)
+            return run_job_live(job, dirs, paths.status)
         ssh = SshOptions.from_env(dirs)
         if job.ssh_config:
             ssh = SshOptions(ssh.socket_dir, job.ssh_config)
-        return run_live(args.name, job.spec, job.live, ssh, dirs, paths.status)
+        return run_live(args.name, job.spec, job.live, ssh, dirs, paths.status, job.hooks)
     finally:
         lock.release()
 
@@ -125,7 +129,7 @@ def _fmt_time(t: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import list_jobs
+    from tether.jobs import list_jobs
     from tether.service.daemon import JobPaths
     from tether.service.locks import PidLock
     from tether.service.status import read_status
@@ -161,7 +165,7 @@ def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_log(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import job_file
+    from tether.jobs import job_file
     from tether.service.daemon import JobPaths
 
     job_file(dirs, args.name)

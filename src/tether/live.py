@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from tether.apply import AGENT_BATCH, Applier
 from tether.config import LiveOptions
 from tether.errors import TetherError, UsageError
+from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import Mirror, MirrorSpec
 from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, StatusBoard, TargetStatus
 from tether.ssh import SshOptions
@@ -172,7 +173,9 @@ class LiveMirror:
         ssh: SshOptions,
         board: StatusBoard,
         on_batch: Callable[[list[Change]], None] | None = None,
+        pass_hooks: PassHooks = NO_HOOKS,
     ) -> None:
+        """`pass_hooks`: the job's before/after commands and time limits, for each full pass."""
         self.spec, self.opts, self.board = spec, opts, board
         self.stopping = threading.Event()
         self._watcher: Watcher | None = None
@@ -181,7 +184,7 @@ class LiveMirror:
         for t in spec.targets:
             st = TargetStatus(str(t))
             board.status.targets.append(st)
-            applier = Applier(t, spec, opts, mirror, ssh)
+            applier = Applier(t, spec, opts, mirror, ssh, pass_hooks)
             self.workers.append(TargetWorker(applier, st, board, self.stopping, self._source_moved))
 
     def run(self) -> None:

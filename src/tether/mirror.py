@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tether.endpoints import Endpoint, Local, Ssh
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
+from tether.hooks import PassClock
 from tether.state import KnownTargets
 from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult
 
@@ -116,7 +117,10 @@ class Mirror:
         self.verbose = verbose
         self.progress = progress  # (target, percent, bytes, rate), for transfers that change things
 
-    def _run(self, argv: list[str], target: Endpoint, input: bytes | None = None) -> RsyncResult:
+    def _run(
+        self, argv: list[str], target: Endpoint, input: bytes | None = None, clock: PassClock | None = None
+    ) -> RsyncResult:
+        """One rsync run; with a `clock`, it stops at the pass's max_time_hard."""
         if self.verbose:
             self.verbose(shlex.join(argv))
         report = None
@@ -126,7 +130,11 @@ class Mirror:
             def report(pct: int, done: int, rate: str) -> None:
                 on_progress(str(target), pct, done, rate)
 
-        return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report, input)
+        stop_at = clock.stop_at if clock is not None else None
+        res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report, input, stop_at)
+        if res.stopped and clock is not None:
+            res.errors = [clock.stopped()]
+        return res
 
     def _argv(
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
@@ -160,25 +168,34 @@ class Mirror:
         with agent:
             agent.call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
 
-    def _pass(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False) -> TargetOutcome:
-        res = self._run(self._argv(spec, target, dry_run=dry_run), target)
+    def _pass(
+        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, clock: PassClock | None = None
+    ) -> TargetOutcome:
+        res = self._run(self._argv(spec, target, dry_run=dry_run), target, clock=clock)
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)
 
     def _guarded(
-        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, added: int = 0, mine: frozenset[str] = frozenset()
+        self,
+        spec: MirrorSpec,
+        target: Endpoint,
+        *,
+        dry_run: bool,
+        added: int = 0,
+        mine: frozenset[str] = frozenset(),
+        clock: PassClock | None = None,
     ) -> TargetOutcome:
         """A target tether never wrote holds data: show what a mirror would destroy, refuse if anything.
         What tether itself just put there (`mine`: a file the source held for a moment during the
         first pass) is tether's to delete or replace: a target that held nothing but what the
         source held is tether's from then on (taking over from lsyncd or a cron'd rsync)."""
-        plan = self._run(self._argv(spec, target, dry_run=True), target)
-        if not plan.ok and plan.returncode != PARTIAL:
+        plan = self._run(self._argv(spec, target, dry_run=True), target, clock=clock)
+        if not plan.ok and (plan.returncode != PARTIAL or plan.stopped):
             return TargetOutcome.from_rsync(target, plan)
         lost = destructive([c for c in plan.changes if c[12:] not in mine])
         if not lost:
-            return TargetOutcome.from_rsync(target, plan) if dry_run else self._pass(spec, target)
+            return TargetOutcome.from_rsync(target, plan) if dry_run else self._pass(spec, target, clock=clock)
         shown = lost[:MAX_LISTED] + ([f"... and {len(lost) - MAX_LISTED} more"] if len(lost) > MAX_LISTED else [])
         note = (
             f"; nothing there was deleted or overwritten ({added} missing files were added)"
@@ -192,11 +209,15 @@ class Mirror:
             hint="check the target path; pass --force to make it an exact mirror, or --no-delete to keep extra files",
         )  # fmt: skip
 
-    def _emptied_source(self, spec: MirrorSpec, target: Endpoint) -> TargetOutcome | None:
+    def _emptied_source(
+        self, spec: MirrorSpec, target: Endpoint, clock: PassClock | None = None
+    ) -> TargetOutcome | None:
         """An empty source (an unmounted disk leaves an empty mount point) must not empty a target."""
         if not _local_is_empty(spec.source):
             return None
-        plan = self._run(self._argv(spec, target, dry_run=True), target)
+        plan = self._run(self._argv(spec, target, dry_run=True), target, clock=clock)
+        if plan.stopped:
+            return TargetOutcome.from_rsync(target, plan)
         gone = [c[12:] for c in plan.changes if c.startswith("*deleting")]
         if not plan.ok or not gone:
             return None
@@ -206,30 +227,33 @@ class Mirror:
             hint="is the source's disk mounted? pass --force if the target really should be emptied",
         )  # fmt: skip
 
-    def sync_target(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
+    def sync_target(
+        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool, clock: PassClock | None = None
+    ) -> TargetOutcome:
+        """One target brought up to date; with a `clock`, stopped at the pass's max_time_hard."""
         if spec.delete and not force:
-            refused = self._emptied_source(spec, target)
+            refused = self._emptied_source(spec, target, clock)
             if refused:
                 return refused
         if force or not spec.delete or self.known.has(target.key()):
-            return self._pass(spec, target, dry_run=dry_run)
+            return self._pass(spec, target, dry_run=dry_run, clock=clock)
         if dry_run or isinstance(target, Local):
             if isinstance(target, Local) and _local_is_empty(target):
-                return self._pass(spec, target, dry_run=dry_run)
-            return self._guarded(spec, target, dry_run=dry_run)
+                return self._pass(spec, target, dry_run=dry_run, clock=clock)
+            return self._guarded(spec, target, dry_run=dry_run, clock=clock)
         # A remote target tether never wrote: one pass that only adds what is missing. For a new
         # target (the usual case) that is the whole mirror, at the cost of a plain rsync; if
         # anything was already there, look closer before deleting or overwriting any of it.
-        res = self._run(self._argv(spec, target, first_contact=True), target)
+        res = self._run(self._argv(spec, target, first_contact=True), target, clock=clock)
         if res.ok and res.created >= res.total - 1:
             self.known.add(target.key(), str(spec.source))
             return TargetOutcome.from_rsync(target, res)
-        if not res.ok and res.returncode not in (PARTIAL, MAX_DELETE_HIT):
+        if not res.ok and (res.returncode not in (PARTIAL, MAX_DELETE_HIT) or res.stopped):
             return TargetOutcome.from_rsync(target, res)
         # (files that vanished from a live source during that pass are no reason to stop here:
         # the add-only pass is not the mirror, the guarded pass below is)
         added = frozenset(c[12:] for c in res.changes if c[2:11] == "+++++++++")
-        return self._guarded(spec, target, dry_run=False, added=res.files, mine=added)
+        return self._guarded(spec, target, dry_run=False, added=res.files, mine=added, clock=clock)
 
     def send_paths(
         self, spec: MirrorSpec, target: Endpoint, paths: list[str], *, changed: bool = False
@@ -256,19 +280,24 @@ class Mirror:
         argv[cut + 1 :] = [f"{argv[cut + 1]}{rel}/", f"{argv[cut + 2]}{rel}/"]
         return TargetOutcome.from_rsync(target, self._run(argv, target))
 
-    def run(self, spec: MirrorSpec, *, dry_run: bool = False, force: bool = False) -> list[TargetOutcome]:
+    def run(
+        self, spec: MirrorSpec, *, dry_run: bool = False, force: bool = False, clock: PassClock | None = None
+    ) -> list[TargetOutcome]:
+        """Every target, in parallel; a `clock` gives the whole pass one max_time_hard."""
         check_source(spec.source)
         targets = spec.targets
         if len(targets) == 1:
-            return [self._one_shot(spec, targets[0], dry_run=dry_run, force=force)]
+            return [self._one_shot(spec, targets[0], dry_run=dry_run, force=force, clock=clock)]
         from concurrent.futures import ThreadPoolExecutor  # only when there is more than one target
 
         with ThreadPoolExecutor(max_workers=min(len(targets), 16)) as pool:
-            futures = [pool.submit(self._one_shot, spec, t, dry_run=dry_run, force=force) for t in targets]
+            futures = [pool.submit(self._one_shot, spec, t, dry_run=dry_run, force=force, clock=clock) for t in targets]
             return [f.result() for f in futures]
 
-    def _one_shot(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
-        out = self.sync_target(spec, target, dry_run=dry_run, force=force)
+    def _one_shot(
+        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool, clock: PassClock | None
+    ) -> TargetOutcome:
+        out = self.sync_target(spec, target, dry_run=dry_run, force=force, clock=clock)
         if spec.trash and not dry_run and (out.files or out.deleted):
             try:
                 self.fold_trash(target)

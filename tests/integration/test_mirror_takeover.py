@@ -25,8 +25,8 @@ class SourceChangesDuringFirstPass(Mirror):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.gone = gone
 
-    def _run(self, argv: list[str], target: object, input: bytes | None = None) -> RsyncResult:
-        res = super()._run(argv, target, input)  # type: ignore[arg-type]
+    def _run(self, argv: list[str], target: object, input: bytes | None = None, clock: object = None) -> RsyncResult:
+        res = super()._run(argv, target, input, clock)  # type: ignore[arg-type]
         if "--ignore-existing" in argv and self.gone.exists():
             self.gone.unlink()
         return res

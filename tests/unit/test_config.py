@@ -6,9 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from tether.config import parse_job, validate_rsync_args
+from tether.config import MirrorJob
 from tether.endpoints import Local, Ssh, parse_endpoint
 from tether.errors import ConfigError, UsageError
+from tether.jobkeys import validate_rsync_args
+from tether.jobs import load_job
+
+
+def parse_job(file: Path, name: str) -> MirrorJob:
+    job = load_job(file, name)
+    assert isinstance(job, MirrorJob)
+    return job
 
 
 def job(tmp_path: Path, text: str) -> Path:
@@ -39,7 +47,7 @@ def test_a_valid_job(tmp_path: Path) -> None:
         (
             'source = "/a"\ntargets = ["/b"]\ndelete = "yes"\n',
             3,
-            "delete must be a one of mirror, keep",
+            "delete must be one of mirror, keep, trash",
         ),
         (
             'source = "/a"\ntargets = ["/b"]\nrsync_args = ["--delete-after"]\n',

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tether.bisync.config import parse_bisync_job
+from tether.bisync.config import BisyncJob
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
 from tether.importers import Imported, micsync, unison
+from tether.jobs import load_job
 from tether.locations.config import parse as parse_locations
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "import"
@@ -211,7 +212,7 @@ def check_with_tether(tmp_path: Path, out: Imported, name: str = "work") -> None
     file = tmp_path / "jobs" / f"{name}.toml"
     file.parent.mkdir(exist_ok=True)
     file.write_text(out.jobs[name])
-    parse_bisync_job(file, name)
+    assert isinstance(load_job(file, name), BisyncJob)
 
 
 ROOTS = "root = /srv/a\nroot = /srv/b\n"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.bisync.config import BisyncJob, check_pair, parse_bisync_job
+from tether.bisync.config import BisyncJob, check_pair
 from tether.bisync.plan import POLICIES
 from tether.bisync.rclone_spec import parse_replica
 from tether.dirs import Dirs
@@ -118,10 +118,13 @@ def run_once(job: BisyncJob, dirs: Dirs, *, dry_run: bool, force: bool, as_json:
 
 
 def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import job_file
+    from tether.jobs import load_named
 
     if len(args.name) == 1:
-        job = parse_bisync_job(job_file(dirs, args.name[0]), args.name[0])
+        loaded = load_named(dirs, args.name[0])
+        if not isinstance(loaded, BisyncJob):
+            raise UsageError(f"{args.name[0]!r} is a mirror job: only bisync jobs have conflicts")
+        job = loaded
     elif len(args.name) == 2:
         job = BisyncJob("adhoc", None, parse_replica(args.name[0]), parse_replica(args.name[1]))
     else:

@@ -1,59 +1,33 @@
-"""Bisync job files: `kind = "bisync"` in jobs/NAME.toml, validated as strictly as mirror jobs."""
+"""Bisync jobs: `kind = "bisync"` in jobs/NAME.toml.  The loader (tether.jobs) reads the file
+and checks it against SCHEMA, the same framework and shared keys as mirror jobs; `build` adds
+what a key's type cannot say (the two replicas and how they pair)."""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from tether import jobkeys
 from tether.bisync.plan import POLICIES
 from tether.bisync.rclone_spec import Rclone, ReplicaSpec, parse_replica
 from tether.endpoints import Local, Ssh, is_inside
-from tether.errors import ConfigError, UsageError
+from tether.errors import UsageError
 from tether.filters import Filter
+from tether.hooks import NO_HOOKS, PassHooks
+from tether.schema import Doc, Key, Schema, choice, is_int, is_seconds, is_str
 
-
-def _rate(v: str) -> bool:
-    from tether.transport.rsync import RATE_RE  # only when a job sets bwlimit
-
-    return RATE_RE.fullmatch(v) is not None
-
-
-def _str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v: Any) -> bool:
-    return (_int(v) or isinstance(v, float)) and v > 0
-
-
-FIELDS: dict[str, tuple[str, Any, str]] = {
-    # key: (what it must be, check, example)
-    "kind": ('the string "bisync"', lambda v: v == "bisync", 'kind = "bisync"'),
-    "path1": ("a path or host:/path", lambda v: isinstance(v, str) and v != "", 'path1 = "/home/me/notes"'),
-    "path2": ("a path or host:/path", lambda v: isinstance(v, str) and v != "", 'path2 = "server:/srv/notes"'),
-    "conflict": (f"one of {', '.join(POLICIES)}", lambda v: v in POLICIES, 'conflict = "keep-both"'),
-    "exclude": ("a list of patterns", _str_list, 'exclude = ["*.tmp", ".cache/"]'),
-    "include": ("a list of patterns", _str_list, 'include = ["keep.tmp"]'),
-    "max_delete": ("a percentage 0-100", lambda v: _int(v) and 0 <= v <= 100, "max_delete = 50"),
-    "backups_keep": ("a whole number >= 1", lambda v: _int(v) and v >= 1, "backups_keep = 10"),
-    "trash_days": ("a whole number of days", lambda v: _int(v) and v >= 0, "trash_days = 30"),
-    "max_time_soft": ("seconds > 0", _num, "max_time_soft = 3600"),
-    "max_time_hard": ("seconds > 0", _num, "max_time_hard = 7200"),
-    "before": ("a command as a list of strings", lambda v: _str_list(v) and v, 'before = ["/usr/local/bin/snap"]'),
-    "after": ("a command as a list of strings", lambda v: _str_list(v) and v, 'after = ["notify-send", "synced"]'),
-    "commands_on": ("local, path1 or path2", lambda v: v in ("local", "path1", "path2"), 'commands_on = "path2"'),
-    "command_timeout": ("seconds > 0", _num, "command_timeout = 300"),
-    "interval": ("seconds > 0", _num, "interval = 60"),
-    "bwlimit": ("an rsync rate like 5M", lambda v: isinstance(v, str) and _rate(v), 'bwlimit = "5M"'),
-    "ssh_config": ("a file path", lambda v: isinstance(v, str) and v != "", 'ssh_config = "~/.ssh/config"'),
-    "python": ("a program name", lambda v: isinstance(v, str) and re.fullmatch(r"[\w./+-]+", v), 'python = "python3"'),
-}
+SCHEMA: Schema = {
+    "kind": jobkeys.kind_key("bisync"),
+    "path1": Key("a path, host:/path or remote:path", is_str, 'path1 = "/home/me/notes"', required=True),
+    "path2": Key("a path, host:/path or remote:path", is_str, 'path2 = "server:/srv/notes"', required=True),
+    "conflict": choice("conflict", POLICIES),
+    "max_delete": Key("a percentage 0-100", lambda v: is_int(v) and 0 <= v <= 100, "max_delete = 50", 50),
+    "backups_keep": Key("a whole number >= 1", lambda v: is_int(v) and v >= 1, "backups_keep = 10", 10),
+    "commands_on": choice("commands_on", ("local", "path1", "path2")),
+    "interval": Key("a number of seconds > 0", is_seconds, "interval = 60", 60),
+    **jobkeys.SHARED,
+}  # fmt: skip
 
 
 class BisyncJob(NamedTuple):
@@ -66,16 +40,18 @@ class BisyncJob(NamedTuple):
     max_delete: int = 50
     backups_keep: int = 10
     trash_days: int = 30
-    max_time_soft: float | None = None
-    max_time_hard: float | None = None
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
+    hooks: PassHooks = NO_HOOKS
     commands_on: str = "local"
-    command_timeout: float = 300.0
     interval: float = 60.0
     bwlimit: str | None = None
     ssh_config: str | None = None
     python: str = "auto"
+    rsync: str = "rsync"
+    rsync_args: tuple[str, ...] = ()
+
+    def writes(self) -> tuple[ReplicaSpec, ...]:
+        """Where the job writes: both replicas."""
+        return (self.path1, self.path2)
 
 
 def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
@@ -103,68 +79,23 @@ def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
         )
 
 
-def _line(text: str, key: str) -> str:
-    rx = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for no, ln in enumerate(text.splitlines(), 1):
-        if rx.match(ln):
-            return f":{no}"
-    return ""
-
-
-def is_bisync(file: Path) -> bool:
-    """Cheap test for the job kind, before choosing a parser."""
-    try:
-        return bool(re.search(r'(?m)^\s*kind\s*=\s*["\']bisync["\']', file.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def parse_bisync_job(file: Path, name: str) -> BisyncJob:
-    import tomllib
-
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise UsageError(f"no job named {name!r} ({file} does not exist)", "`tether jobs` lists the jobs") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{file}: cannot read: {e}", "fix the TOML syntax") from None
-
-    def err(key: str, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"{file}{_line(text, key)}: {message}", hint)
-
-    for key, value in data.items():
-        if key not in FIELDS:
-            import difflib
-
-            near = difflib.get_close_matches(key, FIELDS, 1)
-            raise err(key, f"unknown key {key!r}", f"did you mean {near[0]!r}?" if near else "see README: bisync jobs")
-        what, check, example = FIELDS[key]
-        if not check(value):
-            raise err(key, f"{key} must be {what}, not {value!r}", f"for example: {example}")
+def build(doc: Doc, name: str) -> BisyncJob:
+    base = str(doc.file.parent)
+    replicas = []
     for key in ("path1", "path2"):
-        if key not in data:
-            raise err(key, f"missing {key}", f"add a line like: {FIELDS[key][2]}")
-    base = str(file.parent)
-    p1, p2 = parse_replica(data["path1"], base=base), parse_replica(data["path2"], base=base)
+        try:
+            replicas.append(parse_replica(doc[key], base=base))
+        except UsageError as e:
+            raise doc.error(key, e.message, e.hint) from None
+    p1, p2 = replicas
     try:
         check_pair(p1, p2)
     except UsageError as e:
-        raise err("path2", e.message, e.hint) from None
-    try:
-        flt = Filter.build(data.get("exclude", ()), data.get("include", ()))
-    except UsageError as e:
-        raise err("exclude", e.message, e.hint) from None
-    soft, hard = data.get("max_time_soft"), data.get("max_time_hard")
-    if soft is not None and hard is not None and soft > hard:
-        raise err("max_time_soft", "max_time_soft is longer than max_time_hard", "the soft limit warns before the hard")
-    ssh_config = data.get("ssh_config")
+        raise doc.error("path2", e.message, e.hint) from None
     return BisyncJob(
-        name, file, p1, p2, policy=data.get("conflict", "keep-both"), filter=flt,
-        max_delete=data.get("max_delete", 50), backups_keep=data.get("backups_keep", 10),
-        trash_days=data.get("trash_days", 30), max_time_soft=soft, max_time_hard=hard,
-        before=tuple(data.get("before", ())), after=tuple(data.get("after", ())),
-        commands_on=data.get("commands_on", "local"), command_timeout=float(data.get("command_timeout", 300)),
-        interval=float(data.get("interval", 60)), bwlimit=data.get("bwlimit"),
-        ssh_config=os.path.expanduser(ssh_config) if ssh_config else None, python=data.get("python", "auto"),
+        name, doc.file, p1, p2, policy=doc["conflict"], filter=jobkeys.job_filter(doc),
+        max_delete=doc["max_delete"], backups_keep=doc["backups_keep"], trash_days=doc["trash_days"],
+        hooks=jobkeys.hooks(doc), commands_on=doc["commands_on"], interval=float(doc["interval"]),
+        bwlimit=jobkeys.bwlimit(doc), ssh_config=jobkeys.ssh_config(doc), python=doc["python"],
+        rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc),
     )  # fmt: skip

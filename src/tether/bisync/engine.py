@@ -26,6 +26,7 @@ from tether.bisync.state import State
 from tether.endpoints import Ssh
 from tether.errors import LockedError, TetherError
 from tether.filters import Filter
+from tether.hooks import PassClock
 from tether.ssh import SshOptions
 
 Item = tuple[bytes, bytes, Entry, Entry | None]  # (source path, dest path, source entry, expected dest entry)
@@ -53,11 +54,14 @@ class Options:
         max_time_soft: float | None = None,
         max_time_hard: float | None = None,
         bwlimit: str | None = None,
+        rsync: str = "rsync",
+        rsync_args: tuple[str, ...] = (),
     ) -> None:
         self.policy, self.dry_run, self.force, self.max_delete = policy, dry_run, force, max_delete
         self.filter = filter if filter is not None else Filter()
         self.backups_keep, self.trash_days, self.bwlimit = backups_keep, trash_days, bwlimit
         self.max_time_soft, self.max_time_hard = max_time_soft, max_time_hard
+        self.rsync, self.rsync_args = rsync, rsync_args  # the job's rsync program and extra options
         self.crash_after: int | None = None  # tests: stop abruptly after this many actions
         self.after_scan: Callable[[], None] | None = None  # tests: runs between the scans and the actions
 
@@ -116,9 +120,8 @@ class Pass:
         self.opts = opts
         self.ssh = ssh
         self.report = Report(str(r1.endpoint), str(r2.endpoint), dry_run=opts.dry_run)
-        self.started = time.monotonic()
+        self.clock = PassClock(opts.max_time_soft, opts.max_time_hard)
         self.done = 0
-        self.soft_warned = False
         self.t0: dict[int, int | None] = {1: None, 2: None}  # each side's clock when its scan began
         self.digests: dict[bytes, tuple[str | None, str | None]] = {}  # content compared this pass
         self.held: dict[bytes, tuple[str | None, str | None]] = {}  # what each side holds now, where known
@@ -139,7 +142,7 @@ class Pass:
                 gc.enable()
             for i in (1, 2):
                 self.r[i].unlock()
-            rep.seconds = round(time.monotonic() - self.started, 3)
+            rep.seconds = round(time.monotonic() - self.clock.started, 3)
         return rep
 
     def _scan_both(self, prev: Prev) -> tuple[dict[int, SideView], list[tuple[int, bytes]]]:
@@ -302,19 +305,11 @@ class Pass:
             raise Crash(f"injected crash after {self.done} actions")
 
     def _time_left(self) -> bool:
-        took = time.monotonic() - self.started
-        if self.opts.max_time_soft is not None and took > self.opts.max_time_soft and not self.soft_warned:
-            self.soft_warned = True
-            self.report.warnings.append(
-                f"the pass has run {took:.0f} s, past max_time_soft={self.opts.max_time_soft:g}"
-            )
-        if self.opts.max_time_hard is not None and took > self.opts.max_time_hard:
-            self.report.stopped = (
-                f"stopped after {took:.0f} s (max_time_hard={self.opts.max_time_hard:g}); "
-                "what was done is recorded, the next pass continues"
-            )
-            return False
-        return True
+        warning = self.clock.soft_warning()
+        if warning:
+            self.report.warnings.append(warning)
+        self.report.stopped = self.clock.over()
+        return self.report.stopped is None
 
     def _execute(self, actions: list[Action]) -> None:
         batch = 1 if self.opts.crash_after is not None else BATCH
@@ -522,14 +517,21 @@ class Pass:
         ready = [k for k in range(len(items)) if out[k] is None]
         try:
             if ready:
-                argv = ["rsync", "--secluded-args", "-lptI", "--files-from=-", "--from0", "--copy-dest=../../.."]
+                argv = [self.opts.rsync, "--secluded-args", "-lptI", "--files-from=-", "--from0"]
+                argv.append("--copy-dest=../../..")
                 if any(isinstance(x.endpoint, Ssh) for x in (src, dst)):
                     argv += ["-e", self.ssh.rsync_rsh()]
                 if self.opts.bwlimit:
                     argv.append(f"--bwlimit={self.opts.bwlimit}")
-                argv += ["--", src.rsync_root(), f"{dst.rsync_root()}{batch}/"]
+                argv += [*self.opts.rsync_args, "--", src.rsync_root(), f"{dst.rsync_root()}{batch}/"]
                 listing = b"".join(items[k][0] + b"\0" for k in ready)
-                proc = subprocess.run(argv, input=listing, capture_output=True)
+                try:
+                    proc = subprocess.run(argv, input=listing, capture_output=True)
+                except OSError as why:
+                    fail = TetherError(
+                        f"cannot run rsync {self.opts.rsync!r}: {why.strerror}", "check the job's rsync key"
+                    )
+                    return [fail if x is None else x for x in out]
                 if proc.returncode not in (0, 23, 24):
                     err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
                     fail = TetherError(f"rsync to {dst} failed (exit {proc.returncode}): {err[0]}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from tether import hooks
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options, Pass, Report
 from tether.bisync.rclone_spec import Rclone
@@ -36,8 +36,8 @@ def pair_key(job: BisyncJob) -> str:
 def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Options:
     return Options(
         policy=job.policy, dry_run=dry_run, force=force, max_delete=job.max_delete, filter=job.filter,
-        backups_keep=job.backups_keep, trash_days=job.trash_days, max_time_soft=job.max_time_soft,
-        max_time_hard=job.max_time_hard, bwlimit=job.bwlimit,
+        backups_keep=job.backups_keep, trash_days=job.trash_days, max_time_soft=job.hooks.max_time_soft,
+        max_time_hard=job.hooks.max_time_hard, bwlimit=job.bwlimit, rsync=job.rsync, rsync_args=job.rsync_args,
     )  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> 
     itself after the pass released its lock."""
     ssh = ssh_for(dirs, job)
     create = state.is_empty()
-    owner = f"tether bisync {job.path1} <-> {job.path2}" if early and not job.before else None
+    owner = f"tether bisync {job.path1} <-> {job.path2}" if early and not job.hooks.before else None
     r1 = Replica.open("path1", job.path1, ssh, create=create, python=job.python, early_lock=owner)
     try:
         r2 = Replica.open("path2", job.path2, ssh, create=create, python=job.python, early_lock=owner)
@@ -64,29 +64,16 @@ def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> 
 
 
 def run_command(job: BisyncJob, which: str, argv: tuple[str, ...], r1: Replica, r2: Replica) -> str | None:
-    """A before/after command (argument list, never a shell), here or in a replica's root; an error or None."""
-    if not argv:
-        return None
-    where = job.commands_on
-    try:
-        if where == "local":
-            proc = subprocess.run(
-                list(argv), capture_output=True, timeout=job.command_timeout, stdin=subprocess.DEVNULL
-            )
-            rc, err = proc.returncode, proc.stderr.decode("utf-8", "replace")
-        else:
-            res = (r1 if where == "path1" else r2).call("run", argv=list(argv), timeout=job.command_timeout)
-            if res.get("timed_out"):
-                raise subprocess.TimeoutExpired(list(argv), job.command_timeout)
-            rc, err = int(res["rc"]), str(res.get("stderr", ""))
-    except subprocess.TimeoutExpired:
-        return f"{which} command {argv[0]!r} did not finish within {job.command_timeout:g} s"
-    except (OSError, TetherError) as e:
-        return f"{which} command {argv[0]!r} could not run: {e}"
-    if rc != 0:
-        last = err.strip().splitlines()[-1:] or ["no message"]
-        return f"{which} command {argv[0]!r} failed (exit {rc}): {last[0]}"
-    return None
+    """A before/after command, here or (commands_on) in a replica's root through its agent."""
+    if job.commands_on == "local":
+        return hooks.run_command(which, argv, job.hooks.command_timeout)
+    replica = r1 if job.commands_on == "path1" else r2
+
+    def remote(args: list[str], timeout: float) -> tuple[int, str] | None:
+        res = replica.call("run", argv=args, timeout=timeout)
+        return None if res.get("timed_out") else (int(res["rc"]), str(res.get("stderr", "")))
+
+    return hooks.run_command(which, argv, job.hooks.command_timeout, remote)
 
 
 def one_pass(
@@ -112,14 +99,14 @@ def one_pass(
             if tweak:
                 tweak(opts)
             if not dry_run:
-                failed = run_command(job, "before", job.before, r1, r2)
+                failed = run_command(job, "before", job.hooks.before, r1, r2)
                 if failed:
                     rep = Report(str(job.path1), str(job.path2), refused=failed)
                     rep.hint = "the pass did not run; fix the command or remove `before` from the job"
                     return rep
             rep = Pass(r1, r2, state, opts, ssh_for(dirs, job), narrow).run()
             if not dry_run:
-                failed = run_command(job, "after", job.after, r1, r2)
+                failed = run_command(job, "after", job.hooks.after, r1, r2)
                 if failed:
                     rep.errors.append(failed)
             return rep

@@ -17,9 +17,9 @@ import shlex
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tether.config import validate_rsync_args
 from tether.errors import ConfigError
 from tether.importers import Imported, TomlValue, patterns, ssh_spec, to_toml
+from tether.jobkeys import validate_rsync_args
 
 NAME = "inosync"
 

@@ -15,13 +15,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tether.config import MirrorJob, job_file, list_jobs, parse_job
+from tether.bisync.rclone_spec import Rclone
+from tether.bisync.rclone_spec import ReplicaSpec as Place  # a local path, host:path or remote:path
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, Ssh, is_inside
+from tether.endpoints import Local, Ssh, is_inside
 from tether.errors import EXIT_OK, TetherError, UsageError
+from tether.jobs import job_file, list_jobs, load_named
 from tether.service.locks import PidLock
 from tether.service.status import read_status
+
+if TYPE_CHECKING:
+    from tether.jobs import Job
 
 START_DEADLINE = 60.0
 
@@ -38,49 +44,47 @@ class JobPaths:
         return cls(run / f"{name}.pid", run / f"{name}.status.json", dirs.state / "logs" / f"{name}.log")
 
 
-def _overlaps(a: Endpoint, b: Endpoint) -> bool:
+def _overlaps(a: Place, b: Place) -> bool:
+    """Whether two places jobs write are one folder, or one inside the other."""
     if isinstance(a, Local) and isinstance(b, Local):
         pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
         return is_inside(pa, pb) or is_inside(pb, pa)
-    if isinstance(a, Ssh) and isinstance(b, Ssh) and a.host == b.host:
+    same_host = isinstance(a, Ssh) and isinstance(b, Ssh) and a.host == b.host
+    same_remote = isinstance(a, Rclone) and isinstance(b, Rclone) and a.remote == b.remote
+    if same_host or same_remote:
         pa, pb = os.path.normpath(a.path or "."), os.path.normpath(b.path or ".")
         return is_inside(pa, pb) or is_inside(pb, pa)
     return False
 
 
-def check_conflicts(dirs: Dirs, job: MirrorJob) -> None:
-    """Refuse to run beside a running job that writes the same target path (or one inside it)."""
+def check_conflicts(dirs: Dirs, job: Job) -> None:
+    """Refuse to run beside a running job that writes the same folder (or one inside it): a
+    mirror's targets, both replicas of a bisync job, whatever the two jobs' kinds."""
     for other in list_jobs(dirs):
         if other == job.name or PidLock(JobPaths.of(dirs, other).pid).holder() is None:
             continue
         try:
-            theirs = parse_job(job_file(dirs, other), other)
+            theirs = load_named(dirs, other)
         except TetherError:
             continue
-        for mine in job.spec.targets:
-            for t in theirs.spec.targets:
+        for mine in job.writes():
+            for t in theirs.writes():
                 if _overlaps(mine, t):
                     raise UsageError(
                         f"jobs {job.name!r} and {other!r} would both write {t}"
                         + ("" if str(t) == str(mine) else f" (and {mine})"),
-                        f"stop {other!r} first (`tether stop {other}`) or give the jobs separate targets",
+                        f"stop {other!r} first (`tether stop {other}`) or give the jobs separate folders",
                     )
 
 
 def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
-    from tether.bisync.config import is_bisync, parse_bisync_job
-
-    file = job_file(dirs, name)
-    job = None if is_bisync(file) else parse_job(file, name)
-    if job is None:
-        parse_bisync_job(file, name)  # a bad job file fails here, with its line, not in the log
+    job = load_named(dirs, name)  # a bad job file fails here, with its line, not in the log
     paths = JobPaths.of(dirs, name)
     pid = PidLock(paths.pid).holder()
     if pid is not None:
         print(f"{name} is already running (pid {pid})")
         return EXIT_OK
-    if job is not None:
-        check_conflicts(dirs, job)
+    check_conflicts(dirs, job)
     _kill_leftovers(PidLock(paths.pid).last_pid())
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.status.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from tether.ssh import SshOptions, explain_ssh_failure
 PARTIAL = 23  # some files could not be transferred (unreadable, ...)
 VANISHED = 24  # source files vanished during the pass: normal on a live tree
 MAX_DELETE_HIT = 25  # --max-delete stopped deletions
+STOPPED = 20  # rsync's code for "received SIGINT/SIGTERM": stopped at a job's max_time_hard
 
 _ITEM_PREFIX = "@@ "
 # a --bwlimit value: KiB/s, or a number with a K/M/G suffix
@@ -50,10 +52,11 @@ class RsyncResult:
     changes: list[str] = field(default_factory=list)  # itemized lines, e.g. ">f+++++++++ a/b"
     errors: list[str] = field(default_factory=list)
     hint: str | None = None
+    stopped: bool = False  # ended at its deadline (rsync removes its temporary file on the way out)
 
     @property
     def ok(self) -> bool:
-        return self.returncode in (0, VANISHED)
+        return self.returncode in (0, VANISHED) and not self.stopped
 
 
 def _num(text: str) -> int:
@@ -98,22 +101,37 @@ class Rsync:
         return [*argv, "--", src.rsync_arg(), dst.rsync_arg()]
 
     def run(
-        self, argv: list[str], host: str | None = None, progress: ProgressFn | None = None, input: bytes | None = None
+        self,
+        argv: list[str],
+        host: str | None = None,
+        progress: ProgressFn | None = None,
+        input: bytes | None = None,
+        stop_at: float | None = None,
     ) -> RsyncResult:
         """Run rsync to completion; with `progress`, report (percent, bytes, rate) as it goes;
-        `input` feeds its stdin (a NUL-separated file list)."""
+        `input` feeds its stdin (a NUL-separated file list); at `stop_at` (monotonic time) rsync
+        is asked to stop (SIGTERM: it removes its temporary file, what it finished stays)."""
         start = time.monotonic()
-        if progress is None or input is not None:
-            proc = subprocess.run(
-                argv, capture_output=True, input=input, stdin=None if input is not None else subprocess.DEVNULL
-            )
-            returncode, raw_out, raw_err = proc.returncode, proc.stdout, proc.stderr
-        else:
-            returncode, raw_out, raw_err = _run_with_progress([*argv[:1], "--info=progress2", *argv[1:]], progress)
+        if stop_at is not None and start >= stop_at:
+            return RsyncResult(argv, STOPPED, 0.0, stopped=True)
+        stopper = _Stopper(stop_at)
+        try:
+            if progress is None or input is not None:
+                returncode, raw_out, raw_err = _run_plain(argv, input, stopper)
+            else:
+                argv_p = [*argv[:1], "--info=progress2", *argv[1:]]
+                returncode, raw_out, raw_err = _run_with_progress(argv_p, progress, stopper)
+        except OSError as e:
+            return RsyncResult(argv, 127, 0.0, errors=[f"cannot run {argv[0]!r}: {e.strerror}"],
+                               hint="install rsync, or set the job's rsync key to its path")  # fmt: skip
+        finally:
+            stopper.cancel()
         seconds = time.monotonic() - start
         out = raw_out.decode("utf-8", "backslashreplace")
         err = raw_err.decode("utf-8", "backslashreplace")
-        res = RsyncResult(argv, returncode, seconds)
+        res = RsyncResult(argv, returncode, seconds, stopped=stopper.fired)
+        if res.stopped:
+            return res
         for key, rx in _STAT_RE.items():
             m = rx.search(out)
             if m:
@@ -135,11 +153,45 @@ ProgressFn = Callable[[int, int, str], None]
 _PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)")
 
 
-def _run_with_progress(argv: list[str], progress: ProgressFn) -> tuple[int, bytes, bytes]:
+class _Stopper:
+    """Sends SIGTERM to a running rsync at a deadline, from a timer thread."""
+
+    def __init__(self, stop_at: float | None) -> None:
+        self.stop_at, self.fired = stop_at, False
+        self._timer: threading.Timer | None = None
+
+    def watch(self, proc: subprocess.Popen[bytes]) -> None:
+        if self.stop_at is None:
+            return
+
+        def stop() -> None:
+            if proc.poll() is None:
+                self.fired = True
+                proc.terminate()
+
+        self._timer = threading.Timer(max(0.0, self.stop_at - time.monotonic()), stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _run_plain(argv: list[str], input: bytes | None, stopper: _Stopper) -> tuple[int, bytes, bytes]:
+    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+    with subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        stopper.watch(proc)
+        out, err = proc.communicate(input)
+        return proc.returncode, out, err
+
+
+def _run_with_progress(argv: list[str], progress: ProgressFn, stopper: _Stopper) -> tuple[int, bytes, bytes]:
     """Read rsync's progress2 lines (ended by \\r) as they come; stderr goes to a file so that
     neither pipe can fill up and stall rsync."""
     with tempfile.TemporaryFile() as err_file:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err_file, stdin=subprocess.DEVNULL)
+        stopper.watch(proc)
         assert proc.stdout is not None
         kept: list[bytes] = []
         pending = b""

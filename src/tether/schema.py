@@ -1,0 +1,165 @@
+"""The one schema framework for tether's TOML files: typed keys with defaults and examples,
+and errors that name file:line, the key, and what to write instead.
+
+A kind of job is a `Schema` (a dict of `Key`s, one line per key); `Doc` is a parsed file
+checked against it. A file that does not validate never runs, so a typo cannot turn into a
+partial sync.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key: what it must be (words for the message), the check, an example line, the
+    value a file without it gets (`required` keys have none), and names people may write
+    for it instead (`also`, suggested back as this key)."""
+
+    what: str
+    check: Callable[[Any], bool]
+    example: str
+    default: Any = None
+    required: bool = False
+    also: tuple[str, ...] = ()
+
+
+Schema = dict[str, Key]
+
+
+# -- checks, shared by every schema ---------------------------------------------------------
+def is_str(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def is_command(v: Any) -> bool:
+    return is_str_list(v) and bool(v) and v[0] != ""
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v: Any) -> bool:
+    return is_int(v) or isinstance(v, float)
+
+
+def is_seconds(v: Any) -> bool:
+    return is_num(v) and v > 0
+
+
+def choice(name: str, choices: tuple[str, ...], default: str | None = None) -> Key:
+    """A key whose value must be one of `choices` (default: the first)."""
+    return Key(
+        "one of " + ", ".join(choices),
+        lambda v: v in choices,
+        f'{name} = "{choices[0]}"',
+        choices[0] if default is None else default,
+    )
+
+
+def did_you_mean(key: str, known: list[str], also: dict[str, str] | None = None) -> str | None:
+    """The known name closest to a misspelt `key`; `also` maps other names to known ones."""
+    names = {k: k for k in known} | (also or {})
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    return f"did you mean {names[close[0]]!r}?" if close else None
+
+
+# -- reading ---------------------------------------------------------------------------------
+def read_toml(file: Path) -> tuple[str, dict[str, Any]]:
+    """The text and the parsed table; a syntax error names file:line. A missing file raises
+    FileNotFoundError for the caller to explain (a job name, a config file)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file}: cannot read: {e}", "give a readable UTF-8 text file") from None
+    return text, parse_toml(file, text)
+
+
+def parse_toml(file: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        line = m.group(1) if m else str(max(1, len(text.splitlines())))  # "at end of document"
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
+        raise ConfigError(
+            f"{file}:{line}: invalid TOML: {msg}", "see https://toml.io for the syntax; strings need quotes"
+        ) from None
+
+
+def key_line(text: str, key: str, table: str | None = None) -> int | None:
+    """The line where `key` is set (bare or quoted, `key =`, `key.sub =` or a `[key]` header),
+    inside `[table]` when given; None when it cannot be found."""
+    q = rf"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
+    assign, header = re.compile(rf"^\s*{q}\s*[=.]"), re.compile(rf"^\s*\[\[?\s*{q}\s*[\].]")
+    lines = text.splitlines()
+    start = 0
+    if table is not None:
+        found = key_line(text, table)
+        if found is None:
+            return None
+        start = found
+    for no in range(start, len(lines)):
+        ln = lines[no]
+        if table is not None and ln.lstrip().startswith("["):
+            break
+        if assign.match(ln) or (table is None and header.match(ln)):
+            return no + 1
+    return None
+
+
+class Doc:
+    """A parsed TOML table checked against a schema; values read through it get the defaults."""
+
+    def __init__(self, file: Path, text: str, data: dict[str, Any], schema: Schema, table: str | None = None) -> None:
+        self.file, self.text, self.data, self.schema, self.table = file, text, data, schema, table
+
+    def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+        """A ConfigError that points at file:line of `key` (or of the table, or the file)."""
+        line = key_line(self.text, key, self.table) if key else None
+        if line is None and self.table is not None:
+            line = key_line(self.text, self.table)
+        where = f"{self.file}:{line}" if line else str(self.file)
+        return ConfigError(f"{where}: {message}", hint)
+
+    def check(self, elsewhere: Callable[[str], str | None] = lambda _k: None) -> Doc:
+        """Every key known and of the right type, every required key there; `elsewhere` may
+        say where an unknown key belongs (another kind of job)."""
+        prefix = f"{self.table}." if self.table else ""
+        for key, value in self.data.items():
+            k = self.schema.get(key)
+            if k is None:
+                also = {a: name for name, k in self.schema.items() for a in k.also}
+                hint = did_you_mean(key, list(self.schema), also) or elsewhere(key)
+                known = "known keys: " + ", ".join(self.schema)
+                raise self.error(key, f"unknown key {prefix}{key!r}", f"{hint} {known}" if hint else known)
+            if not k.check(value):
+                what = f"{prefix}{key} must be {k.what}, not {value!r}"
+                raise self.error(key, what, f"write for example: {k.example}")
+        for key, k in self.schema.items():
+            if k.required and key not in self.data:
+                raise self.error(None, f"missing key {prefix}{key!r}", f"add a line like: {k.example}")
+        return self
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def __getitem__(self, key: str) -> Any:
+        """The value in the file, else the key's default."""
+        return self.data[key] if key in self.data else self.schema[key].default
