@@ -93,7 +93,8 @@ def job_filter(doc: Doc) -> Filter:
     try:
         return Filter.build(doc["exclude"], doc["include"], files)
     except UsageError as e:
-        raise doc.error("exclude", e.message, e.hint) from None
+        hint = e.hint or "patterns are gitignore-style: *.tmp, build/, /top-only, docs/**/*.pdf"
+        raise doc.error("exclude" if "exclude" in doc else "include", e.message, hint) from None
 
 
 def hooks(doc: Doc) -> PassHooks:

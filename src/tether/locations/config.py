@@ -7,10 +7,8 @@ belongs to, and where that relative path lives in the other locations.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from tether.dirs import Dirs
 from tether.endpoints import is_inside
 from tether.errors import ConfigError, UsageError
 from tether.output import shown
+from tether.schema import did_you_mean, parse_toml
 
 WORKING, BACKUP = "WORKING", "BACKUP"
 STATE_DIR = b".tether"  # tether's own folder at each location root: never listed or copied
@@ -108,8 +107,8 @@ class _Where:
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return (f"did you mean {close[0]!r}? " if close else "") + "known keys: " + ", ".join(known)
+    near = did_you_mean(key, known)
+    return (f"{near} " if near else "") + "known keys: " + ", ".join(known)
 
 
 def load(dirs: Dirs) -> Config | None:
@@ -126,11 +125,7 @@ def load(dirs: Dirs) -> Config | None:
 
 def parse(file: Path, text: str) -> Config:
     where = _Where(file, text)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+)", str(e))
-        raise ConfigError(f"{file}:{m.group(1) if m else 1}: invalid TOML: {e}", "see https://toml.io") from None
+    data = parse_toml(file, text)
     for key in data:
         if key != "sets":
             raise where.error(None, key, f"unknown key {key!r}", _did_you_mean(key, ["sets"]))
