@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tether.errors import TetherError
 
@@ -19,9 +19,9 @@ from tether.errors import TetherError
 RemoteRun = Callable[[list[str], float], "tuple[int, str] | None"]
 
 
-@dataclass(frozen=True)
-class PassHooks:
-    """A job's commands around each pass and its time limits; the defaults are none."""
+class PassHooks(NamedTuple):
+    """A job's commands around each pass and its time limits; the defaults are none.
+    (A NamedTuple, not a dataclass: `tether bisync` starts without importing dataclasses.)"""
 
     before: tuple[str, ...] = ()  # a failing `before` skips the pass
     after: tuple[str, ...] = ()  # runs after the pass, whatever it did; a failure is an error of the pass

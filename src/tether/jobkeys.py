@@ -14,7 +14,6 @@ from tether.errors import UsageError
 from tether.filters import Filter
 from tether.hooks import PassHooks
 from tether.schema import Doc, Key, Schema, is_command, is_int, is_seconds, is_str, is_str_list
-from tether.transport.rsync import RATE_RE
 
 # rsync options that would break what tether promises (exact copies, its own file lists,
 # its own ssh settings), refused in `rsync_args`.
@@ -30,6 +29,8 @@ _PROGRAM = re.compile(r"[\w./+-]+")
 
 
 def _rate(v: Any) -> bool:
+    from tether.transport.rsync import RATE_RE  # only when a job sets bwlimit: a bisync pass has no other use for it
+
     return (is_int(v) and v >= 0) or (isinstance(v, str) and RATE_RE.fullmatch(v) is not None)
 
 

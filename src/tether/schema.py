@@ -8,19 +8,15 @@ partial sync.
 
 from __future__ import annotations
 
-import difflib
 import re
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tether.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One key: what it must be (words for the message), the check, an example line, the
     value a file without it gets (`required` keys have none), and names people may write
     for it instead (`also`, suggested back as this key)."""
@@ -73,6 +69,8 @@ def choice(name: str, choices: tuple[str, ...], default: str | None = None) -> K
 
 def did_you_mean(key: str, known: list[str], also: dict[str, str] | None = None) -> str | None:
     """The known name closest to a misspelt `key`; `also` maps other names to known ones."""
+    import difflib  # only for a file with a mistake
+
     names = {k: k for k in known} | (also or {})
     close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
     return f"did you mean {names[close[0]]!r}?" if close else None
@@ -92,6 +90,8 @@ def read_toml(file: Path) -> tuple[str, dict[str, Any]]:
 
 
 def parse_toml(file: Path, text: str) -> dict[str, Any]:
+    import tomllib  # only where a file is read: `tether bisync A B` reads none
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
