@@ -103,58 +103,45 @@ def parse_toml(file: Path, text: str) -> dict[str, Any]:
         ) from None
 
 
-def key_line(text: str, key: str, table: str | None = None) -> int | None:
-    """The line where `key` is set (bare or quoted, `key =`, `key.sub =` or a `[key]` header),
-    inside `[table]` when given; None when it cannot be found."""
+def key_line(text: str, key: str) -> int | None:
+    """The line where a top-level `key` is set (bare or quoted, `key =`, `key.sub =` or a
+    `[key]` header); None when it cannot be found."""
     q = rf"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
-    assign, header = re.compile(rf"^\s*{q}\s*[=.]"), re.compile(rf"^\s*\[\[?\s*{q}\s*[\].]")
-    lines = text.splitlines()
-    start = 0
-    if table is not None:
-        found = key_line(text, table)
-        if found is None:
-            return None
-        start = found
-    for no in range(start, len(lines)):
-        ln = lines[no]
-        if table is not None and ln.lstrip().startswith("["):
-            break
-        if assign.match(ln) or (table is None and header.match(ln)):
-            return no + 1
+    rx = re.compile(rf"^\s*(?:{q}\s*[=.]|\[\[?\s*{q}\s*[\].])")
+    for no, ln in enumerate(text.splitlines(), 1):
+        if rx.match(ln):
+            return no
     return None
 
 
 class Doc:
     """A parsed TOML table checked against a schema; values read through it get the defaults."""
 
-    def __init__(self, file: Path, text: str, data: dict[str, Any], schema: Schema, table: str | None = None) -> None:
-        self.file, self.text, self.data, self.schema, self.table = file, text, data, schema, table
+    def __init__(self, file: Path, text: str, data: dict[str, Any], schema: Schema) -> None:
+        self.file, self.text, self.data, self.schema = file, text, data, schema
 
     def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
-        """A ConfigError that points at file:line of `key` (or of the table, or the file)."""
-        line = key_line(self.text, key, self.table) if key else None
-        if line is None and self.table is not None:
-            line = key_line(self.text, self.table)
+        """A ConfigError that points at file:line of `key` (or at the file)."""
+        line = key_line(self.text, key) if key else None
         where = f"{self.file}:{line}" if line else str(self.file)
         return ConfigError(f"{where}: {message}", hint)
 
     def check(self, elsewhere: Callable[[str], str | None] = lambda _k: None) -> Doc:
         """Every key known and of the right type, every required key there; `elsewhere` may
         say where an unknown key belongs (another kind of job)."""
-        prefix = f"{self.table}." if self.table else ""
         for key, value in self.data.items():
             k = self.schema.get(key)
             if k is None:
                 also = {a: name for name, k in self.schema.items() for a in k.also}
                 hint = did_you_mean(key, list(self.schema), also) or elsewhere(key)
                 known = "known keys: " + ", ".join(self.schema)
-                raise self.error(key, f"unknown key {prefix}{key!r}", f"{hint} {known}" if hint else known)
+                raise self.error(key, f"unknown key {key!r}", f"{hint} {known}" if hint else known)
             if not k.check(value):
-                what = f"{prefix}{key} must be {k.what}, not {value!r}"
+                what = f"{key} must be {k.what}, not {value!r}"
                 raise self.error(key, what, f"write for example: {k.example}")
         for key, k in self.schema.items():
             if k.required and key not in self.data:
-                raise self.error(None, f"missing key {prefix}{key!r}", f"add a line like: {k.example}")
+                raise self.error(None, f"missing key {key!r}", f"add a line like: {k.example}")
         return self
 
     def __contains__(self, key: str) -> bool:
