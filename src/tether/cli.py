@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tether.cli_import import add_parser as add_import_parser
 
     add_import_parser(sub)
+    from tether.cli_versions import add_parser as add_versions_parser
+
+    add_versions_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -257,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli_service import handle
 
             return handle(args, dirs)
+        if args.command == "versions":
+            from tether.cli_versions import cmd_versions
+
+            return cmd_versions(args, dirs)
         if args.command == "import-config":
             from tether.cli_import import cmd_import
 

@@ -31,6 +31,11 @@ class Local(NamedTuple):
     def key(self) -> str:
         return os.path.realpath(self.path)
 
+    @property
+    def local_path(self) -> str | None:
+        """The folder on this machine, for what only a local endpoint offers (None elsewhere)."""
+        return self.path
+
     def __str__(self) -> str:
         return self.path
 
@@ -46,6 +51,10 @@ class Ssh(NamedTuple):
     @property
     def hostname(self) -> str:
         return self.host.rsplit("@", 1)[-1]
+
+    @property
+    def local_path(self) -> str | None:
+        return None
 
     def rsync_arg(self) -> str:
         path = self.path.rstrip("/")

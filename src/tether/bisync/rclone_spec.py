@@ -27,6 +27,10 @@ class Rclone(NamedTuple):
     def kind(self) -> str:
         return "rclone"
 
+    @property
+    def local_path(self) -> str | None:
+        return None
+
     def key(self) -> str:
         return f"rclone:{self.remote}:{os.path.normpath(self.path) if self.path else ''}"
 
