@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether import __version__
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
 from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
 from tether.filters import Filter
 from tether.output import shown
@@ -134,8 +134,8 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.mirror import MirrorSpec
     from tether.transport.rsync import RATE_RE
 
-    source = parse_endpoint(args.src)
-    if not isinstance(source, Local):
+    source = as_local(parse_endpoint(args.src))
+    if source is None:
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
     targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
     check_overlap(source, targets)

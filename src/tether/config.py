@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
 from tether.mirror import MirrorSpec
@@ -200,8 +200,8 @@ def parse_job(file: Path, name: str) -> MirrorJob:
             f"source {source_text!r} is a relative path",
             'write an absolute path, e.g. source = "/home/me/project"',
         )
-    source = parse_endpoint(expanded)
-    if not isinstance(source, Local):
+    source = as_local(parse_endpoint(expanded))
+    if source is None:
         raise loc.error(
             "source",
             f"source {source_text!r} must be a local directory",
@@ -213,7 +213,7 @@ def parse_job(file: Path, name: str) -> MirrorJob:
             ep = parse_endpoint(t, base=base)
         except UsageError as e:
             raise loc.error("targets", e.message, e.hint) from None
-        if isinstance(ep, Local) and not os.path.isabs(os.path.expanduser(t)):
+        if ep.local_path is not None and not os.path.isabs(os.path.expanduser(t)):
             raise loc.error(
                 "targets",
                 f"target {t!r} is a relative path",

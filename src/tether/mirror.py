@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tether.endpoints import Endpoint, Local, Ssh
+from tether.endpoints import Endpoint, Local
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.state import KnownTargets
@@ -126,7 +126,7 @@ class Mirror:
             def report(pct: int, done: int, rate: str) -> None:
                 on_progress(str(target), pct, done, rate)
 
-        return self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report, input)
+        return self.rsync.run(argv, target.ssh_host, report, input)
 
     def _argv(
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
@@ -151,13 +151,7 @@ class Mirror:
 
     def fold_trash(self, target: Endpoint) -> None:
         """File what rsync kept under today's trash, through one agent call on the target."""
-        from tether.transport.agent import AgentClient  # only with trash on
-
-        if isinstance(target, Ssh):
-            agent = AgentClient.connect_ssh(self.rsync.ssh, target.host, target.path or ".")
-        else:
-            agent = AgentClient.local(target.path)
-        with agent:
+        with target.connector(self.rsync.ssh)() as agent:
             agent.call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
 
     def _pass(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False) -> TargetOutcome:
@@ -194,7 +188,7 @@ class Mirror:
 
     def _emptied_source(self, spec: MirrorSpec, target: Endpoint) -> TargetOutcome | None:
         """An empty source (an unmounted disk leaves an empty mount point) must not empty a target."""
-        if not _local_is_empty(spec.source):
+        if not _local_is_empty(spec.source.path):
             return None
         plan = self._run(self._argv(spec, target, dry_run=True), target)
         gone = [c[12:] for c in plan.changes if c.startswith("*deleting")]
@@ -213,8 +207,8 @@ class Mirror:
                 return refused
         if force or not spec.delete or self.known.has(target.key()):
             return self._pass(spec, target, dry_run=dry_run)
-        if dry_run or isinstance(target, Local):
-            if isinstance(target, Local) and _local_is_empty(target):
+        if dry_run or target.caps.in_process:
+            if target.local_path is not None and _local_is_empty(target.local_path):
                 return self._pass(spec, target, dry_run=dry_run)
             return self._guarded(spec, target, dry_run=dry_run)
         # A remote target tether never wrote: one pass that only adds what is missing. For a new
@@ -279,9 +273,9 @@ class Mirror:
         return out
 
 
-def _local_is_empty(target: Local) -> bool:
+def _local_is_empty(path: str) -> bool:
     try:
-        with os.scandir(target.path) as it:
+        with os.scandir(path) as it:
             return all(e.name == META_DIR for e in it)
     except FileNotFoundError:
         return True

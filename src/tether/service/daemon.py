@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tether.config import MirrorJob, job_file, list_jobs, parse_job
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, Ssh, is_inside
 from tether.errors import EXIT_OK, TetherError, UsageError
 from tether.service.locks import PidLock
 from tether.service.status import read_status
@@ -38,16 +37,6 @@ class JobPaths:
         return cls(run / f"{name}.pid", run / f"{name}.status.json", dirs.state / "logs" / f"{name}.log")
 
 
-def _overlaps(a: Endpoint, b: Endpoint) -> bool:
-    if isinstance(a, Local) and isinstance(b, Local):
-        pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
-        return is_inside(pa, pb) or is_inside(pb, pa)
-    if isinstance(a, Ssh) and isinstance(b, Ssh) and a.host == b.host:
-        pa, pb = os.path.normpath(a.path or "."), os.path.normpath(b.path or ".")
-        return is_inside(pa, pb) or is_inside(pb, pa)
-    return False
-
-
 def check_conflicts(dirs: Dirs, job: MirrorJob) -> None:
     """Refuse to run beside a running job that writes the same target path (or one inside it)."""
     for other in list_jobs(dirs):
@@ -59,7 +48,7 @@ def check_conflicts(dirs: Dirs, job: MirrorJob) -> None:
             continue
         for mine in job.spec.targets:
             for t in theirs.spec.targets:
-                if _overlaps(mine, t):
+                if mine.overlaps(t):
                     raise UsageError(
                         f"jobs {job.name!r} and {other!r} would both write {t}"
                         + ("" if str(t) == str(mine) else f" (and {mine})"),
