@@ -29,7 +29,7 @@ from pathlib import Path
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 
-from bench.common import TETHER, Arg, median, scratch, timed
+from bench.common import BASE, TETHER, Arg, median, scratch, timed
 
 TOOLS = ("tether", "unison", "rclone")
 LIMIT = 1.00  # tether / unison
@@ -92,6 +92,7 @@ class Tools:
         assert self.server is not None
         return {
             "tether": f"{self.server.alias}:{b}",
+            "base": f"{self.server.alias}:{b}",
             "unison": f"ssh://{self.server.alias}/{b}",  # ssh://host//abs/path: an absolute path
             "rclone": f"{RCLONE_REMOTE}:{b}",
         }[tool]
@@ -99,6 +100,9 @@ class Tools:
     def command(self, pair: Pair, first: bool) -> tuple[list[Arg], dict[str, str]]:
         if pair.tool == "tether":
             return [*TETHER, "bisync", pair.a, pair.b_spec], self.tether_env
+        if pair.tool == "base" and BASE:
+            env = dict(self.tether_env, TETHER_HOME=str(self.work / "base-home"))
+            return [*BASE, "bisync", pair.a, pair.b_spec], env
         if pair.tool == "unison":
             argv: list[Arg] = ["unison", pair.a, pair.b_spec, "-batch", "-auto", "-times", "-perms", "0",
                                "-confirmbigdel=false", "-logfile", self.work / "unison.log"]  # fmt: skip
@@ -116,7 +120,8 @@ class Tools:
 
 
 def versions(tools: list[str]) -> None:
-    cmds = {"tether": [*TETHER, "--version"], "unison": ["unison", "-version"], "rclone": ["rclone", "version"]}
+    cmds = {"tether": [*TETHER, "--version"], "base": [*(BASE or TETHER), "--version"],
+            "unison": ["unison", "-version"], "rclone": ["rclone", "version"]}  # fmt: skip
     for t in tools:
         p = subprocess.run(cmds[t], capture_output=True, text=True, check=False)
         print(f"  {t}: {(p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr).strip() else '?'}")
@@ -288,7 +293,7 @@ def main() -> int:
     ap.add_argument("--fast-shell", action="store_true", help="the ssh user's login shell reads no rc file")
     ap.add_argument("--unison-master", action="store_true", help="unison's ssh keeps a ControlMaster, as tether's")
     args = ap.parse_args()
-    names = [t for t in TOOLS if t in args.tools.split(",")]
+    names = [t for t in TOOLS if t in args.tools.split(",")] + (["base"] if BASE else [])
     transports = args.only.split(",")
     print("versions:")
     versions(names)
@@ -309,6 +314,11 @@ def main() -> int:
                 rows += run_transport(work, base, names, server, args.rounds, args.unison_master)
         print("wall-clock of whole commands (tether's includes Python start-up); B over ssh is 127.0.0.1")
         print(table(rows))
+        if BASE:
+            print(f"tether against the base build ({BASE[0]}), same rounds, interleaved:")
+            for name, m, _limit in rows:
+                print(f"  {name:<38} {m['tether'] * 1000:7.0f}ms  base {m['base'] * 1000:7.0f}ms  "
+                      f"ratio {m['tether'] / m['base']:.3f}")  # fmt: skip
     return 0
 
 

@@ -20,6 +20,10 @@ if str(ROOT) not in sys.path:
 # The console script, as users run it (`python -m` would add runpy's imports to every timing).
 _SCRIPT = Path(sys.executable).parent / "tether"
 TETHER: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether"]
+# Another build to time beside this one in the same run (rounds interleaved, so a busy machine
+# weighs on both alike): TETHER_BENCH_BASE=/path/to/checkout whose .venv has tether installed.
+_BASE = os.environ.get("TETHER_BENCH_BASE")
+BASE: list[str] | None = [str(Path(_BASE) / ".venv" / "bin" / "tether")] if _BASE else None
 Arg = str | os.PathLike[str]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 
-from bench.common import TETHER, Arg, median, scratch, table, timed
+from bench.common import BASE, TETHER, Arg, median, scratch, table, timed
 from tether.ssh import SshOptions
 
 
@@ -34,7 +34,7 @@ def main() -> int:
 
 
 def run(work: Path, src: Path, server: SshServer, rounds: int) -> int:
-    names = ("rsync", "rsync+mux", "tether")
+    names = ("rsync", "rsync+mux", "tether", *(("base",) if BASE else ()))
     init: dict[str, list[float]] = {n: [] for n in names}
     rerun: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds + 1):  # round 0 warms caches and is not counted
@@ -52,7 +52,10 @@ def run(work: Path, src: Path, server: SshServer, rounds: int) -> int:
              None),
             ("tether", [*TETHER, "mirror", src, f"{server.alias}:{dst['tether']}"], env),
         ]  # fmt: skip
-        cmds = cmds[r % 3 :] + cmds[: r % 3]  # rotate who goes first: cache warmth favours no one
+        if BASE:
+            base_env = dict(env, TETHER_HOME=str(work / f"base-home{r}"))
+            cmds.append(("base", [*BASE, "mirror", src, f"{server.alias}:{dst['base']}"], base_env))
+        cmds = cmds[r % len(cmds) :] + cmds[: r % len(cmds)]  # rotate who goes first: cache warmth favours no one
         for name, argv, e in cmds:
             took = timed(argv, e)
             if r:
@@ -83,6 +86,9 @@ def run(work: Path, src: Path, server: SshServer, rounds: int) -> int:
             "rsync+mux",
         )
     )
+    if BASE:
+        print(table([("initial mirror (ssh)", m["tether"][0], m["base"][0], 1.05),
+                     ("no-change rerun (ssh)", m["tether"][1], m["base"][1], 1.05)], "tether", "base"))  # fmt: skip
     ok = m["tether"][0] / m["rsync"][0] <= 1.10 and m["tether"][1] / m["rsync"][1] <= 1.15
     return 0 if ok else 1
 

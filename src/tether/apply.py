@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from tether import hooks
 from tether.config import LiveOptions
-from tether.endpoints import Endpoint, Ssh
+from tether.endpoints import Endpoint
 from tether.errors import TetherError
 from tether.hooks import NO_HOOKS, PassClock, PassHooks
 from tether.mirror import TRASH, TRASH_INCOMING, Mirror, MirrorSpec
@@ -84,12 +84,7 @@ class Applier:
     # -- connection -------------------------------------------------------------------------
     def agent(self) -> AgentClient:
         if self._agent is None:
-            if isinstance(self.target, Ssh):
-                self._agent = AgentClient.connect_ssh(
-                    self.ssh, self.target.host, self.target.path or ".", python=self.opts.python, create=True
-                )
-            else:
-                self._agent = AgentClient.local(self.target.path, create=True)
+            self._agent = self.target.connector(self.ssh, self.opts.python, create=True)()
         return self._agent
 
     def reset(self) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether import __version__
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
 from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
 from tether.filters import Filter
 from tether.output import shown
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tether.cli_import import add_parser as add_import_parser
 
     add_import_parser(sub)
+    from tether.cli_versions import add_parser as add_versions_parser
+
+    add_versions_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -155,8 +158,8 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.mirror import MirrorSpec
     from tether.transport.rsync import RATE_RE
 
-    source = parse_endpoint(args.src)
-    if not isinstance(source, Local):
+    source = as_local(parse_endpoint(args.src))
+    if source is None:
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
     targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
     check_overlap(source, targets)
@@ -280,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli_service import handle
 
             return handle(args, dirs)
+        if args.command == "versions":
+            from tether.cli_versions import cmd_versions
+
+            return cmd_versions(args, dirs)
         if args.command == "import-config":
             from tether.cli_import import cmd_import
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tether import jobkeys
-from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
 from tether.errors import UsageError
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import MirrorSpec
@@ -84,8 +84,8 @@ def build(doc: Doc, name: str) -> MirrorJob:
             f"source {source_text!r} is a relative path",
             'write an absolute path, e.g. source = "/home/me/project"',
         )
-    source = parse_endpoint(expanded)
-    if not isinstance(source, Local):
+    source = as_local(parse_endpoint(expanded))
+    if source is None:
         raise doc.error(
             "source", f"source {source_text!r} must be a local directory", "mirror pushes from this machine"
         )
@@ -95,7 +95,7 @@ def build(doc: Doc, name: str) -> MirrorJob:
             ep = parse_endpoint(t, base=str(doc.file.parent))
         except UsageError as e:
             raise doc.error("targets", e.message, e.hint) from None
-        if isinstance(ep, Local) and not os.path.isabs(os.path.expanduser(t)):
+        if ep.local_path is not None and not os.path.isabs(os.path.expanduser(t)):
             raise doc.error("targets", f"target {t!r} is a relative path", "write an absolute path or host:/path")
         targets.append(ep)
     try:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tether.endpoints import Endpoint, Local, Ssh
+from tether.endpoints import Endpoint, Local
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.hooks import PassClock
@@ -131,7 +131,7 @@ class Mirror:
                 on_progress(str(target), pct, done, rate)
 
         stop_at = clock.stop_at if clock is not None else None
-        res = self.rsync.run(argv, target.host if isinstance(target, Ssh) else None, report, input, stop_at)
+        res = self.rsync.run(argv, target.ssh_host, report, input, stop_at)
         if res.stopped and clock is not None:
             res.errors = [clock.stopped()]
         return res
@@ -159,13 +159,7 @@ class Mirror:
 
     def fold_trash(self, target: Endpoint) -> None:
         """File what rsync kept under today's trash, through one agent call on the target."""
-        from tether.transport.agent import AgentClient  # only with trash on
-
-        if isinstance(target, Ssh):
-            agent = AgentClient.connect_ssh(self.rsync.ssh, target.host, target.path or ".")
-        else:
-            agent = AgentClient.local(target.path)
-        with agent:
+        with target.connector(self.rsync.ssh)() as agent:
             agent.call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
 
     def _pass(
@@ -213,7 +207,7 @@ class Mirror:
         self, spec: MirrorSpec, target: Endpoint, clock: PassClock | None = None
     ) -> TargetOutcome | None:
         """An empty source (an unmounted disk leaves an empty mount point) must not empty a target."""
-        if not _local_is_empty(spec.source):
+        if not _local_is_empty(spec.source.path):
             return None
         plan = self._run(self._argv(spec, target, dry_run=True), target, clock=clock)
         if plan.stopped:
@@ -237,8 +231,8 @@ class Mirror:
                 return refused
         if force or not spec.delete or self.known.has(target.key()):
             return self._pass(spec, target, dry_run=dry_run, clock=clock)
-        if dry_run or isinstance(target, Local):
-            if isinstance(target, Local) and _local_is_empty(target):
+        if dry_run or target.caps.in_process:
+            if target.local_path is not None and _local_is_empty(target.local_path):
                 return self._pass(spec, target, dry_run=dry_run, clock=clock)
             return self._guarded(spec, target, dry_run=dry_run, clock=clock)
         # A remote target tether never wrote: one pass that only adds what is missing. For a new
@@ -308,9 +302,9 @@ class Mirror:
         return out
 
 
-def _local_is_empty(target: Local) -> bool:
+def _local_is_empty(path: str) -> bool:
     try:
-        with os.scandir(target.path) as it:
+        with os.scandir(path) as it:
             return all(e.name == META_DIR for e in it)
     except FileNotFoundError:
         return True

@@ -13,11 +13,10 @@ from tests.rig.run import contents as _files
 from tests.rig.run import tether, tether_json
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options
-from tether.bisync.rclone_spec import Rclone
 from tether.bisync.runner import one_pass, opened, state_path
 from tether.bisync.state import State
 from tether.dirs import Dirs
-from tether.endpoints import Local
+from tether.endpoints import Local, Rclone
 from tether.errors import EXIT_LOCKED, TetherError
 
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.bisync.config import BisyncJob, check_pair
+from tether.bisync.config import BisyncJob
 from tether.bisync.plan import POLICIES
-from tether.bisync.rclone_spec import parse_replica
 from tether.dirs import Dirs
+from tether.endpoints import check_pair, parse_replica
 from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
 from tether.filters import Filter
 from tether.output import shown

@@ -4,14 +4,12 @@ what a key's type cannot say (the two replicas and how they pair)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 from tether import jobkeys
 from tether.bisync.plan import POLICIES
-from tether.bisync.rclone_spec import Rclone, ReplicaSpec, parse_replica
-from tether.endpoints import Local, Ssh, is_inside
+from tether.endpoints import ReplicaSpec, check_pair, parse_replica
 from tether.errors import UsageError
 from tether.filters import Filter
 from tether.hooks import NO_HOOKS, PassHooks
@@ -52,31 +50,6 @@ class BisyncJob(NamedTuple):
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: both replicas."""
         return (self.path1, self.path2)
-
-
-def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
-    """Two replicas that overlap would sync a tree into itself; two remote ones need rsync between hosts."""
-    if isinstance(p1, Local) and isinstance(p2, Local):
-        a, b = os.path.realpath(p1.path), os.path.realpath(p2.path)
-        if is_inside(a, b) or is_inside(b, a):
-            raise UsageError(
-                f"path1 {p1} and path2 {p2} overlap (one is inside the other)",
-                "give two separate directories",
-            )
-    if isinstance(p1, Rclone) or isinstance(p2, Rclone):
-        if not isinstance(p1, Local) and not isinstance(p2, Local):
-            raise UsageError(
-                f"path1 {p1} and path2 {p2}: an rclone remote pairs with a local directory only",
-                "run tether where one replica is a local directory",
-            )
-        return
-    if isinstance(p1, Ssh) and isinstance(p2, Ssh):
-        if p1.host == p2.host and os.path.normpath(p1.path) == os.path.normpath(p2.path):
-            raise UsageError(f"path1 and path2 are the same place ({p1})", "give two separate directories")
-        raise UsageError(
-            f"path1 {p1} and path2 {p2} are both remote",
-            "run tether on one of the two hosts, so that one replica is local",
-        )
 
 
 def build(doc: Doc, name: str) -> BisyncJob:

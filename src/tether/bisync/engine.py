@@ -20,10 +20,8 @@ from typing import Any
 
 from tether.agent_remote import RACY_NS
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
-from tether.bisync.rclone_spec import Rclone
 from tether.bisync.replica import BACKUPS, META, TMP, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
-from tether.endpoints import Ssh
 from tether.errors import LockedError, TetherError
 from tether.filters import Filter
 from tether.hooks import PassClock
@@ -485,8 +483,7 @@ class Pass:
         for k in big:  # what rsync or rclone brings is not read here: its digest is unknown
             self.held.pop(items[k][1], None)
         if big:
-            cloud = isinstance(src.endpoint, Rclone) or isinstance(dst.endpoint, Rclone)
-            if cloud:
+            if not (src.endpoint.caps.rsync and dst.endpoint.caps.rsync):
                 got_big = self._rclone_big(src, dst, [items[k] for k in big])
             else:  # a recent file will be recorded racily clean: its digest, taken as it lands, goes with it
                 t0 = self.t0[frm]
@@ -519,7 +516,7 @@ class Pass:
             if ready:
                 argv = [self.opts.rsync, "--secluded-args", "-lptI", "--files-from=-", "--from0"]
                 argv.append("--copy-dest=../../..")
-                if any(isinstance(x.endpoint, Ssh) for x in (src, dst)):
+                if any(x.endpoint.ssh_host for x in (src, dst)):
                     argv += ["-e", self.ssh.rsync_rsh()]
                 if self.opts.bwlimit:
                     argv.append(f"--bwlimit={self.opts.bwlimit}")
@@ -561,7 +558,7 @@ class Pass:
         for sp, dp, e, exp in items:
             args = self._install_args(dp, e, exp)
             try:
-                if isinstance(dst.endpoint, Rclone):
+                if not dst.endpoint.caps.in_process:
                     args["source"] = os.path.join(src.root, os.fsdecode(sp))
                     got = dst.call("install", **args)
                 else:

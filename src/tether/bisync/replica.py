@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.agent_remote import to_bytes, to_wire
 from tether.bisync.plan import Entry, Raw
-from tether.bisync.rclone_spec import Rclone, ReplicaSpec
-from tether.endpoints import Local, Ssh
+from tether.endpoints import ReplicaSpec
 from tether.errors import LockedError, TetherError
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
@@ -95,9 +94,9 @@ def prestart(job: BisyncJob, dirs: Dirs) -> None:
     """Start the agents of the job's ssh replicas now: their far side's start-up (a shell, a
     Python) then overlaps loading the rest of tether and the state; `Replica.open` takes them."""
     for endpoint in (job.path1, job.path2):
-        if isinstance(endpoint, Ssh):
+        if endpoint.caps.far_agent and endpoint.ssh_host:
             with contextlib.suppress(TetherError):  # a bad name: the connect reports it in full
-                AgentClient.prestart_ssh(ssh_for(dirs, job), endpoint.host, job.python)
+                AgentClient.prestart_ssh(ssh_for(dirs, job), endpoint.ssh_host, job.python)
 
 
 def entry_of(row: Sequence[Any], link: bytes | None = None) -> Entry:
@@ -121,9 +120,9 @@ class Replica:
         self.locked = False
         self.warnings: list[str] = []
         self._error: BaseException | None = None
-        self._early_lock = early_lock if isinstance(endpoint, Ssh) else None
+        self._early_lock = early_lock if endpoint.caps.far_agent else None
         self._early: list[dict[str, Any] | AgentError] = []  # the replies to the early lock and scan
-        if isinstance(endpoint, Local):
+        if endpoint.caps.in_process:
             self._agent = self._checked(connect)
             self._thread: threading.Thread | None = None
         else:
@@ -168,19 +167,7 @@ class Replica:
         python: str = "auto",
         early_lock: str | None = None,
     ) -> Replica:
-        if isinstance(endpoint, Rclone):
-            from tether.transport.rclone_agent import RcloneAgent
-
-            name, rpath = endpoint.remote, endpoint.path
-            return cls(label, endpoint, lambda: RcloneAgent.connect(f"{name}:", rpath, create=create))
-        if isinstance(endpoint, Ssh):
-            host, root = endpoint.host, endpoint.path or "."
-            return cls(
-                label, endpoint, lambda: AgentClient.connect_ssh(ssh, host, root, python, create=create), early_lock
-            )
-        assert isinstance(endpoint, Local)
-        path = endpoint.path
-        return cls(label, endpoint, lambda: AgentClient.local(path, create=create))
+        return cls(label, endpoint, endpoint.connector(ssh, python, create=create), early_lock)
 
     @property
     def host(self) -> str:
@@ -228,7 +215,7 @@ class Replica:
         def finish(rows: dict[bytes, Raw], gone: Any, count: int, bad: list[bytes], t0: int | None) -> Any:
             return keep(rows), set(gone), count, bad, t0
 
-        if isinstance(self.endpoint, Local):
+        if self.endpoint.caps.in_process:
             if lock_owner is not None:
                 self.lock(lock_owner)
             ops = self.agent.ops  # type: ignore[attr-defined]
@@ -250,7 +237,7 @@ class Replica:
             return finish(changed, gone, count, bad, t0)
 
         def remote() -> Any:
-            cloud = isinstance(self.endpoint, Rclone)
+            cloud = not self.endpoint.caps.rsync
             early = self._early_lock is not None and tops is None
             mine = None if cloud or early else known()
             body = b"" if mine is None else marshal.dumps(mine)  # packed while the agent starts up
@@ -299,7 +286,7 @@ class Replica:
         local files are hashed in a forked child, so the two sides use both cores (a first run
         compares every file); a remote side's agent works while a thread here waits."""
         wired = [wire(p) for p in paths]
-        if isinstance(self.endpoint, Local) and len(paths) > 256:
+        if self.endpoint.caps.in_process and len(paths) > 256:
             ops = self.agent.ops  # type: ignore[attr-defined]
             return forked(lambda: ops.hash(paths)["digests"])
         return threaded(lambda: self.call("hash", paths=wired)["digests"], f"hash-{self.label}")
@@ -326,10 +313,7 @@ class Replica:
 
     def rsync_root(self) -> str:
         """The replica root as rsync names it (a trailing slash: the contents)."""
-        if isinstance(self.endpoint, Ssh):
-            return f"{self.endpoint.host}:{self.root}/"
-        assert isinstance(self.endpoint, Local)
-        return self.root.rstrip("/") + "/"
+        return self.endpoint.rsync_root(self.root)
 
 
 def wire(path: bytes) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 from tether import hooks
 from tether.bisync.config import BisyncJob
 from tether.bisync.engine import Options, Pass, Report
-from tether.bisync.rclone_spec import Rclone
 from tether.bisync.replica import Replica, shown, ssh_for
 from tether.bisync.state import State
 from tether.dirs import Dirs
@@ -190,7 +189,7 @@ def run_forever(
     feed = Feed()
     try:
         with opened(job, dirs, state) as (r1, r2), opened(job, dirs, state) as (w1, w2):  # a watch blocks its channel
-            watched = [w for w in (w1, w2) if not isinstance(w.endpoint, Rclone)]
+            watched = [w for w in (w1, w2) if w.endpoint.caps.events]
             narrowable = len(watched) == 2  # an rclone side has no change feed: every pass is full
 
             def lose(w: Replica, lost: list[tuple[bytes, str]]) -> None:

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from tether.config import is_owner
-from tether.endpoints import Ssh, parse_endpoint
+from tether.endpoints import parse_endpoint
 from tether.errors import ConfigError, UsageError
 from tether.importers import Imported, TomlValue, shell, to_toml
 
@@ -68,7 +68,7 @@ def convert(text: str, path: Path, name: str) -> Imported:
         ep = parse_endpoint(target)
     except UsageError as e:
         raise error(conn, e.message, "ssh_connection_string is user@host or a Host of ~/.ssh/config") from None
-    if not isinstance(ep, Ssh):
+    if ep.ssh_host is None:
         raise error(conn, f"{conn.value!r} is not an ssh host", "write user@host or a Host of ~/.ssh/config")
     job: dict[str, TomlValue] = {"source": source.rstrip("/") or "/", "targets": [target]}
     imp.note("target_dir", f"with ssh_connection_string: targets = [{target!r}]")

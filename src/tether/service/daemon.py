@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.bisync.rclone_spec import Rclone
-from tether.bisync.rclone_spec import ReplicaSpec as Place  # a local path, host:path or remote:path
 from tether.dirs import Dirs
-from tether.endpoints import Local, Ssh, is_inside
 from tether.errors import EXIT_OK, TetherError, UsageError
 from tether.jobs import job_file, list_jobs, load_named
 from tether.service.locks import PidLock
@@ -44,19 +41,6 @@ class JobPaths:
         return cls(run / f"{name}.pid", run / f"{name}.status.json", dirs.state / "logs" / f"{name}.log")
 
 
-def _overlaps(a: Place, b: Place) -> bool:
-    """Whether two places jobs write are one folder, or one inside the other."""
-    if isinstance(a, Local) and isinstance(b, Local):
-        pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
-        return is_inside(pa, pb) or is_inside(pb, pa)
-    same_host = isinstance(a, Ssh) and isinstance(b, Ssh) and a.host == b.host
-    same_remote = isinstance(a, Rclone) and isinstance(b, Rclone) and a.remote == b.remote
-    if same_host or same_remote:
-        pa, pb = os.path.normpath(a.path or "."), os.path.normpath(b.path or ".")
-        return is_inside(pa, pb) or is_inside(pb, pa)
-    return False
-
-
 def check_conflicts(dirs: Dirs, job: Job) -> None:
     """Refuse to run beside a running job that writes the same folder (or one inside it): a
     mirror's targets, both replicas of a bisync job, whatever the two jobs' kinds."""
@@ -69,7 +53,7 @@ def check_conflicts(dirs: Dirs, job: Job) -> None:
             continue
         for mine in job.writes():
             for t in theirs.writes():
-                if _overlaps(mine, t):
+                if mine.overlaps(t):
                     raise UsageError(
                         f"jobs {job.name!r} and {other!r} would both write {t}"
                         + ("" if str(t) == str(mine) else f" (and {mine})"),

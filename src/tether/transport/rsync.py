@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from tether.endpoints import Endpoint, Ssh
 from tether.ssh import SshOptions, explain_ssh_failure
 
 # rsync exit codes that still mean "the target holds a complete copy of what could be read"
@@ -63,21 +63,29 @@ def _num(text: str) -> int:
     return int(text.replace(",", "").replace(".", ""))
 
 
+class RsyncEnd(Protocol):
+    """An endpoint as rsync needs it (transport stays below endpoints/: it names no class there)."""
+
+    @property
+    def ssh_host(self) -> str | None: ...
+    def rsync_arg(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Rsync:
     ssh: SshOptions
     binary: str = "rsync"
 
-    def base_argv(self, endpoints: Sequence[Endpoint]) -> list[str]:
+    def base_argv(self, endpoints: Sequence[RsyncEnd]) -> list[str]:
         argv = [self.binary, "--secluded-args"]
-        if any(isinstance(e, Ssh) for e in endpoints):
+        if any(e.ssh_host for e in endpoints):
             argv += ["-e", self.ssh.rsync_rsh()]
         return argv
 
     def mirror_argv(
         self,
-        src: Endpoint,
-        dst: Endpoint,
+        src: RsyncEnd,
+        dst: RsyncEnd,
         *,
         filter_args: Sequence[str] = (),
         delete: bool = True,

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from tether.endpoints.caps import POSIX, SSH, Caps
 from tether.errors import UsageError
+
+if TYPE_CHECKING:
+    from tether.ssh import SshOptions
+    from tether.transport.agent import AgentClient
 
 # A conservative host/user syntax: ssh would read a leading '-' as an option.
 _HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9_.\[\]:%-]+)$")
@@ -22,14 +28,44 @@ class Local(NamedTuple):
     path: str  # absolute, normalised; may hold surrogate-escaped bytes
 
     @property
+    def caps(self) -> Caps:
+        return POSIX
+
+    @property
     def kind(self) -> str:
         return "local"
+
+    @property
+    def ssh_host(self) -> str | None:
+        return None
+
+    def connector(self, ssh: SshOptions, python: str = "auto", *, create: bool = False) -> Callable[[], AgentClient]:
+        """How to open this endpoint's agent (here: in-process, no child at all)."""
+        from tether.transport.agent import AgentClient
+
+        return lambda: AgentClient.local(self.path, create=create)
+
+    def rsync_root(self, root: str) -> str:
+        """The root as rsync names it, with a trailing slash (its contents)."""
+        return root.rstrip("/") + "/"
+
+    def overlaps(self, other: AnyEndpoint) -> bool:
+        """One inside the other (or the same): a sync loop or a wipe."""
+        if other.local_path is None:
+            return False
+        a, b = os.path.realpath(self.path), os.path.realpath(other.local_path)
+        return is_inside(a, b) or is_inside(b, a)
 
     def rsync_arg(self) -> str:
         return self.path.rstrip("/") + "/"
 
     def key(self) -> str:
         return os.path.realpath(self.path)
+
+    @property
+    def local_path(self) -> str | None:
+        """The folder on this machine, for what only a local endpoint offers (None elsewhere)."""
+        return self.path
 
     def __str__(self) -> str:
         return self.path
@@ -40,12 +76,39 @@ class Ssh(NamedTuple):
     path: str  # remote path; empty or relative means relative to the remote home
 
     @property
+    def caps(self) -> Caps:
+        return SSH
+
+    @property
     def kind(self) -> str:
         return "ssh"
 
     @property
+    def ssh_host(self) -> str | None:
+        return self.host
+
+    def connector(self, ssh: SshOptions, python: str = "auto", *, create: bool = False) -> Callable[[], AgentClient]:
+        """How to open this endpoint's agent: the far-side program over one ssh channel."""
+        from tether.transport.agent import AgentClient
+
+        return lambda: AgentClient.connect_ssh(ssh, self.host, self.path or ".", python, create=create)
+
+    def rsync_root(self, root: str) -> str:
+        return f"{self.host}:{root}/"
+
+    def overlaps(self, other: AnyEndpoint) -> bool:
+        if other.ssh_host != self.host:
+            return False
+        a, b = os.path.normpath(self.path or "."), os.path.normpath(other.path or ".")
+        return is_inside(a, b) or is_inside(b, a)
+
+    @property
     def hostname(self) -> str:
         return self.host.rsplit("@", 1)[-1]
+
+    @property
+    def local_path(self) -> str | None:
+        return None
 
     def rsync_arg(self) -> str:
         path = self.path.rstrip("/")
@@ -59,6 +122,22 @@ class Ssh(NamedTuple):
 
 
 Endpoint = Local | Ssh
+
+
+class AnyEndpoint(Protocol):
+    """What every endpoint kind answers (Local, Ssh, and the rclone Rclone)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def local_path(self) -> str | None: ...
+    @property
+    def ssh_host(self) -> str | None: ...
+
+
+def as_local(ep: AnyEndpoint) -> Local | None:
+    """The endpoint as a local folder, where it is one (a mirror's source must be)."""
+    return Local(ep.local_path) if ep.local_path is not None else None
 
 
 def parse_endpoint(spec: str, *, base: str | None = None) -> Endpoint:
@@ -96,9 +175,9 @@ def check_overlap(source: Local, targets: list[Endpoint], what: str = "target") 
         if k in seen:
             raise UsageError(f"{what} {t} is given twice", "list each target once")
         seen[k] = t
-        if not isinstance(t, Local):
+        if t.local_path is None:
             continue
-        dst = os.path.realpath(t.path)
+        dst = os.path.realpath(t.local_path)
         if is_inside(dst, src):
             raise UsageError(
                 f"{what} {t} is inside the source {source}",

@@ -1,0 +1,125 @@
+"""Which `name:path` specs are rclone remotes, and the Rclone replica endpoint.
+
+`name:path` is also how ssh hosts are written, so a name counts as an rclone remote when rclone
+knows it: a `[name]` section of rclone's config file (RCLONE_CONFIG, else the default path) or
+an `RCLONE_CONFIG_<NAME>_TYPE` variable, as rclone itself resolves names.  The config is read
+here as text, not by running `rclone listremotes`, so an ssh pass pays nothing for the check.
+A name that is both an rclone remote and an ssh alias is the rclone remote, as in rclone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from tether.endpoints.caps import RCLONE, Caps
+from tether.endpoints.spec import AnyEndpoint, Endpoint, parse_endpoint
+from tether.errors import UsageError
+
+if TYPE_CHECKING:
+    from tether.ssh import SshOptions
+    from tether.transport.agent import AgentClient
+
+_SPEC = re.compile(r"^([A-Za-z0-9_.+@ -]+?):(.*)$", re.S)
+
+
+class Rclone(NamedTuple):
+    remote: str  # the remote's name, without the colon
+    path: str  # path inside the remote
+
+    @property
+    def caps(self) -> Caps:
+        return RCLONE
+
+    @property
+    def kind(self) -> str:
+        return "rclone"
+
+    @property
+    def local_path(self) -> str | None:
+        return None
+
+    @property
+    def ssh_host(self) -> str | None:
+        return None
+
+    def connector(self, ssh: SshOptions, python: str = "auto", *, create: bool = False) -> Callable[[], AgentClient]:
+        """How to open this endpoint's agent: tether's operations over `rclone rcd`."""
+        from tether.transport.rclone_agent import RcloneAgent
+
+        return lambda: RcloneAgent.connect(f"{self.remote}:", self.path, create=create)
+
+    def rsync_root(self, root: str) -> str:
+        raise UsageError(f"{self} is an rclone remote: rsync cannot reach it", "files go through rclone's agent")
+
+    def overlaps(self, other: AnyEndpoint) -> bool:
+        return (
+            isinstance(other, Rclone) and other.remote.lower() == self.remote.lower() and _nested(self.path, other.path)
+        )
+
+    def key(self) -> str:
+        return f"rclone:{self.remote}:{os.path.normpath(self.path) if self.path else ''}"
+
+    def __str__(self) -> str:
+        return f"{self.remote}:{self.path}"
+
+
+ReplicaSpec = Endpoint | Rclone
+
+
+def _config_file(env: dict[str, str]) -> Path:
+    if env.get("RCLONE_CONFIG"):
+        return Path(env["RCLONE_CONFIG"])
+    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "rclone" / "rclone.conf"
+
+
+def rclone_remotes(env: dict[str, str] | None = None) -> set[str]:
+    env = dict(os.environ) if env is None else env
+    names = {m.group(1).lower() for k in env if (m := re.fullmatch(r"RCLONE_CONFIG_(.+)_TYPE", k))}
+    try:
+        text = _config_file(env).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    names |= {m.group(1).lower() for m in re.finditer(r"(?m)^\s*\[([^\]]+)\]\s*$", text)}
+    return names
+
+
+def parse_replica(spec: str, *, base: str | None = None) -> ReplicaSpec:
+    """A local path, ssh `host:/path`, or rclone `remote:path`."""
+    m = _SPEC.match(spec)
+    if m and "/" not in m.group(1) and m.group(1).lower() in rclone_remotes():
+        return Rclone(m.group(1), m.group(2))
+    return parse_endpoint(spec, base=base)
+
+
+def _nested(a: str, b: str) -> bool:
+    x, y = os.path.normpath("/" + a), os.path.normpath("/" + b)
+    return x == y or x.startswith(y.rstrip("/") + "/") or y.startswith(x.rstrip("/") + "/")
+
+
+def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
+    """Two replicas that overlap would sync a tree into itself; two remote ones need rsync between hosts."""
+    if p1.local_path is not None and p2.local_path is not None:
+        if p1.overlaps(p2):
+            raise UsageError(
+                f"path1 {p1} and path2 {p2} overlap (one is inside the other)",
+                "give two separate directories",
+            )
+        return
+    if p1.local_path is not None or p2.local_path is not None:
+        return
+    if not (p1.caps.rsync and p2.caps.rsync):
+        raise UsageError(
+            f"path1 {p1} and path2 {p2}: an rclone remote pairs with a local directory only",
+            "run tether where one replica is a local directory",
+        )
+    if p1.overlaps(p2) and os.path.normpath(p1.path) == os.path.normpath(p2.path):
+        raise UsageError(f"path1 and path2 are the same place ({p1})", "give two separate directories")
+    raise UsageError(
+        f"path1 {p1} and path2 {p2} are both remote",
+        "run tether on one of the two hosts, so that one replica is local",
+    )

@@ -1,0 +1,174 @@
+"""Every version tether kept, whatever kept it, listed one way.
+
+Four things keep old data, each in its own shape under a replica's or target's `.tether/`:
+
+    trash/<YYYY-mm-dd>[.N]/<path>          removed (bisync, mirror) or replaced (mirror) files
+    backups/<path>.<YYYYmmdd-HHMMSS-us>   bisync: the version an update or a conflict overwrote
+    backups/<YYYYmmdd-HHMMSS[-N]>/<path>  locations: what one run replaced or removed
+    <path>.conflict-<host>-<stamp>.<ext>   bisync keep-both: the losing version, beside the file
+
+`classify` reads one stored path into a Version (pure, so any endpoint's listing can be fed to
+it); `scan_local` walks a local root; `expired` says which versions a retention rule drops.
+Names the kept copies were numbered with (`a.1.txt` when `a.txt` was taken that day) are read
+back to the file they are a version of when the plain name is beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+META = b".tether"
+TRASH = META + b"/trash/"
+BACKUPS = META + b"/backups/"
+
+_DAY = re.compile(rb"^(\d{4})-(\d\d)-(\d\d)(?:\.\d+)?$")
+_RUN = re.compile(rb"^(\d{8}-\d{6})(?:-\d+)?$")
+_BACKUP = re.compile(rb"^(.+?)(?:\.\d+)?\.(\d{8}-\d{6})-(\d{6})$", re.S)
+_NUMBERED = re.compile(rb"^(.+)\.\d+(\.[^./]*)?$", re.S)
+_CONFLICT = re.compile(rb"^(.*)\.conflict-[^/]*?-(\d{8}-\d{6})(?:-\d+)?(\.[^/]*)?$", re.S)
+
+ORIGINS = ("trash", "backup", "conflict", "locations")
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """One kept version: `path` is the file it is a version of, `stored` where it lies now."""
+
+    path: bytes
+    kept_at: float  # when it was set aside (a trash day counts from its midnight, local time)
+    origin: str  # one of ORIGINS
+    stored: bytes
+    size: int
+    mtime_ns: int
+
+    def json(self) -> dict[str, object]:
+        return {"path": os.fsdecode(self.path), "stored": os.fsdecode(self.stored), "origin": self.origin,
+                "kept_at": self.kept_at, "size": self.size, "mtime_ns": self.mtime_ns}  # fmt: skip
+
+
+def _local_time(fields: tuple[int, int, int, int, int, int]) -> float:
+    y, mo, d, h, mi, s = fields
+    return time.mktime((y, mo, d, h, mi, s, 0, 0, -1))
+
+
+def _stamp(s: bytes) -> float:
+    d, t = s[:8], s[9:15]
+    return _local_time((int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]), int(t[4:6])))
+
+
+def _unnumbered(name: bytes, siblings: frozenset[bytes]) -> bytes:
+    m = _NUMBERED.match(name)
+    if m and m.group(1) + (m.group(2) or b"") in siblings:
+        return m.group(1) + (m.group(2) or b"")
+    return name
+
+
+def classify(
+    rel: bytes,
+    size: int,
+    mtime_ns: int,
+    siblings: frozenset[bytes] = frozenset(),
+    conflict_copies: Iterable[bytes] = (),
+) -> Version | None:
+    """The Version stored at `rel` (relative to the root), or None for a file that is not one.
+
+    `siblings` are the names beside it (to read numbered names back); `conflict_copies` the
+    copies a bisync state recorded (a name that only looks like a conflict copy is the user's).
+    """
+    head, _, name = rel.rpartition(b"/")
+    if rel.startswith(TRASH):
+        day, _, rest = rel[len(TRASH) :].partition(b"/")
+        m = _DAY.match(day)
+        if not m or not rest or rest.startswith(b".incoming/"):
+            return None
+        at = _local_time((int(m.group(1)), int(m.group(2)), int(m.group(3)), 0, 0, 0))
+        rhead, _, rname = rest.rpartition(b"/")
+        path = (rhead + b"/" if rhead else b"") + _unnumbered(rname, siblings)
+        return Version(path, at, "trash", rel, size, mtime_ns)
+    if rel.startswith(BACKUPS):
+        rest = rel[len(BACKUPS) :]
+        run, _, inner = rest.partition(b"/")
+        m = _RUN.match(run)
+        if m and inner:
+            return Version(inner, _stamp(m.group(1)), "locations", rel, size, mtime_ns)
+        b = _BACKUP.match(name)
+        if b:
+            inner_head = head[len(BACKUPS) :] if len(head) >= len(BACKUPS) else b""
+            path = (inner_head + b"/" if inner_head else b"") + b.group(1)
+            return Version(path, _stamp(b.group(2)) + int(b.group(3)) / 1e6, "backup", rel, size, mtime_ns)
+        return None
+    if rel.startswith(META + b"/") or rel == META:
+        return None
+    if rel in conflict_copies:
+        c = _CONFLICT.match(rel)
+        if c:
+            path = c.group(1) + (c.group(3) or b"")
+            return Version(path, _stamp(c.group(2)), "conflict", rel, size, mtime_ns)
+    return None
+
+
+def scan_local(root: str | bytes, conflict_copies: Iterable[bytes] = ()) -> list[Version]:
+    """Every version kept under a local replica or target root, oldest first."""
+    base = os.fsencode(root)
+    copies = frozenset(conflict_copies)
+    found: list[Version] = []
+    for rel, size, mtime_ns, siblings in _walk(base, META):
+        v = classify(rel, size, mtime_ns, siblings)
+        if v:
+            found.append(v)
+    for copy in copies:
+        try:
+            st = os.lstat(os.path.join(base, copy))
+        except OSError:
+            continue  # the user deleted the copy: that conflict is closed
+        v = classify(copy, st.st_size, st.st_mtime_ns, conflict_copies=copies)
+        if v:
+            found.append(v)
+    return sorted(found, key=lambda v: (v.kept_at, v.path, v.stored))
+
+
+def _walk(base: bytes, top: bytes) -> Iterator[tuple[bytes, int, int, frozenset[bytes]]]:
+    stack = [top]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(os.path.join(base, rel)) as it:
+                ents = list(it)
+        except OSError:
+            continue
+        names = frozenset(e.name for e in ents)
+        for e in ents:
+            sub = rel + b"/" + e.name
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(sub)
+            else:
+                yield sub, st.st_size, st.st_mtime_ns, names
+
+
+def expired(versions: Iterable[Version], *, keep: int, days: float, now: float | None = None) -> list[Version]:
+    """The versions a retention rule drops: older than `days`, or beyond the newest `keep` of
+    one path and origin (keep <= 0: no count limit). Conflict copies are the user's to close."""
+    cutoff = (time.time() if now is None else now) - days * 86400
+    by_path: dict[tuple[bytes, str], list[Version]] = {}
+    for v in versions:
+        if v.origin != "conflict":
+            by_path.setdefault((v.path, v.origin), []).append(v)
+    out: list[Version] = []
+    for group in by_path.values():
+        group.sort(key=lambda v: v.kept_at, reverse=True)
+        for i, v in enumerate(group):
+            if v.kept_at < cutoff or (keep > 0 and i >= keep):
+                out.append(v)
+    return sorted(out)
+
+
+__all__ = ["ORIGINS", "Version", "classify", "expired", "scan_local"]

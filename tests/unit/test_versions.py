@@ -1,0 +1,53 @@
+"""The versions reader as data: each stored name -> the version it is, or not one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tether.versions import Version, classify, expired
+
+DAY = time.mktime((2026, 12, 4, 0, 0, 0, 0, 0, -1))
+STAMP = time.mktime((2026, 12, 4, 10, 11, 12, 0, 0, -1))
+
+CASES: list[tuple[bytes, frozenset[bytes], tuple[bytes, str, float] | None]] = [
+    (b".tether/trash/2026-12-04/a/doc.txt", frozenset(), (b"a/doc.txt", "trash", DAY)),
+    (b".tether/trash/2026-12-04.2/doc.txt", frozenset(), (b"doc.txt", "trash", DAY)),
+    (b".tether/trash/2026-12-04/doc.1.txt", frozenset({b"doc.txt", b"doc.1.txt"}), (b"doc.txt", "trash", DAY)),
+    (b".tether/trash/2026-12-04/doc.1.txt", frozenset({b"doc.1.txt"}), (b"doc.1.txt", "trash", DAY)),
+    (b".tether/trash/2026-12-04/.incoming/1/x", frozenset(), None),
+    (b".tether/trash/not-a-day/x", frozenset(), None),
+    (b".tether/backups/d/f.txt.20261204-101112-250000", frozenset(), (b"d/f.txt", "backup", STAMP + 0.25)),
+    (b".tether/backups/f.txt.1.20261204-101112-000000", frozenset(), (b"f.txt", "backup", STAMP)),
+    (b".tether/backups/20261204-101112/d/f.txt", frozenset(), (b"d/f.txt", "locations", STAMP)),
+    (b".tether/backups/20261204-101112-3/f.txt", frozenset(), (b"f.txt", "locations", STAMP)),
+    (b".tether/backups/stray", frozenset(), None),
+    (b".tether/state.db", frozenset(), None),
+    (b"plain/file.txt", frozenset(), None),
+    (b"name\nwith newline.\xff.20261204-101112-000000", frozenset(), None),  # not under backups: the user's
+]
+
+
+@pytest.mark.parametrize(("rel", "siblings", "want"), CASES)
+def test_classify(rel: bytes, siblings: frozenset[bytes], want: tuple[bytes, str, float] | None) -> None:
+    v = classify(rel, 7, 1, siblings)
+    assert (None if v is None else (v.path, v.origin, v.kept_at)) == want
+    if v:
+        assert v.stored == rel and v.size == 7
+
+
+def test_a_conflict_copy_counts_only_when_the_state_recorded_it() -> None:
+    copy = b"d/notes.conflict-laptop-20261204-101112-2.md"
+    assert classify(copy, 1, 1) is None
+    v = classify(copy, 1, 1, conflict_copies=[copy])
+    assert v is not None and (v.path, v.origin, v.kept_at) == (b"d/notes.md", "conflict", STAMP)
+
+
+def test_expired_keeps_the_newest_per_path_and_drops_the_old() -> None:
+    now = STAMP + 10 * 86400
+    vs = [Version(b"f", STAMP + i, "backup", b"s%d" % i, 1, 1) for i in range(5)]
+    vs.append(Version(b"g", now - 100 * 86400, "trash", b"old", 1, 1))
+    vs.append(Version(b"h", now - 100 * 86400, "conflict", b"c", 1, 1))
+    gone = expired(vs, keep=2, days=30, now=now)
+    assert sorted(v.stored for v in gone) == [b"old", b"s0", b"s1", b"s2"]
