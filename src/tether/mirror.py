@@ -132,8 +132,9 @@ class Mirror:
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
     ) -> list[str]:
         extra = [*self._trash_args(spec), *spec.rsync_args]
-        if first_contact:  # add what is missing, touch nothing that is there (and list what was added)
-            extra += ["--ignore-existing", "--max-delete=0"]
+        if first_contact:  # add what is missing, touch nothing that is there (and list what was added,
+            # and how each file that was there compares with the source's)
+            extra += ["--ignore-existing", "--max-delete=0", "--info=skip2"]
         return self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(), delete=spec.delete,
             bwlimit=spec.bwlimit, extra=extra, dry_run=dry_run, itemize=first_contact,
@@ -206,7 +207,33 @@ class Mirror:
             hint="is the source's disk mounted? pass --force if the target really should be emptied",
         )  # fmt: skip
 
-    def sync_target(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
+    def _taken_over(
+        self, spec: MirrorSpec, target: Endpoint, first: RsyncResult, watched: bool
+    ) -> TargetOutcome | None:
+        """After an add-only first pass that deleted nothing: if every file that was there is the
+        source's (type, size and mtime by rsync's quick check, as --info=skip2 tells), the target
+        held nothing but what the source held as the pass began, and is tether's from now on.
+        When the attributes matched too, that pass was the whole mirror; otherwise one ordinary
+        pass sets them. Without a watcher, that pass also removes what the first one added and
+        the source has lost since. None: not shown (a file differs, or rsync did not say)."""
+        hows = {how for _, how in first.kept}
+        if not hows or not hows <= {"uptodate", "attr change"}:
+            return None
+        self.known.add(target.key(), str(spec.source))
+        added = any(c[2:11] == "+++++++++" for c in first.changes)
+        if hows == {"uptodate"} and (watched or not added):
+            return TargetOutcome.from_rsync(target, first)
+        out = self._pass(spec, target)
+        out.files += first.files
+        out.bytes += first.bytes
+        out.seconds += first.seconds
+        return out
+
+    def sync_target(
+        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool, watched: bool = False
+    ) -> TargetOutcome:
+        """`watched`: the source is watched since before this pass (a continuous mirror), so
+        what changes in it meanwhile reaches the target as events."""
         if spec.delete and not force:
             refused = self._emptied_source(spec, target)
             if refused:
@@ -218,12 +245,17 @@ class Mirror:
                 return self._pass(spec, target, dry_run=dry_run)
             return self._guarded(spec, target, dry_run=dry_run)
         # A remote target tether never wrote: one pass that only adds what is missing. For a new
-        # target (the usual case) that is the whole mirror, at the cost of a plain rsync; if
-        # anything was already there, look closer before deleting or overwriting any of it.
+        # target (the usual case) that is the whole mirror, at the cost of a plain rsync; for a
+        # target another tool kept in sync it usually is too (see _taken_over); otherwise look
+        # closer before deleting or overwriting anything there.
         res = self._run(self._argv(spec, target, first_contact=True), target)
-        if res.ok and res.created >= res.total - 1:
-            self.known.add(target.key(), str(spec.source))
-            return TargetOutcome.from_rsync(target, res)
+        if res.ok and not res.deletes_held:
+            if res.created >= res.total - 1:
+                self.known.add(target.key(), str(spec.source))
+                return TargetOutcome.from_rsync(target, res)
+            taken = self._taken_over(spec, target, res, watched)
+            if taken is not None:
+                return taken
         if not res.ok and res.returncode not in (PARTIAL, MAX_DELETE_HIT):
             return TargetOutcome.from_rsync(target, res)
         # (files that vanished from a live source during that pass are no reason to stop here:
