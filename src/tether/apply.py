@@ -118,7 +118,7 @@ class Applier:
     def _full_pass(self, clock: PassClock) -> BatchResult:
         started = time.time_ns()
         self.agent()  # connected now, off the path of the first change
-        outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False, clock=clock)
+        outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True)
         self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)

@@ -9,11 +9,13 @@ which converges whatever was lost (moves included) once the target is back.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from tether.apply import AGENT_BATCH, Applier
 from tether.config import LiveOptions
@@ -35,7 +37,9 @@ SOURCE_POLL = 0.25  # how often a job whose source is gone looks for it again
 
 
 def _is_bulk(batch: Sequence[Change]) -> bool:
-    return len(batch) > AGENT_BATCH or any(c.kind == "write" and c.is_dir for c in batch)
+    """Writes enough for an rsync run (deletes and moves are one agent round trip however many)."""
+    writes = [c for c in batch if c.kind == "write"]
+    return len(writes) > AGENT_BATCH or any(c.is_dir for c in writes)
 
 
 class TargetWorker(threading.Thread):
@@ -54,6 +58,7 @@ class TargetWorker(threading.Thread):
         self.pending: list[Change] = []
         self.full = False
         self.held = False  # the source is being watched anew: nothing to do until resume_full()
+        self.busy = False  # a batch or pass is reading the source and writing the target
         self.last_submit = 0.0
 
     def hold(self) -> None:
@@ -76,6 +81,8 @@ class TargetWorker(threading.Thread):
             self.last_submit = time.monotonic()
             if self.held:
                 return
+            if self.busy:  # the transfer in flight may copy what these name: none is new to the target
+                changes = [dataclasses.replace(c, created=False) if c.created else c for c in changes]
             if any(c.kind == "rescan" for c in changes) or len(self.pending) + len(changes) > QUEUE_LIMIT:
                 self.pending.clear()
                 self.full = True
@@ -93,6 +100,18 @@ class TargetWorker(threading.Thread):
     def wake(self) -> None:
         with self.cond:
             self.cond.notify()
+
+    @contextlib.contextmanager
+    def _transfer(self) -> Iterator[None]:
+        """A file made during a transfer may reach the target with it: its delete must not then
+        cancel out against its creation, as if the target never had it."""
+        with self.cond:
+            self.busy = True
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.busy = False
 
     def _settle(self, batch: list[Change], full: bool) -> tuple[list[Change], bool]:
         """Let a burst finish before a bulk transfer, so that it travels in one rsync run."""
@@ -119,14 +138,19 @@ class TargetWorker(threading.Thread):
                     break
                 batch, self.pending = self.pending, []
                 full, self.full = self.full, False
-            if (full or _is_bulk(batch)) and self.status.full_passes:
+            # bulk or not by what the batch comes to: a source that keeps making and deleting
+            # temporary files sends many events that cancel out, and never goes quiet
+            work = [] if full else coalesce(batch)
+            if (full or _is_bulk(work)) and self.status.full_passes:
                 batch, full = self._settle(batch, full)
+                work = [] if full else coalesce(batch)
             if full and self.source_moved():
                 continue  # the job is about to watch the new source, then asks for this pass again
             self.board.update(self.status, state=SYNCING, pending=len(batch), force=True)
             began = time.monotonic()
             try:
-                res = self.applier.full_pass() if full else self.applier.apply(coalesce(batch))
+                with self._transfer():
+                    res = self.applier.full_pass() if full else self.applier.apply(work)
             except Exception as e:  # a worker that dies would stop its target silently
                 if not isinstance(e, (AgentDown, AgentError, TetherError, OSError)):
                     log.exception("%s: unexpected error", self.applier.target)

@@ -140,8 +140,9 @@ class Mirror:
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
     ) -> list[str]:
         extra = [*self._trash_args(spec), *spec.rsync_args]
-        if first_contact:  # add what is missing, touch nothing that is there (and list what was added)
-            extra += ["--ignore-existing", "--max-delete=0"]
+        if first_contact:  # add what is missing, touch nothing that is there (and list what was added,
+            # and how each file that was there compares with the source's)
+            extra += ["--ignore-existing", "--max-delete=0", "--info=skip2"]
         return self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(), delete=spec.delete,
             bwlimit=spec.bwlimit, extra=extra, dry_run=dry_run, itemize=first_contact,
@@ -221,10 +222,41 @@ class Mirror:
             hint="is the source's disk mounted? pass --force if the target really should be emptied",
         )  # fmt: skip
 
+    def _taken_over(
+        self, spec: MirrorSpec, target: Endpoint, first: RsyncResult, watched: bool, clock: PassClock | None
+    ) -> TargetOutcome | None:
+        """After an add-only first pass that deleted nothing: if every file that was there is the
+        source's (type, size and mtime by rsync's quick check, as --info=skip2 tells), the target
+        held nothing but what the source held as the pass began, and is tether's from now on.
+        When the attributes matched too, that pass was the whole mirror; otherwise one ordinary
+        pass sets them. Without a watcher, that pass also removes what the first one added and
+        the source has lost since. None: not shown (a file differs, or rsync did not say)."""
+        hows = {how for _, how in first.kept}
+        if not hows or not hows <= {"uptodate", "attr change"}:
+            return None
+        self.known.add(target.key(), str(spec.source))
+        added = any(c[2:11] == "+++++++++" for c in first.changes)
+        if hows == {"uptodate"} and (watched or not added):
+            return TargetOutcome.from_rsync(target, first)
+        out = self._pass(spec, target, clock=clock)
+        out.files += first.files
+        out.bytes += first.bytes
+        out.seconds += first.seconds
+        return out
+
     def sync_target(
-        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool, clock: PassClock | None = None
+        self,
+        spec: MirrorSpec,
+        target: Endpoint,
+        *,
+        dry_run: bool,
+        force: bool,
+        clock: PassClock | None = None,
+        watched: bool = False,
     ) -> TargetOutcome:
-        """One target brought up to date; with a `clock`, stopped at the pass's max_time_hard."""
+        """One target brought up to date; with a `clock`, stopped at the pass's max_time_hard.
+        `watched`: the source is watched since before this pass (a continuous mirror), so what
+        changes in it meanwhile reaches the target as events."""
         if spec.delete and not force:
             refused = self._emptied_source(spec, target, clock)
             if refused:
@@ -236,12 +268,17 @@ class Mirror:
                 return self._pass(spec, target, dry_run=dry_run, clock=clock)
             return self._guarded(spec, target, dry_run=dry_run, clock=clock)
         # A remote target tether never wrote: one pass that only adds what is missing. For a new
-        # target (the usual case) that is the whole mirror, at the cost of a plain rsync; if
-        # anything was already there, look closer before deleting or overwriting any of it.
+        # target (the usual case) that is the whole mirror, at the cost of a plain rsync; for a
+        # target another tool kept in sync it usually is too (see _taken_over); otherwise look
+        # closer before deleting or overwriting anything there.
         res = self._run(self._argv(spec, target, first_contact=True), target, clock=clock)
-        if res.ok and res.created >= res.total - 1:
-            self.known.add(target.key(), str(spec.source))
-            return TargetOutcome.from_rsync(target, res)
+        if res.ok and not res.deletes_held:
+            if res.created >= res.total - 1:
+                self.known.add(target.key(), str(spec.source))
+                return TargetOutcome.from_rsync(target, res)
+            taken = self._taken_over(spec, target, res, watched, clock)
+            if taken is not None:
+                return taken
         if not res.ok and (res.returncode not in (PARTIAL, MAX_DELETE_HIT) or res.stopped):
             return TargetOutcome.from_rsync(target, res)
         # (files that vanished from a live source during that pass are no reason to stop here:

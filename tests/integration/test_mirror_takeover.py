@@ -3,10 +3,12 @@ put there during its first pass is tether's, a file the source never had is not.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.rig.compare import assert_same_tree
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 from tether.dirs import Dirs
@@ -71,3 +73,67 @@ def test_a_file_the_source_never_had_is_still_refused_and_listed(
     assert out.refused and any("only-on-the-target.txt" in e for e in out.errors), out.errors
     assert (dst / "only-on-the-target.txt").exists()
     assert not known.has(target.key())
+
+
+def test_a_target_another_rsync_made_identical_is_taken_over_by_the_first_pass_alone(
+    tmp_path: Path, sshd: SshServer, tether_home: Path
+) -> None:
+    """A continuous mirror (its watcher carries what changes meanwhile): the add-only pass
+    showed that each file there is the source's, attributes included, so it was the mirror."""
+    src, dst, spec, target, rsync, known = _setup(tmp_path, sshd, tether_home)
+    runs: list[str] = []
+    mirror = Mirror(rsync, known, verbose=runs.append)
+    out = mirror.sync_target(spec, target, dry_run=False, force=False, watched=True)
+    assert out.ok and not out.refused, out.errors
+    assert len(runs) == 1, runs
+    assert known.has(target.key())
+    assert_same_tree(src, dst)
+
+
+def test_attributes_changed_on_such_a_target_take_one_ordinary_pass_more(
+    tmp_path: Path, sshd: SshServer, tether_home: Path
+) -> None:
+    """No closer look (a dry run, then the pass) when only attributes differ: the ordinary
+    pass after the add-only one sets them (here a mode changed on the target by hand)."""
+    src, dst, spec, target, rsync, known = _setup(tmp_path, sshd, tether_home)
+    some = sorted(p for p in dst.rglob("*") if p.is_file() and not p.is_symlink())[0]
+    some.chmod(0o600)
+    runs: list[str] = []
+    out = Mirror(rsync, known, verbose=runs.append).sync_target(spec, target, dry_run=False, force=False)
+    assert out.ok and not out.refused, out.errors
+    assert len(runs) == 2 and not any("--dry-run" in r for r in runs), runs
+    assert known.has(target.key())
+    assert_same_tree(src, dst)
+
+
+def test_a_file_that_differs_is_still_refused_and_listed(tmp_path: Path, sshd: SshServer, tether_home: Path) -> None:
+    """Nothing extra on the target, but one file is not the source's: the add-only pass
+    proves nothing, the closer look refuses."""
+    _src, dst, spec, target, rsync, known = _setup(tmp_path, sshd, tether_home)
+    theirs = sorted(p for p in dst.rglob("*") if p.is_file() and not p.is_symlink())[0]
+    rel = str(theirs.relative_to(dst))
+    theirs.write_bytes(b"y" * theirs.stat().st_size)  # same size, other bytes and mtime
+    os.utime(theirs, (1_000_000_000, 1_000_000_000))
+    out = Mirror(rsync, known).sync_target(spec, target, dry_run=False, force=False)
+    assert out.refused and f"would overwrite: {rel}" in out.errors, out.errors
+    assert theirs.read_bytes() == b"y" * theirs.stat().st_size
+    assert not known.has(target.key())
+
+
+def test_the_add_only_pass_tells_how_each_existing_file_compares_and_what_it_did_not_delete(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name in ("same.txt", "changed.txt", "new.txt"):
+        (src / name).write_text(f"{name}\n")
+    subprocess.run(["rsync", "-a", "--", f"{src}/", f"{dst}/"], check=True)
+    (dst / "new.txt").unlink()
+    (dst / "changed.txt").write_text("CHANGED.TXT\n")
+    os.utime(dst / "changed.txt", (1_000_000_000, 1_000_000_000))
+    (dst / "extra.txt").write_text("theirs\n")
+    rsync = Rsync(SshOptions(str(tmp_path)))
+    spec = MirrorSpec(source=Local(str(src)), targets=(Local(str(dst)),))
+    argv = Mirror(rsync, KnownTargets(tmp_path / "state"))._argv(spec, Local(str(dst)), first_contact=True)
+    res = rsync.run(argv)
+    assert sorted(res.kept) == [("changed.txt", "file change"), ("same.txt", "uptodate")]
+    assert res.deletes_held == 1 and (dst / "extra.txt").exists()
+    assert (dst / "new.txt").exists() and (dst / "changed.txt").read_text() == "CHANGED.TXT\n"

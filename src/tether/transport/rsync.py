@@ -35,6 +35,10 @@ _STAT_RE = {
     "bytes": re.compile(r"^Total transferred file size: ([\d,.]+)", re.M),
     "sent": re.compile(r"^Total bytes sent: ([\d,.]+)", re.M),
 }
+# --info=skip2 with --ignore-existing (rsync 3.2.4+): "NAME exists (uptodate)", "(attr change)",
+# "(file change)", "(type change)"; an older rsync says only "NAME exists"
+_SKIP_RE = re.compile(r"^(.*) exists(?: \(([a-z ]+)\))?$")
+_DELETES_HELD_RE = re.compile(r"^Deletions stopped due to --max-delete limit \(([\d,.]+) skipped\)", re.M)
 _FILE_ERROR_RE = re.compile(r"^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$", re.M)
 
 
@@ -50,6 +54,11 @@ class RsyncResult:
     bytes: int = 0
     sent: int = 0
     changes: list[str] = field(default_factory=list)  # itemized lines, e.g. ">f+++++++++ a/b"
+    # what --ignore-existing left alone and how it compares with the source's ("uptodate", "attr
+    # change", "file change", ...; "" when rsync did not say), as --info=skip2 reports it
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    # deletions --max-delete held back: exit 25 says so too, unless a vanished file's 24 hides it
+    deletes_held: int = 0
     errors: list[str] = field(default_factory=list)
     hint: str | None = None
     stopped: bool = False  # ended at its deadline (rsync removes its temporary file on the way out)
@@ -150,6 +159,13 @@ class Rsync:
             # a directory whose only change is its mtime is a side effect, not news
             if ln.startswith(_ITEM_PREFIX) and not ln.startswith(_ITEM_PREFIX + ".d..t......")
         ]
+        for ln in out.splitlines():
+            m = None if ln.startswith(_ITEM_PREFIX) else _SKIP_RE.match(ln)
+            if m:
+                res.kept.append((m.group(1), m.group(2) or ""))
+        m = _DELETES_HELD_RE.search(err)
+        if m:
+            res.deletes_held = _num(m.group(1))
         if returncode == MAX_DELETE_HIT:
             res.errors = [ln for ln in err.splitlines() if "max-delete" in ln][:1]
         elif returncode not in (0, VANISHED):
