@@ -75,7 +75,7 @@ HOOKS: dict[str, list[tuple[str | None, str, str]]] = {
         (None, "reconcile", "plan"),
     ],
     "tether.bisync.runner": [(None, "one_pass", "one pass")],
-    "tether.bisync.cli": [(None, "run_once", "run")],
+    "tether.cli.bisync": [(None, "run_once", "run")],
 }
 
 

@@ -78,7 +78,12 @@ def test_churn_in_an_excluded_folder_starts_no_pass(
             (a / "node_modules" / f"dep{i}.js").write_text(f"module {i}\n")
         (a / "sentinel.txt").write_text("after the churn\n")
         wait_for(lambda: (b / "sentinel.txt").exists(), 60, "a change after the churn")
-        wait_for(lambda: _target(env, "churn")["state"] == "idle", 60, "the job idle")
+
+        def recorded() -> bool:  # the file lands before the pass that carried it is on the board
+            t = _target(env, "churn")
+            return t["state"] == "idle" and t["paths_looked"] > before["paths_looked"]
+
+        wait_for(recorded, 60, "the pass that carried it recorded, the job idle")
         after = _target(env, "churn")
     assert after["full_passes"] == before["full_passes"]  # nothing asked for a full look
     # the narrow passes looked at the sentinel (on both sides, maybe in several event batches on

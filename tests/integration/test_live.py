@@ -203,7 +203,10 @@ def test_a_full_target_is_a_clear_error_then_converges_when_space_is_freed(
     write_job(tether_env, "full", src, [str(dst)], interval=0)
     with running(tether_env, "full"):
         wait_same(src, dst)
-        (src / "big.bin").write_bytes(os.urandom(3_000_000))  # more than the 2 MB target
+        # saved by rename: the source never holds a shorter big.bin that would fit (an event
+        # between open and write could send that, and it would rightly land)
+        (tmp_path / "big.tmp").write_bytes(os.urandom(3_000_000))  # more than the 2 MB target
+        os.replace(tmp_path / "big.tmp", src / "big.bin")
         (src / "small2.txt").write_text("also fits")
         wait_for(
             lambda: "space" in (status(tether_env, "full")["targets"][0]["last_error"] or ""), 60, "a disk-full error"

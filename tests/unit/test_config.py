@@ -112,6 +112,7 @@ def test_endpoint_specs(spec: str, expected: object) -> None:
     assert parse_endpoint(spec, base="/base") == expected
 
 
-def test_host_that_looks_like_an_option_is_refused() -> None:
+@pytest.mark.parametrize("spec", ["-oProxyCommand=x:/p", "-o:/a", "u@-p:/a"])
+def test_host_that_looks_like_an_option_is_refused(spec: str) -> None:
     with pytest.raises(UsageError, match="not a valid ssh host"):
-        parse_endpoint("-oProxyCommand=x:/p")
+        parse_endpoint(spec)

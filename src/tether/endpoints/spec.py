@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from tether.transport.agent import AgentClient
 
 # A conservative host/user syntax: ssh would read a leading '-' as an option.
-_HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9_.\[\]:%-]+)$")
+_HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9_.\[:%][A-Za-z0-9_.\[\]:%-]*)$")
 
 
 class Local(NamedTuple):

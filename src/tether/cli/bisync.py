@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tether.bisync.config import BisyncJob
 from tether.bisync.plan import POLICIES
+from tether.cli.common import FilterAction, running
 from tether.dirs import Dirs
 from tether.endpoints import check_pair, parse_replica
-from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
+from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.filters import Filter
 from tether.output import shown
 
@@ -26,14 +27,12 @@ COMMANDS = ("bisync", "conflicts")
 
 
 def add_parsers(sub: Any) -> None:
-    from tether.cli import _FilterAction
-
     b = sub.add_parser("bisync", help="two-way sync of two replicas, once (no job file needed)")
     b.add_argument("path1", metavar="PATH1", help="local path or host:/path")
     b.add_argument("path2", metavar="PATH2", help="local path or host:/path")
     b.add_argument("--conflict", choices=POLICIES, default="keep-both", help="who wins when both sides changed")
-    b.add_argument("--exclude", action=_FilterAction, metavar="PAT", help="gitignore-style pattern to leave out")
-    b.add_argument("--include", action=_FilterAction, metavar="PAT", help="pattern to take back in (like !PAT)")
+    b.add_argument("--exclude", action=FilterAction, metavar="PAT", help="gitignore-style pattern to leave out")
+    b.add_argument("--include", action=FilterAction, metavar="PAT", help="pattern to take back in (like !PAT)")
     b.add_argument("--max-delete", type=int, default=50, metavar="PCT", help="refuse a pass deleting more (default 50)")
     b.add_argument("--backups-keep", type=int, default=10, metavar="N", help="versions kept per file (default 10)")
     b.add_argument("--dry-run", "-n", action="store_true", help="print the plan; change nothing")
@@ -168,27 +167,15 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
 def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
     """`tether run NAME` for a bisync job: passes on every change until SIGTERM/SIGINT."""
     import logging
-    import signal
     import threading
 
     from tether.bisync.runner import run_forever
-    from tether.cli_service import setup_logging
     from tether.service.status import JobStatus, StatusBoard, TargetStatus
 
-    setup_logging()
     log = logging.getLogger("tether")
     target = TargetStatus(str(job.path2))
     board = StatusBoard(status_path, JobStatus(job.name, os.getpid(), str(job.path1), time.time(), targets=[target]))
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping (%s): finishing the pass in flight", signal.Signals(signum).name)
-        board.update(state="stopping", force=True)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    board.update(state="running", force=True)
     passes = full = looked = 0
 
     def on_pass(rep: Report) -> None:
@@ -214,11 +201,7 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
             board.update(target, state="retrying", last_error=rep.refused or "; ".join(rep.errors)[:500] or "skipped",
                          last_error_at=now)  # fmt: skip
 
-    try:
+    with running(board, stop.set, "pass"):
+        board.update(state="running", force=True)
         run_forever(job, dirs, stop, on_pass, lambda n: board.update(watches=n, force=True))
-    except TetherError as e:
-        board.update(state="failed", message=str(e), force=True)
-        raise
-    board.update(state="stopped", force=True)
-    log.info("stopped")
     return EXIT_OK

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.cli.common import running
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, LockedError, TetherError
 from tether.output import human_bytes, shown
@@ -43,17 +43,6 @@ def add_parsers(sub: Any) -> None:
     lg.add_argument("-n", "--lines", type=int, default=50)
 
 
-def setup_logging() -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-
-
 def run_live(
     name: str,
     job_spec: MirrorSpec,
@@ -64,8 +53,6 @@ def run_live(
     pass_hooks: PassHooks | None = None,
 ) -> int:
     """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`."""
-    import logging
-
     from tether.hooks import PassHooks
     from tether.live import LiveMirror
     from tether.mirror import Mirror
@@ -73,25 +60,11 @@ def run_live(
     from tether.state import KnownTargets
     from tether.transport.rsync import Rsync
 
-    setup_logging()
     board = StatusBoard(status_path, JobStatus(name, os.getpid(), job_spec.source.path, time.time()))
     mirror = Mirror(Rsync(ssh, job_spec.rsync), KnownTargets(dirs.state))
     live = LiveMirror(job_spec, live_opts, mirror, ssh, board, pass_hooks=pass_hooks or PassHooks())
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("tether").info("stopping (%s): finishing the transfer in flight", signal.Signals(signum).name)
-        board.update(state="stopping", force=True)
-        live.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
+    with running(board, live.request_stop, "transfer"):
         live.run()
-    except TetherError as e:
-        board.update(state="failed", message=str(e), force=True)
-        raise
-    board.update(state="stopped", force=True)
-    logging.getLogger("tether").info("stopped")
     return EXIT_OK
 
 
@@ -110,7 +83,7 @@ def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
     try:
         check_conflicts(dirs, job)
         if not isinstance(job, MirrorJob):
-            from tether.bisync.cli import run_job_live
+            from tether.cli.bisync import run_job_live
 
             return run_job_live(job, dirs, paths.status)
         ssh = SshOptions.from_env(dirs)

@@ -55,7 +55,7 @@ def _read(file: Path) -> str:
 
 def _validate(outputs: dict[Path, str], jobs: dict[Path, str]) -> dict[Path, str]:
     """Each output checked under its own file name in a scratch dir; {final path: what it does}."""
-    from tether.cli import check_job
+    from tether.cli.common import check_job
     from tether.locations.config import parse as parse_locations
 
     seen: dict[Path, str] = {}

@@ -1,0 +1,96 @@
+"""`tether mirror SRC DST...` (once, or `--watch`), and the one-shot pass a mirror job runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from tether.dirs import Dirs
+from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
+from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
+from tether.filters import Filter
+from tether.output import shown
+from tether.ssh import SshOptions
+
+if TYPE_CHECKING:  # the mirror machinery is imported when a mirror runs: other commands start faster
+    from tether.hooks import PassHooks
+    from tether.mirror import MirrorSpec
+
+
+def run_pass(
+    spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOptions, pass_hooks: PassHooks | None = None
+) -> int:
+    """One pass to every target; a job's `pass_hooks` put its before/after commands around it
+    and its time limits on it."""
+    from tether import hooks
+    from tether.mirror import Mirror, TargetOutcome
+    from tether.output import print_outcomes
+    from tether.state import KnownTargets
+    from tether.transport.rsync import Rsync
+
+    def say(line: str) -> None:
+        print(f"+ {shown(line)}", file=sys.stderr)
+
+    pass_hooks = pass_hooks or hooks.PassHooks()
+    if not args.dry_run:
+        failed = hooks.run_command("before", pass_hooks.before, pass_hooks.command_timeout)
+        if failed:
+            print(f"tether: refused: {failed}\n  hint: the pass did not run; fix the command or remove `before`"
+                  " from the job", file=sys.stderr)  # fmt: skip
+            return EXIT_ERRORS
+    bar = None
+    if sys.stderr.isatty() and not args.json and not args.verbose:
+        from tether.progress import ProgressLine
+
+        bar = ProgressLine()
+    mirror = Mirror(
+        Rsync(ssh, spec.rsync), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar
+    )
+    clock = pass_hooks.clock()
+    try:
+        outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force, clock=clock)
+    finally:
+        if bar:
+            bar.close()
+    print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json)
+    ok = all(o.ok for o in outcomes)
+    warning = clock.soft_warning()
+    if warning:
+        print(f"tether: warning: {warning}", file=sys.stderr)
+    if not args.dry_run:
+        failed = hooks.run_command("after", pass_hooks.after, pass_hooks.command_timeout)
+        if failed:
+            print(f"tether: error: {failed}", file=sys.stderr)
+            ok = False
+    return EXIT_OK if ok else EXIT_ERRORS
+
+
+def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.mirror import MirrorSpec
+    from tether.transport.rsync import RATE_RE
+
+    source = as_local(parse_endpoint(args.src))
+    if source is None:
+        raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
+    targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
+    check_overlap(source, targets)
+    if args.bwlimit is not None and not RATE_RE.fullmatch(args.bwlimit):
+        raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
+    flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
+    spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
+    if args.watch:
+        from tether.cli.service import run_live
+        from tether.config import LiveOptions
+
+        if args.dry_run:
+            raise UsageError("--watch and --dry-run do not go together", "preview with --dry-run alone first")
+        status = dirs.runtime / "jobs" / f"adhoc-{os.getpid()}.status.json"
+        try:
+            return run_live(
+                "mirror --watch", spec, LiveOptions(delay=args.delay), SshOptions.from_env(dirs), dirs, status
+            )
+        finally:
+            status.unlink(missing_ok=True)
+    return run_pass(spec, args, dirs, SshOptions.from_env(dirs))
