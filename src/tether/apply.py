@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tether.agent_remote import read_meta
 from tether.config import LiveOptions
 from tether.endpoints import Endpoint, Ssh
 from tether.errors import TetherError
@@ -36,6 +37,7 @@ class BatchResult:
     files: int = 0
     bytes: int = 0
     touched_dirs: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)  # per file, the rest arrived: what a target refused to keep
 
 
 def _parent(path: str) -> str:
@@ -69,6 +71,9 @@ class Applier:
         self.target, self.spec, self.opts, self.mirror, self.ssh = target, spec, opts, mirror, ssh
         self.src = spec.source.path
         self._agent: AgentClient | None = None
+        # what the agent's writes carry besides mode and mtime (empty: nothing read, nothing sent)
+        self.scope = [p for p in ("owner", "group", "acl", "xattr") if p in spec.preserve]
+        self.links = "hardlinks" in spec.preserve
 
     # -- connection -------------------------------------------------------------------------
     def agent(self) -> AgentClient:
@@ -251,20 +256,28 @@ class Applier:
                     # dir: files arriving below them during the run changed them again
                     res.touched_dirs.update(self._dirs_below(c.path))
                 else:
-                    requests.append(
-                        ("mkdir", {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}, b"")
-                    )
+                    d = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
+                    if self.scope and not self._meta_into(d, full, st, res):
+                        continue
+                    requests.append(("mkdir", d, b""))
             elif stat.S_ISLNK(st.st_mode):
                 link = {"path": c.path, "target": os.readlink(full), "mtime_ns": st.st_mtime_ns, **self._trash_arg()}
+                if self.scope:
+                    link["meta"] = read_meta(b"", st, self.scope)
                 requests.append(("symlink", link, b""))
             elif stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE and not many:
+                if self.links and st.st_nlink > 1:
+                    bulk.append(c.path)  # its other names must stay one file with it: rsync -H
+                    continue
+                args: dict[str, object] = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
                 try:
                     with open(full, "rb") as f:
                         data = f.read()
+                        if self.scope:  # from the same open file as the bytes
+                            args["meta"] = read_meta(f.fileno(), st, self.scope)
                 except OSError as e:
                     log.warning("%s: cannot read %s: %s", self.target, c.path, e.strerror)
                     continue
-                args: dict[str, object] = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
                 requests.append(("put", {**args, **self._trash_arg()}, data))
                 res.bytes += len(data)
             else:
@@ -273,10 +286,13 @@ class Applier:
             for r in self.agent().pipeline(requests):
                 if isinstance(r, AgentError):
                     raise r
+                res.errors += r.get("meta_errors", [])
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
             subtrees = [p for p in bulk if p in new_dirs]
             files = [p for p in bulk if not _below_any(p, new_dirs)]  # a subtree run sends those below it
+            if self.links and files:
+                files += self._linked_names(files)
             outs = []
             if not files and len(subtrees) <= SUBTREE_RUNS and not self.spec.filter.anchored:
                 outs += [self.mirror.send_subtree(self.spec, self.target, p) for p in subtrees]
@@ -291,6 +307,52 @@ class Applier:
                 res.files += out.files
                 res.bytes += out.bytes
         self._housekeeping([c.path for c in group], recursive=False)
+
+    def _meta_into(self, args: dict[str, object], full: str, st: os.stat_result, res: BatchResult) -> bool:
+        """A directory's metadata into its request; False (and a warning) when it cannot be read."""
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False  # gone again: its delete is on the way
+        except OSError as e:
+            log.warning("%s: cannot read %s: %s", self.target, full, e.strerror)
+            return False
+        try:
+            args["meta"] = read_meta(fd, st, self.scope)
+        finally:
+            os.close(fd)
+        return True
+
+    def _linked_names(self, files: list[str]) -> list[str]:
+        """The source's other names of the hard-linked files among files, so that one rsync -H
+        run sends them together and the target keeps them one file. Found by walking the
+        source: only when a job keeps hard links and a changed file has more than one name."""
+        want: set[tuple[int, int]] = set()
+        for rel in files:
+            try:
+                st = os.lstat(os.path.join(self.src, rel))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                want.add((st.st_dev, st.st_ino))
+        if not want:
+            return []
+        have, more = set(files), []
+        for dirpath, dirnames, names in os.walk(self.src):
+            rel = os.path.relpath(dirpath, self.src)
+            prefix = "" if rel == "." else rel + "/"
+            dirnames[:] = [d for d in dirnames if not self.spec.filter.path_excluded(prefix + d, True)]
+            for n in names:
+                p = prefix + n
+                if p in have or self.spec.filter.path_excluded(p, False):
+                    continue
+                try:
+                    st = os.lstat(os.path.join(dirpath, n))
+                except OSError:
+                    continue
+                if st.st_nlink > 1 and (st.st_dev, st.st_ino) in want:
+                    more.append(p)
+        return more
 
     def _dirs_below(self, top: str) -> list[str]:
         out = [top]

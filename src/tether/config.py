@@ -20,7 +20,7 @@ from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
 from tether.mirror import MirrorSpec
-from tether.transport.rsync import RATE_RE
+from tether.transport.rsync import PRESERVE, RATE_RE
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DELETE_MODES = ("mirror", "keep", "trash")
@@ -99,6 +99,11 @@ MIRROR_FIELDS: dict[str, Field] = {
         "path of the rsync program", lambda v: isinstance(v, str) and bool(v), 'rsync = "/usr/local/bin/rsync"'
     ),
     "python": Field("python program on ssh targets", lambda v: isinstance(v, str) and bool(v), 'python = "python3"'),
+    "preserve": Field(
+        "list of " + ", ".join(PRESERVE),
+        lambda v: _is_str_list(v) and set(v) <= set(PRESERVE),
+        'preserve = ["owner", "group", "acl", "xattr", "hardlinks"]',
+    ),
 }
 
 
@@ -252,6 +257,7 @@ def parse_job(file: Path, name: str) -> MirrorJob:
         bwlimit=str(bw) if bw is not None else None,
         rsync_args=tuple(rsync_args),
         rsync=data.get("rsync", "rsync"),
+        preserve=frozenset(data.get("preserve", ())),
     )
     ssh_config = data.get("ssh_config")
     live = LiveOptions(

@@ -11,7 +11,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from tether.endpoints import Endpoint, Ssh
@@ -34,6 +34,18 @@ _STAT_RE = {
     "sent": re.compile(r"^Total bytes sent: ([\d,.]+)", re.M),
 }
 _FILE_ERROR_RE = re.compile(r"^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$", re.M)
+
+
+PRESERVE = ("owner", "group", "acl", "xattr", "hardlinks")  # what a job's `preserve` may name
+_PRESERVE_FLAGS = {"owner": "-o", "group": "-g", "acl": "-A", "xattr": "-X", "hardlinks": "-H"}
+
+
+def preserve_args(preserve: Collection[str]) -> list[str]:
+    """rsync options for a job's `preserve` (modes and mtimes are always kept). With owner or
+    group, --super: a receiver that may not chown says so per file (exit 23) instead of
+    skipping it silently, as rsync does for an ordinary user."""
+    flags = [_PRESERVE_FLAGS[p] for p in PRESERVE if p in preserve]
+    return [*flags, "--super"] if {"owner", "group"} & set(preserve) else flags
 
 
 @dataclass
