@@ -53,6 +53,11 @@ FIELDS: dict[str, tuple[str, Any, str]] = {
     "bwlimit": ("an rsync rate like 5M", lambda v: isinstance(v, str) and _rate(v), 'bwlimit = "5M"'),
     "ssh_config": ("a file path", lambda v: isinstance(v, str) and v != "", 'ssh_config = "~/.ssh/config"'),
     "python": ("a program name", lambda v: isinstance(v, str) and re.fullmatch(r"[\w./+-]+", v), 'python = "python3"'),
+    "preserve": (
+        "a list of owner, group, acl, xattr",
+        lambda v: _str_list(v) and set(v) <= {"owner", "group", "acl", "xattr", "hardlinks"},
+        'preserve = ["owner", "group", "acl", "xattr"]',
+    ),
 }
 
 
@@ -76,6 +81,7 @@ class BisyncJob(NamedTuple):
     bwlimit: str | None = None
     ssh_config: str | None = None
     python: str = "auto"
+    preserve: frozenset[str] = frozenset()  # owner, group, acl, xattr (modes and mtimes always)
 
 
 def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
@@ -158,6 +164,20 @@ def parse_bisync_job(file: Path, name: str) -> BisyncJob:
     soft, hard = data.get("max_time_soft"), data.get("max_time_hard")
     if soft is not None and hard is not None and soft > hard:
         raise err("max_time_soft", "max_time_soft is longer than max_time_hard", "the soft limit warns before the hard")
+    preserve = frozenset(data.get("preserve", ()))
+    if "hardlinks" in preserve:
+        raise err(
+            "preserve",
+            "bisync cannot keep hard links: each path is recorded and installed as a file of its own",
+            'remove "hardlinks" from preserve (a mirror job keeps them)',
+        )
+    for key, spec in (("path1", p1), ("path2", p2)):
+        if preserve and isinstance(spec, Rclone):
+            raise err(
+                "preserve",
+                f"{key} {spec} is an rclone remote: it cannot keep {', '.join(sorted(preserve))}",
+                "remove preserve, or pair the local folder with a local or ssh replica",
+            )
     ssh_config = data.get("ssh_config")
     return BisyncJob(
         name, file, p1, p2, policy=data.get("conflict", "keep-both"), filter=flt,
@@ -167,4 +187,5 @@ def parse_bisync_job(file: Path, name: str) -> BisyncJob:
         commands_on=data.get("commands_on", "local"), command_timeout=float(data.get("command_timeout", 300)),
         interval=float(data.get("interval", 60)), bwlimit=data.get("bwlimit"),
         ssh_config=os.path.expanduser(ssh_config) if ssh_config else None, python=data.get("python", "auto"),
+        preserve=preserve,
     )  # fmt: skip

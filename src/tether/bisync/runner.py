@@ -37,7 +37,7 @@ def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Op
     return Options(
         policy=job.policy, dry_run=dry_run, force=force, max_delete=job.max_delete, filter=job.filter,
         backups_keep=job.backups_keep, trash_days=job.trash_days, max_time_soft=job.max_time_soft,
-        max_time_hard=job.max_time_hard, bwlimit=job.bwlimit,
+        max_time_hard=job.max_time_hard, bwlimit=job.bwlimit, preserve=job.preserve,
     )  # fmt: skip
 
 
