@@ -143,11 +143,13 @@ def targets(tmp_path: Path, sshd: SshServer) -> Iterator[tuple[Path, list[Path],
 
 def test_continuous_mirror_keeps_metadata_through_every_step(targets, tether_ssh_env) -> None:
     src, dsts, specs = targets
-    write_job(tether_ssh_env, "p", src, specs, preserve=ALL, interval=4)
+    write_job(tether_ssh_env, "p", src, specs, preserve=ALL, interval=0)
 
-    def check() -> None:
+    def check(passes: int = 1) -> None:
         for d in dsts:
             wait_meta(src, d)
+        # each change arrived by itself (agent or a batch's rsync), not by a full pass
+        assert [t["full_passes"] for t in status(tether_ssh_env, "p")["targets"]] == [passes, passes]
 
     with running(tether_ssh_env, "p"):
         check()  # after the first full pass
@@ -183,11 +185,18 @@ def test_continuous_mirror_keeps_metadata_through_every_step(targets, tether_ssh
             f.write("more\n")
         os.link(src / "plain.txt", src / "e" / "plain-link")
         check()
-        passes = status(tether_ssh_env, "p")["targets"][0]["full_passes"]
-        wait_for(lambda: status(tether_ssh_env, "p")["targets"][0]["full_passes"] > passes, 60, "a periodic pass")
-        check()
         for t in status(tether_ssh_env, "p")["targets"]:
             assert t["last_error"] is None, t
+    # changed while stopped: the full pass at start carries it, the periodic ones keep it
+    sh("setfacl", "-m", "u:nobody:rwx", src / "acl.txt")
+    os.chown(src / "e" / "h2", 0, GID)
+    write_job(tether_ssh_env, "p", src, specs, preserve=ALL, interval=1)
+    with running(tether_ssh_env, "p"):
+        wait_for(
+            lambda: min(t["full_passes"] for t in status(tether_ssh_env, "p")["targets"]) >= 3, 60, "periodic passes"
+        )
+        for d in dsts:
+            wait_meta(src, d)
 
 
 def test_one_shot_sync_keeps_metadata(targets, tether_ssh_env) -> None:
