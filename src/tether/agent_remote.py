@@ -808,12 +808,13 @@ class Ops:
         return {"data": b"".join(chunks), "mode": stat.S_IMODE(st.st_mode)}
 
     def meta(self, paths: list[str | bytes], scope: list[str]) -> Result:
-        """read_meta of each path (None when absent): what a job's preserve carries of dirs and links."""
+        """read_meta of each path (None when absent, {"error": ...} when it cannot be read):
+        what a job's preserve carries of dirs and links."""
         out: list[Result | None] = []
         for p in paths:
             parts = split_path(p)
             try:
-                with _oserrors("meta", to_bytes(p)), self._parent(parts, create=False) as dfd:
+                with _oserrors("read the metadata of", to_bytes(p)), self._parent(parts, create=False) as dfd:
                     st = self._lstat(dfd, parts[-1])
                     if st is None:
                         out.append(None)
@@ -827,6 +828,8 @@ class Ops:
                             os.close(fd)
             except _Missing:
                 out.append(None)
+            except OpError as e:
+                out.append({"error": e.message})
         return {"metas": out}
 
     def _check_expect(self, dfd: int, name: bytes, p: bytes, expect: list[Any] | None) -> os.stat_result | None:

@@ -257,7 +257,7 @@ class Applier:
                     res.touched_dirs.update(self._dirs_below(c.path))
                 else:
                     d = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-                    if self.scope and not self._meta_into(d, full, st, res):
+                    if self.scope and not self._meta_into(d, full, st):
                         continue
                     requests.append(("mkdir", d, b""))
             elif stat.S_ISLNK(st.st_mode):
@@ -308,19 +308,19 @@ class Applier:
                 res.bytes += out.bytes
         self._housekeeping([c.path for c in group], recursive=False)
 
-    def _meta_into(self, args: dict[str, object], full: str, st: os.stat_result, res: BatchResult) -> bool:
-        """A directory's metadata into its request; False (and a warning) when it cannot be read."""
+    def _meta_into(self, args: dict[str, object], full: str, st: os.stat_result) -> bool:
+        """A directory's metadata into its request; False when it is gone again (its delete is
+        on the way). One that cannot be read is said and made with its mode and mtime only."""
         try:
             fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                args["meta"] = read_meta(fd, st, self.scope)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
-            return False  # gone again: its delete is on the way
-        except OSError as e:
-            log.warning("%s: cannot read %s: %s", self.target, full, e.strerror)
             return False
-        try:
-            args["meta"] = read_meta(fd, st, self.scope)
-        finally:
-            os.close(fd)
+        except OSError as e:
+            log.warning("%s: cannot read the metadata of %s: %s", self.target, full, e.strerror)
         return True
 
     def _linked_names(self, files: list[str]) -> list[str]:

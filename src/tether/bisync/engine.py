@@ -499,8 +499,11 @@ class Pass:
                 out[k] = body
                 continue
             args = self._install_args(dp, e, exp)
-            if metas.get(k):
-                args["meta"] = metas[k]
+            meta = metas.get(k)
+            if meta and "error" in meta:  # made all the same, with its mode: said, not dropped silently
+                self.report.errors.append(f"{src}: {meta['error']}")
+            elif meta:
+                args["meta"] = meta
             reqs.append(("install", args, body))
             sent.append(k)
         for k, r in zip(sent, dst.pipeline(reqs), strict=True):
