@@ -299,11 +299,13 @@ class Ops:
         mtime_ns: int | None = None,
         expect: list[Any] | None = None,
         digest: str | None = None,
+        meta: Result | None = None,
     ) -> Result:
         """Mode and mtime of an existing entry (dirs after their contents changed); never follows a symlink.
 
         With `expect` ([type, size, mtime_ns]) and `digest`, only if the entry is still the
-        version the caller compared: an edit since then keeps its own mtime and propagates."""
+        version the caller compared: an edit since then keeps its own mtime and propagates.
+        With meta (read_meta's), owner and xattrs too; refusals come back in "meta_errors"."""
         p = to_bytes(path)
         parts = split_path(p)
         try:
@@ -312,9 +314,20 @@ class Ops:
                     self._check_expect(dfd, parts[-1], p, expect)
                 if digest is not None and self._digest_at(dfd, parts[-1]) != digest:
                     raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
-                return self._set_meta_at(dfd, parts[-1], mode, mtime_ns)
+                refused = self._meta_of_existing(dfd, parts[-1], meta, p) if meta else []
+                done = self._set_meta_at(dfd, parts[-1], mode, mtime_ns)
+                return {**done, "meta_errors": refused} if refused else done
         except _Missing:
             raise OpError(errno.ENOENT, f"set_meta {show(p)}: No such file or directory") from None
+
+    def _meta_of_existing(self, dfd: int, name: bytes, meta: Result, p: bytes) -> list[str]:
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode):
+            return apply_owner_at(dfd, name, meta, p)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            return apply_meta(fd, meta, p)
+        finally:
+            os.close(fd)
 
     def _set_meta_at(self, dfd: int, name: bytes, mode: int | None, mtime_ns: int | None) -> Result:
         st = os.lstat(name, dir_fd=dfd)

@@ -204,7 +204,41 @@ class Applier:
             res.touched_dirs.update({_parent(c.path), _parent(c.old or "")})
             if not r.get("moved") or not self._as_in_source(c.path, r):
                 fallback.append(Change("write", c.path, True))
+        if self.scope:
+            gone = {c.path for c in fallback}
+            self._refresh_meta([c.path for c in group if c.path not in gone], res)
         return fallback
+
+    def _refresh_meta(self, paths: list[str], res: BatchResult) -> None:
+        """Mode, owner and xattrs of moved entries as the source has them now. A chown or setfacl
+        made just before the rename was reported under the old name, which the write could not
+        find any more: the move carried the target's older metadata (mtime and size cannot tell)."""
+        requests: list[tuple[str, dict[str, object], bytes]] = []
+        for rel in paths:
+            full = os.path.join(self.src, rel)
+            try:
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    meta = read_meta(b"", st, self.scope)
+                else:
+                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        meta = read_meta(fd, st, self.scope)
+                    finally:
+                        os.close(fd)
+            except FileNotFoundError:
+                continue  # moved or deleted again: those events follow
+            except OSError as e:
+                res.errors.append(f"{rel}: cannot read its metadata: {e.strerror}")
+                continue
+            mode = None if stat.S_ISLNK(st.st_mode) else stat.S_IMODE(st.st_mode)
+            requests.append(("set_meta", {"path": rel, "mode": mode, "meta": meta}, b""))
+        for r in self.agent().pipeline(requests) if requests else []:
+            if isinstance(r, AgentError):
+                if r.errno != 2:
+                    raise r
+                continue
+            res.errors += r.get("meta_errors", [])
 
     def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:
         """Whether what a move put at rel is what the source has there (type, mtime; size for a

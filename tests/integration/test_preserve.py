@@ -320,3 +320,37 @@ def test_bisync_keeps_metadata_both_ways(kind: str, tmp_path: Path, sshd: SshSer
     sh("setfacl", "-m", "u:nobody:rw", b / "huge.bin")
     tether(["sync", "two"], tether_ssh_env, check_rc=0)
     wait_meta(b, a, links=False, deadline=5, bisync=True)
+
+
+def test_a_metadata_change_just_before_a_rename_is_not_lost_with_the_move(tmp_path: Path) -> None:
+    """The worker took `write a` (a setfattr) before the rename happened, and runs it after:
+    a is gone, so the write finds nothing; the move then carries the target's older a. The
+    batches are replayed here in that order, on a real agent and real files."""
+    from tether.apply import Applier
+    from tether.config import LiveOptions
+    from tether.endpoints import Local
+    from tether.mirror import Mirror, MirrorSpec
+    from tether.ssh import SshOptions
+    from tether.state import KnownTargets
+    from tether.transport.rsync import Rsync
+    from tether.watch import Change
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_text("same bytes\n")
+    dressed(src / "a")
+    spec = MirrorSpec(source=Local(str(src)), targets=(Local(str(dst)),), preserve=frozenset(ALL))
+    ssh = SshOptions(str(tmp_path))
+    applier = Applier(Local(str(dst)), spec, LiveOptions(), Mirror(Rsync(ssh), KnownTargets(tmp_path)), ssh)
+    try:
+        applier.apply([Change("write", "a")])
+        assert meta_diff(src, dst) == []
+        sh("setfattr", "-n", "user.color", "-v", "red", src / "a")
+        sh("setfacl", "-m", "u:nobody:r", src / "a")
+        os.chmod(src / "a", 0o600)
+        os.rename(src / "a", src / "b")
+        applier.apply([Change("write", "a")])  # taken before the rename, run after it
+        applier.apply([Change("move", "b", old="a")])
+        assert meta_diff(src, dst) == []
+    finally:
+        applier.close()
