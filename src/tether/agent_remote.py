@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 
 TYPE_CHECKING = False  # not typing's: importing typing would cost every connection milliseconds
 if TYPE_CHECKING:  # only for the checker: `dict[...]` at run time would break python 3.8
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from typing import IO, Any, TypeAlias
 
     Result: TypeAlias = dict[str, Any]
@@ -200,11 +200,15 @@ class Ops:
         gid: int | None = None,
         fsync: bool = False,
         trash_root: str | bytes | None = None,
+        meta: Result | None = None,
     ) -> Result:
         """Atomic write: a temp file in the same dir renamed over the name, never half-visible.
-        With trash_root, the version it replaces is kept there first (see _keep)."""
+        With trash_root, the version it replaces is kept there first (see _keep).  With meta
+        (read_meta's), the owner and xattrs it asks for; what the target refuses is listed in
+        "meta_errors" and the file is written all the same."""
         p = to_bytes(path)
         parts = split_path(p)
+        refused: list[str] = []
         with _oserrors("put", p), self._parent(parts, create=True) as dfd:
             tmp = _tmp_name()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
@@ -215,6 +219,8 @@ class Ops:
                         view = view[os.write(fd, view) :]
                     if uid is not None or gid is not None:
                         os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                    if meta:
+                        refused = apply_meta(fd, meta, p)
                     os.fchmod(fd, mode & 0o7777)
                     if fsync:
                         os.fsync(fd)
@@ -229,19 +235,27 @@ class Ops:
                 with suppress(OSError):
                     os.unlink(tmp, dir_fd=dfd)
                 raise
-        return {"size": len(data)}
+        return {"size": len(data), "meta_errors": refused} if refused else {"size": len(data)}
 
     def symlink(
-        self, path: str | bytes, target: str | bytes, mtime_ns: int | None = None, trash_root: str | bytes | None = None
+        self,
+        path: str | bytes,
+        target: str | bytes,
+        mtime_ns: int | None = None,
+        trash_root: str | bytes | None = None,
+        meta: Result | None = None,
     ) -> Result:
         """Atomic symlink replace (temp link + rename); the link's own mtime is set, not the target's.
         With trash_root, the entry it replaces is kept there first (see _keep)."""
         p = to_bytes(path)
         parts = split_path(p)
+        refused: list[str] = []
         with _oserrors("symlink", p), self._parent(parts, create=True) as dfd:
             tmp = _tmp_name()
             os.symlink(to_bytes(target), tmp, dir_fd=dfd)
             try:
+                if meta:
+                    refused = apply_owner_at(dfd, tmp, meta, p)
                 if mtime_ns is not None:
                     os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=dfd, follow_symlinks=False)
                 if trash_root is not None:
@@ -251,12 +265,16 @@ class Ops:
                 with suppress(OSError):
                     os.unlink(tmp, dir_fd=dfd)
                 raise
-        return {}
+        return {"meta_errors": refused} if refused else {}
 
-    def mkdir(self, path: str | bytes, mode: int = 0o755, mtime_ns: int | None = None) -> Result:
-        """Make a directory (and its parents); an existing directory just gets mode and mtime."""
+    def mkdir(
+        self, path: str | bytes, mode: int = 0o755, mtime_ns: int | None = None, meta: Result | None = None
+    ) -> Result:
+        """Make a directory (and its parents); an existing directory just gets mode and mtime
+        (and, with meta, owner and xattrs: a chown or setfacl on a source dir arrives so)."""
         p = to_bytes(path)
         parts = split_path(p)
+        refused: list[str] = []
         with _oserrors("mkdir", p), self._parent(parts, create=True) as dfd:
             created = True
             try:
@@ -265,12 +283,14 @@ class Ops:
                 created = False
             fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=dfd)  # ELOOP/ENOTDIR if a non-dir holds the name
             try:
+                if meta:
+                    refused = apply_meta(fd, meta, p)
                 os.fchmod(fd, mode & 0o7777)
                 if mtime_ns is not None:
                     os.utime(fd, ns=(time.time_ns(), mtime_ns))
             finally:
                 os.close(fd)
-        return {"created": created}
+        return {"created": created, "meta_errors": refused} if refused else {"created": created}
 
     def set_meta(
         self,
@@ -279,11 +299,13 @@ class Ops:
         mtime_ns: int | None = None,
         expect: list[Any] | None = None,
         digest: str | None = None,
+        meta: Result | None = None,
     ) -> Result:
         """Mode and mtime of an existing entry (dirs after their contents changed); never follows a symlink.
 
         With `expect` ([type, size, mtime_ns]) and `digest`, only if the entry is still the
-        version the caller compared: an edit since then keeps its own mtime and propagates."""
+        version the caller compared: an edit since then keeps its own mtime and propagates.
+        With meta (read_meta's), owner and xattrs too; refusals come back in "meta_errors"."""
         p = to_bytes(path)
         parts = split_path(p)
         try:
@@ -292,9 +314,20 @@ class Ops:
                     self._check_expect(dfd, parts[-1], p, expect)
                 if digest is not None and self._digest_at(dfd, parts[-1]) != digest:
                     raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
-                return self._set_meta_at(dfd, parts[-1], mode, mtime_ns)
+                refused = self._meta_of_existing(dfd, parts[-1], meta, p) if meta else []
+                done = self._set_meta_at(dfd, parts[-1], mode, mtime_ns)
+                return {**done, "meta_errors": refused} if refused else done
         except _Missing:
             raise OpError(errno.ENOENT, f"set_meta {show(p)}: No such file or directory") from None
+
+    def _meta_of_existing(self, dfd: int, name: bytes, meta: Result, p: bytes) -> list[str]:
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode):
+            return apply_owner_at(dfd, name, meta, p)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            return apply_meta(fd, meta, p)
+        finally:
+            os.close(fd)
 
     def _set_meta_at(self, dfd: int, name: bytes, mode: int | None, mtime_ns: int | None) -> Result:
         st = os.lstat(name, dir_fd=dfd)
@@ -759,8 +792,9 @@ class Ops:
                 continue
         return {"digests": out}
 
-    def read(self, path: str | bytes, size: int, mtime_ns: int) -> Result:
-        """A whole small file, only if it is still the version the caller scanned."""
+    def read(self, path: str | bytes, size: int, mtime_ns: int, meta: list[str] | None = None) -> Result:
+        """A whole small file, only if it is still the version the caller scanned; with meta (a
+        job's preserve list), what it asks for too, read from the same open file."""
         p = to_bytes(path)
         with _oserrors("read", p):
             fd = self._open_regular(p)
@@ -777,11 +811,39 @@ class Ops:
                     chunks.append(chunk)
                     got += len(chunk)
                 after = os.fstat(fd)
+                kept = read_meta(fd, after, meta) if meta else None
             finally:
                 os.close(fd)
         if got != size or after.st_mtime_ns != mtime_ns:
             raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
+        if kept is not None:
+            return {"data": b"".join(chunks), "mode": stat.S_IMODE(st.st_mode), "meta": kept}
         return {"data": b"".join(chunks), "mode": stat.S_IMODE(st.st_mode)}
+
+    def meta(self, paths: list[str | bytes], scope: list[str]) -> Result:
+        """read_meta of each path (None when absent, {"error": ...} when it cannot be read):
+        what a job's preserve carries of dirs and links."""
+        out: list[Result | None] = []
+        for p in paths:
+            parts = split_path(p)
+            try:
+                with _oserrors("read the metadata of", to_bytes(p)), self._parent(parts, create=False) as dfd:
+                    st = self._lstat(dfd, parts[-1])
+                    if st is None:
+                        out.append(None)
+                    elif stat.S_ISLNK(st.st_mode):
+                        out.append(read_meta(b"", st, scope))
+                    else:
+                        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                        try:
+                            out.append(read_meta(fd, os.fstat(fd), scope))
+                        finally:
+                            os.close(fd)
+            except _Missing:
+                out.append(None)
+            except OpError as e:
+                out.append({"error": e.message})
+        return {"metas": out}
 
     def _check_expect(self, dfd: int, name: bytes, p: bytes, expect: list[Any] | None) -> os.stat_result | None:
         """The entry must still be what the pass planned against: [type, size, mtime_ns] or None (absent)."""
@@ -844,6 +906,7 @@ class Ops:
         staged: str | bytes | None = None,
         staged_as: list[int] | None = None,
         digest: bool = False,
+        meta: Result | None = None,
     ) -> Result:
         """Create or replace path with a file, symlink or directory, if it is still as planned.
 
@@ -853,9 +916,11 @@ class Ops:
         `staged`: already written under .tether/tmp (by rsync or rclone), and, with `staged_as`
         ([size, mtime_ns]), only if it is the version planned.  Returns the new entry, so the
         caller records exactly what is there (and, with `digest`, the staged file's content digest:
-        a racily clean record keeps it).
+        a racily clean record keeps it).  With meta (read_meta's, from the other side), the
+        owner and xattrs it asks for; refusals come back in "meta_errors" (the entry is made).
         """
         got: Result = {}
+        refused: list[str] = []
         p = to_bytes(path)
         parts = split_path(p)
         broot = to_bytes(backup_root)
@@ -863,8 +928,11 @@ class Ops:
             name = parts[-1]
             st = self._check_expect(dfd, name, p, expect)
             if kind == "d" and st is not None and stat.S_ISDIR(st.st_mode):
+                if meta:
+                    refused = self._meta_at(dfd, name, meta, p)
                 os.chmod(name, mode & 0o7777, dir_fd=dfd)
-                return {"entry": self._entry(dfd, name)}
+                got = {"entry": self._entry(dfd, name)}
+                return {**got, "meta_errors": refused} if refused else got
             if st is not None:
                 if stat.S_ISDIR(st.st_mode):
                     os.rmdir(name, dir_fd=dfd)  # ENOTEMPTY: something still lives there, nothing is lost
@@ -875,6 +943,8 @@ class Ops:
                     self._backup_at(dfd, name, p, broot, keep)
             if kind == "d":
                 os.mkdir(name, 0o700, dir_fd=dfd)
+                if meta:
+                    refused = self._meta_at(dfd, name, meta, p)
                 os.chmod(name, mode & 0o7777, dir_fd=dfd)
             elif staged is not None:
                 sparts = split_path(staged)
@@ -895,6 +965,8 @@ class Ops:
                 def make(tfd: int, tmp: bytes) -> None:
                     if kind == "l":
                         os.symlink(to_bytes(target), tmp, dir_fd=tfd)
+                        if meta:
+                            refused.extend(apply_owner_at(tfd, tmp, meta, p))
                         if mtime_ns is not None:
                             os.utime(tmp, ns=(time.time_ns(), mtime_ns), dir_fd=tfd, follow_symlinks=False)
                         return
@@ -904,6 +976,8 @@ class Ops:
                         view = memoryview(data)
                         while view:
                             view = view[os.write(fd, view) :]
+                        if meta:
+                            refused.extend(apply_meta(fd, meta, p))
                         os.fchmod(fd, mode & 0o7777)
                         if mtime_ns is not None:
                             os.utime(fd, ns=(time.time_ns(), mtime_ns))
@@ -912,7 +986,16 @@ class Ops:
 
                 self._make_and_replace(dfd, name, make)
             got["entry"] = self._entry(dfd, name)
+            if refused:
+                got["meta_errors"] = refused
             return got
+
+    def _meta_at(self, dfd: int, name: bytes, meta: Result, p: bytes) -> list[str]:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        try:
+            return apply_meta(fd, meta, p)
+        finally:
+            os.close(fd)
 
     def _make_and_replace(self, dfd: int, name: bytes, make: Callable[[int, bytes], None]) -> None:
         """make(dir fd, temp name) under .tether/tmp, then rename it over name.  Where the name's
@@ -1070,6 +1153,179 @@ class Ops:
                 "watches": len(self._watcher.wds),
             }
         return self._watcher.wait(timeout)
+
+
+# ---------------------------------------------------------------------- metadata kept exactly (preserve)
+#
+# A job's `preserve` asks for owner, group, ACLs and xattrs on top of mode and mtime.  The sending
+# side reads them with read_meta (from the fd it reads the data from), the receiving side applies
+# them with apply_meta to the new entry before it takes its name.  Owners travel as names with the
+# number beside them (like rsync: the name wins where the receiving host knows it); ACLs travel as
+# their xattrs system.posix_acl_access/default, with the names of the users and groups they name.
+
+ACL_XATTRS = (b"system.posix_acl_access", b"system.posix_acl_default")
+_ACL_USER, _ACL_GROUP = 0x02, 0x08  # tags of named entries in the xattr form (linux/posix_acl_xattr.h)
+_NAMES: dict[tuple[str, int], str | None] = {}  # ("u" | "g", id) -> name, or None when unknown here
+_IDS: dict[tuple[str, str], int | None] = {}  # ("u" | "g", name) -> id here
+
+
+def _name_of(kind: str, num: int) -> str | None:
+    key = (kind, num)
+    if key not in _NAMES:
+        import grp
+        import pwd
+
+        try:
+            _NAMES[key] = pwd.getpwuid(num).pw_name if kind == "u" else grp.getgrgid(num).gr_name
+        except KeyError:
+            _NAMES[key] = None
+    return _NAMES[key]
+
+
+def _id_of(kind: str, num: int, name: str | None) -> int:
+    """The local id for an owner sent as (number, name): the name's id here, else the number."""
+    if name is None or num == 0:  # like rsync: root is root everywhere, never mapped by name
+        return num
+    key = (kind, name)
+    if key not in _IDS:
+        import grp
+        import pwd
+
+        try:
+            _IDS[key] = pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid
+        except KeyError:
+            _IDS[key] = None
+    got = _IDS[key]
+    return num if got is None else got
+
+
+def _in_scope(name: bytes, scope: Sequence[str]) -> bool:
+    if name in ACL_XATTRS:
+        return "acl" in scope
+    return "xattr" in scope and not name.startswith(b"system.")
+
+
+def _acl_ids(value: bytes) -> list[tuple[str, int]]:
+    """The named users and groups of an ACL in its xattr form (a version word, then 8-byte entries)."""
+    out = []
+    for off in range(4, len(value) - 7, 8):
+        tag, _perm, num = struct.unpack_from("<HHI", value, off)
+        if tag in (_ACL_USER, _ACL_GROUP):
+            out.append(("u" if tag == _ACL_USER else "g", num))
+    return out
+
+
+def _acl_mapped(value: bytes, names: dict[str, str]) -> bytes:
+    """The ACL with each named entry's id made this host's id for that name."""
+    buf = bytearray(value)
+    for off in range(4, len(buf) - 7, 8):
+        tag, perm, num = struct.unpack_from("<HHI", buf, off)
+        if tag in (_ACL_USER, _ACL_GROUP):
+            kind = "u" if tag == _ACL_USER else "g"
+            struct.pack_into("<HHI", buf, off, tag, perm, _id_of(kind, num, names.get(f"{kind}{num}")))
+    return bytes(buf)
+
+
+def read_meta(target: int | bytes, st: os.stat_result, scope: Sequence[str]) -> Result:
+    """What `scope` asks for, of an open fd or (a symlink: owner and group only) a path."""
+    meta: Result = {}
+    if "owner" in scope:
+        meta["owner"] = [st.st_uid, _name_of("u", st.st_uid)]
+    if "group" in scope:
+        meta["group"] = [st.st_gid, _name_of("g", st.st_gid)]
+    if ("acl" in scope or "xattr" in scope) and not stat.S_ISLNK(st.st_mode):
+        xattrs, names = [], {}
+        try:
+            listed = os.listxattr(target)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            listed = []  # a filesystem without xattrs: there are none to keep
+        for n in sorted(listed):
+            name = os.fsencode(n)
+            if not _in_scope(name, scope):
+                continue
+            try:
+                value = os.getxattr(target, n)
+            except OSError as e:
+                if e.errno == errno.ENODATA:
+                    continue  # removed between the listing and the read
+                raise
+            if name in ACL_XATTRS:
+                for kind, num in _acl_ids(value):
+                    names[f"{kind}{num}"] = _name_of(kind, num)
+            xattrs.append([to_wire(name), to_wire(value)])
+        meta["xattrs"] = xattrs
+        meta["scope"] = [s for s in ("acl", "xattr") if s in scope]
+        if names:
+            meta["names"] = {k: v for k, v in names.items() if v is not None}
+    return meta
+
+
+def apply_meta(fd: int, meta: Result, p: bytes) -> list[str]:
+    """Give an open file or directory the owner, group and xattrs in `meta` (from read_meta),
+    xattrs exactly: those in scope that the source lacks are removed (a default ACL inherited
+    from the parent included).  Call it before the mode is set (a chown clears set-id bits).
+    What the filesystem or our privileges refuse comes back as one message per refusal."""
+    errors: list[str] = []
+    uid = _id_of("u", *meta["owner"]) if "owner" in meta else -1
+    gid = _id_of("g", *meta["group"]) if "group" in meta else -1
+    if uid != -1 or gid != -1:
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError as e:
+            errors.append(f"{show(p)}: cannot set owner {_owner_text(meta)}: {e.strerror}")
+    if "xattrs" in meta:
+        scope = meta.get("scope", [])
+        want = {to_bytes(n): to_bytes(v) for n, v in meta["xattrs"]}
+        names = meta.get("names", {})
+        try:
+            have = [os.fsencode(n) for n in os.listxattr(fd)]
+        except OSError as e:
+            have = []
+            if want:
+                errors.append(f"{show(p)}: cannot keep {_scope_text(want)}: {e.strerror}")
+                want = {}
+        for name in have:
+            if _in_scope(name, scope) and name not in want:
+                try:
+                    os.removexattr(fd, name)
+                except OSError as e:
+                    if e.errno != errno.ENODATA:
+                        errors.append(f"{show(p)}: cannot remove {show(name)}: {e.strerror}")
+        for name, value in want.items():
+            try:
+                os.setxattr(fd, name, _acl_mapped(value, names) if name in ACL_XATTRS and names else value)
+            except OSError as e:
+                why = e.strerror
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    why = f"the target's filesystem does not support it ({e.strerror})"
+                errors.append(f"{show(p)}: cannot set {_scope_text({name: value})}: {why}")
+    return errors
+
+
+def apply_owner_at(dfd: int, name: bytes, meta: Result, p: bytes) -> list[str]:
+    """Owner and group of a symlink (they are all a link keeps)."""
+    uid = _id_of("u", *meta["owner"]) if "owner" in meta else -1
+    gid = _id_of("g", *meta["group"]) if "group" in meta else -1
+    if uid == -1 and gid == -1:
+        return []
+    try:
+        os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+    except OSError as e:
+        return [f"{show(p)}: cannot set owner {_owner_text(meta)}: {e.strerror}"]
+    return []
+
+
+def _owner_text(meta: Result) -> str:
+    parts = [str(meta[k][1] or meta[k][0]) for k in ("owner", "group") if k in meta]
+    return ":".join(parts) if "owner" in meta else ":" + parts[0]
+
+
+def _scope_text(xattrs: dict[bytes, bytes]) -> str:
+    acl = [n for n in xattrs if n in ACL_XATTRS]
+    other = [show(n) for n in xattrs if n not in ACL_XATTRS]
+    return ", ".join((["its ACL"] if acl else []) + (["xattr " + ", ".join(other)] if other else []))
 
 
 def _digest(fd: int) -> str | None:
@@ -1311,6 +1567,7 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "scan": ops.scan,
         "hash": ops.hash,
         "read": ops.read,
+        "meta": ops.meta,
         "install": ops.install,
         "entry": ops.entry,
         "discard": ops.discard,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tether import hooks
+from tether.agent_remote import read_meta
 from tether.config import LiveOptions
 from tether.endpoints import Endpoint
 from tether.errors import TetherError
@@ -38,6 +39,7 @@ class BatchResult:
     files: int = 0
     bytes: int = 0
     touched_dirs: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)  # per file, the rest arrived: what a target refused to keep
 
 
 def _parent(path: str) -> str:
@@ -80,6 +82,9 @@ class Applier:
         self.hooks = pass_hooks
         self.src = spec.source.path
         self._agent: AgentClient | None = None
+        # what the agent's writes carry besides mode and mtime (empty: nothing read, nothing sent)
+        self.scope = [p for p in ("owner", "group", "acl", "xattr") if p in spec.preserve]
+        self.links = "hardlinks" in spec.preserve
 
     # -- connection -------------------------------------------------------------------------
     def agent(self) -> AgentClient:
@@ -223,7 +228,41 @@ class Applier:
             res.touched_dirs.update({_parent(c.path), _parent(c.old or "")})
             if not r.get("moved") or not self._as_in_source(c.path, r):
                 fallback.append(Change("write", c.path, True))
+        if self.scope:
+            gone = {c.path for c in fallback}
+            self._refresh_meta([c.path for c in group if c.path not in gone], res)
         return fallback
+
+    def _refresh_meta(self, paths: list[str], res: BatchResult) -> None:
+        """Mode, owner and xattrs of moved entries as the source has them now. A chown or setfacl
+        made just before the rename was reported under the old name, which the write could not
+        find any more: the move carried the target's older metadata (mtime and size cannot tell)."""
+        requests: list[tuple[str, dict[str, object], bytes]] = []
+        for rel in paths:
+            full = os.path.join(self.src, rel)
+            try:
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    meta = read_meta(b"", st, self.scope)
+                else:
+                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        meta = read_meta(fd, st, self.scope)
+                    finally:
+                        os.close(fd)
+            except FileNotFoundError:
+                continue  # moved or deleted again: those events follow
+            except OSError as e:
+                res.errors.append(f"{rel}: cannot read its metadata: {e.strerror}")
+                continue
+            mode = None if stat.S_ISLNK(st.st_mode) else stat.S_IMODE(st.st_mode)
+            requests.append(("set_meta", {"path": rel, "mode": mode, "meta": meta}, b""))
+        for r in self.agent().pipeline(requests) if requests else []:
+            if isinstance(r, AgentError):
+                if r.errno != 2:
+                    raise r
+                continue
+            res.errors += r.get("meta_errors", [])
 
     def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:
         """Whether what a move put at rel is what the source has there (type, mtime; size for a
@@ -275,20 +314,28 @@ class Applier:
                     # dir: files arriving below them during the run changed them again
                     res.touched_dirs.update(self._dirs_below(c.path))
                 else:
-                    requests.append(
-                        ("mkdir", {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}, b"")
-                    )
+                    d = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
+                    if self.scope and not self._meta_into(d, full, st):
+                        continue
+                    requests.append(("mkdir", d, b""))
             elif stat.S_ISLNK(st.st_mode):
                 link = {"path": c.path, "target": os.readlink(full), "mtime_ns": st.st_mtime_ns, **self._trash_arg()}
+                if self.scope:
+                    link["meta"] = read_meta(b"", st, self.scope)
                 requests.append(("symlink", link, b""))
             elif stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE and not many:
+                if self.links and st.st_nlink > 1:
+                    bulk.append(c.path)  # its other names must stay one file with it: rsync -H
+                    continue
+                args: dict[str, object] = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
                 try:
                     with open(full, "rb") as f:
                         data = f.read()
+                        if self.scope:  # from the same open file as the bytes
+                            args["meta"] = read_meta(f.fileno(), st, self.scope)
                 except OSError as e:
                     log.warning("%s: cannot read %s: %s", self.target, c.path, e.strerror)
                     continue
-                args: dict[str, object] = {"path": c.path, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
                 requests.append(("put", {**args, **self._trash_arg()}, data))
                 res.bytes += len(data)
             else:
@@ -297,10 +344,13 @@ class Applier:
             for r in self.agent().pipeline(requests):
                 if isinstance(r, AgentError):
                     raise r
+                res.errors += r.get("meta_errors", [])
             res.files += sum(1 for op, _, _ in requests if op in ("put", "symlink"))
         if bulk:
             subtrees = [p for p in bulk if p in new_dirs]
             files = [p for p in bulk if not _below_any(p, new_dirs)]  # a subtree run sends those below it
+            if self.links and files:
+                files += self._linked_names(files)
             outs = []
             if not files and len(subtrees) <= SUBTREE_RUNS and not self.spec.filter.anchored:
                 outs += [self.mirror.send_subtree(self.spec, self.target, p) for p in subtrees]
@@ -315,6 +365,52 @@ class Applier:
                 res.files += out.files
                 res.bytes += out.bytes
         self._housekeeping([c.path for c in group], recursive=False)
+
+    def _meta_into(self, args: dict[str, object], full: str, st: os.stat_result) -> bool:
+        """A directory's metadata into its request; False when it is gone again (its delete is
+        on the way). One that cannot be read is said and made with its mode and mtime only."""
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                args["meta"] = read_meta(fd, st, self.scope)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            log.warning("%s: cannot read the metadata of %s: %s", self.target, full, e.strerror)
+        return True
+
+    def _linked_names(self, files: list[str]) -> list[str]:
+        """The source's other names of the hard-linked files among files, so that one rsync -H
+        run sends them together and the target keeps them one file. Found by walking the
+        source: only when a job keeps hard links and a changed file has more than one name."""
+        want: set[tuple[int, int]] = set()
+        for rel in files:
+            try:
+                st = os.lstat(os.path.join(self.src, rel))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                want.add((st.st_dev, st.st_ino))
+        if not want:
+            return []
+        have, more = set(files), []
+        for dirpath, dirnames, names in os.walk(self.src):
+            rel = os.path.relpath(dirpath, self.src)
+            prefix = "" if rel == "." else rel + "/"
+            dirnames[:] = [d for d in dirnames if not self.spec.filter.path_excluded(prefix + d, True)]
+            for n in names:
+                p = prefix + n
+                if p in have or self.spec.filter.path_excluded(p, False):
+                    continue
+                try:
+                    st = os.lstat(os.path.join(dirpath, n))
+                except OSError:
+                    continue
+                if st.st_nlink > 1 and (st.st_dev, st.st_ino) in want:
+                    more.append(p)
+        return more
 
     def _dirs_below(self, top: str) -> list[str]:
         out = [top]

@@ -111,6 +111,7 @@ def build(doc: Doc, name: str) -> MirrorJob:
         bwlimit=jobkeys.bwlimit(doc),
         rsync_args=jobkeys.rsync_args(doc),
         rsync=doc["rsync"],
+        preserve=frozenset(doc["preserve"]),
     )
     live = LiveOptions(
         delay=float(doc["delay"]),

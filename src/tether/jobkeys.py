@@ -15,6 +15,10 @@ from tether.filters import Filter
 from tether.hooks import PassHooks
 from tether.schema import Doc, Key, Schema, is_command, is_int, is_seconds, is_str, is_str_list
 
+# what a job's `preserve` may name (modes and mtimes are always kept); transport/rsync.py maps each
+# to its rsync option
+PRESERVE = ("owner", "group", "acl", "xattr", "hardlinks")
+
 # rsync options that would break what tether promises (exact copies, its own file lists,
 # its own ssh settings), refused in `rsync_args`.
 DENIED_RSYNC_ARGS = (
@@ -50,6 +54,8 @@ SHARED: Schema = {
     "ssh_config": Key("a file path", is_str, 'ssh_config = "~/.ssh/config-backup"'),
     "python": Key("a program name or path", lambda v: is_str(v) and _PROGRAM.fullmatch(v) is not None,
                   'python = "python3"', "auto"),
+    "preserve": Key("a list of " + ", ".join(PRESERVE), lambda v: is_str_list(v) and set(v) <= set(PRESERVE),
+                    'preserve = ["owner", "group", "acl", "xattr", "hardlinks"]', []),
 }  # fmt: skip
 
 

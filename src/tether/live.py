@@ -180,9 +180,15 @@ class TargetWorker(threading.Thread):
             elif res.files or len(batch) > 1:
                 log.info("%s: %d changes: sent %d files (%d bytes) in %.3f s", self.applier.target, len(batch),
                          res.files, res.bytes, time.monotonic() - began)  # fmt: skip
+            refused: dict[str, object] = {}
+            if res.errors:  # the files arrived, some of their owners, ACLs or xattrs did not: said, not retried
+                more = f" (and {len(res.errors) - 1} more)" if len(res.errors) > 1 else ""
+                for why in res.errors:
+                    log.warning("%s: %s", self.applier.target, why)
+                refused = {"last_error": res.errors[0] + more, "last_error_at": time.time()}
             self.board.update(
                 st, state=WAITING if held else IDLE if not left else SYNCING, last_success=time.time(), pending=left,
-                bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True,
+                bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True, **refused,
             )  # fmt: skip
 
 

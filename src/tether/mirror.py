@@ -19,7 +19,7 @@ from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.hooks import PassClock
 from tether.state import KnownTargets
-from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult
+from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult, preserve_args
 
 # Shown when a target that tether never wrote would lose files.
 MAX_LISTED = 20
@@ -37,6 +37,7 @@ class MirrorSpec:
     bwlimit: str | None = None
     rsync_args: tuple[str, ...] = ()
     rsync: str = "rsync"
+    preserve: frozenset[str] = frozenset()  # owner, group, acl, xattr, hardlinks (modes and mtimes always)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class Mirror:
     def _argv(
         self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
     ) -> list[str]:
-        extra = [*self._trash_args(spec), *spec.rsync_args]
+        extra = [*self._trash_args(spec), *preserve_args(spec.preserve), *spec.rsync_args]
         if first_contact:  # add what is missing, touch nothing that is there (and list what was added,
             # and how each file that was there compares with the source's)
             extra += ["--ignore-existing", "--max-delete=0", "--info=skip2"]
@@ -305,7 +306,8 @@ class Mirror:
         Only for filters without root-anchored rules (those would not mean the same below rel)."""
         argv = self.rsync.mirror_argv(
             spec.source, target, filter_args=spec.filter.rsync_args(root=False), delete=spec.delete,
-            bwlimit=spec.bwlimit, extra=[*self._trash_args(spec, rel), *spec.rsync_args, "--mkpath"],
+            bwlimit=spec.bwlimit,
+            extra=[*self._trash_args(spec, rel), *preserve_args(spec.preserve), *spec.rsync_args, "--mkpath"],
         )  # fmt: skip
         cut = argv.index("--")
         argv[cut + 1 :] = [f"{argv[cut + 1]}{rel}/", f"{argv[cut + 2]}{rel}/"]

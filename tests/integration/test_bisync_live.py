@@ -81,7 +81,7 @@ def test_churn_in_an_excluded_folder_starts_no_pass(
 
         def recorded() -> bool:  # the file lands before the pass that carried it is on the board
             t = _target(env, "churn")
-            return t["state"] == "idle" and t["paths_looked"] > before["paths_looked"]
+            return bool(t["state"] == "idle" and t["paths_looked"] > before["paths_looked"])
 
         wait_for(recorded, 60, "the pass that carried it recorded, the job idle")
         after = _target(env, "churn")

@@ -120,13 +120,14 @@ def test_osync_sample_becomes_a_bisync_job_to_ssh_that_syncs_both_ways(
     )  # fmt: skip
     proc = tether(["import-config", conf, "--name", "notes"], tether_ssh_env, check_rc=1)
     dropped = keys_of(proc.stdout, "dropped")
-    assert {"MINIMUM_SPACE", "PRESERVE_OWNER", "DESTINATION_MAILS", "_REMOTE_TOKEN"} <= dropped
+    assert {"MINIMUM_SPACE", "DESTINATION_MAILS", "_REMOTE_TOKEN"} <= dropped and "PRESERVE_OWNER" not in dropped
     assert {"CONFLICT_PREVALANCE", "SOFT_DELETE_DAYS", "HARD_MAX_EXEC_TIME"} <= keys_of(proc.stdout, "translated")
     assert "no equivalent" in proc.stderr and "Traceback" not in proc.stderr
     job = job_text(tether_ssh_env, "notes")
     assert job["path2"] == f"{sshd.user}@{sshd.alias}:{two}" and job["conflict"] == "newer"
     assert job["after"] == ["sh", "-c", f"echo synced > {after}"]
     assert (job["max_time_soft"], job["max_time_hard"], job["trash_days"]) == (7200, 10600, 30)
+    assert job["preserve"] == ["owner", "group"]  # PRESERVE_OWNER/GROUP=true, PRESERVE_ACL/XATTR=false
 
     tether(["sync", "notes"], tether_ssh_env, check_rc=0)
     assert (two / "from-initiator.txt").read_text() == "1" and (one / "from-target.txt").read_text() == "2"

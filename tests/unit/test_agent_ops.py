@@ -497,8 +497,8 @@ def test_the_far_side_program_parses_as_python_3_8_and_imports_only_stdlib() -> 
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "tether" not in imported
     assert imported <= {"__future__", "collections", "contextlib", "ctypes", "datetime", "errno", "fcntl", "hashlib",
-                        "json", "marshal", "os", "re", "select", "socket", "stat", "struct", "subprocess", "sys",
-                        "time", "typing"}  # fmt: skip
+                        "grp", "json", "marshal", "os", "pwd", "re", "select", "socket", "stat", "struct",
+                        "subprocess", "sys", "time", "typing"}  # fmt: skip
 
 
 # ---------------------------------------------------------------------- the in-process client

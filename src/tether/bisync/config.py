@@ -46,6 +46,7 @@ class BisyncJob(NamedTuple):
     python: str = "auto"
     rsync: str = "rsync"
     rsync_args: tuple[str, ...] = ()
+    preserve: frozenset[str] = frozenset()  # owner, group, acl, xattr (modes and mtimes always)
 
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: both replicas."""
@@ -65,10 +66,24 @@ def build(doc: Doc, name: str) -> BisyncJob:
         check_pair(p1, p2)
     except UsageError as e:
         raise doc.error("path2", e.message, e.hint) from None
+    preserve = frozenset(doc["preserve"])
+    if "hardlinks" in preserve:
+        raise doc.error(
+            "preserve",
+            "bisync cannot keep hard links: each path is recorded and installed as a file of its own",
+            'remove "hardlinks" from preserve (a mirror job keeps them)',
+        )
+    for key, spec in (("path1", p1), ("path2", p2)):
+        if preserve and not (spec.caps.owners and spec.caps.acls and spec.caps.xattrs):
+            raise doc.error(
+                "preserve",
+                f"{key} {spec} cannot keep {', '.join(sorted(preserve))} (an rclone remote keeps none of them)",
+                "remove preserve, or pair the local folder with a local or ssh replica",
+            )
     return BisyncJob(
         name, doc.file, p1, p2, policy=doc["conflict"], filter=jobkeys.job_filter(doc),
         max_delete=doc["max_delete"], backups_keep=doc["backups_keep"], trash_days=doc["trash_days"],
         hooks=jobkeys.hooks(doc), commands_on=doc["commands_on"], interval=float(doc["interval"]),
         bwlimit=jobkeys.bwlimit(doc), ssh_config=jobkeys.ssh_config(doc), python=doc["python"],
-        rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc),
+        rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc), preserve=preserve,
     )  # fmt: skip

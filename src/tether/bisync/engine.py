@@ -26,6 +26,7 @@ from tether.errors import LockedError, TetherError
 from tether.filters import Filter
 from tether.hooks import PassClock
 from tether.ssh import SshOptions
+from tether.transport.rsync import preserve_args
 
 Item = tuple[bytes, bytes, Entry, Entry | None]  # (source path, dest path, source entry, expected dest entry)
 SMALL = 4 << 20  # files up to this size travel inside agent messages; bigger ones go by rsync
@@ -54,8 +55,11 @@ class Options:
         bwlimit: str | None = None,
         rsync: str = "rsync",
         rsync_args: tuple[str, ...] = (),
+        preserve: frozenset[str] = frozenset(),  # owner, group, acl, xattr: carried with every copy
     ) -> None:
         self.policy, self.dry_run, self.force, self.max_delete = policy, dry_run, force, max_delete
+        self.preserve = preserve
+        self.scope = [p for p in ("owner", "group", "acl", "xattr") if p in preserve]
         self.filter = filter if filter is not None else Filter()
         self.backups_keep, self.trash_days, self.bwlimit = backups_keep, trash_days, bwlimit
         self.max_time_soft, self.max_time_hard = max_time_soft, max_time_hard
@@ -459,12 +463,23 @@ class Pass:
         small = [k for k, (_sp, _dp, e, _x) in enumerate(items) if not (e.type == "f" and e.size > SMALL)]
         reads = [k for k in small if items[k][2].type == "f"]
         data: dict[int, bytes | Exception] = {}
+        scope = self.opts.scope
+        extra = {"meta": scope} if scope else {}
+        others = [k for k in small if items[k][2].type != "f"] if scope else []
         replies = src.pipeline(
-            [("read", {"path": wire(items[k][0]), "size": items[k][2].size, "mtime_ns": items[k][2].mtime}, b"")
-             for k in reads]
+            [("read", {"path": wire(items[k][0]), "size": items[k][2].size, "mtime_ns": items[k][2].mtime, **extra},
+              b"") for k in reads]
+            + ([("meta", {"paths": [wire(items[k][0]) for k in others], "scope": scope}, b"")] if others else [])
         )  # fmt: skip
+        metas: dict[int, Any] = {}  # what the job's preserve carries, read on the sending side
+        if others:
+            told = replies.pop()
+            if not isinstance(told, AgentError):
+                metas.update(zip(others, told["metas"], strict=True))
         for k, r in zip(reads, replies, strict=True):
             data[k] = r if isinstance(r, AgentError) else r["data"]
+            if scope and not isinstance(r, AgentError):
+                metas[k] = r.get("meta")
             if not isinstance(r, AgentError):  # both sides hold these bytes once the copy lands
                 d = hashlib.blake2b(r["data"], digest_size=20).hexdigest()
                 self.held[items[k][1]] = (d, d)
@@ -476,10 +491,18 @@ class Pass:
             if isinstance(body, Exception):
                 out[k] = body
                 continue
-            reqs.append(("install", self._install_args(dp, e, exp), body))
+            args = self._install_args(dp, e, exp)
+            meta = metas.get(k)
+            if meta and "error" in meta:  # made all the same, with its mode: said, not dropped silently
+                self.report.errors.append(f"{src}: {meta['error']}")
+            elif meta:
+                args["meta"] = meta
+            reqs.append(("install", args, body))
             sent.append(k)
         for k, r in zip(sent, dst.pipeline(reqs), strict=True):
             out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)
+            if not isinstance(r, AgentError) and r.get("meta_errors"):  # the copy landed, not all it keeps
+                self.report.errors += [f"{dst}: {m}" for m in r["meta_errors"]]
         for k in big:  # what rsync or rclone brings is not read here: its digest is unknown
             self.held.pop(items[k][1], None)
         if big:
@@ -516,6 +539,7 @@ class Pass:
             if ready:
                 argv = [self.opts.rsync, "--secluded-args", "-lptI", "--files-from=-", "--from0"]
                 argv.append("--copy-dest=../../..")
+                argv += preserve_args(self.opts.preserve)
                 if any(x.endpoint.ssh_host for x in (src, dst)):
                     argv += ["-e", self.ssh.rsync_rsh()]
                 if self.opts.bwlimit:

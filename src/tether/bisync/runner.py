@@ -37,6 +37,7 @@ def options(job: BisyncJob, *, dry_run: bool = False, force: bool = False) -> Op
         policy=job.policy, dry_run=dry_run, force=force, max_delete=job.max_delete, filter=job.filter,
         backups_keep=job.backups_keep, trash_days=job.trash_days, max_time_soft=job.hooks.max_time_soft,
         max_time_hard=job.hooks.max_time_hard, bwlimit=job.bwlimit, rsync=job.rsync, rsync_args=job.rsync_args,
+        preserve=job.preserve,
     )  # fmt: skip
 
 

@@ -50,13 +50,9 @@ _DROP_WHEN_SET = {
     "REMOTE_HOST_PING": "tether does not ping first; an unreachable host fails the pass with the cause",
     "REMOTE_3RD_PARTY_HOSTS": "tether does not ping other hosts before a pass",
     "RSYNC_OPTIONAL_ARGS": "bisync chooses rsync's options itself (a job has no rsync_args)",
-    "PRESERVE_OWNER": "bisync keeps modes and times, not owners",
-    "PRESERVE_GROUP": "bisync keeps modes and times, not groups",
-    "PRESERVE_ACL": "bisync does not carry ACLs",
-    "PRESERVE_XATTR": "bisync does not carry extended attributes",
     "COPY_SYMLINKS": "bisync syncs symlinks as links, never their targets",
     "KEEP_DIRLINKS": "bisync syncs symlinks as links, never their targets",
-    "PRESERVE_HARDLINKS": "bisync does not keep hard links: each name is a file of its own",
+    "PRESERVE_HARDLINKS": "bisync does not keep hard links: each name is a file of its own (a mirror job does)",
     "CHECKSUM": "tether finds changes by size, mtime (ns), inode and mode, and compares bytes only "
     "where both sides changed; there is no full-checksum mode",
     "RSYNC_COMPRESS": "tether does not compress; `Compression yes` in ~/.ssh/config compresses the link",
@@ -75,6 +71,8 @@ _DROP_WHEN_SET = {
     "SYNC_TYPE": "bisync is two-way; for one way use a mirror job (`tether mirror`, jobs without kind)",
     "FORCE_STRANGER_LOCK_RESUME": "tether takes over a lock whose holder is dead, never a live one's",
 }
+# What bisync keeps when a job's `preserve` names it.
+_PRESERVE = {"PRESERVE_OWNER": "owner", "PRESERVE_GROUP": "group", "PRESERVE_ACL": "acl", "PRESERVE_XATTR": "xattr"}
 # What tether always does; setting these off asks for something it cannot do.
 _DROP_WHEN_OFF = {
     "PRESERVE_PERMISSIONS": "bisync always keeps file modes",
@@ -376,6 +374,22 @@ class _Convert:
 
     # -- everything else
 
+    def preserve(self) -> None:
+        """osync's PRESERVE_OWNER/GROUP/ACL/XATTR: the job's preserve list (rsync's -o -g -A -X)."""
+        kept = []
+        for key, word in _PRESERVE.items():
+            a = self.keys.get(key)
+            if a is None:
+                continue
+            self.used.add(key)
+            if _off(a.value):
+                self.imp.note(key, f"off: {word!r} is not in the job's preserve")
+            else:
+                kept.append(word)
+                self.imp.note(key, f"{word!r} in the job's preserve: kept both ways, by every copy")
+        if kept:
+            self.job["preserve"] = kept
+
     def the_rest(self) -> None:
         for key in ("INSTANCE_ID", "SYNC_ID"):
             if self.get(key):
@@ -413,6 +427,7 @@ class _Convert:
         self.conflicts()
         self.limits()
         self.commands()
+        self.preserve()
         self.the_rest()
         return self.job
 

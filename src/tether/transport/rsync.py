@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,17 @@ _STAT_RE = {
 _SKIP_RE = re.compile(r"^(.*) exists(?: \(([a-z ]+)\))?$")
 _DELETES_HELD_RE = re.compile(r"^Deletions stopped due to --max-delete limit \(([\d,.]+) skipped\)", re.M)
 _FILE_ERROR_RE = re.compile(r"^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$", re.M)
+
+
+_PRESERVE_FLAGS = {"owner": "-o", "group": "-g", "acl": "-A", "xattr": "-X", "hardlinks": "-H"}
+
+
+def preserve_args(preserve: Collection[str]) -> list[str]:
+    """rsync options for a job's `preserve` (modes and mtimes are always kept). With owner or
+    group, --super: a receiver that may not chown says so per file (exit 23) instead of
+    skipping it silently, as rsync does for an ordinary user."""
+    flags = [flag for p, flag in _PRESERVE_FLAGS.items() if p in preserve]
+    return [*flags, "--super"] if {"owner", "group"} & set(preserve) else flags
 
 
 @dataclass
