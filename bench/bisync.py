@@ -30,6 +30,7 @@ from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 
 from bench.common import TETHER, Arg, median, scratch, timed
+from tether.transport.rclone_bin import rclone_program
 
 TOOLS = ("tether", "unison", "rclone")
 LIMIT = 1.00  # tether / unison
@@ -109,14 +110,14 @@ class Tools:
                 argv += ["-sshargs", sshargs, "-servercmd", f"env UNISON={self.unison_remote} unison"]
             return argv, self.unison_env
         if pair.tool == "rclone":
-            argv = ["rclone", "bisync", pair.a, pair.b_spec, "--config", "/dev/null",
+            argv = [rclone_program(), "bisync", pair.a, pair.b_spec, "--config", "/dev/null",
                     "--workdir", self.rclone_dir / "bisync"]  # fmt: skip
             return [*argv, "--resync"] if first else argv, self.rclone_env
         raise ValueError(pair.tool)
 
 
 def versions(tools: list[str]) -> None:
-    cmds = {"tether": [*TETHER, "--version"], "unison": ["unison", "-version"], "rclone": ["rclone", "version"]}
+    cmds = {"tether": [*TETHER, "--version"], "unison": ["unison", "-version"], "rclone": [rclone_program(), "version"]}
     for t in tools:
         p = subprocess.run(cmds[t], capture_output=True, text=True, check=False)
         print(f"  {t}: {(p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr).strip() else '?'}")

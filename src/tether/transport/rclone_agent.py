@@ -47,11 +47,12 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
 from tether.errors import LockedError
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
+from tether.transport.rclone_bin import rclone_program
 
 MIN_VERSION = (1, 60)
 LOCK_STALE_S = 600.0  # a lock from another host older than this is abandoned
@@ -225,7 +226,7 @@ class RcloneAgent(AgentClient):
     # ------------------------------------------------------------------ start and stop
 
     @classmethod
-    def connect(cls, remote: str, root: str, create: bool, rclone: str = "rclone") -> RcloneAgent:
+    def connect(cls, remote: str, root: str, create: bool, rclone: str | None = None) -> Self:
         """Start rcd, open the root (made when create), learn the backend's mtime precision and features."""
         if not remote.rstrip(":") or "\0" in remote or "\0" in root:
             raise AgentError(f"bad rclone remote {remote!r} with root {root!r}")
@@ -236,7 +237,7 @@ class RcloneAgent(AgentClient):
         started = time.perf_counter()
         agent = cls(remote, root)
         try:
-            agent._spawn(rclone)
+            agent._spawn(rclone or rclone_program())
             agent._open(create)
         except BaseException:
             agent.close()
