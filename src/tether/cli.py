@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether import __version__
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.endpoints import Local, parse_endpoint
 from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
 from tether.filters import Filter
 from tether.output import shown
@@ -134,8 +134,10 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
     source = parse_endpoint(args.src)
     if not isinstance(source, Local):
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
-    targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
-    check_overlap(source, targets)
+    from tether.bisync.rclone_spec import check_targets, parse_replica
+
+    targets = [parse_replica(d) for d in args.dst]
+    check_targets(source, targets)
     if args.bwlimit is not None and not RATE_RE.fullmatch(args.bwlimit):
         raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
     flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.bisync.rclone_spec import Rclone, ReplicaSpec, check_targets, parse_replica
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.endpoints import Local, parse_endpoint
 from tether.errors import ConfigError, UsageError
 from tether.filters import Filter
 from tether.mirror import MirrorSpec
@@ -207,10 +208,10 @@ def parse_job(file: Path, name: str) -> MirrorJob:
             f"source {source_text!r} must be a local directory",
             "mirror pushes from this machine",
         )
-    targets: list[Endpoint] = []
+    targets: list[ReplicaSpec] = []
     for t in data["targets"]:
         try:
-            ep = parse_endpoint(t, base=base)
+            ep = parse_replica(t, base=base)
         except UsageError as e:
             raise loc.error("targets", e.message, e.hint) from None
         if isinstance(ep, Local) and not os.path.isabs(os.path.expanduser(t)):
@@ -221,9 +222,14 @@ def parse_job(file: Path, name: str) -> MirrorJob:
             )
         targets.append(ep)
     try:
-        check_overlap(source, targets)
+        check_targets(source, targets)
     except UsageError as e:
         raise loc.error("targets", e.message, e.hint) from None
+    remote = next((t for t in targets if isinstance(t, Rclone)), None)
+    for key in ("permissions", "sync_owner", "final_owner"):
+        if remote is not None and key in data:
+            hint = "remotes keep no ACLs or owners: drop the key, or mirror to a local or ssh target"
+            raise loc.error(key, f"{key} cannot be applied on the rclone remote target {remote}", hint)
 
     rsync_args = data.get("rsync_args", [])
     bad = validate_rsync_args(rsync_args)

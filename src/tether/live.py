@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from tether.apply import AGENT_BATCH, Applier
+from tether.bisync.rclone_spec import Rclone
 from tether.config import LiveOptions
 from tether.errors import TetherError, UsageError
 from tether.mirror import Mirror, MirrorSpec
@@ -181,7 +182,12 @@ class LiveMirror:
         for t in spec.targets:
             st = TargetStatus(str(t))
             board.status.targets.append(st)
-            applier = Applier(t, spec, opts, mirror, ssh)
+            if isinstance(t, Rclone):
+                from tether.rclone_mirror import RcloneApplier
+
+                applier: Applier = RcloneApplier(t, spec, opts, mirror, ssh)
+            else:
+                applier = Applier(t, spec, opts, mirror, ssh)
             self.workers.append(TargetWorker(applier, st, board, self.stopping, self._source_moved))
 
     def run(self) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.bisync.rclone_spec import Rclone, ReplicaSpec
 from tether.endpoints import Endpoint, Local, Ssh
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
@@ -29,7 +30,7 @@ class MirrorSpec:
     """Everything one mirror pass needs, passed in explicitly."""
 
     source: Local
-    targets: tuple[Endpoint, ...]
+    targets: tuple[ReplicaSpec, ...]  # local, ssh, or rclone remotes (rclone_mirror.py)
     filter: Filter = field(default_factory=Filter)
     delete: bool = True
     trash: bool = False  # deleted and overwritten files go to the target's .tether/trash/<date>/
@@ -267,7 +268,11 @@ class Mirror:
             futures = [pool.submit(self._one_shot, spec, t, dry_run=dry_run, force=force) for t in targets]
             return [f.result() for f in futures]
 
-    def _one_shot(self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool) -> TargetOutcome:
+    def _one_shot(self, spec: MirrorSpec, target: ReplicaSpec, *, dry_run: bool, force: bool) -> TargetOutcome:
+        if isinstance(target, Rclone):
+            from tether.rclone_mirror import one_shot
+
+            return one_shot(self, spec, target, dry_run=dry_run, force=force)
         out = self.sync_target(spec, target, dry_run=dry_run, force=force)
         if spec.trash and not dry_run and (out.files or out.deleted):
             try:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from tether.endpoints import Endpoint, parse_endpoint
+from tether.endpoints import Endpoint, Local, check_overlap, parse_endpoint
+from tether.errors import UsageError
 
 _SPEC = re.compile(r"^([A-Za-z0-9_.+@ -]+?):(.*)$", re.S)
 
@@ -61,3 +63,14 @@ def parse_replica(spec: str, *, base: str | None = None) -> ReplicaSpec:
     if m and "/" not in m.group(1) and m.group(1).lower() in rclone_remotes():
         return Rclone(m.group(1), m.group(2))
     return parse_endpoint(spec, base=base)
+
+
+def check_targets(source: Local, targets: Sequence[ReplicaSpec]) -> None:
+    """check_overlap for local and ssh targets; an rclone target may only be given once."""
+    seen: set[str] = set()
+    for t in targets:
+        if isinstance(t, Rclone):
+            if t.key() in seen:
+                raise UsageError(f"target {t} is given twice", "list each target once")
+            seen.add(t.key())
+    check_overlap(source, [t for t in targets if not isinstance(t, Rclone)])

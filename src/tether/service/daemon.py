@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.bisync.rclone_spec import Rclone, ReplicaSpec
 from tether.config import MirrorJob, job_file, list_jobs, parse_job
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, Local, Ssh, is_inside
+from tether.endpoints import Local, Ssh, is_inside
 from tether.errors import EXIT_OK, TetherError, UsageError
 from tether.service.locks import PidLock
 from tether.service.status import read_status
@@ -38,7 +39,10 @@ class JobPaths:
         return cls(run / f"{name}.pid", run / f"{name}.status.json", dirs.state / "logs" / f"{name}.log")
 
 
-def _overlaps(a: Endpoint, b: Endpoint) -> bool:
+def _overlaps(a: ReplicaSpec, b: ReplicaSpec) -> bool:
+    if isinstance(a, Rclone) and isinstance(b, Rclone) and a.remote.lower() == b.remote.lower():
+        pa, pb = os.path.normpath("/" + a.path), os.path.normpath("/" + b.path)
+        return is_inside(pa, pb) or is_inside(pb, pa)
     if isinstance(a, Local) and isinstance(b, Local):
         pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
         return is_inside(pa, pb) or is_inside(pb, pa)

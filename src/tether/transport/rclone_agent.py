@@ -185,6 +185,7 @@ class RcloneAgent(AgentClient):
         self.precision_ns = 1  # these four come from rclone at connect
         self.hashes: list[str] = []
         self.can_move = False
+        self.features: dict[str, Any] = {}  # operations/fsinfo's Features
         self.version = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._url = ""
@@ -291,7 +292,8 @@ class RcloneAgent(AgentClient):
         fsinfo = self._rc("operations/fsinfo", {"fs": self.fs})
         self.precision_ns = int(fsinfo.get("Precision") or 1)
         self.hashes = [str(h) for h in fsinfo.get("Hashes") or []]
-        self.can_move = bool((fsinfo.get("Features") or {}).get("Move"))
+        self.features = dict(fsinfo.get("Features") or {})
+        self.can_move = bool(self.features.get("Move"))
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
         """Find rcd's address in its log, then keep the log's tail to explain a failure."""
@@ -526,7 +528,7 @@ class RcloneAgent(AgentClient):
             if handler is None:
                 raise OpError(errno.ENOSYS, f"unknown operation {op!r}")
             kwargs = dict(args)
-            if op == "install":
+            if op in ("install", "put"):  # put: the mirror's word (transport/rclone_target.py)
                 kwargs["data"] = body
             result = handler(**kwargs)
         except AgentDown:
