@@ -122,13 +122,26 @@ def plan_pass(
     """The differences, as data: a pure function of the two listings."""
     plan = Plan()
     gone: set[str] = set()  # target dirs removed: nothing below them needs removing
+    out_dirs: dict[str, bool] = {}  # target dir -> excluded, itself or through a parent
 
     def under_gone(p: str) -> bool:
+        if not gone:
+            return False
         parts = p.split("/")
         return any("/".join(parts[:i]) in gone for i in range(1, len(parts)))
 
+    def excluded(p: str, is_dir: bool) -> bool:
+        if not flt.rules:
+            return False  # .tether is left out of the listing already
+        parent = p.rpartition("/")[0]
+        if parent and parent not in out_dirs:
+            out_dirs[parent] = flt.path_excluded(parent, True)
+        if parent and out_dirs[parent]:
+            return True
+        return flt.excluded(p, is_dir)
+
     for p in sorted(dst):
-        if under_gone(p) or flt.path_excluded(p, dst[p][0] == "d"):
+        if under_gone(p) or excluded(p, dst[p][0] == "d"):
             continue
         t = dst[p][0]
         s = src.get(p)
@@ -180,14 +193,18 @@ def rclone_pass(
     dry_run: bool,
     force: bool,
     scanned: tuple[dict[str, Entry], list[str]] | None = None,
+    listed: dict[str, Entry] | None = None,
 ) -> tuple[TargetOutcome, list[str]]:
     """One pass to target (agent None: the target root does not exist yet, for a dry run); the
     outcome and the source entries left out (symlinks, names a remote cannot hold).  `scanned`:
-    the source's scan, when the caller made it already."""
+    the source's scan and `listed` the target's listing, when the caller made them already."""
     began = time.perf_counter()
     name = str(target)
     src, skipped = scanned if scanned is not None else scan_source(spec.source.path, spec.filter)
-    dst = agent.listing() if agent is not None else {}
+    try:
+        dst = listed if listed is not None else agent.listing() if agent is not None else {}
+    except (RcError, TetherError) as e:
+        return TargetOutcome(name, False, errors=[f"cannot list {name}: {e}"]), skipped
     same: Callable[[int, int, int, int], bool] = agent.same if agent is not None else _exactly
     empty_dirs = agent.empty_dirs if agent is not None else True
     plan = plan_pass(src, dst, spec.filter, same, delete=spec.delete, empty_dirs=empty_dirs)
@@ -217,7 +234,7 @@ def rclone_pass(
         return out, skipped
     try:
         _apply(spec, agent, plan)
-    except (RcError, AgentError, OSError) as e:
+    except (RcError, TetherError, OSError) as e:
         out.ok = False
         out.errors.append(str(e))
         out.seconds = time.perf_counter() - began
@@ -249,11 +266,21 @@ def _apply(spec: MirrorSpec, agent: RcloneTarget, plan: Plan) -> None:
 def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool, force: bool) -> TargetOutcome:
     """`tether mirror`/`tether sync` to an rclone remote: its own rcd for this pass."""
     check_source(spec.source)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # rclone starts while the source is walked
-        connecting = pool.submit(RcloneTarget.connect, f"{target.remote}:", target.path, create=not dry_run)
-        scanned = scan_source(spec.source.path, spec.filter)
+
+    def connect_and_list() -> tuple[RcloneTarget, dict[str, Entry] | Exception]:
+        agent = RcloneTarget.connect(f"{target.remote}:", target.path, create=not dry_run)
         try:
-            agent: RcloneTarget | None = connecting.result()
+            return agent, agent.listing()
+        except (RcError, TetherError) as e:  # reported by the pass, which lists again
+            return agent, e
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # rclone starts and lists while the source is walked
+        connecting = pool.submit(connect_and_list)
+        scanned = scan_source(spec.source.path, spec.filter)
+        listed: dict[str, Entry] | None = None
+        try:
+            agent, got = connecting.result()
+            listed = got if isinstance(got, dict) else None
         except AgentError as e:
             if not (dry_run and e.errno == 2):
                 return TargetOutcome(str(target), False, errors=[str(e)], hint=e.hint)
@@ -261,7 +288,9 @@ def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool,
     try:
         if agent is not None and mirror.verbose:
             mirror.verbose(agent.capabilities_note())
-        out, skipped = rclone_pass(spec, target, agent, mirror.known, dry_run=dry_run, force=force, scanned=scanned)
+        out, skipped = rclone_pass(
+            spec, target, agent, mirror.known, dry_run=dry_run, force=force, scanned=scanned, listed=listed
+        )
     finally:
         if agent is not None:
             agent.close()
@@ -314,7 +343,7 @@ class _RcloneSends(Mirror):
                     agent.call("mkdir", path=d)
             with agent._lock:
                 agent.copy_files(spec.source.path, files, size)
-        except (RcError, AgentError, OSError) as e:
+        except (RcError, TetherError, OSError) as e:
             out.ok = False
             out.errors.append(str(e))
         return out
