@@ -30,6 +30,7 @@ from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 
 from bench.common import BASE, TETHER, Arg, median, scratch, timed
+from tether.transport.rclone_bin import rclone_program
 
 TOOLS = ("tether", "unison", "rclone")
 LIMIT = 1.00  # tether / unison
@@ -113,7 +114,7 @@ class Tools:
                 argv += ["-sshargs", sshargs, "-servercmd", f"env UNISON={self.unison_remote} unison"]
             return argv, self.unison_env
         if pair.tool == "rclone":
-            argv = ["rclone", "bisync", pair.a, pair.b_spec, "--config", "/dev/null",
+            argv = [rclone_program(), "bisync", pair.a, pair.b_spec, "--config", "/dev/null",
                     "--workdir", self.rclone_dir / "bisync"]  # fmt: skip
             return [*argv, "--resync"] if first else argv, self.rclone_env
         raise ValueError(pair.tool)
@@ -121,7 +122,7 @@ class Tools:
 
 def versions(tools: list[str]) -> None:
     cmds = {"tether": [*TETHER, "--version"], "base": [*(BASE or TETHER), "--version"],
-            "unison": ["unison", "-version"], "rclone": ["rclone", "version"]}  # fmt: skip
+            "unison": ["unison", "-version"], "rclone": [rclone_program(), "version"]}  # fmt: skip
     for t in tools:
         p = subprocess.run(cmds[t], capture_output=True, text=True, check=False)
         print(f"  {t}: {(p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr).strip() else '?'}")

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from tether import jobkeys
-from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
+from tether.endpoints import ReplicaSpec, as_local, check_overlap, parse_endpoint, parse_replica
 from tether.errors import UsageError
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import MirrorSpec
 from tether.schema import Doc, Key, Schema, choice, is_num, is_str, is_str_list
 
 DELETE_MODES = ("mirror", "keep", "trash")
+_PRESERVE_CAPS = {"owner": "owners", "group": "owners", "acl": "acls", "xattr": "xattrs", "hardlinks": "hardlinks"}
 
 
 def is_owner(v: Any) -> bool:
@@ -70,7 +71,7 @@ class MirrorJob:
     live: LiveOptions = LiveOptions()
     hooks: PassHooks = NO_HOOKS  # before/after and the time limits of each (full) pass
 
-    def writes(self) -> tuple[Endpoint, ...]:
+    def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: its targets."""
         return self.spec.targets
 
@@ -89,10 +90,10 @@ def build(doc: Doc, name: str) -> MirrorJob:
         raise doc.error(
             "source", f"source {source_text!r} must be a local directory", "mirror pushes from this machine"
         )
-    targets: list[Endpoint] = []
+    targets: list[ReplicaSpec] = []
     for t in doc["targets"]:
         try:
-            ep = parse_endpoint(t, base=str(doc.file.parent))
+            ep = parse_replica(t, base=str(doc.file.parent))
         except UsageError as e:
             raise doc.error("targets", e.message, e.hint) from None
         if ep.local_path is not None and not os.path.isabs(os.path.expanduser(t)):
@@ -102,6 +103,19 @@ def build(doc: Doc, name: str) -> MirrorJob:
         check_overlap(source, targets)
     except UsageError as e:
         raise doc.error("targets", e.message, e.hint) from None
+    for ep in targets:  # what a target cannot keep is refused here, naming the key's line
+        if not (ep.caps.owners and ep.caps.acls):
+            for key in ("permissions", "sync_owner", "final_owner"):
+                if key in doc.data:
+                    hint = "remotes keep no ACLs or owners: drop the key, or mirror to a local or ssh target"
+                    raise doc.error(key, f"{key} cannot be applied on the rclone remote target {ep}", hint)
+        lacking = [p for p in doc["preserve"] if not getattr(ep.caps, _PRESERVE_CAPS[p])]
+        if lacking:
+            raise doc.error(
+                "preserve",
+                f"target {ep} cannot keep {', '.join(lacking)}",
+                "remove it from preserve, or mirror to a local or ssh target",
+            )
     spec = MirrorSpec(
         source=source,
         targets=tuple(targets),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from tether.apply import AGENT_BATCH, Applier
 from tether.config import LiveOptions
+from tether.endpoints import as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import Mirror, MirrorSpec
@@ -214,7 +215,14 @@ class LiveMirror:
         for t in spec.targets:
             st = TargetStatus(str(t))
             board.status.targets.append(st)
-            applier = Applier(t, spec, opts, mirror, ssh, pass_hooks)
+            reached, remote = by_rsync(t), as_rclone(t)
+            if reached is not None:
+                applier = Applier(reached, spec, opts, mirror, ssh, pass_hooks)
+            else:  # rsync cannot reach it: its own scan and bulk sends, the same agent words for the rest
+                from tether.rclone_mirror import RcloneApplier
+
+                assert remote is not None
+                applier = RcloneApplier(remote, spec, opts, mirror, ssh, pass_hooks)
             self.workers.append(TargetWorker(applier, st, board, self.stopping, self._source_moved))
 
     def run(self) -> None:

@@ -13,8 +13,9 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from tether.endpoints import Endpoint, Local
+from tether.endpoints import Endpoint, Local, Rclone, ReplicaSpec, as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.hooks import PassClock
@@ -30,7 +31,7 @@ class MirrorSpec:
     """Everything one mirror pass needs, passed in explicitly."""
 
     source: Local
-    targets: tuple[Endpoint, ...]
+    targets: tuple[ReplicaSpec, ...]  # local, ssh, or rclone remotes (rclone_mirror.py)
     filter: Filter = field(default_factory=Filter)
     delete: bool = True
     trash: bool = False  # deleted and overwritten files go to the target's .tether/trash/<date>/
@@ -102,6 +103,12 @@ def destructive(changes: list[str]) -> list[str]:
     return overwrites + deletes
 
 
+class RemotePass(Protocol):
+    def __call__(
+        self, mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool, force: bool
+    ) -> TargetOutcome: ...
+
+
 class Mirror:
     """Runs mirror passes; remembers which targets it wrote so it never wipes a foreign one."""
 
@@ -112,9 +119,11 @@ class Mirror:
         *,
         verbose: Callable[[str], None] | None = None,
         progress: Callable[[str, int, int, str], None] | None = None,
+        remote_pass: RemotePass | None = None,
     ) -> None:
         self.rsync = rsync
         self.known = known
+        self.remote_pass = remote_pass  # how a target rsync cannot reach gets its pass (rclone_mirror.one_shot)
         self.verbose = verbose
         self.progress = progress  # (target, percent, bytes, rate), for transfers that change things
 
@@ -328,8 +337,14 @@ class Mirror:
             return [f.result() for f in futures]
 
     def _one_shot(
-        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool, force: bool, clock: PassClock | None
+        self, spec: MirrorSpec, target: ReplicaSpec, *, dry_run: bool, force: bool, clock: PassClock | None
     ) -> TargetOutcome:
+        remote, reached = as_rclone(target), by_rsync(target)
+        if reached is None:  # rsync cannot reach it: listed and sent through its rcd
+            if remote is None or self.remote_pass is None:
+                raise UsageError(f"target {target} cannot be reached by rsync", "mirror to a local or ssh target")
+            return self.remote_pass(self, spec, remote, dry_run=dry_run, force=force)
+        target = reached
         out = self.sync_target(spec, target, dry_run=dry_run, force=force, clock=clock)
         if spec.trash and not dry_run and (out.files or out.deleted):
             try:

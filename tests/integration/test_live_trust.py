@@ -218,7 +218,7 @@ def _applier(tmp_path: Path, src: Path, dst: Path, trash: bool = False) -> Appli
     """One target's applier as the job builds it (real rsync, the agent in-process)."""
     rsync = Rsync(SshOptions(str(tmp_path / "sockets")))
     spec = MirrorSpec(Local(str(src)), (Local(str(dst)),), trash=trash)
-    return Applier(spec.targets[0], spec, LiveOptions(), Mirror(rsync, KnownTargets(tmp_path / "state")), rsync.ssh)
+    return Applier(Local(str(dst)), spec, LiveOptions(), Mirror(rsync, KnownTargets(tmp_path / "state")), rsync.ssh)
 
 
 def test_a_move_replayed_after_a_late_write_does_not_carry_the_newer_entry(tmp_path: Path) -> None:

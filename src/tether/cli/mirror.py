@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tether.dirs import Dirs
-from tether.endpoints import Endpoint, as_local, check_overlap, parse_endpoint
+from tether.endpoints import as_local, check_overlap, parse_endpoint, parse_replica
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.filters import Filter
 from tether.output import shown
@@ -16,7 +16,7 @@ from tether.ssh import SshOptions
 
 if TYPE_CHECKING:  # the mirror machinery is imported when a mirror runs: other commands start faster
     from tether.hooks import PassHooks
-    from tether.mirror import MirrorSpec
+    from tether.mirror import MirrorSpec, RemotePass
 
 
 def run_pass(
@@ -45,9 +45,15 @@ def run_pass(
         from tether.progress import ProgressLine
 
         bar = ProgressLine()
+    remote_pass: RemotePass | None = None
+    if not all(t.caps.rsync for t in spec.targets):
+        from tether.rclone_mirror import one_shot
+
+        remote_pass = one_shot
     mirror = Mirror(
-        Rsync(ssh, spec.rsync), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar
-    )
+        Rsync(ssh, spec.rsync), KnownTargets(dirs.state), verbose=say if args.verbose else None, progress=bar,
+        remote_pass=remote_pass,
+    )  # fmt: skip
     clock = pass_hooks.clock()
     try:
         outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force, clock=clock)
@@ -74,7 +80,7 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
     source = as_local(parse_endpoint(args.src))
     if source is None:
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
-    targets: list[Endpoint] = [parse_endpoint(d) for d in args.dst]
+    targets = [parse_replica(d) for d in args.dst]
     check_overlap(source, targets)
     if args.bwlimit is not None and not RATE_RE.fullmatch(args.bwlimit):
         raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")

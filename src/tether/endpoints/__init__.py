@@ -6,10 +6,18 @@ outside this package asks an endpoint what it can do, never which class it is (a
 """
 
 from tether.endpoints.caps import Caps
-from tether.endpoints.rclone import Rclone, ReplicaSpec, check_pair, parse_replica, rclone_remotes
+from tether.endpoints.rclone import (
+    Rclone,
+    ReplicaSpec,
+    as_rclone,
+    by_rsync,
+    check_pair,
+    parse_replica,
+    rclone_remotes,
+)
 from tether.endpoints.spec import AnyEndpoint, Endpoint, Local, Ssh, as_local, check_overlap, is_inside, parse_endpoint
 
 __all__ = [
-    "AnyEndpoint", "Caps", "Endpoint", "Local", "Rclone", "ReplicaSpec", "Ssh", "as_local", "check_overlap",
-    "check_pair", "is_inside", "parse_endpoint", "parse_replica", "rclone_remotes",
+    "AnyEndpoint", "Caps", "Endpoint", "Local", "Rclone", "ReplicaSpec", "Ssh", "as_local", "as_rclone", "by_rsync",
+    "check_overlap", "check_pair", "is_inside", "parse_endpoint", "parse_replica", "rclone_remotes",
 ]  # fmt: skip

@@ -96,6 +96,17 @@ def parse_replica(spec: str, *, base: str | None = None) -> ReplicaSpec:
     return parse_endpoint(spec, base=base)
 
 
+def by_rsync(ep: ReplicaSpec) -> Endpoint | None:
+    """The endpoint as rsync reaches it (a local folder or an ssh host), where rsync can."""
+    return None if isinstance(ep, Rclone) else ep
+
+
+def as_rclone(ep: AnyEndpoint) -> Rclone | None:
+    """The endpoint as an rclone remote, where it is one: the mirror reaches such a target through
+    its own scan and rcd (rsync cannot), which needs the remote's name."""
+    return ep if isinstance(ep, Rclone) else None
+
+
 def _nested(a: str, b: str) -> bool:
     x, y = os.path.normpath("/" + a), os.path.normpath("/" + b)
     return x == y or x.startswith(y.rstrip("/") + "/") or y.startswith(x.rstrip("/") + "/")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from tether.endpoints.caps import POSIX, SSH, Caps
@@ -135,6 +135,10 @@ class AnyEndpoint(Protocol):
     def ssh_host(self) -> str | None: ...
 
 
+class KeyedEndpoint(AnyEndpoint, Protocol):
+    def key(self) -> str: ...
+
+
 def as_local(ep: AnyEndpoint) -> Local | None:
     """The endpoint as a local folder, where it is one (a mirror's source must be)."""
     return Local(ep.local_path) if ep.local_path is not None else None
@@ -166,10 +170,10 @@ def is_inside(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
-def check_overlap(source: Local, targets: list[Endpoint], what: str = "target") -> None:
-    """Refuse a target inside its source or a source inside its target (a sync loop or a wipe)."""
+def check_overlap(source: Local, targets: Sequence[KeyedEndpoint], what: str = "target") -> None:
+    """Refuse a target given twice, inside its source, or holding it (a sync loop or a wipe)."""
     src = os.path.realpath(source.path)
-    seen: dict[str, Endpoint] = {}
+    seen: dict[str, KeyedEndpoint] = {}
     for t in targets:
         k = t.key()
         if k in seen:

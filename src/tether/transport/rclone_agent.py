@@ -47,11 +47,12 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
 from tether.errors import LockedError
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
+from tether.transport.rclone_bin import rclone_program
 
 MIN_VERSION = (1, 60)
 LOCK_STALE_S = 600.0  # a lock from another host older than this is abandoned
@@ -184,6 +185,7 @@ class RcloneAgent(AgentClient):
         self.precision_ns = 1  # these four come from rclone at connect
         self.hashes: list[str] = []
         self.can_move = False
+        self.features: dict[str, Any] = {}  # operations/fsinfo's Features
         self.version = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._url = ""
@@ -225,7 +227,7 @@ class RcloneAgent(AgentClient):
     # ------------------------------------------------------------------ start and stop
 
     @classmethod
-    def connect(cls, remote: str, root: str, create: bool, rclone: str = "rclone") -> RcloneAgent:
+    def connect(cls, remote: str, root: str, create: bool, rclone: str | None = None) -> Self:
         """Start rcd, open the root (made when create), learn the backend's mtime precision and features."""
         if not remote.rstrip(":") or "\0" in remote or "\0" in root:
             raise AgentError(f"bad rclone remote {remote!r} with root {root!r}")
@@ -236,7 +238,7 @@ class RcloneAgent(AgentClient):
         started = time.perf_counter()
         agent = cls(remote, root)
         try:
-            agent._spawn(rclone)
+            agent._spawn(rclone or rclone_program())
             agent._open(create)
         except BaseException:
             agent.close()
@@ -290,7 +292,8 @@ class RcloneAgent(AgentClient):
         fsinfo = self._rc("operations/fsinfo", {"fs": self.fs})
         self.precision_ns = int(fsinfo.get("Precision") or 1)
         self.hashes = [str(h) for h in fsinfo.get("Hashes") or []]
-        self.can_move = bool((fsinfo.get("Features") or {}).get("Move"))
+        self.features = dict(fsinfo.get("Features") or {})
+        self.can_move = bool(self.features.get("Move"))
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
         """Find rcd's address in its log, then keep the log's tail to explain a failure."""
@@ -525,7 +528,7 @@ class RcloneAgent(AgentClient):
             if handler is None:
                 raise OpError(errno.ENOSYS, f"unknown operation {op!r}")
             kwargs = dict(args)
-            if op == "install":
+            if op in ("install", "put"):  # put: the mirror's word (transport/rclone_target.py)
                 kwargs["data"] = body
             result = handler(**kwargs)
         except AgentDown:

@@ -1,0 +1,45 @@
+"""The rclone mirror's plan: a pure function of the source scan and the target listing."""
+
+from __future__ import annotations
+
+from tether.filters import Filter
+from tether.rclone_mirror import Entry, plan_pass
+
+
+def _same_within(precision: int):  # as RcloneTarget.same for a backend of that precision
+    return lambda size, mtime, other_size, other_mtime: size == other_size and abs(mtime - other_mtime) < precision
+
+
+def test_copies_replaces_removes_topmost_and_leaves_excluded_target_files_alone() -> None:
+    src: dict[str, Entry] = {
+        "a": ("f", 3, 10_400_000_000), "d": ("d", 0, 0), "d/b": ("f", 1, 5), "new": ("f", 7, 1),
+        "clash": ("f", 2, 2), "empty": ("d", 0, 0),
+    }  # fmt: skip
+    dst: dict[str, Entry] = {
+        "a": ("f", 3, 10_000_000_000), "d": ("d", 0, 0), "d/b": ("f", 2, 5), "gone": ("d", 0, 0),
+        "gone/x": ("f", 1, 1), "clash": ("d", 0, 0), "clash/y": ("f", 1, 1), "keep.tmp": ("f", 1, 1),
+    }  # fmt: skip
+    flt = Filter.build(exclude=["*.tmp"])
+    plan = plan_pass(src, dst, flt, _same_within(10**9), delete=True, empty_dirs=True)
+    assert plan.remove == [("clash", "d"), ("gone", "d")]  # nothing below a removed dir, nothing excluded
+    assert sorted(plan.copy) == ["clash", "d/b", "new"]  # `a` is the same within 1 s
+    assert plan.replace == ["d/b"] and plan.mkdir == ["empty"] and plan.bytes == 10
+    exact = plan_pass(src, dst, flt, _same_within(1), delete=True, empty_dirs=False)
+    assert "a" in exact.replace and exact.mkdir == []
+
+
+def test_keep_mode_never_removes_and_reports_a_type_clash() -> None:
+    src: dict[str, Entry] = {"clash": ("f", 2, 2)}
+    dst: dict[str, Entry] = {"clash": ("d", 0, 0), "extra": ("f", 1, 1)}
+    plan = plan_pass(src, dst, Filter(), _same_within(1), delete=False, empty_dirs=True)
+    assert plan.remove == [] and plan.copy == [] and len(plan.blocked) == 1
+
+
+def test_the_fast_mtime_parse_agrees_with_the_exact_one() -> None:
+    from tether.transport.rclone_agent import parse_mtime
+    from tether.transport.rclone_target import _mtime
+
+    days: dict[str, int] = {}
+    for text in ("2026-12-06T08:27:01.500999911Z", "2023-11-14T22:13:20Z", "2023-11-14T22:13:20.1Z",
+                 "2024-02-29T23:59:59.999999999Z", "2026-12-06T09:27:01.5+01:00"):  # fmt: skip
+        assert _mtime(text, days) == parse_mtime(text), text
