@@ -417,8 +417,7 @@ class Ops:
                         missing += 1
                         continue
                     with self._trash_dir([*tparts, day], parts[:-1]) as (dfd, used):
-                        name = _free_name(dfd, parts[-1])
-                        os.rename(parts[-1], name, src_dir_fd=ofd, dst_dir_fd=dfd)
+                        name = _keep_as(ofd, parts[-1], dfd)
                 trashed += 1
                 dests.append(to_wire(b"/".join([*tparts, day, *used, name])))
             except _Missing:
@@ -487,14 +486,13 @@ class Ops:
             return
         day = time.strftime("%Y-%m-%d").encode()
         with self._trash_dir([*split_path(trash_root), day], parts[:-1]) as (tfd, _used):
-            kept = _free_name(tfd, name)
             if not whole:
                 try:
-                    os.link(name, kept, src_dir_fd=dfd, dst_dir_fd=tfd, follow_symlinks=False)
+                    _keep_as(dfd, name, tfd, link=True)
                     return
                 except OSError:
                     pass  # no hard links here: moved instead
-            os.rename(name, kept, src_dir_fd=dfd, dst_dir_fd=tfd)
+            _keep_as(dfd, name, tfd)
 
     def fold_trash(self, path: str | bytes, trash_root: str | bytes) -> Result:
         """File what rsync --backup-dir runs left in `path`/<run>/ under trash_root/<day>/ as a
@@ -524,7 +522,7 @@ class Ops:
                                     continue
                                 try:
                                     with self._trash_dir(tparts, rel[1:]) as (tfd, _used):
-                                        os.rename(name, _free_name(tfd, name), src_dir_fd=dfd, dst_dir_fd=tfd)
+                                        _keep_as(dfd, name, tfd)
                                     folded += 1
                                 except OSError as e:
                                     failed.append({"path": to_wire(b"/".join([*rel, name])), "error": str(e)})
@@ -866,11 +864,10 @@ class Ops:
         bparts = [*split_path(backup_root), *parts]
         bname = parts[-1][: _NAME_MAX - len(stamp) - 1] + b"." + stamp
         with self._parent(bparts, create=True) as bfd:
-            bname = _free_name(bfd, bname)
             try:
-                os.link(name, bname, src_dir_fd=dfd, dst_dir_fd=bfd, follow_symlinks=False)
+                bname = _keep_as(dfd, name, bfd, bname, link=True)
             except OSError:  # no hard links here (or a dir): move it instead, the caller replaces it anyway
-                os.rename(name, bname, src_dir_fd=dfd, dst_dir_fd=bfd)
+                bname = _keep_as(dfd, name, bfd, bname)
             if keep > 0:
                 prefix = parts[-1][: _NAME_MAX - len(stamp) - 1] + b"."
                 versions = sorted(
@@ -1047,8 +1044,7 @@ class Ops:
                     dparts = [*split_path(to_bytes(trash_root)), day + (b".%d" % n if n > 1 else b""), *parts]
                     try:
                         with self._parent(dparts, create=True) as tfd:
-                            name = _free_name(tfd, parts[-1])
-                            os.rename(parts[-1], name, src_dir_fd=dfd, dst_dir_fd=tfd)
+                            name = _keep_as(dfd, parts[-1], tfd)
                         return {"trashed": to_wire(b"/".join([*dparts[:-1], name]))}
                     except OpError as e:
                         if e.errno not in (errno.ENOTDIR, errno.ELOOP):
@@ -1357,6 +1353,54 @@ def _free_name(dfd: int, name: bytes) -> bytes:
         n += 1
         tag = b".%d" % n
         candidate = stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
+
+
+def _keep_as(sfd: int, name: bytes, dfd: int, as_name: bytes | None = None, link: bool = False) -> bytes:
+    """Put entry `name` of sfd into dfd under the first free name there for `as_name` (default:
+    name; see _free_name) and return the name used; with `link`, as a hard link, the entry staying
+    (OSError where there are none). Never over an entry: another process keeping versions in the
+    same place (a `tether sync` beside the running job folds the same .incoming) may take a name
+    between the look and the move, and a rename would silently replace the version there. A hard
+    link fails on a taken name instead, so a file moves under a private name first and is linked
+    to its free name; a dir is renamed (only an empty dir could be replaced: no version lost)."""
+    base = name if as_name is None else as_name
+    if link:
+        return _link_free(sfd, name, dfd, base)
+    if stat.S_ISDIR(os.lstat(name, dir_fd=sfd).st_mode):
+        for _ in range(1000):
+            kept = _free_name(dfd, base)
+            try:
+                os.rename(name, kept, src_dir_fd=sfd, dst_dir_fd=dfd)
+                return kept
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+        raise OSError(errno.EEXIST, f"no free name for {show(base)}")
+    tmp = _tmp_name()
+    os.rename(name, tmp, src_dir_fd=sfd, dst_dir_fd=dfd)
+    try:
+        kept = _link_free(dfd, tmp, dfd, base)
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            raise  # kept under its private name: found, never replaced
+        kept = _free_name(dfd, base)  # no hard links here: renamed, as the only way left
+        os.rename(tmp, kept, src_dir_fd=dfd, dst_dir_fd=dfd)
+        return kept
+    os.unlink(tmp, dir_fd=dfd)
+    return kept
+
+
+def _link_free(sfd: int, name: bytes, dfd: int, base: bytes) -> bytes:
+    """A hard link to `name` under the first free name for `base`; a name taken since the look
+    fails the link (EEXIST), and the next free one is tried."""
+    for _ in range(1000):
+        kept = _free_name(dfd, base)
+        try:
+            os.link(name, kept, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+            return kept
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, f"no free name for {show(base)}")
 
 
 def _open_below(dfd: int, parts: list[bytes]) -> int:

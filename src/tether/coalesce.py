@@ -184,6 +184,7 @@ class _Batch:
         state = self.state(c.path)
         self.detach(c.path)  # pending writes at and below the path are moot
         if state == _ABSENT:
+            self._parent_changed(c.path)
             return  # created in this window: the target never had it
         for j in self.deletes_below.pop(c.path, ()):
             op = self.ops[j]
@@ -212,6 +213,8 @@ class _Batch:
             node.mark = _STALE
             if state == _MAYBE:
                 self.append(Change(DELETE, old, c.is_dir))
+            else:
+                self._parent_changed(old)
             return
         node.mark = _PLACED
         up = self.root
@@ -223,6 +226,14 @@ class _Batch:
             idx = self.append(c)
             if made:
                 self.made_dirs.add(idx)
+
+    def _parent_changed(self, path: str) -> None:
+        """An entry made and gone again in this window leaves no op, but its directory's mtime
+        changed: a write of the directory (not new) gives the target's its mode and mtime again.
+        The root's are the full pass's."""
+        parent = path.rpartition("/")[0]
+        if parent:
+            self.write(Change(WRITE, parent, False))
 
     def chain(self, a: str, b: str, is_dir: bool, made: bool) -> bool:
         """x->a then a->b becomes x->b (plus a delete of a, which the first move may have
@@ -277,6 +288,7 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
     ======================================  ==============================================
     write a, write a                        write a
     write a (created), delete a             (nothing)
+    write d/a (created), delete d/a         write d (its mtime changed)
     write a, delete a                       delete a
     delete d (dir) after writes below d     delete d (the writes below d are dropped)
     delete d/x, ..., delete d               delete d (when nothing in between touched d/x)
@@ -285,6 +297,7 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
     move a->b, write b                      move a->b, write b
     move a->b, write b/x                    move a->b, write b/x
     write a (created), move a->b            write b (created=False: b may have existed)
+    write d/a (created), move d/a->b        write b, write d (d's mtime changed)
     write d (is_dir), move d/x->y           write d (is_dir), write y (x never reached target)
     move a->b, move b->c                    move a->c, delete b (b may have been replaced)
     move a->b, move b->a                    delete b (plus write a if a was written)

@@ -373,6 +373,43 @@ def test_fold_trash_files_rsyncs_kept_versions_by_day_and_never_replaces_one(ops
     assert ops.fold_trash(b"nothing/here", t) == {"folded": 0, "failed": []}
 
 
+def test_keeping_a_version_never_replaces_one_another_process_kept_meanwhile(
+    ops: Ops, root: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers keep versions in one trash (a `tether sync` beside the running job folds the
+    same .incoming): the other one takes the free name this one just looked up, before this one
+    moves its version there. Both versions stay, under two names."""
+    day = time.strftime("%Y-%m-%d").encode()
+    t = b".tether/trash"
+    looked_up = agent_remote._free_name
+    race = {"on": False}
+
+    def taken_meanwhile(dfd: int, name: bytes) -> bytes:
+        free = looked_up(dfd, name)
+        if race["on"]:  # the other writer files its version there now (once per operation)
+            race["on"] = False
+            fd = os.open(free, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+            os.write(fd, b"theirs")
+            os.close(fd)
+        return free
+
+    monkeypatch.setattr(agent_remote, "_free_name", taken_meanwhile)
+    ops.put(b"x", b"deleted", 0o644, MTIME)
+    ops.put(b"w/in", b"in a deleted dir", 0o644, MTIME)
+    ops.put(t + b"/.incoming/0001-9/y", b"kept by rsync", 0o644, MTIME)
+    ops.put(b"z", b"replaced", 0o644, MTIME)
+    for op in (lambda: ops.trash([b"x"], t), lambda: ops.trash([b"w"], t), lambda: ops.fold_trash(t + b"/.incoming", t),
+               lambda: ops.put(b"z", b"new", 0o644, MTIME, trash_root=t)):  # fmt: skip
+        race["on"] = True
+        op()
+    kept = j(root, t, day)
+    assert [read(j(kept, n)) for n in (b"x", b"w", b"y", b"z")] == [b"theirs"] * 4
+    assert [read(j(kept, n)) for n in (b"x.1", b"w.1/in", b"y.1", b"z.1")] == [
+        b"deleted", b"in a deleted dir", b"kept by rsync", b"replaced"]  # fmt: skip
+    assert read(j(root, b"z")) == b"new"
+    assert not [n for n in os.listdir(kept) if n.startswith(agent_remote.TMP_PREFIX)]
+
+
 def test_trash_numbers_a_parent_that_a_trashed_file_holds(ops: Ops, root: bytes) -> None:
     day = time.strftime("%Y-%m-%d")
     ops.put(b"a", b"file a", 0o644, MTIME)
