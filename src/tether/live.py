@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator, Sequence
 from tether.apply import AGENT_BATCH, Applier
 from tether.config import LiveOptions
 from tether.endpoints import as_rclone, by_rsync
-from tether.errors import TetherError, UsageError
+from tether.errors import TetherError
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import Mirror, MirrorSpec
 from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, StatusBoard, TargetStatus
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentDown, AgentError
-from tether.watch import Change, Coalescer, Watcher, coalesce
+from tether.watch import Change, Coalescer, SourceMissing, Watcher, coalesce
 
 log = logging.getLogger("tether")
 
@@ -293,9 +293,11 @@ class LiveMirror:
         while not self.stopping.is_set():
             try:
                 watcher = self._watch()
-            except UsageError:
+            except SourceMissing:  # any other refusal (too many directories) stops the job, as at start
                 if os.path.isdir(source.path):
-                    raise  # there, but cannot be watched (too many directories): as at start
+                    # back between the look and this check (the second `mv` of a swap): look again
+                    self.stopping.wait(0.01)
+                    continue
                 if not waiting:
                     waiting = True
                     msg = f"source {source} does not exist (moved or deleted); waiting for it to come back"

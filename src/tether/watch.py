@@ -138,6 +138,11 @@ def too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:
     )
 
 
+class SourceMissing(UsageError):
+    """The source path names no directory: at start an error; while running, a tree swapped
+    out and not yet back (`mv src src.old && mv src.new src`), to be waited for."""
+
+
 class Watcher:
     """Reports changes below `root` as Change records, excluded paths left out."""
 
@@ -170,7 +175,7 @@ class Watcher:
             return
         self._root_id = root_identity(self.path)
         if self._root_id is None or not os.path.isdir(self.path):
-            raise UsageError(f"cannot watch {self.path}: not a directory")
+            raise SourceMissing(f"cannot watch {self.path}: not a directory")
         self.root = os.path.realpath(self.path)  # inotify never follows a symlink: watch where it leads
         needed = sum(1 for _ in self._dirs(""))
         limit = self._max_watches if self._max_watches is not None else max_user_watches()

@@ -280,3 +280,25 @@ def test_versions_an_rsync_run_kept_but_never_filed_survive_the_next_run(tmp_pat
         applier.close()
     assert_same_tree(src, dst)
     assert _trashed(dst) == [b"1" * MIB, b"2" * MIB]
+
+
+def test_a_job_survives_many_swaps_in_a_row(tmp_path: Path, tether_env) -> None:
+    """Deploys swapping the source in back to back: each re-watch may find the path empty (between
+    the two renames) and then a directory again by the time it looks why. The job must wait and
+    follow, never stop with "not a directory" (the stress test caught it once in 68 swaps)."""
+    site, dst = tmp_path / "site", tmp_path / "dst"
+    _fill(site, {"n.txt": "0"})
+    write_job(tether_env, "swaps", site, [str(dst)], interval=0)
+    with running(tether_env, "swaps"):
+        wait_same(site, dst)
+        spare = tmp_path / "site.new"
+        _fill(spare, {"n.txt": "spare"})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            os.rename(site, tmp_path / "site.old")
+            os.rename(spare, site)
+            os.rename(tmp_path / "site.old", spare)
+        (site / "n.txt").write_text("after the swaps")
+        assert status(tether_env, "swaps")["state"] != "failed", tether(["log", "swaps"], tether_env).stdout
+        wait_same(site, dst)
+        assert status(tether_env, "swaps")["pid"], "the job is still running"
