@@ -8,7 +8,7 @@ Four things keep old data, each in its own shape under a replica's or target's `
     <path>.conflict-<host>-<stamp>.<ext>   bisync keep-both: the losing version, beside the file
 
 `classify` reads one stored path into a Version (pure, so any endpoint's listing can be fed to
-it); `scan_local` walks a local root; `expired` says which versions a retention rule drops.
+it); `scan_local` walks a local root.
 Names the kept copies were numbered with (`a.1.txt` when `a.txt` was taken that day) are read
 back to the file they are a version of when the plain name is beside them.
 """
@@ -154,21 +154,4 @@ def _walk(base: bytes, top: bytes) -> Iterator[tuple[bytes, int, int, frozenset[
                 yield sub, st.st_size, st.st_mtime_ns, names
 
 
-def expired(versions: Iterable[Version], *, keep: int, days: float, now: float | None = None) -> list[Version]:
-    """The versions a retention rule drops: older than `days`, or beyond the newest `keep` of
-    one path and origin (keep <= 0: no count limit). Conflict copies are the user's to close."""
-    cutoff = (time.time() if now is None else now) - days * 86400
-    by_path: dict[tuple[bytes, str], list[Version]] = {}
-    for v in versions:
-        if v.origin != "conflict":
-            by_path.setdefault((v.path, v.origin), []).append(v)
-    out: list[Version] = []
-    for group in by_path.values():
-        group.sort(key=lambda v: v.kept_at, reverse=True)
-        for i, v in enumerate(group):
-            if v.kept_at < cutoff or (keep > 0 and i >= keep):
-                out.append(v)
-    return sorted(out)
-
-
-__all__ = ["ORIGINS", "Version", "classify", "expired", "scan_local"]
+__all__ = ["ORIGINS", "Version", "classify", "scan_local"]

@@ -76,4 +76,5 @@ def test_what_temporary_files_leave_queued_after_a_pass_does_not_wait_for_quiet(
         wait_for(lambda: _full_passes(tether_env, "busy") >= 1, 120, "the first full pass")
         (src / "after-the-pass.txt").write_text("sent at once\n")
         took = wait_for((dst / "after-the-pass.txt").exists, 60, "the change after the pass")
-    assert took < SETTLE_MAX / 2, f"{took:.1f} s: the changes after the pass waited for a quiet source"
+    # the old wait was the whole SETTLE_MAX (5 s): 4 s leaves a busy 2-core machine room and still tells
+    assert took < SETTLE_MAX * 0.8, f"{took:.1f} s: the changes after the pass waited for a quiet source"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tether.versions import Version, classify, expired
+from tether.versions import classify
 
 DAY = time.mktime((2026, 12, 4, 0, 0, 0, 0, 0, -1))
 STAMP = time.mktime((2026, 12, 4, 10, 11, 12, 0, 0, -1))
@@ -42,12 +42,3 @@ def test_a_conflict_copy_counts_only_when_the_state_recorded_it() -> None:
     assert classify(copy, 1, 1) is None
     v = classify(copy, 1, 1, conflict_copies=[copy])
     assert v is not None and (v.path, v.origin, v.kept_at) == (b"d/notes.md", "conflict", STAMP)
-
-
-def test_expired_keeps_the_newest_per_path_and_drops_the_old() -> None:
-    now = STAMP + 10 * 86400
-    vs = [Version(b"f", STAMP + i, "backup", b"s%d" % i, 1, 1) for i in range(5)]
-    vs.append(Version(b"g", now - 100 * 86400, "trash", b"old", 1, 1))
-    vs.append(Version(b"h", now - 100 * 86400, "conflict", b"c", 1, 1))
-    gone = expired(vs, keep=2, days=30, now=now)
-    assert sorted(v.stored for v in gone) == [b"old", b"s0", b"s1", b"s2"]
