@@ -37,7 +37,8 @@ MAGIC = b"TETHER-AGENT-READY\n"  # first line of stdout: lets the client skip sh
 TMP_PREFIX = b".tether-tmp-"
 META_DIR = b".tether"  # tether's own folder at a root: never scanned, synced or watched
 TMP_DIR = [META_DIR, b"tmp"]  # where bisync writes before a rename: temp names never sit beside user files
-RACY_NS = 2_000_000_000  # an mtime this close to the scan may be shared by a later edit (coarse clocks, 2 s FAT)
+RACY_NS = 2_000_000_000  # without a filesystem clock: an mtime this close to ours may be shared by a later edit
+TICK_MARGIN_NS = 10_000_000  # below the lock's own mtime: clocks coarser than one kernel tick are read as 2 s FAT
 MAX_HEADER = 64 << 20
 
 _FRAME = struct.Struct(">II")
@@ -627,13 +628,13 @@ class Ops:
         the comparison happens during the walk, where the tuples are made anyway.  A
         directory's size, mtime and inode are 0: its contents are compared path by path.
         Directories that cannot be listed come back separately: the caller must not read their
-        absence as deletions.  Returns (entries, unreadable, gone, entries seen, the clock at
-        the start in ns: what tells a racily clean entry).  (The loop is the hot path of a
+        absence as deletions.  Returns (entries, unreadable, gone, entries seen, and the mtime
+        from which on an entry is racily clean, see _racy_from).  (The loop is the hot path of a
         pass: types are compared as st_mode >> 12, not via stat.S_IS*.)  With `tops`, a narrow
         scan: only those paths and, where they are directories, what lies below them (`known`
         then holds what was recorded at or below them).
         """
-        t0 = time.time_ns()
+        t0 = self._racy_from()
         rows: dict[bytes, tuple[Any, ...]] = {}
         unreadable: list[tuple[bytes, str]] = []
         stack: list[bytes] = [b""] if tops is None else []
@@ -1106,6 +1107,21 @@ class Ops:
         self._locks[p] = fd
         self._clear_tmp()
         return {"locked": True}
+
+    def _racy_from(self) -> int:
+        """The mtime from which on a file seen by a scan starting now may share its mtime with an
+        edit after it (git's "racily clean"). A lock held here, touched now, carries the
+        filesystem's own clock, whatever its tick (FAT's 2 s) or its skew from ours (an NFS
+        server's): a file stamped before it cannot be stamped the same again. Without one, our
+        clock less RACY_NS."""
+        for fd in self._locks.values():
+            try:
+                os.utime(fd)
+                stamp = os.fstat(fd).st_mtime_ns
+            except OSError:
+                break
+            return stamp - (TICK_MARGIN_NS if stamp % 1_000_000_000 else RACY_NS)
+        return time.time_ns() - RACY_NS
 
     def _clear_tmp(self) -> None:
         """What an interrupted run left in .tether/tmp (half-copied files): nobody else writes

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tether.agent_remote import RACY_NS
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
 from tether.bisync.replica import BACKUPS, META, TMP, TRASH, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
@@ -124,7 +123,7 @@ class Pass:
         self.report = Report(str(r1.endpoint), str(r2.endpoint), dry_run=opts.dry_run)
         self.clock = PassClock(opts.max_time_soft, opts.max_time_hard)
         self.done = 0
-        self.t0: dict[int, int | None] = {1: None, 2: None}  # each side's clock when its scan began
+        self.t0: dict[int, int | None] = {1: None, 2: None}  # each side's racily-clean mtime floor
         self.digests: dict[bytes, tuple[str | None, str | None]] = {}  # content compared this pass
         self.held: dict[bytes, tuple[str | None, str | None]] = {}  # what each side holds now, where known
 
@@ -510,7 +509,7 @@ class Pass:
                 got_big = self._rclone_big(src, dst, [items[k] for k in big])
             else:  # a recent file will be recorded racily clean: its digest, taken as it lands, goes with it
                 t0 = self.t0[frm]
-                recent = {items[k][1] for k in big if t0 is not None and items[k][2].mtime >= t0 - RACY_NS}
+                recent = {items[k][1] for k in big if t0 is not None and items[k][2].mtime >= t0}
                 got_big = self._rsync(src, dst, [items[k] for k in big], recent)
             for k, got in zip(big, got_big, strict=True):
                 out[k] = got
@@ -652,9 +651,10 @@ class Pass:
 
 
 def _racy(e: Raw | None, t0: int | None, digest: str | None = None) -> Raw | None:
-    """A file entry whose mtime is within RACY_NS of its side's scan, marked by a negated inode,
-    with its content digest where the pass knows it (in the link's place, unused for files)."""
-    if e is None or t0 is None or e[0] != "f" or e[4] < 0 or e[2] < t0 - RACY_NS:
+    """A file entry whose mtime is not safely older than its side's scan (t0, the agent's
+    _racy_from), marked by a negated inode, with its content digest where the pass knows it
+    (in the link's place, unused for files)."""
+    if e is None or t0 is None or e[0] != "f" or e[4] < 0 or e[2] < t0:
         return None if e is None else tuple(e)
     return (e[0], e[1], e[2], e[3], -1 - e[4], None if digest is None else digest.encode())
 

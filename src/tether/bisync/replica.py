@@ -207,7 +207,7 @@ class Replica:
         state recorded on this side), so that only differences travel; `keep` drops filtered
         paths; over ssh the lock and the scan share one round trip.  The returned function
         waits for (changed or new entries, known paths gone, entries seen, unreadable dirs, the
-        side's clock at the scan's start in ns, None when the side does not say).  With `tops`,
+        mtime from which on an entry is racily clean, None when the side does not say).  With `tops`,
         only those paths and what lies below them.  A local replica is scanned in a forked
         child, a remote one by its agent while a thread here waits, so both sides proceed at
         once."""
