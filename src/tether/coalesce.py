@@ -88,7 +88,8 @@ class _Node:
 class _Batch:
     """The state of one coalescing pass; see coalesce() for the rules it implements."""
 
-    def __init__(self) -> None:
+    def __init__(self, transient: bool = False) -> None:
+        self.transient = transient
         self.root = _Node()
         self.seq = 0
         self.ops: list[Change | None] = []
@@ -185,6 +186,8 @@ class _Batch:
         self.detach(c.path)  # pending writes at and below the path are moot
         if state == _ABSENT:
             self._parent_changed(c.path)
+            if self.transient:  # made and gone in this window: said, for the target to judge
+                self.append(Change(DELETE, c.path, c.is_dir, created=True))
             return  # created in this window: the target never had it
         for j in self.deletes_below.pop(c.path, ()):
             op = self.ops[j]
@@ -215,6 +218,8 @@ class _Batch:
                 self.append(Change(DELETE, old, c.is_dir))
             else:
                 self._parent_changed(old)
+                if self.transient:  # as for a delete: a transfer meanwhile may have copied it
+                    self.append(Change(DELETE, old, c.is_dir, created=True))
             return
         node.mark = _PLACED
         up = self.root
@@ -278,8 +283,12 @@ def _bad_move(c: Change) -> bool:
     return not c.old or (c.old != c.path and _overlap(c.old, c.path))
 
 
-def coalesce(changes: Iterable[Change]) -> list[Change]:
+def coalesce(changes: Iterable[Change], *, transient: bool = False) -> list[Change]:
     """Merge a window's changes into the fewest that bring the target to the same end state.
+
+    transient=True (the watcher's windows) keeps a path made and deleted in the window as a
+    delete with created=True instead of nothing: a transfer running meanwhile may have copied
+    it, which only the target's worker knows (see `for_target`).
 
     Output order: moves and deletes in event order, then writes in first-seen order.
 
@@ -287,7 +296,7 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
     input (in order)                        output
     ======================================  ==============================================
     write a, write a                        write a
-    write a (created), delete a             (nothing)
+    write a (created), delete a             (nothing); transient: delete a (created=True)
     write d/a (created), delete d/a         write d (its mtime changed)
     write a, delete a                       delete a
     delete d (dir) after writes below d     delete d (the writes below d are dropped)
@@ -310,7 +319,7 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
     A delete of a path the target may not have is kept rather than dropped: an extra no-op
     delete is cheap, a dropped one leaves a stale file on the target.
     """
-    batch = _Batch()
+    batch = _Batch(transient)
     for c in changes:
         if c.kind == RESCAN or (c.kind != WRITE and not c.path) or (c.kind == MOVE and _bad_move(c)):
             return [Change(RESCAN, "")]
@@ -323,3 +332,23 @@ def coalesce(changes: Iterable[Change]) -> list[Change]:
         else:
             raise ValueError(f"unknown change kind {c.kind!r}")
     return batch.result()
+
+
+def for_target(changes: Iterable[Change], copied_meanwhile: bool) -> list[Change]:
+    """A watcher's batch as one target's worker must queue it.
+
+    copied_meanwhile: a transfer to this target ran (or ended less than a watcher window ago)
+    since these paths could have been made, and may have copied them. Then nothing is new to
+    the target (a later delete must not cancel out against a creation) and a path made and gone
+    again is deleted there; otherwise the target never had it, and its delete is dropped.
+    """
+    out: list[Change] = []
+    for c in changes:
+        if c.kind == DELETE and c.created:
+            if copied_meanwhile:
+                out.append(Change(DELETE, c.path, c.is_dir))
+        elif c.created and copied_meanwhile:
+            out.append(Change(c.kind, c.path, c.is_dir, c.old))
+        else:
+            out.append(c)
+    return out

@@ -10,7 +10,6 @@ which converges whatever was lost (moves included) once the target is back.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -18,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from tether.apply import AGENT_BATCH, Applier
+from tether.coalesce import for_target
 from tether.config import LiveOptions
 from tether.endpoints import as_rclone, by_rsync
 from tether.errors import TetherError
@@ -26,7 +26,7 @@ from tether.mirror import Mirror, MirrorSpec
 from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, StatusBoard, TargetStatus
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentDown, AgentError
-from tether.watch import Change, Coalescer, SourceMissing, Watcher, coalesce
+from tether.watch import MAX_DELAY, Change, Coalescer, SourceMissing, Watcher, coalesce
 
 log = logging.getLogger("tether")
 
@@ -41,6 +41,9 @@ def _is_bulk(batch: Sequence[Change]) -> bool:
     """Writes enough for an rsync run (deletes and moves are one agent round trip however many)."""
     writes = [c for c in batch if c.kind == "write"]
     return len(writes) > AGENT_BATCH or any(c.is_dir for c in writes)
+
+
+LATE_EVENTS_S = MAX_DELAY + 0.5  # how late after a transfer its files' events may arrive
 
 
 class TargetWorker(threading.Thread):
@@ -60,6 +63,7 @@ class TargetWorker(threading.Thread):
         self.full = False
         self.held = False  # the source is being watched anew: nothing to do until resume_full()
         self.busy = False  # a batch or pass is reading the source and writing the target
+        self.busy_until = 0.0  # and, for the events of what it may have copied, until then
         self.last_submit = 0.0
 
     def hold(self) -> None:
@@ -82,8 +86,9 @@ class TargetWorker(threading.Thread):
             self.last_submit = time.monotonic()
             if self.held:
                 return
-            if self.busy:  # the transfer in flight may copy what these name: none is new to the target
-                changes = [dataclasses.replace(c, created=False) if c.created else c for c in changes]
+            # a transfer in flight, or one ended less than a watcher window ago, may have copied
+            # what these name
+            changes = for_target(changes, self.busy or time.monotonic() < self.busy_until)
             if any(c.kind == "rescan" for c in changes) or len(self.pending) + len(changes) > QUEUE_LIMIT:
                 self.pending.clear()
                 self.full = True
@@ -105,7 +110,8 @@ class TargetWorker(threading.Thread):
     @contextlib.contextmanager
     def _transfer(self) -> Iterator[None]:
         """A file made during a transfer may reach the target with it: its delete must not then
-        cancel out against its creation, as if the target never had it."""
+        cancel out against its creation, as if the target never had it. The watcher hands its
+        events over up to a window (max_delay) after they happened: those count too."""
         with self.cond:
             self.busy = True
         try:
@@ -113,6 +119,7 @@ class TargetWorker(threading.Thread):
         finally:
             with self.cond:
                 self.busy = False
+                self.busy_until = time.monotonic() + LATE_EVENTS_S
 
     def _settle(self, batch: list[Change], full: bool) -> tuple[list[Change], bool]:
         """Let a burst finish before a bulk transfer, so that it travels in one rsync run."""

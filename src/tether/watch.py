@@ -23,7 +23,7 @@ from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
 from tether.errors import UsageError
 from tether.filters import Filter
 
-__all__ = ["Change", "Coalescer", "Watcher", "coalesce"]
+__all__ = ["MAX_DELAY", "Change", "Coalescer", "Watcher", "coalesce"]
 
 IN_ATTRIB = 0x4
 IN_CLOSE_WRITE = 0x8
@@ -55,6 +55,7 @@ PARENT_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR |
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 _BUFSIZE = 256 * 1024
 _MAX_READS = 64  # per drain: hand control back during an endless burst
+MAX_DELAY = 1.0  # the longest a window gathers after its first change, however busy the tree
 MOVE_GRACE = 0.02  # how long a MOVED_FROM waits for its MOVED_TO before it counts as a delete
 WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
 WATCHES_USERNS = "/proc/sys/user/max_inotify_watches"  # per user namespace (lowered by tests, containers)
@@ -461,7 +462,7 @@ class Watcher:
 class Coalescer:
     """Gathers changes for `delay` seconds after the first one (window), then hands a merged batch."""
 
-    def __init__(self, watcher: Watcher, delay: float = 0.05, max_delay: float = 1.0) -> None:
+    def __init__(self, watcher: Watcher, delay: float = 0.05, max_delay: float = MAX_DELAY) -> None:
         self.watcher = watcher
         self.delay = delay
         self.max_delay = max_delay
@@ -477,7 +478,7 @@ class Coalescer:
                 return []
             changes = self.watcher.read(left)
             if self.watcher.take_woken():
-                return coalesce(changes)
+                return coalesce(changes, transient=True)
         first = last = time.monotonic()
         while True:
             now = time.monotonic()
@@ -490,4 +491,4 @@ class Coalescer:
                 last = time.monotonic()
         while self.watcher.holding:  # settle a half-seen move rather than split it across batches
             changes += self.watcher.read(MOVE_GRACE)
-        return coalesce(changes)
+        return coalesce(changes, transient=True)
