@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import hashlib
 import os
 import subprocess
 import time
@@ -25,7 +24,6 @@ from tether.errors import LockedError, TetherError
 from tether.filters import Filter
 from tether.hooks import PassClock
 from tether.ssh import SshOptions
-from tether.transport.rsync import preserve_args
 
 Item = tuple[bytes, bytes, Entry, Entry | None]  # (source path, dest path, source entry, expected dest entry)
 SMALL = 4 << 20  # files up to this size travel inside agent messages; bigger ones go by rsync
@@ -475,12 +473,14 @@ class Pass:
             told = replies.pop()
             if not isinstance(told, AgentError):
                 metas.update(zip(others, told["metas"], strict=True))
+        from hashlib import blake2b  # OpenSSL's load: only for passes that copy
+
         for k, r in zip(reads, replies, strict=True):
             data[k] = r if isinstance(r, AgentError) else r["data"]
             if scope and not isinstance(r, AgentError):
                 metas[k] = r.get("meta")
             if not isinstance(r, AgentError):  # both sides hold these bytes once the copy lands
-                d = hashlib.blake2b(r["data"], digest_size=20).hexdigest()
+                d = blake2b(r["data"], digest_size=20).hexdigest()
                 self.held[items[k][1]] = (d, d)
         reqs: list[tuple[str, dict[str, Any], bytes]] = []
         sent: list[int] = []
@@ -538,6 +538,8 @@ class Pass:
             if ready:
                 argv = [self.opts.rsync, "--secluded-args", "-lptI", "--files-from=-", "--from0"]
                 argv.append("--copy-dest=../../..")
+                from tether.transport.rsync import preserve_args  # rsync's module: only when big files go
+
                 argv += preserve_args(self.opts.preserve)
                 if any(x.endpoint.ssh_host for x in (src, dst)):
                     argv += ["-e", self.ssh.rsync_rsh()]

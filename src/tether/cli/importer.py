@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,8 @@ def _validate(outputs: dict[Path, str], jobs: dict[Path, str]) -> dict[Path, str
     from tether.locations.config import parse as parse_locations
 
     seen: dict[Path, str] = {}
+    import tempfile  # not for every command's start
+
     with tempfile.TemporaryDirectory(prefix="tether-import-") as tmp:
         for final, text in outputs.items():
             scratch = Path(tmp) / final.name

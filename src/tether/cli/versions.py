@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, UsageError
 from tether.output import shown
-from tether.versions import Version, scan_local
+
+if TYPE_CHECKING:
+    from tether.versions import Version
 
 
 def add_parser(sub: Any) -> None:
@@ -49,6 +51,8 @@ def cmd_versions(args: argparse.Namespace, dirs: Dirs) -> int:
     if not roots:
         raise UsageError(f"{args.where} has no local replica or target", "list a remote one on its host")
     want = os.fsencode(args.path.strip("/")) if args.path else None
+    from tether.versions import scan_local  # dataclasses and inspect: not for every command's start
+
     found: list[tuple[str, Version]] = []
     for root, copies in roots:
         found += [(root, v) for v in scan_local(root, copies) if want is None or _covers(want, v.path)]
