@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from tether.apply import AGENT_BATCH, Applier
+from tether.apply import AGENT_BATCH, Applier, BatchResult
 from tether.coalesce import for_target
 from tether.config import LiveOptions
 from tether.endpoints import as_rclone, by_rsync
 from tether.errors import TetherError
+from tether.events import NO_EVENTS, Event, EventLog, pass_end, shown_path
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import Mirror, MirrorSpec
 from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, StatusBoard, TargetStatus
@@ -62,10 +63,14 @@ class TargetWorker(threading.Thread):
         board: StatusBoard,
         stopping: threading.Event,
         source_moved: Callable[[], bool] = lambda: False,
+        events: EventLog = NO_EVENTS,
+        job: str = "",
     ) -> None:
         super().__init__(name=f"target {applier.target}", daemon=True)
         self.applier, self.status, self.board, self.stopping = applier, status, board, stopping
         self.source_moved = source_moved  # true when the source root is not the watched one
+        self.events, self.job = events, job
+        self.failing = False  # since the last error: said once, until a batch or pass succeeds
         self.cond = threading.Condition()
         self.pending: list[Change] = []
         self.full = False
@@ -167,6 +172,8 @@ class TargetWorker(threading.Thread):
             if full and self.source_moved():
                 continue  # the job is about to watch the new source, then asks for this pass again
             self.board.update(self.status, state=SYNCING, pending=len(batch), force=True)
+            if full:
+                self.events.emit(Event("pass-begin", self.job, str(self.applier.target), detail="full pass"))
             began = time.monotonic()
             try:
                 with self._transfer():
@@ -181,6 +188,10 @@ class TargetWorker(threading.Thread):
                 log.warning(
                     "%s: %s (%s; retry in %.1f s)", self.applier.target, msg, "down" if down else "error", backoff
                 )
+                if not self.failing:  # once per outage, however often it is retried
+                    self.failing = True
+                    target = str(self.applier.target)
+                    self.events.emit(Event("down" if down else "error", self.job, target, detail=msg))
                 with self.cond:
                     self.full = not self.held  # whatever this batch held, a full pass will converge it
                     state = WAITING if self.held else DOWN if down else RETRYING
@@ -190,6 +201,7 @@ class TargetWorker(threading.Thread):
                 continue
             backoff = 0.0
             st = self.status
+            self._said(work, full, res)
             with self.cond:
                 left = len(self.pending)
                 held = self.held
@@ -211,6 +223,31 @@ class TargetWorker(threading.Thread):
                 bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True, **refused,
             )  # fmt: skip
 
+    def _said(self, work: Sequence[Change], full: bool, res: BatchResult) -> None:
+        """The batch or pass that just succeeded, as events (and the target back, if it was not)."""
+        target = str(self.applier.target)
+        out = [Event("up", self.job, target)] if self.failing else []
+        self.failing = False
+        if full:
+            out.append(pass_end(self.job, target, True, sent=res.files, bytes=res.bytes, errors=len(res.errors)))
+        else:
+            out += batch_events(self.job, target, work, delete=self.applier.spec.delete, trash=self.applier.spec.trash)
+        out += [Event("error", self.job, target, detail=why) for why in res.errors]
+        self.events.emit_all(out)
+
+
+def batch_events(job: str, target: str, work: Sequence[Change], *, delete: bool, trash: bool) -> list[Event]:
+    """What a coalesced batch did to a target, path by path."""
+    out = []
+    for c in work:
+        if c.kind == "write":
+            out.append(Event("sent", job, target, shown_path(c.path), "a new directory, whole" if c.is_dir else ""))
+        elif c.kind == "delete" and delete:
+            out.append(Event("deleted", job, target, shown_path(c.path), "kept in .tether/trash" if trash else ""))
+        elif c.kind == "move":
+            out.append(Event("moved", job, target, shown_path(c.path), f"from {shown_path(c.old or '')}"))
+    return out
+
 
 class LiveMirror:
     """Owns the watcher and one worker per target until stopped."""
@@ -224,6 +261,7 @@ class LiveMirror:
         board: StatusBoard,
         on_batch: Callable[[list[Change]], None] | None = None,
         pass_hooks: PassHooks = NO_HOOKS,
+        events: EventLog = NO_EVENTS,
     ) -> None:
         """`pass_hooks`: the job's before/after commands and time limits, for each full pass."""
         self.spec, self.opts, self.board = spec, opts, board
@@ -242,7 +280,9 @@ class LiveMirror:
 
                 assert remote is not None
                 applier = RcloneApplier(remote, spec, opts, mirror, ssh, pass_hooks)
-            self.workers.append(TargetWorker(applier, st, board, self.stopping, self._source_moved))
+            self.workers.append(
+                TargetWorker(applier, st, board, self.stopping, self._source_moved, events, board.status.job)
+            )
 
     def run(self) -> None:
         watcher = self._watch()  # before the first full pass, so nothing written during it is missed

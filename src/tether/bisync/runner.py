@@ -16,6 +16,7 @@ from tether.bisync.replica import Replica, shown, ssh_for
 from tether.bisync.state import State
 from tether.dirs import Dirs
 from tether.errors import TetherError
+from tether.events import NO_EVENTS, Event, for_job, pass_end
 
 
 def state_path(dirs: Dirs, job: BisyncJob) -> Path:
@@ -82,6 +83,47 @@ def one_pass(
     state: State | None = None, narrow: list[bytes] | None = None,
 ) -> Report:  # fmt: skip
     """One pass; a running job passes its open replicas and state, so neither is rebuilt per pass."""
+    events = NO_EVENTS if dry_run else for_job(dirs.state, job.name if job.file is not None else None)
+    events.emit(Event("pass-begin", job.name, detail="narrow" if narrow is not None else ""))
+    try:
+        rep = _one_pass(job, dirs, dry_run, force, replicas, tweak, state, narrow)
+    except Exception as e:
+        failed = Event("error", job.name, detail=str(e) or type(e).__name__)
+        events.emit(failed, pass_end(job.name, "", False, errors=1))
+        raise
+    events.emit_all(report_events(job, rep))
+    return rep
+
+
+def report_events(job: BisyncJob, rep: Report) -> list[Event]:
+    """A pass's report in the events every job kind speaks (see tether.events)."""
+    name = job.name
+    if rep.refused:
+        return [Event("refused", name, detail=rep.refused)]
+    side = {"path1": str(job.path1), "path2": str(job.path2)}
+    out = []
+    for d in rep.plan:
+        act, where = d["action"], side.get(d["to"], d["to"])
+        if act in ("copy", "mkdir", "meta"):
+            out.append(Event("sent", name, where, d["path"], d.get("note", "")))
+        elif act in ("delete", "rmdir"):
+            out.append(Event("deleted", name, where, d["path"], "kept in .tether/backups"))
+    for c in rep.conflicts:
+        kept = f"the other version is {c['copy']}" if c.get("copy") else f"the losing one is in {c['loser_kept_in']}"
+        out.append(Event("conflict", name, "", c["path"], f"{c['policy']}: {kept}"))
+    problems = [*rep.errors, *(s["path"] + ": " + s["reason"] for s in rep.skipped)]
+    out += [Event("error", name, detail=e) for e in problems]
+    if rep.stopped:
+        out.append(Event("error", name, detail=rep.stopped))
+    counts = {"sent": sum(rep.copied.values()), "deleted": sum(rep.deleted.values()),
+              "conflicts": len(rep.conflicts), "errors": len(rep.errors) + len(rep.skipped)}  # fmt: skip
+    return [*out, pass_end(name, "", rep.ok, **counts)]
+
+
+def _one_pass(
+    job: BisyncJob, dirs: Dirs, dry_run: bool, force: bool, replicas: tuple[Replica, Replica] | None,
+    tweak: Callable[[Options], None] | None, state: State | None, narrow: list[bytes] | None,
+) -> Report:  # fmt: skip
     where = state_path(dirs, job)
     own = state is None
     if state is None:

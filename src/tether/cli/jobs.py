@@ -27,8 +27,9 @@ def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
     if job.ssh_config:
         ssh = SshOptions(ssh.socket_dir, job.ssh_config)
     from tether.cli.mirror import run_pass
+    from tether.events import for_job
 
-    return run_pass(job.spec, args, dirs, ssh, job.hooks)
+    return run_pass(job.spec, args, dirs, ssh, job.hooks, None if args.dry_run else for_job(dirs.state, args.name))
 
 
 def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:

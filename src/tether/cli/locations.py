@@ -14,10 +14,12 @@ import shlex
 import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
+from tether.events import Event, for_job, pass_end, shown_path
 from tether.locations import execute
 from tether.locations.config import BACKUP, WORKING, Config, Location, LocationSet, load, match_location, resolve_path
 from tether.locations.plan import Op, Plan, diff, display, render
@@ -42,7 +44,7 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
         raise UsageError(f"no locations configured: {dirs.config / 'locations.toml'} does not exist", _EXAMPLE)
     asker = Asker.open(yes=args.yes)
     try:
-        return _Run(args, config, asker).run()
+        return _Run(args, config, asker, dirs.state).run()
     except Stopped as e:
         print(f"tether: {e.message}", file=sys.stderr)
         return EXIT_ERRORS
@@ -66,8 +68,8 @@ def _note(text: str) -> None:
 
 
 class _Run:
-    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker) -> None:
-        self.args, self.config, self.ask = args, config, asker
+    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker, state_dir: Path) -> None:
+        self.args, self.config, self.ask, self.state_dir = args, config, asker, state_dir
         self.verb: str = args.command
         self.deleting = (args.delete or args.delete_now) and self.verb in ("work", "transfer")
         self.skipped: set[Location] = set()
@@ -187,7 +189,11 @@ class _Run:
     def _apply(self, plan: Plan) -> bool:
         if not plan.actions:
             return True
+        name = f"{LOCATIONS_JOB}{plan.set_name}"
+        events = for_job(self.state_dir, name)
+        events.emit(Event("pass-begin", name, shown(plan.dest), detail=f"{plan.verb} from {shown(plan.source)}"))
         out = execute.apply(plan)
+        events.emit_all(plan_events(name, plan, out))
         if out.ok:
             replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
             kept = f"; old versions in {shown(os.fsdecode(execute.backup_dir(plan)))}" if plan.keep_versions else ""
@@ -207,6 +213,27 @@ class _Run:
             if execute.copies(p):
                 argv = shlex.join(shown(a) for a in execute.rsync_argv(p))
                 print(f"+ {argv}  < {len(execute.copies(p))} paths on stdin, NUL-separated")
+
+
+LOCATIONS_JOB = "locations."  # a set's events are the job `locations.NAME`'s
+
+
+def plan_events(name: str, plan: Plan, out: execute.Outcome) -> list[Event]:
+    """What an applied plan did, in the events every job kind speaks. A failed apply stopped
+    somewhere: its path events would claim too much, so it says its error and its counts."""
+    dest = shown(plan.dest)
+    said: list[Event] = []
+    if out.ok:
+        kept = "kept in " + shown(os.fsdecode(execute.backup_dir(plan))) if plan.keep_versions else ""
+        for a in plan.actions:
+            rel = shown_path(a.rel)
+            if a.op is Op.DELETE:
+                said.append(Event("deleted", name, dest, rel, kept))
+            elif a.op in (Op.CREATE, Op.OVERWRITE):
+                said.append(Event("sent", name, dest, rel, kept if a.op is Op.OVERWRITE else ""))
+    said += [Event("error", name, dest, detail=e) for e in out.errors]
+    counts = {"sent": out.copied, "deleted": out.removed, "errors": len(out.errors)}
+    return [*said, pass_end(name, dest, out.ok, **counts)]
 
 
 def _list(config: Config | None, dirs: Dirs, *, as_json: bool) -> int:

@@ -9,6 +9,7 @@
     cli/locations.py  backup, work, transfer, tree, locations
     cli/importer.py   import-config
     cli/versions.py   versions
+    cli/events.py     events
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -78,6 +79,9 @@ def build_parser() -> Parser:
     from tether.cli.versions import add_parser as add_versions_parser
 
     add_versions_parser(sub)
+    from tether.cli.events import add_parser as add_events_parser
+
+    add_events_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -116,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.versions import cmd_versions
 
             return cmd_versions(args, dirs)
+        if args.command == "events":
+            from tether.cli.events import cmd_events
+
+            return cmd_events(args, dirs)
         if args.command == "import-config":
             from tether.cli.importer import cmd_import
 

@@ -15,16 +15,23 @@ from tether.output import shown
 from tether.ssh import SshOptions
 
 if TYPE_CHECKING:  # the mirror machinery is imported when a mirror runs: other commands start faster
+    from tether.events import EventLog
     from tether.hooks import PassHooks
     from tether.mirror import MirrorSpec, RemotePass
 
 
 def run_pass(
-    spec: MirrorSpec, args: argparse.Namespace, dirs: Dirs, ssh: SshOptions, pass_hooks: PassHooks | None = None
+    spec: MirrorSpec,
+    args: argparse.Namespace,
+    dirs: Dirs,
+    ssh: SshOptions,
+    pass_hooks: PassHooks | None = None,
+    events: EventLog | None = None,
 ) -> int:
     """One pass to every target; a job's `pass_hooks` put its before/after commands around it
-    and its time limits on it."""
+    and its time limits on it; a job's `events` hear how each target's pass ended."""
     from tether import hooks
+    from tether.events import NO_EVENTS, Event, pass_end
     from tether.mirror import Mirror, TargetOutcome
     from tether.output import print_outcomes
     from tether.state import KnownTargets
@@ -34,9 +41,12 @@ def run_pass(
         print(f"+ {shown(line)}", file=sys.stderr)
 
     pass_hooks = pass_hooks or hooks.PassHooks()
+    events = events or NO_EVENTS
+    job = getattr(args, "name", None) or ""
     if not args.dry_run:
         failed = hooks.run_command("before", pass_hooks.before, pass_hooks.command_timeout)
         if failed:
+            events.emit(Event("refused", job, detail=failed))
             print(f"tether: refused: {failed}\n  hint: the pass did not run; fix the command or remove `before`"
                   " from the job", file=sys.stderr)  # fmt: skip
             return EXIT_ERRORS
@@ -55,12 +65,20 @@ def run_pass(
         remote_pass=remote_pass,
     )  # fmt: skip
     clock = pass_hooks.clock()
+    events.emit(Event("pass-begin", job))
     try:
         outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force, clock=clock)
+    except Exception as e:
+        events.emit(Event("error", job, detail=str(e) or type(e).__name__), pass_end(job, "", False, errors=1))
+        raise
     finally:
         if bar:
             bar.close()
     print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json)
+    for o in outcomes:
+        said = [Event("refused" if o.refused else "error", job, o.target, detail=e) for e in o.errors]
+        counts = {"sent": o.files, "deleted": o.deleted, "bytes": o.bytes, "errors": len(o.errors)}
+        events.emit(*said, pass_end(job, o.target, o.ok, **counts))
     ok = all(o.ok for o in outcomes)
     warning = clock.soft_warning()
     if warning:

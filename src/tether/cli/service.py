@@ -17,6 +17,7 @@ from tether.output import human_bytes, shown
 
 if TYPE_CHECKING:  # imported lazily at run time: other commands start faster without them
     from tether.config import LiveOptions
+    from tether.events import EventLog
     from tether.hooks import PassHooks
     from tether.mirror import MirrorSpec
     from tether.ssh import SshOptions
@@ -51,8 +52,11 @@ def run_live(
     dirs: Dirs,
     status_path: Path,
     pass_hooks: PassHooks | None = None,
+    events: EventLog | None = None,
 ) -> int:
-    """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`."""
+    """Run a continuous mirror until SIGTERM/SIGINT; shared by `run NAME` and `mirror --watch`
+    (which keeps no events: it is no job)."""
+    from tether.events import NO_EVENTS
     from tether.hooks import PassHooks
     from tether.live import LiveMirror
     from tether.mirror import Mirror
@@ -62,7 +66,8 @@ def run_live(
 
     board = StatusBoard(status_path, JobStatus(name, os.getpid(), job_spec.source.path, time.time()))
     mirror = Mirror(Rsync(ssh, job_spec.rsync), KnownTargets(dirs.state))
-    live = LiveMirror(job_spec, live_opts, mirror, ssh, board, pass_hooks=pass_hooks or PassHooks())
+    live = LiveMirror(job_spec, live_opts, mirror, ssh, board, pass_hooks=pass_hooks or PassHooks(),
+                      events=events or NO_EVENTS)  # fmt: skip
     with running(board, live.request_stop, "transfer"):
         live.run()
     return EXIT_OK
@@ -70,6 +75,7 @@ def run_live(
 
 def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.config import MirrorJob
+    from tether.events import for_job
     from tether.jobs import load_named
     from tether.service.daemon import JobPaths, check_conflicts
     from tether.service.locks import PidLock
@@ -89,7 +95,8 @@ def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
         ssh = SshOptions.from_env(dirs)
         if job.ssh_config:
             ssh = SshOptions(ssh.socket_dir, job.ssh_config)
-        return run_live(args.name, job.spec, job.live, ssh, dirs, paths.status, job.hooks)
+        return run_live(args.name, job.spec, job.live, ssh, dirs, paths.status, job.hooks,
+                        for_job(dirs.state, args.name))  # fmt: skip
     finally:
         lock.release()
 

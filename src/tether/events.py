@@ -1,0 +1,176 @@
+"""One stream of what every job did, whatever its kind: the words status, logs, alerts and
+metrics read.
+
+Every job kind (one-shot and continuous mirror, bisync, locations) says what happened in the
+same events, one JSON object per line in `<state>/events/<job>.jsonl`:
+
+    pass-begin   a pass started (target "" for all of a job's targets)
+    pass-end     a pass ended; `counts` (sent, deleted, moved, kept, conflicts, errors, bytes)
+                 and `ok`: a pass-end with ok=true has left the replicas equal
+    sent         a path was written on the target (a directory: its subtree, in one transfer)
+    deleted      a path was removed from the target (detail: where its old version was kept)
+    moved        a path was renamed on the target (detail: the old path)
+    kept         an old version was kept (trash, backup): detail says where
+    conflict     both sides changed a path; detail names the copy that keeps the other version
+    error        something could not be done (detail: what, and the path when there is one)
+    refused      a pass was refused before it changed anything (delete guard, empty source, hook)
+    down / up    a target stopped answering / answers again
+
+A file, appended to with one write per event (O_APPEND: lines from threads and processes never
+interleave), rotated by size to one `.1` file: readable by `tether events`, by `tail -f`, and by
+a log shipper, with no daemon to ask. Paths are relative to the job's root, shown as text
+(undecodable bytes escaped as `\\xNN`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+KINDS = ("pass-begin", "pass-end", "sent", "deleted", "moved", "kept", "conflict", "error", "refused", "down", "up")
+COUNTS = ("sent", "deleted", "moved", "kept", "conflicts", "errors", "bytes")
+MAX_BYTES = 8 << 20  # one file this size, then it becomes `.1` (the one before is dropped)
+
+
+class Event:
+    """One thing a job did. (A plain class, not a dataclass: `dataclasses` costs every command
+    5 ms of start-up.)"""
+
+    __slots__ = ("at", "counts", "detail", "job", "kind", "ok", "path", "target")
+
+    def __init__(
+        self, kind: str, job: str, target: str = "", path: str = "", detail: str = "",
+        counts: dict[str, int] | None = None, ok: bool | None = None, at: float | None = None,
+    ) -> None:  # fmt: skip
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        self.kind, self.job, self.target, self.path, self.detail = kind, job, target, path, detail
+        self.counts = counts or {}
+        self.ok = ok  # pass-end only
+        self.at = time.time() if at is None else at
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"Event({self.to_json()!r})"
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"at": round(self.at, 6), "job": self.job, "kind": self.kind}
+        for k in ("target", "path", "detail"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        if self.counts:
+            d["counts"] = self.counts
+        if self.ok is not None:
+            d["ok"] = self.ok
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Event:
+        return cls(
+            str(d["kind"]), str(d["job"]), str(d.get("target", "")), str(d.get("path", "")),
+            str(d.get("detail", "")), {str(k): int(v) for k, v in (d.get("counts") or {}).items()},
+            d.get("ok"), float(d["at"]),
+        )  # fmt: skip
+
+    def line(self) -> str:
+        """One line for a person: time, job, what, where."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
+        where = " ".join(x for x in (self.target and f"[{self.target}]", self.path) if x)
+        what = self.kind if self.ok is None else f"{self.kind} ({'ok' if self.ok else 'NOT ok'})"
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
+        tail = "; ".join(x for x in (self.detail, counts) if x)
+        return " ".join(x for x in (when, self.job, what, where, tail and f"- {tail}") if x)
+
+
+def shown_path(p: str | bytes) -> str:
+    """A path as event text: bytes that are not UTF-8 escaped, never an exception."""
+    if isinstance(p, bytes):
+        return p.decode("utf-8", "backslashreplace")
+    return p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_of(state_dir: Path, job: str) -> Path:
+    return state_dir / "events" / f"{job}.jsonl"
+
+
+class EventLog:
+    """Appends a job's events. Safe to share between threads; never raises on a full disk
+    (an event that cannot be written is not worth failing a transfer for): it says so once."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def emit(self, *events: Event) -> None:
+        self.emit_all(events)
+
+    def emit_all(self, events: Iterable[Event]) -> None:
+        data = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in events).encode()
+        if not data:
+            return
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(fd, data)
+                    size = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+                if size > self.max_bytes:
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            except OSError as e:
+                if not self._warned:
+                    self._warned = True
+                    import logging
+
+                    logging.getLogger("tether").warning("cannot write events to %s: %s", self.path, e.strerror)
+
+
+class NoEvents(EventLog):
+    """For what runs without a job (an ad hoc `tether mirror A B`): nothing is kept."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(os.devnull))
+
+    def emit_all(self, events: Iterable[Event]) -> None:
+        return None
+
+
+NO_EVENTS = NoEvents()
+
+
+def read(path: Path) -> Iterator[Event]:
+    """A job's events, oldest first (the rotated file, then the current one); a line that does
+    not parse (a crash mid-write) is skipped."""
+    for p in (path.with_name(path.name + ".1"), path):
+        try:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                for raw in f:
+                    try:
+                        yield Event.from_json(json.loads(raw))
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        except FileNotFoundError:
+            continue
+
+
+def pass_end(job: str, target: str, ok: bool, **counts: int) -> Event:
+    return Event("pass-end", job, target, counts={k: int(counts.get(k, 0)) for k in COUNTS}, ok=ok)
+
+
+def for_job(state_dir: Path, job: str | None) -> EventLog:
+    """A job's event log; None (an ad hoc pair or mirror) keeps none."""
+    return NO_EVENTS if not job else EventLog(path_of(state_dir, job))
+
+
+__all__ = ["COUNTS", "KINDS", "NO_EVENTS", "Event", "EventLog", "for_job", "pass_end", "path_of", "read", "shown_path"]
