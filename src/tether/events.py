@@ -10,7 +10,7 @@ same events, one JSON object per line in `<state>/events/<job>.jsonl`:
     sent         a path was written on the target (a directory: its subtree, in one transfer)
     deleted      a path was removed from the target (detail: where its old version was kept)
     moved        a path was renamed on the target (detail: the old path)
-    kept         an old version was kept (trash, backup): detail says where
+    kept         an overwritten path's old version was kept (a delete's detail says it itself)
     conflict     both sides changed a path; detail names the copy that keeps the other version
     error        something could not be done (detail: what, and the path when there is one)
     refused      a pass was refused before it changed anything (delete guard, empty source, hook)

@@ -117,7 +117,8 @@ def test_a_locations_plan_as_events() -> None:
     acts = (Action(Op.CREATE, b"n", f, None), Action(Op.OVERWRITE, b"m", f, f), Action(Op.DELETE, b"d", None, f))
     plan = Plan("backup", "photos", "/w", "/b", acts, keep_versions=5, stamp="s")
     got = plan_events("locations.photos", plan, Outcome("/b", copied=2, removed=1))
-    assert [(e.kind, e.path) for e in got] == [("sent", "n"), ("sent", "m"), ("deleted", "d"), ("pass-end", "")]
-    assert got[1].detail.startswith("kept in ") and got[2].detail.startswith("kept in ")
+    said = [(e.kind, e.path) for e in got]
+    assert said == [("sent", "n"), ("sent", "m"), ("kept", "m"), ("deleted", "d"), ("pass-end", "")]
+    assert got[2].detail.startswith("kept in ") and got[3].detail.startswith("kept in ")
     failed = plan_events("locations.photos", plan, Outcome("/b", copied=1, errors=["disk full"]))
     assert [e.kind for e in failed] == ["error", "pass-end"] and failed[-1].ok is False

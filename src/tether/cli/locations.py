@@ -230,7 +230,9 @@ def plan_events(name: str, plan: Plan, out: execute.Outcome) -> list[Event]:
             if a.op is Op.DELETE:
                 said.append(Event("deleted", name, dest, rel, kept))
             elif a.op in (Op.CREATE, Op.OVERWRITE):
-                said.append(Event("sent", name, dest, rel, kept if a.op is Op.OVERWRITE else ""))
+                said.append(Event("sent", name, dest, rel))
+                if a.op is Op.OVERWRITE and kept:
+                    said.append(Event("kept", name, dest, rel, kept))
     said += [Event("error", name, dest, detail=e) for e in out.errors]
     counts = {"sent": out.copied, "deleted": out.removed, "errors": len(out.errors)}
     return [*said, pass_end(name, dest, out.ok, **counts)]
