@@ -85,12 +85,6 @@ class Applier:
         # what the agent's writes carry besides mode and mtime (empty: nothing read, nothing sent)
         self.scope = [p for p in ("owner", "group", "acl", "xattr") if p in spec.preserve]
         self.links = "hardlinks" in spec.preserve
-        # Bulk-sent changed files stamped before this (ns, our clock) are left to rsync's quick
-        # check (nanoseconds): no write since that moment made them, so a target copy of the
-        # same size and stamp is this version. Newer ones are sent whatever it says (-I): two
-        # writes in one clock tick share a stamp. 0: every file is sent (the caller knows no
-        # better); the continuous mirror's worker sets it per batch (racy_floor).
-        self.racy_floor_ns = 0
 
     # -- connection -------------------------------------------------------------------------
     def agent(self) -> AgentClient:
@@ -301,7 +295,6 @@ class Applier:
     def _writes(self, group: Sequence[Change], res: BatchResult) -> None:
         requests: list[tuple[str, dict[str, object], bytes]] = []
         bulk: list[str] = []
-        settled: set[str] = set()  # bulk files stamped before racy_floor_ns
         new_dirs: set[str] = set()
         many = len(group) > AGENT_BATCH
         for c in group:
@@ -347,8 +340,6 @@ class Applier:
                 res.bytes += len(data)
             else:
                 bulk.append(c.path)
-                if st.st_mtime_ns < self.racy_floor_ns:
-                    settled.add(c.path)
         if requests:
             for r in self.agent().pipeline(requests):
                 if isinstance(r, AgentError):
@@ -365,11 +356,8 @@ class Applier:
                 outs += [self.mirror.send_subtree(self.spec, self.target, p) for p in subtrees]
             elif subtrees:
                 outs.append(self.mirror.send_paths(self.spec, self.target, subtrees))
-            racy = [p for p in files if p not in settled]
-            if racy:  # changed files: sent whatever rsync's quick check would say
-                outs.append(self.mirror.send_paths(self.spec, self.target, racy, changed=True))
-            if len(racy) < len(files):  # written before this batch's events: the quick check decides
-                outs.append(self.mirror.send_paths(self.spec, self.target, [p for p in files if p in settled]))
+            if files:  # changed files: sent whatever rsync's quick check would say
+                outs.append(self.mirror.send_paths(self.spec, self.target, files, changed=True))
             self._fold_trash()
             for out in outs:
                 if not out.ok:

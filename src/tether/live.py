@@ -45,14 +45,6 @@ def _is_bulk(batch: Sequence[Change]) -> bool:
 
 
 LATE_EVENTS_S = MAX_DELAY + 0.5  # how late after a transfer its files' events may arrive
-RACY_S = 2.0  # a stamp's coarseness at worst (whole seconds, FAT's 2 s), and a margin
-
-
-def racy_floor(taken_ns: int) -> int:
-    """Where a batch's bulk files start to need sending whatever rsync's quick check says, given
-    when the previous batch was taken (ns): this batch's events all came after that, less a
-    watcher window; a file stamped before it (tar, cp -p, a chmod) was not written by them."""
-    return taken_ns - int((MAX_DELAY + RACY_S) * 1e9) if taken_ns else 0
 
 
 class TargetWorker(threading.Thread):
@@ -77,7 +69,6 @@ class TargetWorker(threading.Thread):
         self.held = False  # the source is being watched anew: nothing to do until resume_full()
         self.busy = False  # a batch or pass is reading the source and writing the target
         self.busy_until = 0.0  # and, for the events of what it may have copied, until then
-        self.taken_ns = 0  # when the queue was last taken (our clock, ns): see racy_floor
         self.last_submit = 0.0
 
     def hold(self) -> None:
@@ -146,7 +137,6 @@ class TargetWorker(threading.Thread):
                 self.cond.wait(SETTLE - quiet)
             batch += self.pending
             self.pending = []
-            self.taken_ns = time.time_ns()
             full = full or self.full
             self.full = False
         return ([] if full else batch), full
@@ -161,8 +151,6 @@ class TargetWorker(threading.Thread):
                     break
                 batch, self.pending = self.pending, []
                 full, self.full = self.full, False
-                self.applier.racy_floor_ns = racy_floor(self.taken_ns)
-                self.taken_ns = time.time_ns()
             # bulk or not by what the batch comes to: a source that keeps making and deleting
             # temporary files sends many events that cancel out, and never goes quiet
             work = [] if full else coalesce(batch)

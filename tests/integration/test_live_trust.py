@@ -302,24 +302,3 @@ def test_a_job_survives_many_swaps_in_a_row(tmp_path: Path, tether_env) -> None:
         assert status(tether_env, "swaps")["state"] != "failed", tether(["log", "swaps"], tether_env).stdout
         wait_same(site, dst)
         assert status(tether_env, "swaps")["pid"], "the job is still running"
-
-
-def test_a_big_file_stamped_before_the_batch_s_events_is_left_to_the_quick_check(tmp_path: Path) -> None:
-    """A chmod of a big file from an archive (an old stamp) sends no bytes when the worker knows
-    the batch's events came after that stamp; without that knowledge (floor 0) it is sent."""
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    big = src / "big.bin"
-    _rewrite(big, b"A" * MIB, 1_600_000_000 * 10**9 + 123)
-    applier = _applier(tmp_path, src, dst)
-    try:
-        applier.full_pass()
-        for floor, sent in [(time.time_ns() - 3 * 10**9, 0), (0, MIB)]:
-            big.chmod(0o600 if big.stat().st_mode & 0o044 else 0o644)
-            applier.racy_floor_ns = floor
-            res = applier.apply([Change("write", "big.bin")])
-            assert res.bytes == sent, floor
-            assert (dst / "big.bin").stat().st_mode == big.stat().st_mode
-    finally:
-        applier.close()
-    assert_same_tree(src, dst)
