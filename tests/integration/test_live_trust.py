@@ -302,3 +302,23 @@ def test_a_job_survives_many_swaps_in_a_row(tmp_path: Path, tether_env) -> None:
         assert status(tether_env, "swaps")["state"] != "failed", tether(["log", "swaps"], tether_env).stdout
         wait_same(site, dst)
         assert status(tether_env, "swaps")["pid"], "the job is still running"
+
+
+def test_a_big_file_rewritten_with_its_old_mtime_put_back_arrives(tmp_path: Path) -> None:
+    """Other bytes, the same size, the old (nanosecond) mtime restored, as `cp -p` or a restore
+    from an archive leave it: the watcher said it changed, so it is sent, whatever rsync's quick
+    check would say (an earlier optimisation skipped it, and the mirror stress test lost the edit)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    big = src / "big.bin"
+    old = 1_600_000_000 * 10**9 + 123_456_789
+    _rewrite(big, b"A" * MIB, old)
+    applier = _applier(tmp_path, src, dst)
+    try:
+        applier.full_pass()
+        _rewrite(big, b"B" * MIB, old)
+        applier.apply([Change("write", "big.bin")])
+    finally:
+        applier.close()
+    assert (dst / "big.bin").read_bytes() == b"B" * MIB
+    assert_same_tree(src, dst)
