@@ -924,7 +924,15 @@ class Ops:
         broot = to_bytes(backup_root)
         with _oserrors("install", p), self._parent(parts, create=True) as dfd:
             name = parts[-1]
-            st = self._check_expect(dfd, name, p, expect)
+            if kind == "d" and expect is None:
+                # a directory that is already there is what was to be made (a dir kept on the
+                # other side is made again with its parents in the same pass): only another
+                # kind of entry in its place counts as appearing
+                st = self._lstat(dfd, name)
+                if st is not None and not stat.S_ISDIR(st.st_mode):
+                    raise OpError(errno.EEXIST, f"{show(p)} appeared during the pass")
+            else:
+                st = self._check_expect(dfd, name, p, expect)
             if kind == "d" and st is not None and stat.S_ISDIR(st.st_mode):
                 if meta:
                     refused = self._meta_at(dfd, name, meta, p)

@@ -514,6 +514,27 @@ def test_a_rewrite_within_the_second_of_its_scan_is_propagated(
     assert visible(view(pair.b, v), "f") == {v.count}
 
 
+@pytest.mark.parametrize("pair", ["local", "ssh"], indirect=True)
+def test_a_folder_deleted_on_one_side_that_holds_new_and_excluded_files_on_the_other(pair: Pair) -> None:
+    """path1 removes d; path2 has a new file in d and an excluded one in d/e. Both dirs stay, and
+    d comes back on path1 twice over in one pass (made again with d/e, and for d/new): the second
+    time finds the directory the first made, which is no race (found by the bisync stress test:
+    "d appeared during the pass")."""
+    v = Versions()
+    same = v.make(32)
+    for root in pair.roots:
+        save(root / "d" / "a", same, mtime_ns=PAST)
+        (root / "d" / "e").mkdir()
+    clean_pass(pair)
+    (pair.b / "d" / "e" / "x.tmp").write_text("excluded")
+    shutil.rmtree(pair.a / "d")
+    save(pair.b / "d" / "new", v.make(40))
+    clean_pass(pair)
+    assert sorted(os.listdir(pair.a / "d")) == ["e", "new"]
+    assert sorted(os.listdir(pair.b / "d")) == ["e", "new"] and os.listdir(pair.b / "d" / "e") == ["x.tmp"]
+    clean_pass(pair)
+
+
 def test_meta_fixup_does_not_undo_an_edit_made_after_the_scan(pair: Pair) -> None:
     """Same bytes on both sides, older mtime on path1 (so path1 takes path2's); the user saves
     path1's file between the scan and that fix-up."""

@@ -596,3 +596,15 @@ def test_racily_clean_is_judged_by_the_filesystem_s_own_clock(ops: Ops, root: by
     os.utime(lock, ns=(0, 1_000_000_000 * 86400 + 123))
     assert ops.scan_raw()[4] == os.stat(lock).st_mtime_ns - agent_remote.TICK_MARGIN_NS
     ops.unlock(b".tether/lock")
+
+
+def test_a_directory_already_there_is_what_install_was_to_make(ops: Ops, root: bytes) -> None:
+    """A pass that keeps a dir on one side makes it again, parents included, on the other; its
+    own mkdir of a parent then finds it made: no race. Another kind of entry there is one."""
+    first = ops.install(b"d/e", "d", None, b".tether/backups", mode=0o755)["entry"]
+    again = ops.install(b"d", "d", None, b".tether/backups", mode=0o750)["entry"]
+    assert first[0] == again[0] == "d" and os.stat(os.path.join(root, b"d")).st_mode & 0o777 == 0o750
+    ops.install(b"f", "f", None, b".tether/backups", data=b"x")
+    with pytest.raises(agent_remote.OpError, match="appeared during the pass") as e:
+        ops.install(b"f", "d", None, b".tether/backups")
+    assert e.value.errno == errno.EEXIST

@@ -791,7 +791,9 @@ class RcloneAgent(AgentClient):
             raise OpError(errno.EINVAL, f"install {rel}: unknown kind {kind!r}")
         broot = self._rel(backup_root)
         if kind == "d":
-            item = self._check_expect(rel, expect)
+            item = self._stat(rel) if expect is None else self._check_expect(rel, expect)
+            if item is not None and not item.get("IsDir") and expect is None:  # a directory there is no race
+                raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
             if item is not None and item.get("IsDir"):
                 return {"entry": _entry(item)}
             if item is not None:
