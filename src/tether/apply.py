@@ -102,16 +102,17 @@ class Applier:
         self.reset()
 
     # -- passes -----------------------------------------------------------------------------
-    def full_pass(self) -> BatchResult:
+    def full_pass(self, checksum: bool = False) -> BatchResult:
         """A full pass between the job's `before` and `after` commands, within its time limits
         (as a one-shot pass is): a failing `before` or a pass stopped at max_time_hard raises,
-        and the worker tries the full pass again."""
+        and the worker tries the full pass again. `checksum`: it stands in for changes the
+        worker dropped, so files are compared by content, not by size and mtime."""
         failed = hooks.run_command("before", self.hooks.before, self.hooks.command_timeout)
         if failed:
             raise TetherError(failed, "the full pass did not run; fix the command or remove `before` from the job")
         clock = self.hooks.clock()
         try:
-            return self._full_pass(clock)
+            return self._full_pass(clock, checksum)
         finally:
             warning = clock.soft_warning()
             if warning:
@@ -120,10 +121,12 @@ class Applier:
             if failed:
                 log.error("%s: %s", self.target, failed)
 
-    def _full_pass(self, clock: PassClock) -> BatchResult:
+    def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
         started = time.time_ns()
         self.agent()  # connected now, off the path of the first change
-        outcome = self.mirror.sync_target(self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True)
+        outcome = self.mirror.sync_target(
+            self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True, checksum=checksum
+        )
         self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)

@@ -69,6 +69,10 @@ class TargetWorker(threading.Thread):
         self.held = False  # the source is being watched anew: nothing to do until resume_full()
         self.busy = False  # a batch or pass is reading the source and writing the target
         self.busy_until = 0.0  # and, for the events of what it may have copied, until then
+        # events were dropped (a source swapped in, a lost queue, a failed batch): the next full
+        # pass stands in for them, so it compares content, not size and mtime, which an edit
+        # that puts the old mtime back (cp -p, a restore) or a swapped-in tree can share
+        self.lost = False
         self.last_submit = 0.0
 
     def hold(self) -> None:
@@ -83,7 +87,7 @@ class TargetWorker(threading.Thread):
     def resume_full(self) -> None:
         """Start over with a full pass, once the source is watched again."""
         with self.cond:
-            self.held, self.full = False, True
+            self.held, self.full, self.lost = False, True, True
             self.cond.notify()
 
     def submit(self, changes: Sequence[Change]) -> None:
@@ -96,7 +100,7 @@ class TargetWorker(threading.Thread):
             changes = for_target(changes, self.busy or time.monotonic() < self.busy_until)
             if any(c.kind == "rescan" for c in changes) or len(self.pending) + len(changes) > QUEUE_LIMIT:
                 self.pending.clear()
-                self.full = True
+                self.full, self.lost = True, True
             elif not self.full:
                 self.pending.extend(changes)
             self.board.update(self.status, pending=len(self.pending))
@@ -159,13 +163,16 @@ class TargetWorker(threading.Thread):
                 work = [] if full else coalesce(batch)
             if full and self.source_moved():
                 continue  # the job is about to watch the new source, then asks for this pass again
+            with self.cond:
+                lost = full and self.lost  # this pass stands in for what was dropped
+                self.lost = self.lost and not full
             self.board.update(self.status, state=SYNCING, pending=len(batch), force=True)
             if full:
                 self.events.emit(Event("pass-begin", self.job, str(self.applier.target), detail="full pass"))
             began = time.monotonic()
             try:
                 with self._transfer():
-                    res = self.applier.full_pass() if full else self.applier.apply(work)
+                    res = self.applier.full_pass(checksum=lost) if full else self.applier.apply(work)
             except Exception as e:  # a worker that dies would stop its target silently
                 if not isinstance(e, (AgentDown, AgentError, TetherError, OSError)):
                     log.exception("%s: unexpected error", self.applier.target)
@@ -182,6 +189,7 @@ class TargetWorker(threading.Thread):
                     self.events.emit(Event("down" if down else "error", self.job, target, detail=msg))
                 with self.cond:
                     self.full = not self.held  # whatever this batch held, a full pass will converge it
+                    self.lost = self.lost or lost or not full
                     state = WAITING if self.held else DOWN if down else RETRYING
                 self.board.update(self.status, state=state, last_error=msg, last_error_at=time.time(), force=True)
                 with self.cond:

@@ -174,9 +174,18 @@ class Mirror:
             agent.call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
 
     def _pass(
-        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, clock: PassClock | None = None
+        self,
+        spec: MirrorSpec,
+        target: Endpoint,
+        *,
+        dry_run: bool = False,
+        clock: PassClock | None = None,
+        checksum: bool = False,
     ) -> TargetOutcome:
-        res = self._run(self._argv(spec, target, dry_run=dry_run), target, clock=clock)
+        argv = self._argv(spec, target, dry_run=dry_run)
+        if checksum:
+            argv.insert(argv.index("--"), "--checksum")
+        res = self._run(argv, target, clock=clock)
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)
@@ -263,16 +272,18 @@ class Mirror:
         force: bool,
         clock: PassClock | None = None,
         watched: bool = False,
+        checksum: bool = False,
     ) -> TargetOutcome:
         """One target brought up to date; with a `clock`, stopped at the pass's max_time_hard.
         `watched`: the source is watched since before this pass (a continuous mirror), so what
-        changes in it meanwhile reaches the target as events."""
+        changes in it meanwhile reaches the target as events. `checksum`: files are compared by
+        content (rsync -c), for a pass that stands in for changes nobody saw."""
         if spec.delete and not force:
             refused = self._emptied_source(spec, target, clock)
             if refused:
                 return refused
         if force or not spec.delete or self.known.has(target.key()):
-            return self._pass(spec, target, dry_run=dry_run, clock=clock)
+            return self._pass(spec, target, dry_run=dry_run, clock=clock, checksum=checksum)
         if dry_run or target.caps.in_process:
             if target.local_path is not None and _local_is_empty(target.local_path):
                 return self._pass(spec, target, dry_run=dry_run, clock=clock)

@@ -396,7 +396,9 @@ class RcloneApplier(Applier):
     def agent(self) -> RcloneTarget:
         return self.rclone_agent()
 
-    def full_pass(self) -> BatchResult:
+    def full_pass(self, checksum: bool = False) -> BatchResult:
+        """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a
+        pass through rcd compares what the backend keeps, size and mtime.)"""
         out, skipped = rclone_pass(self.spec, self.rclone, self.agent(), self.known, dry_run=False, force=False)
         for s in skipped:
             self._once(s)
