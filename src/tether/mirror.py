@@ -286,6 +286,8 @@ class Mirror:
             return self._pass(spec, target, dry_run=dry_run, clock=clock, checksum=checksum)
         if dry_run or target.caps.in_process:
             if target.local_path is not None and _local_is_empty(target.local_path):
+                if spec.delete and not dry_run:  # tether's from its first file: a pass killed
+                    self.known.add(target.key(), str(spec.source))  # halfway leaves no stranger's target
                 return self._pass(spec, target, dry_run=dry_run, clock=clock)
             return self._guarded(spec, target, dry_run=dry_run, clock=clock)
         # A remote target tether never wrote: one pass that only adds what is missing. For a new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.bisync_oracle import rsync_temps
+from tests.rig.bisync_pair import slow_rsync
 from tests.rig.compare import assert_same_tree, diff_trees
+from tests.rig.live import wait_for
 from tests.rig.run import find_named, tether, tether_json
 from tests.rig.sshd import SshServer
 from tests.rig.trees import HOSTILE_NAMES, make_tree
@@ -284,3 +288,35 @@ def test_trash_keeps_every_version_that_one_shot_passes_replace_the_same_day(
     assert kept == {"report.txt": "version 1", "report.1.txt": "version 2", "sub/old.txt": "old 1",
                     "sub/old.1.txt": "old 2"}, kept  # fmt: skip
     assert not [p for p in (dst / ".tether" / "trash" / ".incoming").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("kind", ["local", "ssh"])
+def test_a_first_pass_killed_halfway_leaves_a_target_the_next_run_finishes(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str], kind: str
+) -> None:
+    """An empty target is tether's from its first file: a first pass killed mid-copy must not
+    leave a target the next run refuses as a stranger's (found by the mirror stress test: a kill
+    during a job's first full pass, on a loaded machine, and the job refused the target forever)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "a.txt").write_text("small, first")
+    (src / "z.bin").write_bytes(os.urandom(4 << 20))  # at 256 KiB/s: long enough to be caught
+    jobs = Path(tether_ssh_env["TETHER_HOME"]) / "config" / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    target = f"{sshd.alias}:{dst}" if kind == "ssh" else str(dst)
+    (jobs / "first.toml").write_text(f'source = "{src}"\ntargets = ["{target}"]\n')
+    env = {**tether_ssh_env, **slow_rsync(tmp_path / "slow-bin", 256)}
+    proc = subprocess.Popen([sys.executable, "-m", "tether", "sync", "first"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: bool(rsync_temps(dst, everywhere=True)) or proc.poll() is not None, 60, "the copy")
+        assert proc.poll() is None, "the pass ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (dst / "z.bin").exists()  # cut short: the big file never took its name
+    tether(["sync", "first"], tether_ssh_env, check_rc=0)
+    assert (dst / "z.bin").read_bytes() == (src / "z.bin").read_bytes()
