@@ -844,13 +844,17 @@ class Ops:
                 out.append({"error": e.message})
         return {"metas": out}
 
-    def _check_expect(self, dfd: int, name: bytes, p: bytes, expect: list[Any] | None) -> os.stat_result | None:
-        """The entry must still be what the pass planned against: [type, size, mtime_ns] or None (absent)."""
+    def _check_expect(
+        self, dfd: int, name: bytes, p: bytes, expect: list[Any] | None, dir_ok: bool = False
+    ) -> os.stat_result | None:
+        """The entry must still be what the pass planned against: [type, size, mtime_ns] or None
+        (absent; with dir_ok, a directory there is no race either: one action of a pass may make
+        it as another's parent)."""
         st = self._lstat(dfd, name)
         if expect is None:
-            if st is not None:
+            if st is not None and not (dir_ok and stat.S_ISDIR(st.st_mode)):
                 raise OpError(errno.EEXIST, f"{show(p)} appeared during the pass")
-            return None
+            return st  # None, or the directory dir_ok lets be
         if st is None:
             raise OpError(errno.ENOENT, f"{show(p)} vanished during the pass")
         t = _ftype(st.st_mode)
@@ -924,15 +928,7 @@ class Ops:
         broot = to_bytes(backup_root)
         with _oserrors("install", p), self._parent(parts, create=True) as dfd:
             name = parts[-1]
-            if kind == "d" and expect is None:
-                # a directory that is already there is what was to be made (a dir kept on the
-                # other side is made again with its parents in the same pass): only another
-                # kind of entry in its place counts as appearing
-                st = self._lstat(dfd, name)
-                if st is not None and not stat.S_ISDIR(st.st_mode):
-                    raise OpError(errno.EEXIST, f"{show(p)} appeared during the pass")
-            else:
-                st = self._check_expect(dfd, name, p, expect)
+            st = self._check_expect(dfd, name, p, expect, dir_ok=kind == "d")
             if kind == "d" and st is not None and stat.S_ISDIR(st.st_mode):
                 if meta:
                     refused = self._meta_at(dfd, name, meta, p)
@@ -1122,13 +1118,14 @@ class Ops:
         filesystem's own clock, whatever its tick (FAT's 2 s) or its skew from ours (an NFS
         server's): a file stamped before it cannot be stamped the same again. Without one, our
         clock less RACY_NS."""
-        for fd in self._locks.values():
+        fd = next(iter(self._locks.values()), None)
+        if fd is not None:
             try:
                 os.utime(fd)
                 stamp = os.fstat(fd).st_mtime_ns
+                return stamp - (TICK_MARGIN_NS if stamp % 1_000_000_000 else RACY_NS)
             except OSError:
-                break
-            return stamp - (TICK_MARGIN_NS if stamp % 1_000_000_000 else RACY_NS)
+                pass
         return time.time_ns() - RACY_NS
 
     def _clear_tmp(self) -> None:

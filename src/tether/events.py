@@ -149,12 +149,14 @@ class NoEvents(EventLog):
 NO_EVENTS = NoEvents()
 
 
-def read(path: Path) -> Iterator[Event]:
-    """A job's events, oldest first (the rotated file, then the current one); a line that does
-    not parse (a crash mid-write) is skipped."""
-    for p in (path.with_name(path.name + ".1"), path):
+def read(path: Path, offset: int = 0) -> Iterator[Event]:
+    """A job's events, oldest first (the rotated file, then the current one); with `offset`, the
+    current file's from that byte on (what `--follow` has not shown yet). A line that does not
+    parse (a crash mid-write) is skipped."""
+    for p in [path] if offset else [path.with_name(path.name + ".1"), path]:
         try:
-            with open(p, encoding="utf-8", errors="replace") as f:
+            with open(p, "rb") as f:
+                f.seek(offset)
                 for raw in f:
                     try:
                         yield Event.from_json(json.loads(raw))

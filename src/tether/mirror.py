@@ -147,9 +147,17 @@ class Mirror:
         return res
 
     def _argv(
-        self, spec: MirrorSpec, target: Endpoint, *, dry_run: bool = False, first_contact: bool = False
+        self,
+        spec: MirrorSpec,
+        target: Endpoint,
+        *,
+        dry_run: bool = False,
+        first_contact: bool = False,
+        checksum: bool = False,
     ) -> list[str]:
         extra = [*self._trash_args(spec), *preserve_args(spec.preserve), *spec.rsync_args]
+        if checksum:
+            extra.append("--checksum")
         if first_contact:  # add what is missing, touch nothing that is there (and list what was added,
             # and how each file that was there compares with the source's)
             extra += ["--ignore-existing", "--max-delete=0", "--info=skip2"]
@@ -182,10 +190,7 @@ class Mirror:
         clock: PassClock | None = None,
         checksum: bool = False,
     ) -> TargetOutcome:
-        argv = self._argv(spec, target, dry_run=dry_run)
-        if checksum:
-            argv.insert(argv.index("--"), "--checksum")
-        res = self._run(argv, target, clock=clock)
+        res = self._run(self._argv(spec, target, dry_run=dry_run, checksum=checksum), target, clock=clock)
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)

@@ -94,9 +94,12 @@ def test_a_target_that_is_down_is_said_once_however_often_it_is_retried(
     def retries() -> int:
         return tether(["log", "far", "-n", "200"], tether_ssh_env, check_rc=0).stdout.count("retry in")
 
+    def down() -> bool:  # between two attempts: each one says "syncing" while it tries
+        return bool(status(tether_ssh_env, "far")["targets"][0]["state"] == "down")
+
     with running(tether_ssh_env, "far"):
         wait_for(lambda: retries() >= 3, 60, "three attempts at the target")
-        assert status(tether_ssh_env, "far")["targets"][0]["state"] == "down"
+        wait_for(down, 30, "the target marked down")
     downs = [e for e in events(tether_ssh_env, "far") if e["kind"] in ("down", "error")]
     assert [e["kind"] for e in downs] == ["down"], downs
     assert "refused" in downs[0]["detail"] or "connect" in downs[0]["detail"], downs

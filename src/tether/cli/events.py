@@ -41,13 +41,13 @@ def cmd_events(args: argparse.Namespace, dirs: Dirs) -> int:
     else:
         files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
-    def show(ev: Event) -> None:
-        if not args.kind or ev.kind in args.kind:
-            print(json.dumps(ev.to_json(), ensure_ascii=False) if args.json else ev.line(), flush=True)
+    def wanted(ev: Event) -> bool:
+        return not args.kind or ev.kind in args.kind
 
-    seen = sorted((ev for f in files for ev in read(f)), key=lambda ev: ev.at)
-    if args.kind:
-        seen = [ev for ev in seen if ev.kind in args.kind]
+    def show(ev: Event) -> None:
+        print(json.dumps(ev.to_json(), ensure_ascii=False) if args.json else ev.line(), flush=True)
+
+    seen = sorted((ev for f in files for ev in read(f) if wanted(ev)), key=lambda ev: ev.at)
     for ev in seen[-args.lines :] if args.lines > 0 else seen:
         show(ev)
     if args.follow:
@@ -63,8 +63,9 @@ def cmd_events(args: argparse.Namespace, dirs: Dirs) -> int:
                     if now < size:  # rotated: the new file starts from its beginning
                         size = 0
                     if now > size:
-                        for ev in _tail(f, size):
-                            show(ev)
+                        for ev in read(f, size):
+                            if wanted(ev):
+                                show(ev)
                     sizes[f] = now
         except KeyboardInterrupt:
             print(file=sys.stderr)
@@ -76,17 +77,3 @@ def _size(path: Path) -> int:
         return int(path.stat().st_size)
     except FileNotFoundError:
         return 0
-
-
-def _tail(path: Path, offset: int) -> list[Event]:
-    from tether.events import Event
-
-    out: list[Event] = []
-    with open(path, "rb") as f:
-        f.seek(offset)
-        for raw in f.read().splitlines():
-            try:
-                out.append(Event.from_json(json.loads(raw)))
-            except (ValueError, KeyError, TypeError):
-                continue
-    return out

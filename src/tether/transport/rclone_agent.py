@@ -586,13 +586,14 @@ class RcloneAgent(AgentClient):
     def _scratch(self) -> str:
         return os.path.join(self._tmp, secrets.token_hex(8))
 
-    def _check_expect(self, rel: str, expect: list[Any] | None) -> Item | None:
-        """The entry must still be what the pass planned against: [type, size, mtime_ns] or None (absent)."""
+    def _check_expect(self, rel: str, expect: list[Any] | None, dir_ok: bool = False) -> Item | None:
+        """The entry must still be what the pass planned against: [type, size, mtime_ns] or None
+        (absent; with dir_ok, a directory there is no race either)."""
         item = self._stat(rel)
         if expect is None:
-            if item is not None:
+            if item is not None and not (dir_ok and item.get("IsDir")):
                 raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
-            return None
+            return item
         if item is None:
             raise OpError(errno.ENOENT, f"{rel} vanished during the pass")
         t, size, mtime = _entry(item)[:3]
@@ -791,9 +792,7 @@ class RcloneAgent(AgentClient):
             raise OpError(errno.EINVAL, f"install {rel}: unknown kind {kind!r}")
         broot = self._rel(backup_root)
         if kind == "d":
-            item = self._stat(rel) if expect is None else self._check_expect(rel, expect)
-            if item is not None and not item.get("IsDir") and expect is None:  # a directory there is no race
-                raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
+            item = self._check_expect(rel, expect, dir_ok=True)
             if item is not None and item.get("IsDir"):
                 return {"entry": _entry(item)}
             if item is not None:
