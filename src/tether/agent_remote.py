@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re  # json's decoder imports it already: free here
 import stat
 import struct
 import sys
@@ -36,6 +37,11 @@ PROTOCOL_VERSION = 1
 MAGIC = b"TETHER-AGENT-READY\n"  # first line of stdout: lets the client skip shell start-up noise
 TMP_PREFIX = b".tether-tmp-"
 META_DIR = b".tether"  # tether's own folder at a root: never scanned, synced or watched
+# Every version tether keeps, whatever kept it (a deletion, an overwrite, a conflict's loser), in
+# one tree shaped like the replica: <dirs>/<stem>~<YYYYmmdd-HHMMSS>[-N]~<why><ext> (see version_name)
+VERSIONS = META_DIR + b"/versions"
+INCOMING = META_DIR + b"/incoming"  # rsync --backup-dir runs, each its own folder, until filed in VERSIONS
+WHYS = (b"deleted", b"replaced", b"conflict")
 TMP_DIR = [META_DIR, b"tmp"]  # where bisync writes before a rename: temp names never sit beside user files
 RACY_NS = 2_000_000_000  # without a filesystem clock: an mtime this close to ours may be shared by a later edit
 TICK_MARGIN_NS = 10_000_000  # below the lock's own mtime: clocks coarser than one kernel tick are read as 2 s FAT
@@ -399,15 +405,17 @@ class Ops:
                 failed.append({"path": to_wire(p), "error": f"remove {show(p)}: {e.strerror}", "errno": e.errno})
         return {"removed": removed, "missing": missing, "failed": failed}
 
-    def trash(self, paths: list[str | bytes], trash_root: str | bytes) -> Result:
-        """Move each path to trash_root/<YYYY-mm-dd>/<path>, numbering names already taken."""
+    def trash(self, paths: list[str | bytes], trash_root: str | bytes, why: str = "deleted") -> Result:
+        """Keep each path as a version under trash_root (the versions tree, see _keep_version)."""
         troot = to_bytes(trash_root)
-        tparts = split_path(troot)
+        split_path(troot)  # a root outside the replica is refused as a whole, before any path
+        why_b = why.encode()
+        if why_b not in WHYS:
+            raise OpError(errno.EINVAL, f"trash: no such reason to keep a version: {why!r}")
         checked = [(to_bytes(p), split_path(p)) for p in paths]
         for p, _ in checked:
             if p == troot or p.startswith(troot + b"/"):
                 raise OpError(errno.EINVAL, f"refusing to trash {show(p)}: it is inside the trash")
-        day = time.strftime("%Y-%m-%d").encode()
         trashed, missing = 0, 0
         failed: list[Result] = []
         dests: list[str] = []
@@ -417,10 +425,9 @@ class Ops:
                     if self._lstat(ofd, parts[-1]) is None:
                         missing += 1
                         continue
-                    with self._trash_dir([*tparts, day], parts[:-1]) as (dfd, used):
-                        name = _keep_as(ofd, parts[-1], dfd)
+                    dest = self._keep_version(ofd, parts[-1], parts, troot, why_b)
                 trashed += 1
-                dests.append(to_wire(b"/".join([*tparts, day, *used, name])))
+                dests.append(to_wire(dest))
             except _Missing:
                 missing += 1
             except OpError as e:
@@ -428,6 +435,44 @@ class Ops:
             except OSError as e:
                 failed.append({"path": to_wire(p), "error": f"trash {show(p)}: {e.strerror}", "errno": e.errno})
         return {"trashed": trashed, "missing": missing, "failed": failed, "dests": dests}
+
+    def _keep_version(
+        self,
+        sfd: int,
+        name: bytes,
+        parts: list[bytes],
+        root: bytes,
+        why: bytes,
+        *,
+        link: bool = False,
+        stamp: bytes | None = None,
+        keep: int = 0,
+    ) -> bytes:
+        """Keep entry `name` of sfd as a version of the path `parts` in the versions tree at
+        root: root/<parents>/<version_name>; with `link` as a hard link (OSError where there are
+        none), the entry staying. With `keep`, that path's versions beyond the newest `keep` go.
+        Returns where the version lies, relative to the root of the replica."""
+        when = stamp or version_stamp()
+        with self._trash_dir(split_path(root), parts[:-1]) as (vfd, used):
+            first = 0  # with a count to keep, never below a number this second already used: the
+            if keep > 0:  # pruning below would take a lower one freed by pruning for the oldest
+                own = parse_version(version_name(parts[-1], why, when))
+                first = 1 + max(
+                    (v[2] for _n, v in _versions_in(vfd) if own and v[0] == own[0] and v[1] == when), default=-1
+                )
+
+            def naming(n: int) -> list[bytes]:  # this reason's name first; the others' keep N in order
+                mine = version_name(parts[-1], why, when, first + n)
+                return [mine, *(version_name(parts[-1], w, when, first + n) for w in WHYS if w != why)]
+
+            kept = _keep_as(sfd, name, vfd, naming, link=link)
+            own = parse_version(kept)
+            if keep > 0 and own is not None:
+                mine = [(n, v[1], v[2]) for n, v in _versions_in(vfd) if v[0] == own[0]]
+                for old in prune_choice(mine, None, keep):
+                    with suppress(OSError):
+                        _remove_at(vfd, old)
+        return b"/".join([*split_path(root), *used, kept])
 
     @contextmanager
     def _trash_dir(self, tparts: list[bytes], parents: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
@@ -485,29 +530,31 @@ class Ops:
                 return
         if link is not None and stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=dfd) == link:
             return
-        day = time.strftime("%Y-%m-%d").encode()
-        with self._trash_dir([*split_path(trash_root), day], parts[:-1]) as (tfd, _used):
-            if not whole:
-                try:
-                    _keep_as(dfd, name, tfd, link=True)
-                    return
-                except OSError:
-                    pass  # no hard links here: moved instead
-            _keep_as(dfd, name, tfd)
+        if not whole:
+            try:
+                self._keep_version(dfd, name, parts, trash_root, b"replaced", link=True)
+                return
+            except OSError:
+                pass  # no hard links here: moved instead
+        self._keep_version(dfd, name, parts, trash_root, b"replaced")
 
     def fold_trash(self, path: str | bytes, trash_root: str | bytes) -> Result:
-        """File what rsync --backup-dir runs left in `path`/<run>/ under trash_root/<day>/ as a
-        deletion would, run by run in the order of their names (rsync itself would replace a
-        version kept earlier that day), then drop the emptied dirs; what cannot be filed stays."""
-        day = time.strftime("%Y-%m-%d").encode()
-        tparts = [*split_path(to_bytes(trash_root)), day]
+        """File what rsync --backup-dir runs left in `path`/<run>/ as versions under trash_root,
+        run by run in the order of their names (a run's name starts with its start time, in hex
+        nanoseconds, which stamps its versions): replaced where the path is there now, else
+        deleted. Then drop the emptied dirs; what cannot be filed stays."""
+        troot = to_bytes(trash_root)
         folded = 0
         failed: list[Result] = []
         try:
             with self._parent([*split_path(to_bytes(path)), b"x"], create=False) as base:
                 with os.scandir(base) as it:
                     runs = sorted(os.fsencode(e.name) for e in it if e.is_dir(follow_symlinks=False))
-                for run in runs:  # a run's name starts with its time: older versions first
+                for run in runs:
+                    try:
+                        stamp = version_stamp(int(run.partition(b"-")[0], 16) / 1e9)
+                    except ValueError:
+                        stamp = version_stamp()
                     dirs: list[list[bytes]] = []
                     stack: list[list[bytes]] = [[run]]
                     while stack:
@@ -521,9 +568,10 @@ class Ops:
                                 if is_dir:
                                     stack.append([*rel, name])
                                     continue
+                                parts = [*rel[1:], name]
+                                why = b"replaced" if self._exists(parts) else b"deleted"
                                 try:
-                                    with self._trash_dir(tparts, rel[1:]) as (tfd, _used):
-                                        _keep_as(dfd, name, tfd)
+                                    self._keep_version(dfd, name, parts, troot, why, stamp=stamp)
                                     folded += 1
                                 except OSError as e:
                                     failed.append({"path": to_wire(b"/".join([*rel, name])), "error": str(e)})
@@ -536,17 +584,63 @@ class Ops:
             pass
         return {"folded": folded, "failed": failed}
 
-    def purge_trash(self, trash_root: str | bytes, days: int) -> Result:
-        """Remove the trash's dated dirs more than `days` days old."""
-        troot = to_bytes(trash_root)
-        parts = split_path(troot)
+    def _exists(self, parts: list[bytes]) -> bool:
+        try:
+            with self._parent(parts, create=False) as dfd:
+                return self._lstat(dfd, parts[-1]) is not None
+        except (_Missing, OpError, OSError):
+            return False
+
+    def prune_versions(self, versions_root: str | bytes, days: int | None, keep: int = 0) -> Result:
+        """Remove the versions kept before the day `days` days ago (None: never by age) and, per
+        path, all but the newest `keep` (0: no limit); then the folders that emptied. The older
+        layouts (.tether/trash/<day>/, .tether/backups/<path>.<stamp>) are pruned by age only."""
+        cutoff = None if days is None else time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400)).encode()
+        pruned = 0
+        try:
+            with self._parent([*split_path(to_bytes(versions_root)), b"x"], create=False) as top:
+                stack: list[tuple[int, list[bytes]]] = [(os.dup(top), [])]
+                emptied: list[list[bytes]] = []
+                while stack:
+                    dfd, rel = stack.pop()
+                    try:
+                        found = _versions_in(dfd)
+                        groups: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
+                        for n, v in found:
+                            groups.setdefault(v[0], []).append((n, v[1], v[2]))
+                        for group in groups.values():
+                            for old in prune_choice(group, cutoff, keep):
+                                with suppress(OSError):
+                                    pruned += _remove_at(dfd, old)
+                        kept = {n for n, _v in found}
+                        with os.scandir(dfd) as it:
+                            subs = [os.fsencode(e.name) for e in it if e.is_dir(follow_symlinks=False)]
+                        for sub in subs:
+                            if sub not in kept:
+                                with suppress(OSError):
+                                    stack.append((os.open(sub, _DIR_FLAGS, dir_fd=dfd), [*rel, sub]))
+                        emptied.append(rel)
+                    finally:
+                        os.close(dfd)
+                for rel in sorted(emptied, key=len, reverse=True):
+                    if rel:
+                        with suppress(OSError):
+                            os.rmdir(b"/".join(rel), dir_fd=top)
+        except _Missing:
+            pass
+        if days is not None:
+            pruned += self._purge_days(META_DIR + b"/trash", days) + self._prune_stamped(META_DIR + b"/backups", days)
+        return {"pruned": pruned}
+
+    def _purge_days(self, trash_root: bytes, days: int) -> int:
+        """The older layout's trash: remove its dated dirs more than `days` days old."""
         import datetime
 
         today = datetime.date.today()
         purged = 0
-        with _oserrors("purge_trash", troot):
+        with _oserrors("prune", trash_root):
             try:
-                with self._parent([*parts, b"x"], create=False) as tfd:
+                with self._parent([*split_path(trash_root), b"x"], create=False) as tfd:
                     for name in os.listdir(tfd):
                         try:
                             day = datetime.date.fromisoformat(name[:10])  # 2026-12-04 or 2026-12-04.2
@@ -556,7 +650,7 @@ class Ops:
                             purged += 1
             except _Missing:
                 pass
-        return {"purged": purged}
+        return purged
 
     def stat(self, paths: list[str | bytes]) -> list[Result]:
         """lstat of each path; type None when absent (a symlinked parent counts as absent)."""
@@ -862,27 +956,14 @@ class Ops:
             raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
         return st
 
-    def _backup_at(self, dfd: int, name: bytes, p: bytes, backup_root: bytes, keep: int) -> bytes:
-        """Keep the current version of p under backup_root as <path>.<stamp> (a hard link: no copy)."""
+    def _backup_at(self, dfd: int, name: bytes, p: bytes, backup_root: bytes, keep: int, why: bytes) -> bytes:
+        """Keep the current version of p in the versions tree (a hard link: no copy), and no
+        more than `keep` of that path's versions."""
         parts = split_path(p)
-        stamp = time.strftime("%Y%m%d-%H%M%S").encode() + b"-%06d" % (time.time_ns() // 1000 % 1_000_000)
-        bparts = [*split_path(backup_root), *parts]
-        bname = parts[-1][: _NAME_MAX - len(stamp) - 1] + b"." + stamp
-        with self._parent(bparts, create=True) as bfd:
-            try:
-                bname = _keep_as(dfd, name, bfd, bname, link=True)
-            except OSError:  # no hard links here (or a dir): move it instead, the caller replaces it anyway
-                bname = _keep_as(dfd, name, bfd, bname)
-            if keep > 0:
-                prefix = parts[-1][: _NAME_MAX - len(stamp) - 1] + b"."
-                versions = sorted(
-                    n for n in map(os.fsencode, os.listdir(bfd)) if n.startswith(prefix) and len(n) >= len(prefix) + 22
-                    and n[len(prefix) : len(prefix) + 8].isdigit()
-                )  # fmt: skip
-                for old in versions[:-keep]:
-                    with suppress(OSError):
-                        _remove_at(bfd, old)
-        return b"/".join([*bparts[:-1], bname])
+        try:
+            return self._keep_version(dfd, name, parts, backup_root, why, link=True, keep=keep)
+        except OSError:  # no hard links here (or a dir): move it instead, the caller replaces it anyway
+            return self._keep_version(dfd, name, parts, backup_root, why, keep=keep)
 
     def _entry(self, dfd: int, name: bytes) -> list[Any]:
         """One entry in scan form (without path and link)."""
@@ -909,6 +990,7 @@ class Ops:
         staged_as: list[int] | None = None,
         digest: bool = False,
         meta: Result | None = None,
+        why: str = "replaced",
     ) -> Result:
         """Create or replace path with a file, symlink or directory, if it is still as planned.
 
@@ -926,6 +1008,9 @@ class Ops:
         p = to_bytes(path)
         parts = split_path(p)
         broot = to_bytes(backup_root)
+        why_b = why.encode()
+        if why_b not in WHYS:
+            raise OpError(errno.EINVAL, f"install: no such reason to keep a version: {why!r}")
         with _oserrors("install", p), self._parent(parts, create=True) as dfd:
             name = parts[-1]
             st = self._check_expect(dfd, name, p, expect, dir_ok=kind == "d")
@@ -939,10 +1024,10 @@ class Ops:
                 if stat.S_ISDIR(st.st_mode):
                     os.rmdir(name, dir_fd=dfd)  # ENOTEMPTY: something still lives there, nothing is lost
                 elif kind == "d":
-                    self._backup_at(dfd, name, p, broot, keep)
+                    self._backup_at(dfd, name, p, broot, keep, why_b)
                     os.unlink(name, dir_fd=dfd)
                 else:
-                    self._backup_at(dfd, name, p, broot, keep)
+                    self._backup_at(dfd, name, p, broot, keep, why_b)
             if kind == "d":
                 os.mkdir(name, 0o700, dir_fd=dfd)
                 if meta:
@@ -1034,7 +1119,8 @@ class Ops:
             return {"entry": None}
 
     def discard(self, path: str | bytes, expect: list[Any], trash_root: str | bytes) -> Result:
-        """Soft delete: a file or link moves to trash_root/<day>/<path>; a dir is removed only if empty."""
+        """Soft delete: a file or link is kept as a deleted version under trash_root; a dir is
+        removed only if empty."""
         p = to_bytes(path)
         parts = split_path(p)
         try:
@@ -1044,17 +1130,7 @@ class Ops:
                 if stat.S_ISDIR(st.st_mode):
                     os.rmdir(parts[-1], dir_fd=dfd)  # ENOTEMPTY: something new lives there, keep it
                     return {"trashed": None}
-                day = time.strftime("%Y-%m-%d").encode()
-                for n in range(1, 100):  # today's trash may hold a file where this path needs a folder
-                    dparts = [*split_path(to_bytes(trash_root)), day + (b".%d" % n if n > 1 else b""), *parts]
-                    try:
-                        with self._parent(dparts, create=True) as tfd:
-                            name = _keep_as(dfd, parts[-1], tfd)
-                        return {"trashed": to_wire(b"/".join([*dparts[:-1], name]))}
-                    except OpError as e:
-                        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
-                            raise
-                raise OpError(errno.ENOTDIR, f"no place in the trash for {show(p)}")
+                return {"trashed": to_wire(self._keep_version(dfd, parts[-1], parts, to_bytes(trash_root), b"deleted"))}
         except _Missing:
             raise OpError(errno.ENOENT, f"{show(p)} vanished during the pass") from None
 
@@ -1072,12 +1148,12 @@ class Ops:
         except _Missing:
             raise OpError(errno.ENOENT, f"{show(o)} vanished during the pass") from None
 
-    def prune_backups(self, backup_root: str | bytes, days: int) -> Result:
-        """Remove backup versions whose stamp is more than `days` days old."""
+    def _prune_stamped(self, backup_root: bytes, days: int) -> int:
+        """The older layout's backups (<path>.<YYYYmmdd-HHMMSS-us>): remove those more than
+        `days` days old."""
         cutoff = time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400)).encode()
-        root = self.root + b"/" + to_bytes(backup_root)
         pruned = 0
-        for dirpath, _dirs, files in os.walk(root):
+        for dirpath, _dirs, files in os.walk(self.root + b"/" + backup_root):
             for n in files:
                 dot = n.rfind(b".")
                 stamp = n[dot + 1 : dot + 9]
@@ -1085,7 +1161,7 @@ class Ops:
                     with suppress(OSError):
                         os.unlink(os.path.join(dirpath, n))
                         pruned += 1
-        return {"pruned": pruned}
+        return pruned
 
     def lock(self, path: str | bytes, owner: str) -> Result:
         """Hold an flock on path for this agent's life; a dead holder's lock is simply taken over."""
@@ -1361,61 +1437,119 @@ def _digest(fd: int) -> str | None:
         return None
 
 
-def _free_name(dfd: int, name: bytes) -> bytes:
-    """name, or name with a number before its extension (a.1.txt, a.2.txt, ...) if taken."""
+def version_name(name: bytes, why: bytes, stamp: bytes, n: int = 0) -> bytes:
+    """The name a version of `name` is kept under: report~20261206-141927~deleted.txt (the `-N`
+    after the stamp when that second's name is taken). The extension stays last, so the copy
+    opens like the file; a long name loses the end of its stem, never the tag."""
     dot = name.rfind(b".")
-    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, b"")
-    candidate, n = name, 0
-    while True:
-        try:
-            os.lstat(candidate, dir_fd=dfd)
-        except FileNotFoundError:
-            return candidate
-        n += 1
-        tag = b".%d" % n
-        candidate = stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
+    stem, ext = (name[:dot], name[dot:]) if dot > 0 and len(name) - dot <= 16 else (name, b"")
+    tag = b"~" + stamp + (b"-%d" % n if n else b"") + b"~" + why
+    return stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
 
 
-def _keep_as(sfd: int, name: bytes, dfd: int, as_name: bytes | None = None, link: bool = False) -> bytes:
-    """Put entry `name` of sfd into dfd under the first free name there for `as_name` (default:
-    name; see _free_name) and return the name used; with `link`, as a hard link, the entry staying
-    (OSError where there are none). Never over an entry: another process keeping versions in the
-    same place (a `tether sync` beside the running job folds the same .incoming) may take a name
-    between the look and the move, and a rename would silently replace the version there. A hard
-    link fails on a taken name instead, so a file moves under a private name first and is linked
-    to its free name; a dir is renamed (only an empty dir could be replaced: no version lost)."""
-    base = name if as_name is None else as_name
+_VERSION_RE = re.compile(rb"^(.*)~(\d{8}-\d{6})(?:-(\d+))?~(deleted|replaced|conflict)(\.[^.]*)?$", re.S)
+
+
+def parse_version(name: bytes) -> tuple[bytes, bytes, int, bytes] | None:
+    """(the kept file's own name, stamp, N, why) from a version_name, else None."""
+    m = _VERSION_RE.match(name)
+    if m is None:
+        return None
+    return m.group(1) + (m.group(5) or b""), m.group(2), int(m.group(3) or 0), m.group(4)
+
+
+def version_stamp(when: float | None = None) -> bytes:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(when)).encode()
+
+
+def prune_choice(versions: list[tuple[bytes, bytes, int]], cutoff: bytes | None, keep: int) -> list[bytes]:
+    """Which of one path's versions (stored name, stamp, N) go: those kept before the day
+    `cutoff` (YYYYmmdd), and all but the newest `keep` (0: no limit by count)."""
+    ordered = sorted(versions, key=lambda v: (v[1], v[2]), reverse=True)
+    return [
+        name for i, (name, stamp, _n) in enumerate(ordered)
+        if (cutoff is not None and stamp[:8] < cutoff) or (keep > 0 and i >= keep)
+    ]  # fmt: skip
+
+
+def _versions_in(dfd: int) -> list[tuple[bytes, tuple[bytes, bytes, int, bytes]]]:
+    """(stored name, parse_version of it) of every version kept in one folder of the tree."""
+    out = []
+    for n in map(os.fsencode, os.listdir(dfd)):
+        v = parse_version(n)
+        if v is not None:
+            out.append((n, v))
+    return out
+
+
+def _free_name(dfd: int, name: bytes, naming: Callable[[int], list[bytes]] | None = None) -> bytes:
+    """The first naming(n)[0], for n = 0, 1, ..., such that no name of naming(n) is taken in dfd
+    (the others reserve a number: a version's N is counted across its reasons, see
+    Ops._keep_version); by default name, or name with a number before its extension (a.1.txt)."""
+    if naming is None:
+        dot = name.rfind(b".")
+        stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, b"")
+
+        def naming(n: int) -> list[bytes]:
+            tag = b".%d" % n if n else b""
+            return [stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext]
+
+    for n in range(100_000):
+        candidates = naming(n)
+        if not any(_lexists_at(dfd, c) for c in candidates):
+            return candidates[0]
+    raise OSError(errno.EEXIST, f"no free name for {show(name)}")
+
+
+def _lexists_at(dfd: int, name: bytes) -> bool:
+    try:
+        os.lstat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _keep_as(
+    sfd: int, name: bytes, dfd: int, naming: Callable[[int], list[bytes]] | None = None, link: bool = False
+) -> bytes:
+    """Put entry `name` of sfd into dfd under the first free name there (see _free_name) and
+    return the name used; with `link`, as a hard link, the entry staying (OSError where there
+    are none). Never over an entry: another process keeping versions in the same place (a
+    `tether sync` beside the running job files the same incoming run) may take a name between
+    the look and the move, and a rename would silently replace the version there. A hard link
+    fails on a taken name instead, so a file moves under a private name first and is linked to
+    its free name; a dir is renamed (only an empty dir could be replaced: no version lost)."""
     if link:
-        return _link_free(sfd, name, dfd, base)
+        return _link_free(sfd, name, dfd, name, naming)
     if stat.S_ISDIR(os.lstat(name, dir_fd=sfd).st_mode):
         for _ in range(1000):
-            kept = _free_name(dfd, base)
+            kept = _free_name(dfd, name, naming)
             try:
                 os.rename(name, kept, src_dir_fd=sfd, dst_dir_fd=dfd)
                 return kept
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                     raise
-        raise OSError(errno.EEXIST, f"no free name for {show(base)}")
+        raise OSError(errno.EEXIST, f"no free name for {show(name)}")
     tmp = _tmp_name()
     os.rename(name, tmp, src_dir_fd=sfd, dst_dir_fd=dfd)
     try:
-        kept = _link_free(dfd, tmp, dfd, base)
+        kept = _link_free(dfd, tmp, dfd, name, naming)
     except OSError as e:
         if e.errno == errno.EEXIST:
             raise  # kept under its private name: found, never replaced
-        kept = _free_name(dfd, base)  # no hard links here: renamed, as the only way left
+        kept = _free_name(dfd, name, naming)  # no hard links here: renamed, as the only way left
         os.rename(tmp, kept, src_dir_fd=dfd, dst_dir_fd=dfd)
         return kept
     os.unlink(tmp, dir_fd=dfd)
     return kept
 
 
-def _link_free(sfd: int, name: bytes, dfd: int, base: bytes) -> bytes:
+def _link_free(sfd: int, name: bytes, dfd: int, base: bytes, naming: Callable[[int], list[bytes]] | None) -> bytes:
     """A hard link to `name` under the first free name for `base`; a name taken since the look
     fails the link (EEXIST), and the next free one is tried."""
     for _ in range(1000):
-        kept = _free_name(dfd, base)
+        kept = _free_name(dfd, base, naming)
         try:
             os.link(name, kept, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
             return kept
@@ -1624,7 +1758,7 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "move": ops.move,
         "remove": ops.remove,
         "trash": ops.trash,
-        "purge_trash": ops.purge_trash,
+        "prune_versions": ops.prune_versions,
         "fold_trash": ops.fold_trash,
         "stat": lambda paths: {"entries": ops.stat(paths)},  # replies are always objects
         "run": ops.run,
@@ -1637,7 +1771,6 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "entry": ops.entry,
         "discard": ops.discard,
         "rename": ops.rename,
-        "prune_backups": ops.prune_backups,
         "lock": ops.lock,
         "unlock": ops.unlock,
         "watch": ops.watch,

@@ -22,7 +22,7 @@ from tether.config import LiveOptions
 from tether.endpoints import Endpoint
 from tether.errors import TetherError
 from tether.hooks import NO_HOOKS, PassClock, PassHooks
-from tether.mirror import TRASH, TRASH_INCOMING, Mirror, MirrorSpec
+from tether.mirror import INCOMING, VERSIONS, Mirror, MirrorSpec
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentError
 from tether.watch import Change
@@ -135,7 +135,7 @@ class Applier:
         self._fix_dirs({d for d in self._dirs_below("") if self._mtime_ns(d) >= started - 2_000_000_000})
         self._housekeeping(["."], recursive=True)
         if self.spec.trash:
-            self.agent().call("purge_trash", trash_root=TRASH, days=self.opts.trash_days)
+            self.agent().call("prune_versions", versions_root=VERSIONS, days=self.opts.trash_days)
         return BatchResult(outcome.files, outcome.bytes)
 
     def apply(self, changes: Sequence[Change]) -> BatchResult:
@@ -211,14 +211,14 @@ class Applier:
 
     def _trash_arg(self) -> dict[str, object]:
         """For the agent's put, symlink and move: with trash on, what they replace is kept."""
-        return {"trash_root": TRASH} if self.spec.trash else {}
+        return {"trash_root": VERSIONS} if self.spec.trash else {}
 
     def _fold_trash(self) -> None:
-        """rsync kept what it replaced in TRASH_INCOMING: file it under the day, numbered."""
+        """rsync kept what it replaced in INCOMING: file it in the versions tree."""
         if self.spec.trash:
-            r = self.agent().call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
+            r = self.agent().call("fold_trash", path=INCOMING, trash_root=VERSIONS)
             for f in r.get("failed", []):
-                log.warning("%s: kept version %s stays in %s: %s", self.target, f["path"], TRASH_INCOMING, f["error"])
+                log.warning("%s: kept version %s stays in %s: %s", self.target, f["path"], INCOMING, f["error"])
 
     def _moves(self, group: Sequence[Change], res: BatchResult) -> list[Change]:
         """Moves on the target; those it cannot make (it never had the old path) become writes."""
@@ -287,7 +287,7 @@ class Applier:
         if not self.spec.delete:
             return
         if self.spec.trash:
-            r = self.agent().call("trash", paths=paths, trash_root=TRASH)
+            r = self.agent().call("trash", paths=paths, trash_root=VERSIONS)
         else:
             r = self.agent().call("remove", paths=paths)
         if r.get("failed"):  # left on the target: say so, and let a full pass try again

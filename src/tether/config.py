@@ -122,6 +122,7 @@ def build(doc: Doc, name: str) -> MirrorJob:
         filter=jobkeys.job_filter(doc),
         delete=doc["delete"] != "keep",
         trash=doc["delete"] == "trash",
+        trash_days=doc["trash_days"],
         bwlimit=jobkeys.bwlimit(doc),
         rsync_args=jobkeys.rsync_args(doc),
         rsync=doc["rsync"],

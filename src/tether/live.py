@@ -239,7 +239,7 @@ def batch_events(job: str, target: str, work: Sequence[Change], *, delete: bool,
         if c.kind == "write":
             out.append(Event("sent", job, target, shown_path(c.path), "a new directory, whole" if c.is_dir else ""))
         elif c.kind == "delete" and delete:
-            out.append(Event("deleted", job, target, shown_path(c.path), "kept in .tether/trash" if trash else ""))
+            out.append(Event("deleted", job, target, shown_path(c.path), "kept in .tether/versions" if trash else ""))
         elif c.kind == "move":
             out.append(Event("moved", job, target, shown_path(c.path), f"from {shown_path(c.old or '')}"))
     return out

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tether import agent_remote
 from tether.endpoints import Endpoint, Local, Rclone, ReplicaSpec, as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
@@ -34,7 +35,8 @@ class MirrorSpec:
     targets: tuple[ReplicaSpec, ...]  # local, ssh, or rclone remotes (rclone_mirror.py)
     filter: Filter = field(default_factory=Filter)
     delete: bool = True
-    trash: bool = False  # deleted and overwritten files go to the target's .tether/trash/<date>/
+    trash: bool = False  # deleted and overwritten files are kept in the target's .tether/versions/
+    trash_days: int = 30  # ... and pruned after this many days
     bwlimit: str | None = None
     rsync_args: tuple[str, ...] = ()
     rsync: str = "rsync"
@@ -75,11 +77,11 @@ def check_source(source: Local) -> None:
         raise UsageError(f"source {source} cannot be read", "check its permissions")
 
 
-TRASH = f"{META_DIR}/trash"
-# rsync's --backup-dir would replace a version it kept earlier the same day, so each rsync run
-# keeps them in its own folder here, and the agent's fold_trash then files them under the day,
-# numbered as a deletion's are (trash/<date>/a.txt, a.1.txt, ...)
-TRASH_INCOMING = f"{TRASH}/.incoming"
+# deleted and overwritten files are kept as versions (agent_remote.version_name); rsync's
+# --backup-dir would replace a version it kept earlier, so each rsync run keeps them in its own
+# folder under INCOMING, and the agent's fold_trash then files them in the versions tree
+VERSIONS = agent_remote.VERSIONS.decode()
+INCOMING = agent_remote.INCOMING.decode()
 
 
 def destructive(changes: list[str]) -> list[str]:
@@ -174,12 +176,15 @@ class Mirror:
             return []
         up = "../" * (rel.count("/") + 1) if rel else ""
         run = f"{time.time_ns():016x}-{os.getpid()}"  # its own folder: no run replaces another's versions
-        return ["--backup", f"--backup-dir={up}{TRASH_INCOMING}/{run}" + (f"/{rel}" if rel else "")]
+        return ["--backup", f"--backup-dir={up}{INCOMING}/{run}" + (f"/{rel}" if rel else "")]
 
-    def fold_trash(self, target: Endpoint) -> None:
-        """File what rsync kept under today's trash, through one agent call on the target."""
+    def fold_trash(self, target: Endpoint, trash_days: int | None = None) -> None:
+        """File what rsync kept in the versions tree, and prune it by age, through one agent on
+        the target (a cron job of one-shot passes prunes as the continuous mirror does)."""
         with target.connector(self.rsync.ssh)() as agent:
-            agent.call("fold_trash", path=TRASH_INCOMING, trash_root=TRASH)
+            agent.call("fold_trash", path=INCOMING, trash_root=VERSIONS)
+            if trash_days is not None:
+                agent.call("prune_versions", versions_root=VERSIONS, days=trash_days)
 
     def _pass(
         self,
@@ -366,10 +371,10 @@ class Mirror:
         out = self.sync_target(spec, target, dry_run=dry_run, force=force, clock=clock)
         if spec.trash and not dry_run and (out.files or out.deleted):
             try:
-                self.fold_trash(target)
+                self.fold_trash(target, spec.trash_days)
             except TetherError as e:
                 out.ok = False
-                out.errors.append(f"the versions this pass kept are in {TRASH_INCOMING}, not filed by day: {e}")
+                out.errors.append(f"the versions this pass kept are in {INCOMING}, not filed: {e}")
                 out.hint = out.hint or "the next pass files them"
         return out
 

@@ -29,7 +29,7 @@ from tether.endpoints import Endpoint, Rclone
 from tether.errors import TetherError
 from tether.filters import Filter
 from tether.hooks import NO_HOOKS, PassHooks
-from tether.mirror import MAX_LISTED, TRASH, Mirror, MirrorSpec, TargetOutcome, check_source
+from tether.mirror import MAX_LISTED, VERSIONS, Mirror, MirrorSpec, TargetOutcome, check_source
 from tether.ssh import SshOptions
 from tether.state import KnownTargets
 from tether.transport.agent import AgentError
@@ -249,14 +249,14 @@ def _apply(spec: MirrorSpec, agent: RcloneTarget, plan: Plan) -> None:
     """Deletes (or trash moves) first, then the versions a copy replaces (trash mode), then one copy."""
     if plan.remove:
         if spec.trash:
-            r = agent.call("trash", paths=[p for p, _ in plan.remove], trash_root=TRASH)
+            r = agent.call("trash", paths=[p for p, _ in plan.remove], trash_root=VERSIONS)
         else:
             r = agent.call("remove", paths=[p for p, _ in plan.remove])
         if r.get("failed"):
             raise TetherError("; ".join(str(f["error"]) for f in r["failed"][:3]))
     if spec.trash and plan.replace:
         with agent._lock:
-            agent.keep_versions(plan.replace, TRASH)
+            agent.keep_versions(plan.replace, VERSIONS)
     for d in plan.mkdir:
         agent.call("mkdir", path=d)
     with agent._lock:
@@ -337,7 +337,7 @@ class _RcloneSends(Mirror):
         try:
             if spec.trash:
                 with agent._lock:
-                    agent.keep_versions(files, TRASH)
+                    agent.keep_versions(files, VERSIONS)
             if agent.empty_dirs:
                 for d in dirs:
                     agent.call("mkdir", path=d)
@@ -405,7 +405,7 @@ class RcloneApplier(Applier):
         if not out.ok:
             raise TetherError("; ".join(out.errors) or "full pass failed", out.hint)
         if self.spec.trash:
-            self.agent().call("purge_trash", trash_root=TRASH, days=self.opts.trash_days)
+            self.agent().call("prune_versions", versions_root=VERSIONS, days=self.opts.trash_days)
         return BatchResult(out.files, out.bytes)
 
     def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:

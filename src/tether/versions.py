@@ -1,16 +1,21 @@
 """Every version tether kept, whatever kept it, listed one way.
 
-Four things keep old data, each in its own shape under a replica's or target's `.tether/`:
+One layout for every job kind and endpoint (agent_remote writes it, see version_name):
 
-    trash/<YYYY-mm-dd>[.N]/<path>          removed (bisync, mirror) or replaced (mirror) files
-    backups/<path>.<YYYYmmdd-HHMMSS-us>   bisync: the version an update or a conflict overwrote
-    backups/<YYYYmmdd-HHMMSS[-N]>/<path>  locations: what one run replaced or removed
-    <path>.conflict-<host>-<stamp>.<ext>   bisync keep-both: the losing version, beside the file
+    versions/<dirs>/<stem>~<YYYYmmdd-HHMMSS>[-N]~<why><ext>   why: deleted, replaced, conflict
+
+under a replica's or target's `.tether/`; a folder kept whole carries the tag on its own name and
+its files keep theirs. A keep-both conflict's losing version stays visible beside the file
+(`<path>.conflict-<host>-<stamp>.<ext>`, recorded in the job's state) until the user resolves it.
+
+The layouts of earlier releases are read where they lie, and pruned by age as before:
+
+    trash/<YYYY-mm-dd>[.N]/<path>          origin "trash": removed or replaced (bisync, mirror)
+    backups/<path>.<YYYYmmdd-HHMMSS-us>   origin "replaced": bisync's overwritten versions
+    backups/<YYYYmmdd-HHMMSS[-N]>/<path>  origin "backup": what one locations run replaced or removed
 
 `classify` reads one stored path into a Version (pure, so any endpoint's listing can be fed to
 it); `scan_local` walks a local root.
-Names the kept copies were numbered with (`a.1.txt` when `a.txt` was taken that day) are read
-back to the file they are a version of when the plain name is beside them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-META = b".tether"
+from tether.agent_remote import META_DIR as META
+from tether.agent_remote import VERSIONS, parse_version
+
+KEPT = VERSIONS + b"/"
 TRASH = META + b"/trash/"
 BACKUPS = META + b"/backups/"
 
@@ -32,7 +40,7 @@ _BACKUP = re.compile(rb"^(.+?)(?:\.\d+)?\.(\d{8}-\d{6})-(\d{6})$", re.S)
 _NUMBERED = re.compile(rb"^(.+)\.\d+(\.[^./]*)?$", re.S)
 _CONFLICT = re.compile(rb"^(.*)\.conflict-[^/]*?-(\d{8}-\d{6})(?:-\d+)?(\.[^/]*)?$", re.S)
 
-ORIGINS = ("trash", "backup", "conflict", "locations")
+ORIGINS = ("deleted", "replaced", "conflict", "trash", "backup")
 
 
 @dataclass(frozen=True, order=True)
@@ -81,6 +89,14 @@ def classify(
     copies a bisync state recorded (a name that only looks like a conflict copy is the user's).
     """
     head, _, name = rel.rpartition(b"/")
+    if rel.startswith(KEPT):
+        parts = rel[len(KEPT) :].split(b"/")
+        for i in range(len(parts) - 1, -1, -1):  # a folder kept whole holds plain names
+            v = parse_version(parts[i])
+            if v is not None:
+                path = b"/".join([*parts[:i], v[0], *parts[i + 1 :]])
+                return Version(path, _stamp(v[1]) + v[2] / 1000, v[3].decode(), rel, size, mtime_ns)  # -N: later
+        return None
     if rel.startswith(TRASH):
         day, _, rest = rel[len(TRASH) :].partition(b"/")
         m = _DAY.match(day)
@@ -95,12 +111,12 @@ def classify(
         run, _, inner = rest.partition(b"/")
         m = _RUN.match(run)
         if m and inner:
-            return Version(inner, _stamp(m.group(1)), "locations", rel, size, mtime_ns)
+            return Version(inner, _stamp(m.group(1)), "backup", rel, size, mtime_ns)
         b = _BACKUP.match(name)
         if b:
             inner_head = head[len(BACKUPS) :] if len(head) >= len(BACKUPS) else b""
             path = (inner_head + b"/" if inner_head else b"") + b.group(1)
-            return Version(path, _stamp(b.group(2)) + int(b.group(3)) / 1e6, "backup", rel, size, mtime_ns)
+            return Version(path, _stamp(b.group(2)) + int(b.group(3)) / 1e6, "replaced", rel, size, mtime_ns)
         return None
     if rel.startswith(META + b"/") or rel == META:
         return None

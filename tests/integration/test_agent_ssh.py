@@ -88,7 +88,7 @@ def test_put_move_trash_remove_round_trip_with_hostile_names(client: AgentClient
         assert client.call("move", old=d + name, new=d + b"moved/" + name)["moved"] is True
         client.call("symlink", path=d + b"link", target=name, mtime_ns=MTIME)
         assert os.readlink(rb(remote, d + b"link")) == name
-        t = client.call("trash", paths=[d + b"moved/" + name], trash_root=b".tether/trash")
+        t = client.call("trash", paths=[d + b"moved/" + name], trash_root=b".tether/versions")
         assert t["trashed"] == 1 and os.path.lexists(rb(remote, to_bytes(t["dests"][0])))
         r = client.call("remove", paths=[d + b"moved", d + b"link", d + b"gone"])
         assert r == {"removed": 2, "missing": 1, "failed": []}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.kept import kept
 from tests.rig.live import running, wait_for
 from tests.rig.live import small_pair as _pair
 from tests.rig.live import write_job_text as _job
@@ -73,7 +74,7 @@ def test_delete_guard_stops_before_deleting_and_force_overrides(tmp_path: Path, 
     doc = tether_json(["bisync", a, b, "--force"], tether_env)
     assert doc["_rc"] == 0 and doc["deleted"]["path2"] == 6
     assert _files(a) == _files(b)
-    trashed = list((b / ".tether" / "trash").rglob("f0.txt"))
+    trashed = [p for p in kept(b, origin="deleted") if p.name.startswith("f0~")]
     assert trashed and trashed[0].read_text() == "file 0\n"
 
 

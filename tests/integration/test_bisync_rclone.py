@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.kept import kept as kept_versions
 from tests.rig.rclone import REMOTE, RcloneServer
 from tests.rig.run import contents as _files
 from tests.rig.run import tether, tether_json
@@ -46,7 +47,7 @@ def test_local_and_rclone_sync_both_ways_with_trash_conflicts_and_big_files(
     assert doc["_rc"] == 0, doc["_stderr"]
     assert doc["copied"]["to_path1"] == 2 and doc["deleted"]["path2"] == 1
     assert _files(far) == _files(a)
-    assert list((far / ".tether" / "trash").rglob("one.txt")), "the deleted file is in the remote's trash"
+    assert kept_versions(far, "one.txt", "deleted"), "the deleted file is kept in the remote's versions"
 
     (a / "d" / "two words.txt").write_text("local edit\n")
     (far / "d" / "two words.txt").write_text("remote edit\n")

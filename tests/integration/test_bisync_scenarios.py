@@ -350,7 +350,7 @@ def live_versions(roots: dict[str, Path]) -> set[Entry]:
 
 
 def all_versions(roots: dict[str, Path]) -> set[Entry]:
-    """Versions anywhere in either replica, .tether (trash, backups) included."""
+    """Versions anywhere in either replica, .tether (the kept versions) included."""
     return set().union(*(versions(scan(r, meta=True)) for r in roots.values()))
 
 
@@ -619,7 +619,7 @@ def assert_nothing_lost(roots: dict[str, Path], must: set[Entry], label: str) ->
     missing = must - all_versions(roots)
     assert not missing, (
         f"{label}: {len(missing)} version(s) present before the pass exist nowhere now "
-        "(neither replica, .tether/trash nor .tether/backups):\n    " + "\n    ".join(sorted(map(fmt, missing)))
+        "(neither replica nor .tether/versions):\n    " + "\n    ".join(sorted(map(fmt, missing)))
     )
 
 

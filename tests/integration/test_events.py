@@ -81,7 +81,7 @@ def test_a_running_mirror_says_what_it_sent_moved_and_deleted(tmp_path: Path, te
     moved = next(e for e in got if e["kind"] == "moved")
     assert moved["detail"] == "from new.txt"
     deleted = next(e for e in got if e["kind"] == "deleted")
-    assert deleted["detail"] == "kept in .tether/trash" and deleted["target"] == str(dst)
+    assert deleted["detail"] == "kept in .tether/versions" and deleted["target"] == str(dst)
 
 
 def test_a_target_that_is_down_is_said_once_however_often_it_is_retried(

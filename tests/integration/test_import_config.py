@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.kept import kept
 from tests.rig.live import running, wait_for
 from tests.rig.run import contents, tether
 from tests.rig.sshd import SshServer
@@ -143,10 +144,10 @@ def test_osync_sample_becomes_a_bisync_job_to_ssh_that_syncs_both_ways(
     (one / "from-initiator.txt").unlink()
     tether(["sync", "notes"], tether_ssh_env, check_rc=0)
     assert (one / "both.txt").read_text() == "newer edit on the target"
-    backups = [p.read_text() for p in (one / ".tether" / "backups").rglob("*") if p.is_file()]
+    backups = [p.read_text() for p in kept(one, "both.txt")]
     assert "older edit on the initiator" in backups
     assert not (two / "from-initiator.txt").exists()
-    assert [p.name for p in (two / ".tether" / "trash").rglob("from-initiator.txt")] == ["from-initiator.txt"]
+    assert len(kept(two, "from-initiator.txt", "deleted")) == 1
 
 
 # -- inosync -------------------------------------------------------------------------------

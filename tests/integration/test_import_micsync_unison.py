@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.kept import kept
 from tests.rig.run import contents, tether
 from tests.rig.sshd import SshServer
 from tether.importers import Imported, micsync, unison
@@ -145,7 +146,7 @@ def test_prefer_a_root_settles_conflicts_as_unison_does(tmp_path: Path, tether_e
     tether(["sync", "prefer"], tether_env, check_rc=0)
     expected = {"a.txt": b"a2", "both.txt": b"from 2", "c.txt": b"c"}
     assert contents(r["t1"]) == contents(r["t2"]) == expected
-    saved = [p.read_text() for p in (r["t1"] / ".tether" / "backups").rglob("both.txt*")]
+    saved = [p.read_text() for p in kept(r["t1"], "both.txt")]
     assert saved == ["from 1"]  # the loser is kept on its side
     if unison_too:
         run_unison(tmp_path, "unison/prefer.prf", "prefer", ROOT1=r["u1"], ROOT2=r["u2"], **values)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.kept import kept
 from tests.rig.live import running, status, wait_for, wait_same, write_job
 from tests.rig.run import find_named, tether
 from tests.rig.sshd import SshServer
@@ -234,7 +235,7 @@ def test_delete_modes_keep_and_trash(tmp_path: Path, tether_env) -> None:
         wait_for(lambda: (keep / "marker.txt").exists() and (trash / "marker.txt").exists(), 30, "the marker")
         wait_for(lambda: not (trash / rel).exists(), 30, "the delete on the trash target")
         assert (keep / rel).exists()  # delete = "keep": the target keeps it
-        trashed = list((trash / ".tether" / "trash").glob(f"*/{rel}"))
+        trashed = kept(trash, str(rel), "deleted")
         assert len(trashed) == 1 and trashed[0].read_bytes() == (keep / rel).read_bytes()
 
 

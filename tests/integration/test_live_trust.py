@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.rig.compare import assert_same_tree
+from tests.rig.kept import kept, kept_bytes
 from tests.rig.live import running, status, wait_for, wait_same, write_job
 from tests.rig.run import tether
 from tests.rig.sshd import SshServer
@@ -191,8 +192,8 @@ def test_a_source_that_is_a_symlink_is_watched_and_followed_when_it_is_pointed_e
 
 
 def _trashed(dst: Path) -> list[bytes]:
-    """The bytes of every file in the target's trash."""
-    return sorted(p.read_bytes() for p in (dst / ".tether" / "trash").rglob("*") if p.is_file())
+    """The bytes of every version kept on the target."""
+    return sorted(kept_bytes(dst))
 
 
 @pytest.mark.parametrize("kind", ["local", "ssh"])
@@ -215,15 +216,16 @@ def test_trash_mode_keeps_every_overwritten_version(tmp_path: Path, sshd: SshSer
             wait_same(src, dst)
         (src / "notes.txt").unlink()
         wait_same(src, dst)
-    kept = _trashed(dst)
+    got = _trashed(dst)
     for version in (b"note 1", b"note 2", b"note 3", b"b 1", b"1" * MIB, b"2" * MIB):
-        assert version in kept, (version[:10], [k[:10] for k in kept])
-    # kept as a deletion keeps: the path under the day, later versions numbered (a busy machine
-    # may show the target one more state, a save half-written, and that is kept too)
-    day = dst / ".tether" / "trash" / time.strftime("%Y-%m-%d")
-    assert (day / "notes.txt").read_bytes() == b"note 1" and (day / "notes.1.txt").exists()
-    assert (day / "doc" / "b.txt").read_bytes() == b"b 1"
-    assert (day / "big.bin").read_bytes() == b"1" * MIB and (day / "big.1.bin").read_bytes() == b"2" * MIB
+        assert version in got, (version[:10], [k[:10] for k in got])
+    # each a version of its own path, oldest first (a busy machine may show the target one more
+    # state, a save half-written, and that is kept too); the last one went by a deletion
+    notes = kept_bytes(dst, "notes.txt")
+    assert notes[0] == b"note 1" and len(notes) >= 3
+    assert kept_bytes(dst, "doc/b.txt", "replaced") == [b"b 1"]
+    assert kept_bytes(dst, "big.bin", "replaced")[:2] == [b"1" * MIB, b"2" * MIB]
+    assert kept(dst, "notes.txt", "deleted")[-1].read_bytes() == notes[-1]
 
 
 def test_without_trash_an_overwrite_keeps_nothing(tmp_path: Path, tether_env) -> None:

@@ -19,6 +19,7 @@ import pexpect
 import pytest
 
 from tests.rig.compare import assert_same_tree, diff_trees
+from tests.rig.kept import kept
 from tests.rig.trees import make_tree
 
 TETHER = [sys.executable, "-m", "tether"]
@@ -88,11 +89,6 @@ def edit(p: Path, text: str, mtime: int = 1_700_000_000) -> None:
     os.utime(p, (mtime, mtime))
 
 
-def stamps(loc: Path) -> list[Path]:
-    d = loc / ".tether" / "backups"
-    return sorted(d.iterdir()) if d.is_dir() else []
-
-
 def first_file(root: Path) -> Path:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and ".tether" not in p.parts)[0]
 
@@ -118,8 +114,7 @@ def test_backup_copies_new_files_and_asks_per_backup_before_overwriting(sets, te
         assert (b / "brand new.txt").read_text() == "new"
         if yes == "y":
             assert_same_tree(w, b)
-            (saved,) = stamps(b)
-            assert (saved / rel).read_bytes() == before  # nothing lost
+            assert [p.read_bytes() for p in kept(b, str(rel), "replaced")] == [before]  # nothing lost
         else:
             assert (b / rel).read_bytes() == before
             assert all(repr(os.fsencode(rel)) in d for d in diff_trees(w, b)), diff_trees(w, b)
@@ -183,8 +178,8 @@ def test_a_name_with_a_newline_is_listed_on_one_line_and_copied(tmp_path, tether
     t.answer("overwrite these 1 modified files", "y")
     assert "modified  new\\nline" in t.end(0)
     assert_same_tree(w, b)
-    (saved,) = stamps(b)
-    assert (saved / "new\nline").stat().st_mtime_ns == 2
+    (saved,) = kept(b, "new\nline")
+    assert saved.stat().st_mtime_ns == 2
 
 
 # ---------------------------------------------------------------- work, transfer, tree
@@ -211,11 +206,8 @@ def test_work_asks_which_backup_then_before_overwriting_and_deleting(sets, tethe
     assert (w / "scratch.txt").exists() == (delete == "n")
     if overwrite == delete == "y":
         assert_same_tree(b2, w)
-    saved = stamps(w)
-    assert [(s / rel).exists() for s in saved] == ([True] if overwrite == "y" else [False] * len(saved))
-    assert [(s / "scratch.txt").read_text() for s in saved if delete == "y"] == (
-        ["only in WORKING"] if delete == "y" else []
-    )
+    assert len(kept(w, str(rel), "replaced")) == (1 if overwrite == "y" else 0)
+    assert [p.read_text() for p in kept(w, "scratch.txt", "deleted")] == (["only in WORKING"] if delete == "y" else [])
 
 
 def test_work_without_d_lists_no_deletions_and_capital_d_deletes_without_asking(sets, tether_env) -> None:
@@ -227,8 +219,7 @@ def test_work_without_d_lists_no_deletions_and_capital_d_deletes_without_asking(
     said = Term(["work", "-d", "-D", w], tether_env).end(0)
     assert "delete    scratch.txt" in said and "[y/N]" not in said
     assert_same_tree(b1, w)
-    (saved,) = stamps(w)
-    assert (saved / "scratch.txt").read_text() == "only in WORKING"
+    assert [p.read_text() for p in kept(w, "scratch.txt", "deleted")] == ["only in WORKING"]
 
 
 @pytest.mark.parametrize("reply", ["y", "n"])
@@ -289,7 +280,7 @@ def test_v_shows_the_rsync_command_and_asks_first(sets, tether_env, reply) -> No
     t = Term(["backup", "-v", w], tether_env)
     t.answer("run these commands? [y/N]", reply)
     said = t.end(0 if reply == "y" else 1)
-    assert f"+ rsync -a --ignore-times --files-from=- --from0 --backup --backup-dir={b1}/.tether/backups/" in said
+    assert f"+ rsync -a --ignore-times --files-from=- --from0 --backup --backup-dir={b1}/.tether/incoming/" in said
     assert f"-- {w}/ {b1}/  < 1 paths on stdin" in said
     assert (b1 / "n.txt").exists() == (reply == "y")
 
@@ -350,7 +341,7 @@ def test_without_a_terminal_tether_stops_before_any_change_and_names_the_flag(se
 # ---------------------------------------------------------------- nothing lost, re-plan
 
 
-def test_replaced_and_deleted_files_go_to_dated_backups_pruned_to_keep_versions(
+def test_replaced_and_deleted_files_are_kept_as_versions_pruned_to_keep_versions(
     tmp_path, tether_env, tether_home
 ) -> None:
     w, b = tmp_path / "w", tmp_path / "b"
@@ -360,13 +351,12 @@ def test_replaced_and_deleted_files_go_to_dated_backups_pruned_to_keep_versions(
     for i in range(4):
         edit(b / "f.txt", f"version {i}", mtime=1_600_000_000 + i)
         run(["work", "-m", "--from", b, w], tether_env, rc=0)
-    kept = stamps(w)
-    assert [(s / "f.txt").read_text() for s in kept] == ["version 1", "version 2"]  # the two newest replaced
+    assert [p.read_text() for p in kept(w, "f.txt", "replaced")] == ["version 1", "version 2"]  # the two newest
     (w / "scratch.txt").write_text("made in WORKING")
     run(["work", "-D", "--from", b, w], tether_env, rc=0)
     assert not (w / "scratch.txt").exists()
-    assert (stamps(w)[-1] / "scratch.txt").read_text() == "made in WORKING"
-    assert len(stamps(w)) == 2
+    assert [p.read_text() for p in kept(w, "scratch.txt", "deleted")] == ["made in WORKING"]
+    assert len(kept(w)) == 3 and not list((w / ".tether" / "incoming").iterdir())
     write_config(tether_home, f'[sets.s]\nworking = ["{w}"]\nbackup = ["{b}"]\nkeep_versions = 0\n')
     shutil.rmtree(w / ".tether")
     edit(b / "f.txt", "last", mtime=1_600_000_100)
@@ -388,8 +378,7 @@ def test_a_file_changed_between_listing_and_answer_is_planned_and_asked_again(se
     t.answer(f"overwrite these 1 modified files in {b1}? [y/N]", "y")
     t.end(0)
     assert_same_tree(w, b1)
-    saved = [s / rel for s in stamps(b1) if (s / rel).exists()]
-    assert [p.read_text() for p in saved] == ["edited in the BACKUP meanwhile"]  # the newer one, not lost
+    assert [p.read_text() for p in kept(b1, str(rel))] == ["edited in the BACKUP meanwhile"]  # the newer one, not lost
 
 
 # ---------------------------------------------------------------- config and PATH errors

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from tests.rig.bisync_oracle import rsync_temps
 from tests.rig.bisync_pair import slow_rsync
 from tests.rig.compare import assert_same_tree, diff_trees
+from tests.rig.kept import kept
 from tests.rig.live import wait_for
 from tests.rig.run import find_named, tether, tether_json
 from tests.rig.sshd import SshServer
@@ -283,11 +283,13 @@ def test_trash_keeps_every_version_that_one_shot_passes_replace_the_same_day(
         if n < 3:
             (src / "sub" / "old.txt").unlink()  # deleted by the next pass
     assert_same_tree(src, dst)
-    day = dst / ".tether" / "trash" / time.strftime("%Y-%m-%d")
-    kept = {str(p.relative_to(day)): p.read_text() for p in day.rglob("*") if p.is_file()}
-    assert kept == {"report.txt": "version 1", "report.1.txt": "version 2", "sub/old.txt": "old 1",
-                    "sub/old.1.txt": "old 2"}, kept  # fmt: skip
-    assert not [p for p in (dst / ".tether" / "trash" / ".incoming").rglob("*") if p.is_file()]
+    assert [p.read_text() for p in kept(dst, "report.txt", "replaced")] == ["version 1", "version 2"]
+    assert [p.read_text() for p in kept(dst, "sub/old.txt", "replaced")] == ["old 1", "old 2"]
+    (src / "sub" / "old.txt").unlink()
+    tether(["sync", "t"], tether_ssh_env, check_rc=0)
+    assert [p.read_text() for p in kept(dst, "sub/old.txt", "deleted")] == ["old 3"]
+    assert len(kept(dst)) == 5
+    assert not [p for p in (dst / ".tether" / "incoming").rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("kind", ["local", "ssh"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.rig.kept import kept
 from tests.rig.live import running, status, wait_for, write_job
 from tests.rig.rclone import REMOTE, S3_BUCKET, RcloneServer
 from tests.rig.run import contents, tether, tether_json
@@ -195,6 +196,5 @@ def test_continuous_mirror_carries_create_edit_rename_of_2000_files_and_trash(tm
         old = (src / "created.txt").read_bytes()
         (src / "created.txt").unlink()
         wait_for(same, 30, "a delete")
-        kept = list((far / ".tether" / "trash").rglob("created*.txt"))
-        assert [k.read_bytes() for k in kept] == [old]
+        assert [k.read_bytes() for k in kept(far, "created.txt", "deleted")] == [old]
         assert status(backend.env, name)["targets"][0]["state"] == "idle"

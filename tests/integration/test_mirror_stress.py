@@ -186,12 +186,12 @@ def _walk_bodies(root: Path, skip: Path | None = None) -> Iterator[bytes]:
 
 def bodies_on_target(dst: Path) -> Iterator[bytes]:
     """Every file body on the target, walked in the order versions move there: the tree, then the
-    runs rsync kept versions in (.incoming), then the rest of .tether (the trash by day). The job
-    files a run's versions under the day (fold_trash) after the transfer that made the target
-    equal the source, so during a check; a walk that lists the day before .incoming (os.walk's
-    order on ext4 here) meets a version moved between the two nowhere."""
+    runs rsync kept versions in (.tether/incoming), then the rest of .tether (the versions). The
+    job files a run's versions in the versions tree (fold_trash) after the transfer that made the
+    target equal the source, so during a check; a walk that lists the versions before the
+    incoming runs meets a version moved between the two nowhere."""
     meta = dst / ".tether"
-    incoming = meta / "trash" / ".incoming"
+    incoming = meta / "incoming"
     yield from _walk_bodies(dst, skip=meta)
     yield from _walk_bodies(incoming)
     yield from _walk_bodies(meta, skip=incoming)
@@ -218,7 +218,7 @@ class Example:
         except AssertionError as e:
             raise AssertionError(f"{e}\nlog:\n{tether(['log', 'stress', '-n', '40'], self.env).stdout}") from None
         if not self.trash:
-            assert not (self.dst / ".tether" / "trash").exists()
+            assert not (self.dst / ".tether" / "versions").exists()
             return
         on_target = {t for t in map(self.v.tag_of, bodies_on_target(self.dst)) if t}
         lost = self.seen - on_target
@@ -300,14 +300,13 @@ def report() -> Iterator[None]:
     print(f"\nmirror stress: {dict(COUNTS)} in {time.monotonic() - start:.0f} s")
 
 
-def test_the_checker_meets_a_version_the_job_files_under_the_day_during_its_walk(tmp_path: Path) -> None:
+def test_the_checker_meets_a_version_the_job_files_during_its_walk(tmp_path: Path) -> None:
     """The failure "versions that had reached the target are gone from it" after a big file
-    replaced a small one: rsync kept the old version in .incoming/<run>, the check began once the
-    target equalled the source, and fold_trash filed the version under the day between the walk's
-    visit of the day (first, here) and of .incoming. Nothing was lost; the walk must see it."""
-    day = time.strftime("%Y-%m-%d")
-    layout = ["a", "d/c", f".tether/trash/{day}/b.txt", ".tether/trash/.incoming/0001-9/a",
-              ".tether/trash/.incoming/0001-9/d/c", ".tether/trash/.incoming/0002-9/x/g"]  # fmt: skip
+    replaced a small one: rsync kept the old version in incoming/<run>, the check began once the
+    target equalled the source, and fold_trash filed the version in the versions tree between the
+    walk's visit of that tree (first, here) and of incoming. Nothing was lost; the walk must see it."""
+    layout = ["a", "d/c", ".tether/versions/b~20261206-101112~deleted.txt", ".tether/incoming/0001-9/a",
+              ".tether/incoming/0001-9/d/c", ".tether/incoming/0002-9/x/g"]  # fmt: skip
     for fold_after in range(len(layout)):  # the fold at every point of the walk
         v, dst = Versions(), tmp_path / str(fold_after)
         for rel in layout:
@@ -316,7 +315,7 @@ def test_the_checker_meets_a_version_the_job_files_under_the_day_during_its_walk
         for i, body in enumerate(bodies_on_target(dst)):
             seen.add(v.tag_of(body))
             if i == fold_after:
-                folded = Ops(os.fsencode(dst)).fold_trash(".tether/trash/.incoming", ".tether/trash")
+                folded = Ops(os.fsencode(dst)).fold_trash(".tether/incoming", ".tether/versions")
                 assert (folded["folded"], folded["failed"]) == (3, [])
         assert seen == {b"V%07d|" % n for n in range(1, len(layout) + 1)}, f"folded after body {fold_after}"
 

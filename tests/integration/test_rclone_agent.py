@@ -28,12 +28,11 @@ import pytest
 
 from tests.rig.rclone import REMOTE, RcloneServer
 from tests.rig.trees import HOSTILE_NAMES
-from tether.agent_remote import PROTOCOL_VERSION, Ops, to_wire
+from tether.agent_remote import PROTOCOL_VERSION, Ops, parse_version, to_wire, version_name
 from tether.transport.agent import AgentDown, AgentError
 from tether.transport.rclone_agent import NO_MTIME_NS, STAGING, RcloneAgent, parse_mtime
 
-BACKUPS = ".tether/backups"
-TRASH = ".tether/trash"
+BACKUPS = TRASH = ".tether/versions"  # one tree for every kept version
 LOCK = ".tether/lock"
 MTIME = 1_600_000_000_123_456_789  # non-zero ns: shows what the backend keeps
 DEADLINE_S = 20.0
@@ -130,10 +129,15 @@ def wait_for(cond: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def today_dirs() -> set[str]:
-    """Today's trash day, and tomorrow's in case the test runs across midnight."""
-    now = datetime.date.today()
-    return {now.isoformat(), (now + datetime.timedelta(days=1)).isoformat()}
+def by_time(names: list[str]) -> list[str]:
+    """Versions' names in the order they were kept (a stamp, then its -N in the same second)."""
+
+    def key(n: str) -> tuple[bytes, int]:
+        v = parse_version(n.encode())
+        assert v is not None, n
+        return v[1], v[2]
+
+    return sorted(names, key=key)
 
 
 # ---------------------------------------------------------------------- parsing rclone's times
@@ -379,8 +383,8 @@ def test_install_keeps_replaced_versions_up_to_keep(side: Side, agent: RcloneAge
     for i in range(1, 5):
         e = install(agent, "d/v.txt", f"v{i}".encode(), expect=e[:3], keep=2, mtime_ns=MTIME + i * 10**9)
     assert (side.path / "d/v.txt").read_bytes() == b"v4"
-    versions = side.names(f"{BACKUPS}/d")
-    assert len(versions) == 2 and all(re.fullmatch(r"v\.txt\.\d{8}-\d{6}-\d{6}", n) for n in versions)
+    versions = by_time(side.names(f"{BACKUPS}/d"))
+    assert len(versions) == 2 and all(re.fullmatch(r"v~\d{8}-\d{6}(-\d+)?~replaced\.txt", n) for n in versions)
     assert [(side.path / BACKUPS / "d" / n).read_bytes() for n in versions] == [b"v2", b"v3"]  # the oldest went
     assert (side.path / BACKUPS / "d" / versions[1]).stat().st_mtime_ns == kept(agent, MTIME + 3 * 10**9)
 
@@ -506,14 +510,13 @@ def test_install_dirs_and_what_a_remote_cannot_hold(side: Side, agent: RcloneAge
 # ---------------------------------------------------------------------- discard, rename, set_meta
 
 
-def test_discard_moves_files_to_dated_numbered_trash(side: Side, agent: RcloneAgent) -> None:
+def test_discard_keeps_files_as_deleted_versions_numbered_within_a_second(side: Side, agent: RcloneAgent) -> None:
     trashed = []
     for content in (b"1", b"22", b"333"):
         e = install(agent, "d/n.txt", content)
         trashed.append(agent.call("discard", path="d/n.txt", expect=e[:3], trash_root=TRASH)["trashed"])
-    day = trashed[0].split("/")[2]
-    assert day in today_dirs()
-    assert trashed == [f"{TRASH}/{day}/d/n.txt", f"{TRASH}/{day}/d/n.1.txt", f"{TRASH}/{day}/d/n.2.txt"]
+    assert all(re.fullmatch(rf"{TRASH}/d/n~\d{{8}}-\d{{6}}(-\d+)?~deleted\.txt", t) for t in trashed), trashed
+    assert by_time([t.rpartition("/")[2] for t in trashed]) == [t.rpartition("/")[2] for t in trashed]
     assert [(side.path / t).read_bytes() for t in trashed] == [b"1", b"22", b"333"]
     assert not (side.path / "d/n.txt").exists()
 
@@ -601,28 +604,31 @@ def test_set_meta_rechecks_after_sending_the_bytes(side: Side, agent: RcloneAgen
 # ---------------------------------------------------------------------- housekeeping
 
 
-def test_purge_trash_removes_old_days_only(side: Side, agent: RcloneAgent) -> None:
+def test_prune_versions_by_age_and_count_and_the_older_layouts_by_age(side: Side, agent: RcloneAgent) -> None:
     today = datetime.date.today()
+
+    def ago(days: int) -> bytes:
+        return (today - datetime.timedelta(days=days)).strftime("%Y%m%d").encode() + b"-120000"
+
+    names = [version_name(b"a.txt", b"replaced", ago(d)).decode() for d in (40, 3, 2, 1)]
+    for n in names:
+        side.put(f"{TRASH}/d/{n}", b"v")
+    side.put(f"{TRASH}/d/notes", b"not a version")
+    side.put(f"{TRASH}/{version_name(b'w', b'deleted', ago(40)).decode()}/in", b"a folder kept whole")
     old = (today - datetime.timedelta(days=40)).isoformat()
     recent = (today - datetime.timedelta(days=3)).isoformat()
     for d in (old, recent, "not-a-day"):
-        side.put(f"{TRASH}/{d}/x/y", b"t")
+        side.put(f".tether/trash/{d}/x/y", b"t")
+    side.put(".tether/backups/d/a.txt.20000101-000000-000000", b"old")
+    side.put(f".tether/backups/d/a.txt.{time.strftime('%Y%m%d-%H%M%S')}-000000", b"new")
     side.put(f"{STAGING}/leftover", b"half", time.time_ns() - 2 * 86_400 * 10**9)
     side.put(f"{STAGING}/fresh", b"in flight", time.time_ns())
-    assert agent.call("purge_trash", trash_root=TRASH, days=30) == {"purged": 1}
-    assert side.names(TRASH) == sorted([recent, "not-a-day"])
+    assert agent.call("prune_versions", versions_root=TRASH, days=30, keep=2) == {"pruned": 5}
+    assert side.names(f"{TRASH}/d") == sorted([*names[2:], "notes"])
+    assert side.names(".tether/trash") == sorted([recent, "not-a-day"])
+    assert len(side.names(".tether/backups/d")) == 1
     assert side.names(STAGING) == ["fresh"]
-    assert agent.call("purge_trash", trash_root=".tether/none", days=30) == {"purged": 0}
-
-
-def test_prune_backups_removes_versions_by_their_stamp(side: Side, agent: RcloneAgent) -> None:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    side.put(f"{BACKUPS}/d/a.txt.20000101-000000-000000", b"old")
-    side.put(f"{BACKUPS}/d/a.txt.{stamp}-000000", b"new")
-    side.put(f"{BACKUPS}/other", b"no stamp")
-    assert agent.call("prune_backups", backup_root=BACKUPS, days=30) == {"pruned": 1}
-    assert side.names(f"{BACKUPS}/d") == [f"a.txt.{stamp}-000000"]
-    assert agent.call("prune_backups", backup_root=".tether/none", days=30) == {"pruned": 0}
+    assert agent.call("prune_versions", versions_root=".tether/none", days=30) == {"pruned": 0}
 
 
 # ---------------------------------------------------------------------- lock
@@ -875,7 +881,7 @@ def test_hostile_names_round_trip_and_non_utf8_is_refused(side: Side, agent: Rcl
     assert len(made[longest]) == 255
     install(agent, longest, b"replaced", expect=agent.call("entry", path=longest)["entry"][:3])
     (backup,) = os.listdir(os.fsencode(side.path / BACKUPS / longest.split("/")[0]))
-    assert len(backup) <= 255 and backup.startswith(made[longest][:200])  # cut to fit the stamp
+    assert len(backup) <= 255 and backup.startswith(made[longest][:200])  # cut to fit the tag
     made[longest] = b"replaced"
     scan = {e[0]: e for e in agent.call("scan")["entries"] if e[1] == "f"}
     assert set(scan) == set(made)
@@ -885,7 +891,9 @@ def test_hostile_names_round_trip_and_non_utf8_is_refused(side: Side, agent: Rcl
     assert digests == [blake(d) for d in made.values()]
     for p in made:
         dest = agent.call("discard", path=p, expect=scan[p][1:4], trash_root=TRASH)["trashed"]
-        assert dest.endswith("/" + p)
+        v = parse_version(os.fsencode(dest.rpartition("/")[2]))
+        assert dest.startswith(f"{TRASH}/{p.rpartition('/')[0]}/") and v is not None
+        assert made[p] == b"replaced" or v[0] == os.fsencode(p.rpartition("/")[2])
     assert [e for e in agent.call("scan")["entries"] if e[1] == "f"] == []
 
 
@@ -905,5 +913,5 @@ def test_webdav_backend_without_mtimes(dav: Side, dav_agent: RcloneAgent) -> Non
     assert a.call("set_meta", path="w/f.txt", mtime_ns=MTIME) == {}  # nothing it could keep
     assert a.call("entry", path="w/f.txt")["entry"] == e2
     moved = a.call("rename", old="w/f.txt", new="w/g.txt", expect=e2[:3])["entry"]
-    assert a.call("discard", path="w/g.txt", expect=moved[:3], trash_root=TRASH)["trashed"].endswith("/w/g.txt")
+    assert "/w/g~" in a.call("discard", path="w/g.txt", expect=moved[:3], trash_root=TRASH)["trashed"]
     assert dav.names(STAGING) == []

@@ -1,5 +1,6 @@
-"""One listing for every kept version: a mirror's trash, bisync backups and conflict copies, and
-a locations run's backups, each made by the real command and listed by `tether versions`."""
+"""One layout and one listing for every kept version: what a mirror's trash, a bisync pass (an
+overwrite, a conflict either way) and a locations run keep, each made by the real command and
+listed by `tether versions`; the older layouts are read where they lie."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_every_kind_of_kept_version_is_listed_by_one_command(tmp_path: Path, tet
     (src / "gone.txt").unlink()
     (src / "kept.txt").write_text("second, longer\n")
     tether(["sync", "m"], tether_env, check_rc=0)
-    assert _listed(tether_env, "m") == [("trash", "gone.txt", 14), ("trash", "kept.txt", 6)]
+    assert _listed(tether_env, "m") == [("deleted", "gone.txt", 14), ("replaced", "kept.txt", 6)]
 
     # bisync: a conflict kept both ways, and a conflict settled by "newer" (the loser backed up)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -52,10 +53,11 @@ def test_every_kind_of_kept_version_is_listed_by_one_command(tmp_path: Path, tet
     tether(["sync", "kb"], tether_env, check_rc=0)
     listed = _listed(tether_env, "kb")
     assert ("conflict", "doc.txt", 10) in listed  # the copy's path is the file it is a version of
-    assert ("backup", "old.txt", 11) in listed  # a's losing version, kept in a's backups
-    assert {o for o, _p, _s in listed} == {"conflict", "backup"}
+    assert ("conflict", "old.txt", 11) in listed  # a's losing version, kept in a's versions
+    assert {o for o, _p, _s in listed} == {"conflict"}
+    assert len(list((a / ".tether" / "versions").glob("old~*~conflict.txt"))) == 1
 
-    # locations: what a `work` run replaced, kept in the destination's backups by run
+    # locations: what a `work` run replaced
     w, bk = tmp_path / "w", tmp_path / "bk"
     w.mkdir()
     bk.mkdir()
@@ -66,9 +68,30 @@ def test_every_kind_of_kept_version_is_listed_by_one_command(tmp_path: Path, tet
     cfg.mkdir(parents=True, exist_ok=True)
     (cfg / "locations.toml").write_text(f'[sets.s]\nworking = ["{w}"]\nbackup = ["{bk}"]\n')
     tether(["work", "-m", "--from", str(bk), str(w)], tether_env, check_rc=0)
-    assert _listed(tether_env, w) == [("locations", "f.txt", 13)]
+    assert _listed(tether_env, w) == [("replaced", "f.txt", 13)]
 
     # and the human listing names each, with where it lies
     out = tether(["versions", "kb"], tether_env, check_rc=0).stdout
-    assert "conflict" in out and "backup" in out and ".tether/backups/" in out
+    assert "conflict" in out and ".tether/versions/old~" in out
     assert "no kept versions" in tether(["versions", str(src)], tether_env, check_rc=0).stdout
+
+
+def test_versions_kept_in_the_older_layouts_are_listed_and_pruned_by_age(
+    tmp_path: Path, tether_env: dict[str, str]
+) -> None:
+    """A replica written by an earlier release: its trash by day, bisync's stamped backups and a
+    locations run's folder stay where they are, are listed with the new ones, and go by age."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for rel, body in [("f.txt", "f"), (".tether/trash/2026-12-01/gone.txt", "gone"),
+                      (".tether/trash/2020-01-01/ancient.txt", "ancient"),
+                      (".tether/backups/d/x.txt.20261201-101112-000000", "x before"),
+                      (".tether/backups/20261201-101112/y.txt", "y before")]:  # fmt: skip
+        (a / rel).parent.mkdir(parents=True, exist_ok=True)
+        (a / rel).write_text(body)
+    listed = _listed(tether_env, a)
+    assert listed == [("backup", "y.txt", 8), ("replaced", "d/x.txt", 8), ("trash", "ancient.txt", 7),
+                      ("trash", "gone.txt", 4)]  # fmt: skip
+    b.mkdir()
+    _job(tether_env, "old", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{b}"\ntrash_days = 30\n')
+    tether(["sync", "old"], tether_env, check_rc=0)  # the first pass prunes: ancient goes, the rest stays
+    assert ("trash", "ancient.txt", 7) not in _listed(tether_env, a) and len(_listed(tether_env, a)) == 3

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 META = ".tether"
-KEEPS = (f"{META}/trash", f"{META}/backups")  # where tether keeps the versions it replaced or deleted
+KEEPS = (f"{META}/versions",)  # where tether keeps the versions it replaced or deleted
 RSYNC_TEMP = re.compile(r"\.(.+)\.[A-Za-z0-9]{6}")  # rsync's in-flight copy of NAME: .NAME.XXXXXX, mode 0600
 CONFLICT_TAG = re.compile(r"\.conflict-[A-Za-z0-9_-]+?-\d{8}-\d{6}(?:-\d+)?")
 NS = 1_000_000_000
@@ -178,7 +178,7 @@ def view(root: Path, versions: Versions) -> dict[str, Node]:
 
 
 def kept(root: Path, versions: Versions) -> set[int]:
-    """Every version under root that a user can get back: in the replica or in its trash and backups."""
+    """Every version under root that a user can get back: in the replica or in its kept versions."""
     found: set[int] = set()
     tops = [root, *(root / k for k in KEEPS)]
     for top in tops:

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -29,6 +30,7 @@ from tether.agent_remote import (
     MAGIC,
     PROTOCOL_VERSION,
     TMP_PREFIX,
+    VERSIONS,
     OpError,
     Ops,
     dispatch,
@@ -37,6 +39,7 @@ from tether.agent_remote import (
     serve,
     to_bytes,
     to_wire,
+    version_name,
 )
 from tether.transport.agent import AgentClient, AgentError
 
@@ -282,26 +285,69 @@ def test_remove_of_a_deep_tree_does_not_recurse_in_python(ops: Ops, root: bytes)
 # ---------------------------------------------------------------------- trash
 
 
-def test_trash_keeps_the_relative_path_under_a_dated_dir_and_numbers_taken_names(ops: Ops, root: bytes) -> None:
-    day = time.strftime("%Y-%m-%d")
+S = "20261206-101112"  # the stamp every version takes in these tests (see `stamp`)
+
+
+@pytest.fixture
+def stamp(monkeypatch: pytest.MonkeyPatch) -> str:
+    """One fixed second for every version kept: the names are then known exactly."""
+    monkeypatch.setattr(agent_remote, "version_stamp", lambda when=None: S.encode())
+    return S
+
+
+def test_trash_keeps_the_relative_path_in_the_versions_tree_and_numbers_a_taken_second(
+    ops: Ops, root: bytes, stamp: str
+) -> None:
     dests = []
     for content in (b"1", b"2", b"3"):
         ops.put(b"docs/report.txt", content, 0o644, MTIME)
-        r = ops.trash([b"docs/report.txt", b"docs/gone"], b".tether/trash")
+        r = ops.trash([b"docs/report.txt", b"docs/gone"], VERSIONS)
         assert (r["trashed"], r["missing"]) == (1, 1)
         dests += r["dests"]
     assert dests == [
-        f".tether/trash/{day}/docs/report.txt",
-        f".tether/trash/{day}/docs/report.1.txt",
-        f".tether/trash/{day}/docs/report.2.txt",
+        f".tether/versions/docs/report~{S}~deleted.txt",
+        f".tether/versions/docs/report~{S}-1~deleted.txt",
+        f".tether/versions/docs/report~{S}-2~deleted.txt",
     ]
     assert [read(j(root, os.fsencode(d))) for d in dests] == [b"1", b"2", b"3"]
     ops.put(b".bashrc", b"x", 0o644, MTIME)
-    ops.trash([b".bashrc"], b".tether/trash")
-    ops.put(b".bashrc", b"y", 0o644, MTIME)
-    assert ops.trash([b".bashrc"], b".tether/trash")["dests"] == [f".tether/trash/{day}/.bashrc.1"]
+    assert ops.trash([b".bashrc"], VERSIONS)["dests"] == [f".tether/versions/.bashrc~{S}~deleted"]
+    ops.put(b"d/a.tar.gz", b"x", 0o644, MTIME)
+    assert ops.trash([b"d/a.tar.gz"], VERSIONS)["dests"] == [f".tether/versions/d/a.tar~{S}~deleted.gz"]
     with pytest.raises(OpError):
-        ops.trash([b".tether/trash"], b".tether/trash")
+        ops.trash([b".tether/versions"], VERSIONS)
+    with pytest.raises(OpError):
+        ops.trash([b"x"], VERSIONS, why="because")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"report.txt",
+        b".bashrc",
+        b"a.tar.gz",
+        b"no-ext",
+        b"x~20260101-000000~deleted.txt",
+        b"odd.",
+        b"a.b.c.d.e" * 30,
+        b"n" * 255,
+        b"caf\xe9 \n.txt",
+        b"-x",
+        b"a.1",
+    ],
+)
+def test_a_version_name_reads_back_to_the_file_it_keeps(name: bytes) -> None:
+    from tether.agent_remote import parse_version
+
+    for n in (0, 1, 12):
+        for why in (b"deleted", b"replaced", b"conflict"):
+            kept = version_name(name, why, S.encode(), n)
+            assert len(kept) <= 255
+            got = parse_version(kept)
+            assert got is not None
+            assert got[1:] == (S.encode(), n, why)
+            assert got[0] == name or (len(name) > 200 and name.startswith(got[0][:150]))  # long stems lose their end
+    assert parse_version(b"report.txt") is None and parse_version(b"a~2026~deleted") is None
 
 
 def test_trash_a_name_at_name_max_still_gets_a_free_name(ops: Ops, root: bytes) -> None:
@@ -310,25 +356,42 @@ def test_trash_a_name_at_name_max_still_gets_a_free_name(ops: Ops, root: bytes) 
         ops.put(name, b"x", 0o644, MTIME)
         r = ops.trash([name], b"trash")
         assert r["trashed"] == 1, r
-    day = time.strftime("%Y-%m-%d").encode()
-    assert sorted(len(n) for n in os.listdir(j(root, b"trash", day))) == [255, 255]
+    assert sorted(len(n) for n in os.listdir(j(root, b"trash"))) == [255, 255]
 
 
-def test_purge_trash_removes_only_dated_dirs_older_than_the_limit(ops: Ops, root: bytes) -> None:
+def test_prune_versions_drops_old_days_and_all_but_the_newest_of_each_path(ops: Ops, root: bytes) -> None:
     today = datetime.date.today()
-    old = (today - datetime.timedelta(days=31)).isoformat().encode()
-    recent = (today - datetime.timedelta(days=29)).isoformat().encode()
-    for d in (old, recent, b"not-a-date"):
-        ops.put(b"t/" + d + b"/f", b"x", 0o644, MTIME)
-    os.symlink(b"/", j(root, b"t/1999-01-01"))  # a dated symlink is unlinked, never followed
-    assert ops.purge_trash(b"t", 30) == {"purged": 2}
-    assert sorted(os.listdir(j(root, b"t"))) == sorted([recent, b"not-a-date"])
-    assert ops.purge_trash(b"no-trash-yet", 30) == {"purged": 0}
+
+    def ago(days: int) -> bytes:
+        return (today - datetime.timedelta(days=days)).strftime("%Y%m%d").encode() + b"-120000"
+
+    v = VERSIONS + b"/"
+    kept = [version_name(b"a.txt", b"replaced", ago(d)) for d in (1, 0)]
+    for name in [version_name(b"a.txt", b"deleted", ago(31)), version_name(b"a.txt", b"replaced", ago(29)), *kept]:
+        ops.put(v + b"d/" + name, name, 0o644, MTIME)
+    ops.put(v + b"d/notes", b"not a version: stays", 0o644, MTIME)
+    ops.put(v + b"old/" + version_name(b"b", b"deleted", ago(31)), b"b", 0o644, MTIME)
+    ops.put(
+        v + version_name(b"w", b"deleted", ago(31)) + b"/in~" + ago(0) + b"~deleted",
+        b"in a dir kept whole",
+        0o644,
+        MTIME,
+    )
+    old_day = (today - datetime.timedelta(days=31)).isoformat().encode()
+    ops.put(b".tether/trash/" + old_day + b"/f", b"older layout", 0o644, MTIME)
+    ops.put(b".tether/trash/" + today.isoformat().encode() + b"/f", b"older layout, recent", 0o644, MTIME)
+    os.symlink(b"/", j(root, b".tether/trash/1999-01-01"))  # a dated symlink is unlinked, never followed
+    assert ops.prune_versions(VERSIONS, 30, keep=2) == {"pruned": 6}
+    assert sorted(os.listdir(j(root, v + b"d"))) == sorted([*kept, b"notes"])
+    assert os.listdir(j(root, VERSIONS)) == [b"d"]  # the emptied folders went too
+    assert os.listdir(j(root, b".tether/trash")) == [today.isoformat().encode()]
+    assert ops.prune_versions(VERSIONS, None, keep=1) == {"pruned": 1}  # by count only: never by age
+    assert sorted(os.listdir(j(root, v + b"d"))) == [kept[1], b"notes"]
+    assert ops.prune_versions(b"no-versions-yet", 30) == {"pruned": 0}
 
 
-def test_with_trash_on_put_symlink_and_move_keep_what_they_replace(ops: Ops, root: bytes) -> None:
-    day = time.strftime("%Y-%m-%d").encode()
-    t = b".tether/trash"
+def test_with_trash_on_put_symlink_and_move_keep_what_they_replace(ops: Ops, root: bytes, stamp: str) -> None:
+    t = VERSIONS
     ops.put(b"d/a.txt", b"1", 0o644, MTIME)
     ops.put(b"d/a.txt", b"2", 0o644, MTIME, trash_root=t)
     ops.put(b"d/a.txt", b"2", 0o644, MTIME, trash_root=t)  # the same bytes again: nothing is lost
@@ -340,52 +403,75 @@ def test_with_trash_on_put_symlink_and_move_keep_what_they_replace(ops: Ops, roo
     ops.put(b"e/x", b"x", 0o644, MTIME)
     ops.put(b"f", b"f", 0o644, MTIME)
     ops.move(b"f", b"e", trash_root=t)  # a file over a directory: the directory is kept whole
-    kept = j(root, t, day)
-    assert sorted(os.listdir(j(kept, b"d"))) == [b"a.1.txt", b"a.2.txt", b"a.3.txt", b"a.txt"]
-    assert [read(j(kept, b"d", n)) for n in (b"a.txt", b"a.1.txt", b"a.2.txt")] == [b"1", b"2", b"3"]
-    assert os.readlink(j(root, b"d/a.txt")) == b"elsewhere" and read(j(kept, b"d/a.3.txt")) == b"b"
-    assert read(j(kept, b"e/x")) == b"x" and read(j(root, b"e")) == b"f"
+    kept = j(root, t)
+    names = [f"a~{S}{n}~replaced.txt".encode() for n in ("", "-1", "-2", "-3")]
+    assert sorted(os.listdir(j(kept, b"d"))) == sorted(names)
+    assert [read(j(kept, b"d", n)) for n in names] == [b"1", b"2", b"3", b"b"]
+    assert os.readlink(j(root, b"d/a.txt")) == b"elsewhere"
+    assert read(j(kept, f"e~{S}~replaced/x".encode())) == b"x" and read(j(root, b"e")) == b"f"
     ops.put(b"g", b"1", 0o644, MTIME)
     ops.put(b"g", b"2", 0o644, MTIME)  # without trash_root: replaced, nothing kept
-    assert not Path(os.fsdecode(j(kept, b"g"))).exists()
+    assert not [n for n in os.listdir(kept) if n.startswith(b"g")]
 
 
-def test_fold_trash_files_rsyncs_kept_versions_by_day_and_never_replaces_one(ops: Ops, root: bytes) -> None:
-    day = time.strftime("%Y-%m-%d").encode()
-    t = b".tether/trash"
+def test_fold_trash_files_rsyncs_kept_versions_and_never_replaces_one(ops: Ops, root: bytes, stamp: str) -> None:
+    t = VERSIONS
     for version in (b"1", b"2"):
         ops.put(b"a/b.txt", version, 0o644, MTIME)
         ops.trash([b"a/b.txt"], t)
-    runs = t + b"/.incoming/"  # one folder per rsync run (its --backup-dir), named by its start
+    runs = agent_remote.INCOMING + b"/"  # one folder per rsync run (its --backup-dir), named by its start
     ops.put(runs + b"0002-9/a/b.txt", b"4", 0o644, MTIME)
     ops.put(runs + b"0001-9/a/b.txt", b"3", 0o644, MTIME)
     ops.put(runs + b"0001-9/a/deep/c", b"c", 0o644, MTIME)
     os.symlink(b"/etc", j(root, runs + b"0001-9/link"))
-    ops.put(t + b"/" + day + b"/x", b"a file where a dir is wanted", 0o644, MTIME)
+    ops.put(t + b"/x", b"a file where a dir is wanted (made by hand)", 0o644, MTIME)
     ops.put(runs + b"0002-9/x/y", b"y", 0o644, MTIME)
-    r = ops.fold_trash(t + b"/.incoming", t)
-    assert (r["folded"], r["failed"]) == (5, [])
-    kept = j(root, t, day)
-    names = (b"a/b.txt", b"a/b.1.txt", b"a/b.2.txt", b"a/b.3.txt", b"a/deep/c", b"x.1/y")
-    assert [read(j(kept, n)) for n in names] == [b"1", b"2", b"3", b"4", b"c", b"y"]
-    assert os.readlink(j(kept, b"link")) == b"/etc"
-    assert os.listdir(j(root, t, b".incoming")) == []
+    ops.put(b"a/here", b"new", 0o644, MTIME)
+    ops.put(runs + b"0002-9/a/here", b"old", 0o644, MTIME)  # still on the target: a replaced version
+    r = ops.fold_trash(agent_remote.INCOMING, t)
+    assert (r["folded"], r["failed"]) == (6, [])
+    kept = j(root, t)
+    names = [f"a/b~{S}{n}~deleted.txt" for n in ("", "-1", "-2", "-3")]
+    names += [f"a/deep/c~{S}~deleted", f"x.1/y~{S}~deleted", f"a/here~{S}~replaced"]
+    assert [read(j(kept, n.encode())) for n in names] == [b"1", b"2", b"3", b"4", b"c", b"y", b"old"]
+    assert os.readlink(j(kept, f"link~{S}~deleted".encode())) == b"/etc"
+    assert os.listdir(j(root, agent_remote.INCOMING)) == []
     assert ops.fold_trash(b"nothing/here", t) == {"folded": 0, "failed": []}
 
 
-def test_keeping_a_version_never_replaces_one_another_process_kept_meanwhile(
-    ops: Ops, root: bytes, monkeypatch: pytest.MonkeyPatch
+def test_versions_of_one_path_kept_in_one_second_are_numbered_in_order_whatever_kept_them(
+    ops: Ops, root: bytes, stamp: str
 ) -> None:
-    """Two writers keep versions in one trash (a `tether sync` beside the running job folds the
-    same .incoming): the other one takes the free name this one just looked up, before this one
-    moves its version there. Both versions stay, under two names."""
-    day = time.strftime("%Y-%m-%d").encode()
-    t = b".tether/trash"
+    from tether.versions import scan_local
+
+    ops.put(b"n.txt", b"1", 0o644, MTIME)
+    ops.put(b"n.txt", b"2", 0o644, MTIME, trash_root=VERSIONS)  # replaced
+    ops.trash([b"n.txt"], VERSIONS)  # then deleted, the same second
+    assert sorted(os.listdir(j(root, VERSIONS))) == [f"n~{S}-1~deleted.txt".encode(), f"n~{S}~replaced.txt".encode()]
+    assert [(v.origin, read(j(root, v.stored))) for v in scan_local(root)] == [("replaced", b"1"), ("deleted", b"2")]
+
+
+def test_a_run_s_versions_take_the_run_s_start_as_their_time(ops: Ops, root: bytes) -> None:
+    start = time.time() - 3 * 86400
+    run = f"{int(start * 1e9):016x}-9".encode()
+    ops.put(agent_remote.INCOMING + b"/" + run + b"/f", b"old", 0o644, MTIME)
+    ops.fold_trash(agent_remote.INCOMING, VERSIONS)
+    (name,) = os.listdir(j(root, VERSIONS))
+    assert name == b"f~" + time.strftime("%Y%m%d-%H%M%S", time.localtime(start)).encode() + b"~deleted"
+
+
+def test_keeping_a_version_never_replaces_one_another_process_kept_meanwhile(
+    ops: Ops, root: bytes, monkeypatch: pytest.MonkeyPatch, stamp: str
+) -> None:
+    """Two writers keep versions in one tree (a `tether sync` beside the running job files the
+    same incoming run): the other one takes the free name this one just looked up, before this
+    one moves its version there. Both versions stay, under two names."""
+    t = VERSIONS
     looked_up = agent_remote._free_name
     race = {"on": False}
 
-    def taken_meanwhile(dfd: int, name: bytes) -> bytes:
-        free = looked_up(dfd, name)
+    def taken_meanwhile(dfd: int, name: bytes, naming: Any = None) -> bytes:
+        free = looked_up(dfd, name, naming)
         if race["on"]:  # the other writer files its version there now (once per operation)
             race["on"] = False
             fd = os.open(free, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
@@ -396,26 +482,27 @@ def test_keeping_a_version_never_replaces_one_another_process_kept_meanwhile(
     monkeypatch.setattr(agent_remote, "_free_name", taken_meanwhile)
     ops.put(b"x", b"deleted", 0o644, MTIME)
     ops.put(b"w/in", b"in a deleted dir", 0o644, MTIME)
-    ops.put(t + b"/.incoming/0001-9/y", b"kept by rsync", 0o644, MTIME)
+    ops.put(agent_remote.INCOMING + b"/0001-9/y", b"kept by rsync", 0o644, MTIME)
     ops.put(b"z", b"replaced", 0o644, MTIME)
-    for op in (lambda: ops.trash([b"x"], t), lambda: ops.trash([b"w"], t), lambda: ops.fold_trash(t + b"/.incoming", t),
+    for op in (lambda: ops.trash([b"x"], t), lambda: ops.trash([b"w"], t),
+               lambda: ops.fold_trash(agent_remote.INCOMING, t),
                lambda: ops.put(b"z", b"new", 0o644, MTIME, trash_root=t)):  # fmt: skip
         race["on"] = True
         op()
-    kept = j(root, t, day)
-    assert [read(j(kept, n)) for n in (b"x", b"w", b"y", b"z")] == [b"theirs"] * 4
-    assert [read(j(kept, n)) for n in (b"x.1", b"w.1/in", b"y.1", b"z.1")] == [
-        b"deleted", b"in a deleted dir", b"kept by rsync", b"replaced"]  # fmt: skip
+    kept = j(root, t)
+    theirs = [f"x~{S}~deleted", f"w~{S}~deleted", f"y~{S}~deleted", f"z~{S}~replaced"]
+    assert [read(j(kept, n.encode())) for n in theirs] == [b"theirs"] * 4
+    mine = [f"x~{S}-1~deleted", f"w~{S}-1~deleted/in", f"y~{S}-1~deleted", f"z~{S}-1~replaced"]
+    assert [read(j(kept, n.encode())) for n in mine] == [b"deleted", b"in a deleted dir", b"kept by rsync", b"replaced"]
     assert read(j(root, b"z")) == b"new"
     assert not [n for n in os.listdir(kept) if n.startswith(agent_remote.TMP_PREFIX)]
 
 
-def test_trash_numbers_a_parent_that_a_trashed_file_holds(ops: Ops, root: bytes) -> None:
-    day = time.strftime("%Y-%m-%d")
+def test_a_folder_s_versions_sit_beside_a_file_of_its_name_kept_before(ops: Ops, root: bytes, stamp: str) -> None:
     ops.put(b"a", b"file a", 0o644, MTIME)
-    ops.trash([b"a"], b"t")
+    assert ops.trash([b"a"], b"t")["dests"] == [f"t/a~{S}~deleted"]
     ops.put(b"a/x", b"x", 0o644, MTIME)
-    assert ops.trash([b"a/x"], b"t")["dests"] == [f"t/{day}/a.1/x"]
+    assert ops.trash([b"a/x"], b"t")["dests"] == [f"t/a/x~{S}~deleted"]
 
 
 # ---------------------------------------------------------------------- symlink, mkdir, set_meta, stat

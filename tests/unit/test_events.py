@@ -81,7 +81,7 @@ def test_a_continuous_mirror_batch_as_events() -> None:
     got = [(e.kind, e.path, e.detail) for e in batch_events("j", "t", work, delete=True, trash=True)]
     assert got == [
         ("moved", "new", "from old"),
-        ("deleted", "gone", "kept in .tether/trash"),
+        ("deleted", "gone", "kept in .tether/versions"),
         ("sent", "d", "a new directory, whole"),
         ("sent", "f", ""),
     ]

@@ -12,16 +12,26 @@ DAY = time.mktime((2026, 12, 4, 0, 0, 0, 0, 0, -1))
 STAMP = time.mktime((2026, 12, 4, 10, 11, 12, 0, 0, -1))
 
 CASES: list[tuple[bytes, frozenset[bytes], tuple[bytes, str, float] | None]] = [
+    # the one layout
+    (b".tether/versions/a/doc~20261204-101112~deleted.txt", frozenset(), (b"a/doc.txt", "deleted", STAMP)),
+    (b".tether/versions/doc~20261204-101112-2~replaced.txt", frozenset(), (b"doc.txt", "replaced", STAMP + 0.002)),
+    (b".tether/versions/d/.rc~20261204-101112~conflict", frozenset(), (b"d/.rc", "conflict", STAMP)),
+    (b".tether/versions/w~20261204-101112~deleted/in/f.txt", frozenset(), (b"w/in/f.txt", "deleted", STAMP)),
+    (b".tether/versions/a~b~20261204-101112~replaced.x~", frozenset(), (b"a~b.x~", "replaced", STAMP)),
+    (b".tether/versions/a/notes", frozenset(), None),
+    (b".tether/versions/a/doc~2026~deleted.txt", frozenset(), None),
+    (b".tether/incoming/0001-9/a", frozenset(), None),
+    # the older layouts, read where they lie
     (b".tether/trash/2026-12-04/a/doc.txt", frozenset(), (b"a/doc.txt", "trash", DAY)),
     (b".tether/trash/2026-12-04.2/doc.txt", frozenset(), (b"doc.txt", "trash", DAY)),
     (b".tether/trash/2026-12-04/doc.1.txt", frozenset({b"doc.txt", b"doc.1.txt"}), (b"doc.txt", "trash", DAY)),
     (b".tether/trash/2026-12-04/doc.1.txt", frozenset({b"doc.1.txt"}), (b"doc.1.txt", "trash", DAY)),
     (b".tether/trash/2026-12-04/.incoming/1/x", frozenset(), None),
     (b".tether/trash/not-a-day/x", frozenset(), None),
-    (b".tether/backups/d/f.txt.20261204-101112-250000", frozenset(), (b"d/f.txt", "backup", STAMP + 0.25)),
-    (b".tether/backups/f.txt.1.20261204-101112-000000", frozenset(), (b"f.txt", "backup", STAMP)),
-    (b".tether/backups/20261204-101112/d/f.txt", frozenset(), (b"d/f.txt", "locations", STAMP)),
-    (b".tether/backups/20261204-101112-3/f.txt", frozenset(), (b"f.txt", "locations", STAMP)),
+    (b".tether/backups/d/f.txt.20261204-101112-250000", frozenset(), (b"d/f.txt", "replaced", STAMP + 0.25)),
+    (b".tether/backups/f.txt.1.20261204-101112-000000", frozenset(), (b"f.txt", "replaced", STAMP)),
+    (b".tether/backups/20261204-101112/d/f.txt", frozenset(), (b"d/f.txt", "backup", STAMP)),
+    (b".tether/backups/20261204-101112-3/f.txt", frozenset(), (b"f.txt", "backup", STAMP)),
     (b".tether/backups/stray", frozenset(), None),
     (b".tether/state.db", frozenset(), None),
     (b"plain/file.txt", frozenset(), None),

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
-from tether.bisync.replica import BACKUPS, META, TMP, TRASH, AgentError, Replica, entry_of, shown, wire
+from tether.bisync.replica import META, TMP, VERSIONS, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
 from tether.errors import LockedError, TetherError
 from tether.filters import Filter
@@ -124,6 +124,7 @@ class Pass:
         self.t0: dict[int, int | None] = {1: None, 2: None}  # each side's racily-clean mtime floor
         self.digests: dict[bytes, tuple[str | None, str | None]] = {}  # content compared this pass
         self.held: dict[bytes, tuple[str | None, str | None]] = {}  # what each side holds now, where known
+        self.losers: set[bytes] = set()  # paths whose version on the side written to lost a conflict
 
     # ------------------------------------------------------------------ the pass
 
@@ -350,7 +351,7 @@ class Pass:
         rep = self.r[to]
         replies = rep.pipeline(
             [("discard", {"path": wire(a.path), "expect": a.expect.expect() if a.expect else None,
-                          "trash_root": TRASH}, b"") for a in group]
+                          "trash_root": VERSIONS}, b"") for a in group]
         )  # fmt: skip
         rows = []
         kept: list[Action] = []
@@ -426,6 +427,8 @@ class Pass:
         for a in group:
             assert a.src is not None  # copies and dir makes always carry what they bring
             items.append((a.path, a.path, a.src, a.expect))
+            if a.note.startswith("conflict: "):
+                self.losers.add(a.path)
         results = self._transfer(3 - to, to, items)
         rows = []
         for a, res in zip(group, results, strict=True):
@@ -444,8 +447,9 @@ class Pass:
     def _install_args(self, dp: bytes, e: Entry, exp: Entry | None) -> dict[str, Any]:
         """The agent's `install` for entry e at dp, if dp still holds exp (None: nothing)."""
         args: dict[str, Any] = {
-            "path": wire(dp), "kind": e.type, "expect": exp.expect() if exp else None, "backup_root": BACKUPS,
+            "path": wire(dp), "kind": e.type, "expect": exp.expect() if exp else None, "backup_root": VERSIONS,
             "mode": e.mode, "mtime_ns": e.mtime if e.type != "d" else None, "keep": self.opts.backups_keep,
+            "why": "conflict" if dp in self.losers else "replaced",
         }  # fmt: skip
         if e.type == "l":
             args["target"] = wire(e.link or b"")
@@ -628,7 +632,7 @@ class Pass:
             self.report.copied[f"to_path{win}"] += 1
 
     def _housekeeping(self) -> None:
-        """Old trash and backups go at most hourly: their walk would cost every quick pass."""
+        """Old versions go at most hourly: their walk would cost every quick pass."""
         last = self.state.meta("housekeeping")
         if last is not None and time.time() - float(last) < 3600:
             return
@@ -636,8 +640,8 @@ class Pass:
         for i in (1, 2):
             try:
                 self.r[i].pipeline(
-                    [("purge_trash", {"trash_root": TRASH, "days": self.opts.trash_days}, b""),
-                     ("prune_backups", {"backup_root": BACKUPS, "days": self.opts.trash_days}, b"")]
+                    [("prune_versions", {"versions_root": VERSIONS, "days": self.opts.trash_days,
+                                         "keep": self.opts.backups_keep}, b"")]
                 )  # fmt: skip
             except TetherError as e:
                 self.report.warnings.append(f"cleaning old trash on {self.r[i]}: {e}")
@@ -680,7 +684,7 @@ def _conflict_doc(a: Action) -> dict[str, str]:
     if a.kind == "conflict":
         return {"path": shown(a.path), "copy": shown(a.copy_name), "policy": "keep-both"}
     policy = a.note.removeprefix("conflict: ")
-    return {"path": shown(a.path), "copy": "", "policy": policy, "loser_kept_in": f"path{a.to}/{BACKUPS}"}
+    return {"path": shown(a.path), "copy": "", "policy": policy, "loser_kept_in": f"path{a.to}/{VERSIONS}"}
 
 
 def _kind(s: tuple[Raw | None, Raw | None]) -> str:

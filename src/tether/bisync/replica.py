@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from tether.dirs import Dirs
 
 META = ".tether"
-TRASH = f"{META}/trash"
-BACKUPS = f"{META}/backups"
+VERSIONS = f"{META}/versions"  # every kept version, one layout (agent_remote.version_name)
 TMP = f"{META}/tmp"  # transfers land here, then the agent renames them into place
 LOCK = f"{META}/lock"
 
@@ -324,4 +323,4 @@ def shown(path: bytes) -> str:
     return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-__all__ = ["BACKUPS", "LOCK", "META", "TMP", "TRASH", "AgentDown", "AgentError", "Replica", "entry_of", "shown", "wire"]
+__all__ = ["LOCK", "META", "TMP", "VERSIONS", "AgentDown", "AgentError", "Replica", "entry_of", "shown", "wire"]

@@ -107,7 +107,7 @@ def report_events(job: BisyncJob, rep: Report) -> list[Event]:
         if act in ("copy", "mkdir", "meta"):
             out.append(Event("sent", name, where, d["path"], d.get("note", "")))
         elif act in ("delete", "rmdir"):
-            out.append(Event("deleted", name, where, d["path"], "kept in .tether/backups"))
+            out.append(Event("deleted", name, where, d["path"], "kept in .tether/versions"))
     for c in rep.conflicts:
         kept = f"the other version is {c['copy']}" if c.get("copy") else f"the losing one is in {c['loser_kept_in']}"
         out.append(Event("conflict", name, "", c["path"], f"{c['policy']}: {kept}"))

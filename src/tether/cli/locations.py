@@ -196,7 +196,7 @@ class _Run:
         events.emit_all(plan_events(name, plan, out))
         if out.ok:
             replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
-            kept = f"; old versions in {shown(os.fsdecode(execute.backup_dir(plan)))}" if plan.keep_versions else ""
+            kept = f"; old versions in {shown(os.fsdecode(execute.versions_dir(plan)))}" if plan.keep_versions else ""
             print(f"done  {shown(plan.dest)}: {out.copied} copied, {out.removed} removed{kept if replaced else ''}")
             return True
         print(f"FAIL  {shown(plan.dest)}: {shown(out.errors[0])}", file=sys.stderr)
@@ -208,7 +208,7 @@ class _Run:
         for p in plans:
             gone = execute.removals(p)
             if gone:
-                how = f"move into {shown(os.fsdecode(execute.backup_dir(p)))}" if p.keep_versions else "remove"
+                how = f"move into {shown(os.fsdecode(execute.versions_dir(p)))}" if p.keep_versions else "remove"
                 print(f"+ {how}: {len(gone)} entries in {shown(p.dest)} (listed above)")
             if execute.copies(p):
                 argv = shlex.join(shown(a) for a in execute.rsync_argv(p))
@@ -224,7 +224,7 @@ def plan_events(name: str, plan: Plan, out: execute.Outcome) -> list[Event]:
     dest = shown(plan.dest)
     said: list[Event] = []
     if out.ok:
-        kept = "kept in " + shown(os.fsdecode(execute.backup_dir(plan))) if plan.keep_versions else ""
+        kept = "kept in " + shown(os.fsdecode(execute.versions_dir(plan))) if plan.keep_versions else ""
         for a in plan.actions:
             rel = shown_path(a.rel)
             if a.op is Op.DELETE:

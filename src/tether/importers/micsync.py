@@ -193,7 +193,7 @@ def convert(text: str, path: Path, name: str) -> Imported:
         (
             "configs",
             "micsync overwrote and deleted without keeping old versions; tether keeps the last 5 of what it "
-            "overwrites or deletes in each location's .tether/backups/ (keep_versions = 0 keeps none)",
+            "overwrites or deletes in each location's .tether/versions/ (keep_versions = 0 keeps none)",
         )
     )
     out.locations = "\n".join(sets)

@@ -89,7 +89,7 @@ _COVERED = {
     "KEEP_LOGGING": "`tether status NAME` shows a running job and its last pass",
     "SSH_CONTROLMASTER": "tether always shares one ssh connection per host",
     "LOG_CONFLICTS": "`tether conflicts NAME` lists the open conflicts",
-    "SOFT_DELETE": "tether always moves deletions to the replica's .tether/trash/<date>/",
+    "SOFT_DELETE": "tether always keeps deletions in the replica's .tether/versions/",
     "MIN_WAIT": "tether needs no settle time: each file is re-checked as it is copied, and one "
     "still being written is skipped and taken by the next pass",
     "RUN_AFTER_CMD_ON_ERROR": "tether runs `after` after every pass that ran, errors or not",
@@ -278,7 +278,7 @@ class _Convert:
         self.job["conflict"] = "newer"
         how = (
             'conflict = "newer": osync synced the newer version and the prevailing replica won only a tie '
-            f"of timestamps; the other version goes to that side's .tether/backups/. {side} is {tie}"
+            f"of timestamps; the other version goes to that side's .tether/versions/. {side} is {tie}"
         )
         if tie == "path1":
             how += ", which tether's `newer` also keeps on a tie"

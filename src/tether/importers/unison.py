@@ -109,8 +109,8 @@ DROPPED = {
     **dict.fromkeys(
         ["backupnot", "mirrornot"], "tether keeps versions of every file it overwrites or deletes: no exceptions"
     ),
-    "backupdir": "tether keeps versions inside each replica, in .tether/backups/; another folder cannot be set",
-    **dict.fromkeys(["backupprefix", "backupsuffix"], "tether names the versions itself, under .tether/backups/"),
+    "backupdir": "tether keeps versions inside each replica, in .tether/versions/; another folder cannot be set",
+    **dict.fromkeys(["backupprefix", "backupsuffix"], "tether names the versions itself, under .tether/versions/"),
     **dict.fromkeys(
         ["backupcurrent", "backupcurr", "backupcurrentnot", "backupcurrnot"],
         "a copy of the last synced version, for merge programs; tether runs none",
@@ -784,7 +784,7 @@ def _prefer(job: _Job) -> None:
         job.note(
             p,
             'conflict = "newer": the version with the later modification time wins, the other goes to that '
-            "side's .tether/backups/; on equal times unison left the conflict, tether takes path1's; a change "
+            "side's .tether/versions/; on equal times unison left the conflict, tether takes path1's; a change "
             "against a delete keeps the change in both. (Without times = true unison's times were those of "
             "its copies; tether always carries mtimes.)",
         )
@@ -803,12 +803,12 @@ def _prefer(job: _Job) -> None:
     job.note(
         p,
         f'conflict = "path{root}": {job.specs[root - 1]} wins a conflict, the other side\'s version goes to its '
-        ".tether/backups/; unlike unison, a change against a delete on that side is kept (never lost)",
+        ".tether/versions/; unlike unison, a change against a delete on that side is kept (never lost)",
     )
 
 
 def _backups(job: _Job) -> None:
-    """Unison's backups (opt-in) vs tether's (always on, in each replica's .tether/backups/)."""
+    """Unison's backups (opt-in) vs tether's (always on, in each replica's .tether/versions/)."""
     specs = job.every("backup", "mirror")
     legacy = job.last("backups")
     where = job.last("backuplocation", "backuploc")
@@ -821,19 +821,19 @@ def _backups(job: _Job) -> None:
             raise p.error(str(e), "for example: backup = Name *") from None
         job.note(
             p,
-            "tether keeps a version of every file it overwrites or deletes, in .tether/backups/"
+            "tether keeps a version of every file it overwrites or deletes, in .tether/versions/"
             if every
             else "tether keeps versions of every file it overwrites or deletes, not only these",
         )
     if legacy is not None:
         job.note(
             legacy,
-            "tether keeps versions of every file it overwrites or deletes (backups_keep), in .tether/backups/"
+            "tether keeps versions of every file it overwrites or deletes (backups_keep), in .tether/versions/"
             if legacy_on
             else "unison kept no versions; tether always keeps some (backups_keep >= 1)",
         )
     if where is not None:
-        job.note(where, "tether keeps the versions inside each replica, in .tether/backups/ (never synced)")
+        job.note(where, "tether keeps the versions inside each replica, in .tether/versions/ (never synced)")
     if keep is not None:
         n = _int(keep)
         job.fields["backups_keep"] = max(1, n)
@@ -845,7 +845,7 @@ def _backups(job: _Job) -> None:
         job.note(
             "backup (not set)",
             "unison kept no old versions; tether keeps the last 10 of each file it overwrites or deletes in each "
-            "replica's .tether/backups/ (backups_keep), purged after trash_days",
+            "replica's .tether/versions/ (backups_keep), purged after trash_days",
         )
 
 
@@ -904,7 +904,7 @@ def _flags(job: _Job) -> None:
     for p in job.every("mountpoint"):
         job.note(p, "tether stops when a replica is missing, or empty while its state held files (an unmounted disk)")
     if (p := job.last("copyonconflict")) is not None:
-        job.note(p, "tether keeps a conflict's losing version in that side's .tether/backups/ (keep-both keeps both)")
+        job.note(p, "tether keeps a conflict's losing version in that side's .tether/versions/ (keep-both keeps both)")
 
 
 def _repeat(job: _Job, p: Pref) -> None:

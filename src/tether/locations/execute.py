@@ -2,8 +2,9 @@
 
 Each entry is re-checked against what the plan saw just before anything is replaced or
 removed, so an answer given to an old listing never overwrites a newer file. Replaced and
-removed files go to `.tether/backups/<stamp>/` of the destination (nothing lost); rsync
-moves the bytes, fed the approved paths NUL-separated on stdin.
+removed files are kept as versions in the destination's `.tether/versions/`, the layout every job
+kind shares (agent_remote.version_name; nothing lost); rsync moves the bytes, fed the approved
+paths NUL-separated on stdin.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tether.agent_remote import INCOMING, VERSIONS, Ops
 from tether.locations.config import STATE_DIR
 from tether.locations.plan import Action, Entry, Op, Plan, paths
 from tether.transport.rsync import explain_rsync_failure
 
-BACKUPS = os.path.join(STATE_DIR, b"backups")
+BACKUPS = os.path.join(STATE_DIR, b"backups")  # the older layout: one folder per run, read and pruned still
 _STAMP_RE = re.compile(rb"^\d{8}-\d{6}(-\d+)?$")
 
 
@@ -73,12 +75,10 @@ def scan(root: str, scopes: Iterable[bytes]) -> dict[bytes, Entry]:
 
 
 def new_stamp(dest: str, now: float | None = None) -> str:
-    """A backup folder name that sorts after every existing one (`-N` within one second)."""
-    base = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    root = _join(dest, BACKUPS)
-    taken = [_stamp_key(n) for n in os.listdir(root) if _STAMP_RE.match(n)] if os.path.isdir(root) else []
-    same = [n for b, n in taken if b == base.encode()]
-    return f"{base}-{max(same) + 1}" if same else base
+    """The name of a run's folder under .tether/incoming: its start time in hex nanoseconds
+    (which stamps the versions it keeps, see Ops.fold_trash) and our pid."""
+    ns = time.time_ns() if now is None else int(now * 1e9)
+    return f"{ns:016x}-{os.getpid()}"
 
 
 def _stamp_key(name: bytes) -> tuple[bytes, int]:
@@ -87,7 +87,12 @@ def _stamp_key(name: bytes) -> tuple[bytes, int]:
 
 
 def backup_dir(plan: Plan) -> bytes:
-    return os.path.join(_join(plan.dest, BACKUPS), os.fsencode(plan.stamp))
+    """Where rsync keeps what this run replaces, until fold_trash files it in versions_dir."""
+    return os.path.join(_join(plan.dest, INCOMING), os.fsencode(plan.stamp))
+
+
+def versions_dir(plan: Plan) -> bytes:
+    return _join(plan.dest, VERSIONS)
 
 
 def recheck(plan: Plan) -> list[bytes]:
@@ -147,13 +152,13 @@ class Outcome:
         return not self.errors
 
 
-def _move_aside(plan: Plan, rel: bytes) -> None:
-    """Into the backup folder, or gone with keep_versions = 0."""
+def _move_aside(plan: Plan, rel: bytes, why: str) -> None:
+    """Kept as a version, or gone with keep_versions = 0."""
     path = _join(plan.dest, rel)
     if plan.keep_versions:
-        target = os.path.join(backup_dir(plan), rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(os.fsdecode(path), os.fsdecode(target))
+        r = Ops(os.fsencode(plan.dest)).trash([rel], VERSIONS, why=why)
+        if r["failed"]:
+            raise OSError(r["failed"][0].get("errno"), r["failed"][0]["error"])
     elif os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     else:
@@ -166,7 +171,7 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
     untouched = _untouched_parents(plan)
     for a in removals(plan):
         try:
-            _move_aside(plan, a.rel)
+            _move_aside(plan, a.rel, "deleted" if a.op is Op.DELETE else "replaced")
             out.removed += 1
         except OSError as e:
             out.errors.append(f"cannot move aside {os.fsdecode(a.rel)}: {e.strerror or e}")
@@ -179,6 +184,9 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
         else:
             err = proc.stderr.decode("utf-8", "backslashreplace")
             out.errors, out.hint = explain_rsync_failure(proc.returncode, err, None)
+    if plan.keep_versions and todo:
+        folded = Ops(os.fsencode(plan.dest)).fold_trash(INCOMING, VERSIONS)
+        out.errors += [f"a kept version stays in {os.fsdecode(INCOMING)}: {f['error']}" for f in folded["failed"]]
     for path, times in untouched.items():
         with contextlib.suppress(OSError):
             os.utime(path, ns=times, follow_symlinks=False)
@@ -211,9 +219,14 @@ def _set_dir_times(plan: Plan, todo: list[Action]) -> None:
 
 
 def purge(dest: str, keep: int) -> None:
-    """Keep the newest `keep` backup folders of a location."""
+    """Keep the newest `keep` versions of each path (none are kept with 0, nothing to prune),
+    and, of the older layout's run folders, the newest `keep`."""
+    if not keep:
+        return
+    with contextlib.suppress(OSError):
+        Ops(os.fsencode(dest)).prune_versions(VERSIONS, None, keep)
     root = _join(dest, BACKUPS)
-    if not keep or not os.path.isdir(root):
+    if not os.path.isdir(root):
         return
     stamps = sorted((n for n in os.listdir(root) if _STAMP_RE.match(n)), key=_stamp_key)
     for old in stamps[:-keep]:

@@ -49,7 +49,18 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Self
 
-from tether.agent_remote import PROTOCOL_VERSION, OpError, show, split_path, to_bytes
+from tether.agent_remote import (
+    PROTOCOL_VERSION,
+    WHYS,
+    OpError,
+    parse_version,
+    prune_choice,
+    show,
+    split_path,
+    to_bytes,
+    version_name,
+    version_stamp,
+)
 from tether.errors import LockedError
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 from tether.transport.rclone_bin import rclone_program
@@ -66,7 +77,7 @@ _STDERR_KEEP = 64 << 10
 _IDLE_S = 20.0  # a kept-alive connection unused this long is closed, not reused
 _READERS = 4  # concurrent rc calls for a run of read-only requests
 _READ_ONLY = frozenset({"read", "entry", "hash"})
-_WRITES = frozenset({"install", "discard", "rename", "set_meta", "purge_trash", "prune_backups"})
+_WRITES = frozenset({"install", "discard", "rename", "set_meta", "prune_versions"})
 _NAME_MAX = 255
 _ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
 _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
@@ -146,6 +157,25 @@ def _trim(name: str, limit: int) -> str:
     return name.encode()[:limit].decode("utf-8", "ignore")
 
 
+def _version_name(name: str, why: str, stamp: str, taken: set[str]) -> str:
+    """agent_remote.version_name for a remote's (UTF-8) names: the first one not taken, numbered
+    after every version of that name kept the same second (a lower number freed by pruning
+    would read as the oldest)."""
+    own = _parse_version(version_name(name.encode(), why.encode(), stamp.encode()).decode("utf-8", "ignore"))
+    used = [v[2] for v in map(_parse_version, taken) if v and own and v[:2] == own[:2]]
+    for n in range(max(used, default=-1) + 1, 100_000):
+        got = version_name(name.encode(), why.encode(), stamp.encode(), n).decode("utf-8", "ignore")
+        if got not in taken:
+            return got
+    raise OpError(errno.EEXIST, f"no free name for a version of {name}")
+
+
+def _parse_version(name: str) -> tuple[str, str, int] | None:
+    """(the kept file's own name, stamp, N) of a version's name on a remote."""
+    v = parse_version(name.encode())
+    return None if v is None else (v[0].decode("utf-8", "replace"), v[1].decode(), v[2])
+
+
 def _free_name(name: str, taken: set[str]) -> str:
     """name, or name with a number before its extension (a.1.txt, a.2.txt, ...) if taken."""
     dot = name.rfind(".")
@@ -218,8 +248,7 @@ class RcloneAgent(AgentClient):
             "rename": self._rename,
             "set_meta": self._set_meta,
             "hash": self._hash,
-            "purge_trash": self._purge_trash,
-            "prune_backups": self._prune_backups,
+            "prune_versions": self._prune_versions,
             "watch": self._watch,
             "run": self._run_op,
         }
@@ -653,25 +682,24 @@ class RcloneAgent(AgentClient):
                 raise OpError(errno.ENOTEMPTY, f"delete {rel}: Directory not empty") from None
             raise
 
-    def _backup(self, rel: str, backup_root: str, keep: int) -> str:
-        """Move the current version of rel to <backup_root>/<rel>.<stamp>; drop versions beyond keep."""
+    def keep_version(
+        self, rel: str, root: str, why: str, keep: int = 0, move: Callable[[str, str], None] | None = None
+    ) -> str:
+        """Move the entry at rel (a file, unless `move` moves a folder too) into the versions
+        tree at root, as agent_remote's _keep_version does (one layout for every endpoint); with
+        `keep`, that path's versions beyond the newest `keep` go. Returns where it lies."""
         folder, name = _parent(rel)
-        now = time.time_ns()
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now // 10**9)) + f"-{now // 1000 % 1_000_000:06d}"
-        base = _trim(name, _NAME_MAX - len(stamp) - 1)
-        bdir = _join(backup_root, folder)
-        dest = _join(bdir, f"{base}.{stamp}")
-        self._move(rel, dest)
-        if keep > 0:
-            prefix = base + "."
-            versions = sorted(
-                str(it["Name"]) for it in self._list(bdir, filesOnly=True)
-                if str(it["Name"]).startswith(prefix) and len(str(it["Name"])) >= len(prefix) + 22
-                and _STAMP.fullmatch(str(it["Name"])[len(prefix) : len(prefix) + 8])
-            )  # fmt: skip
-            for old in versions[:-keep]:
+        vdir = _join(root, folder)
+        there = {str(it["Name"]) for it in self._list(vdir)}
+        dest = _join(vdir, _version_name(name, why, version_stamp().decode(), there))
+        (move or self._move)(rel, dest)
+        own = _parse_version(dest.rpartition("/")[2])
+        if keep > 0 and own is not None:
+            mine = [(n.encode(), v[1].encode(), v[2]) for n in [*there, dest.rpartition("/")[2]]
+                    if (v := _parse_version(n)) is not None and v[0] == own[0]]  # fmt: skip
+            for old in prune_choice(mine, None, keep):
                 with contextlib.suppress(RcError):
-                    self._delete(_join(bdir, old))
+                    self._delete(_join(vdir, old.decode()))
         return dest
 
     def _source_file(self, data: bytes, mtime_ns: int | None, source: str | bytes | None) -> tuple[str, bool]:
@@ -782,6 +810,7 @@ class RcloneAgent(AgentClient):
         target: str | bytes = b"",
         keep: int = 10,
         source: str | bytes | None = None,
+        why: str = "replaced",
     ) -> dict[str, Any]:
         """Create or replace path with a file (from data or the local file source) or a dir, if it
         is still as planned; a replaced file goes to the backups first.  Mode cannot be kept."""
@@ -791,12 +820,14 @@ class RcloneAgent(AgentClient):
         if kind not in ("f", "d"):
             raise OpError(errno.EINVAL, f"install {rel}: unknown kind {kind!r}")
         broot = self._rel(backup_root)
+        if why.encode() not in WHYS:
+            raise OpError(errno.EINVAL, f"install: no such reason to keep a version: {why!r}")
         if kind == "d":
             item = self._check_expect(rel, expect, dir_ok=True)
             if item is not None and item.get("IsDir"):
                 return {"entry": _entry(item)}
             if item is not None:
-                self._backup(rel, broot, keep)
+                self.keep_version(rel, broot, why, keep)
             self._rc("operations/mkdir", {"fs": self.fs, "remote": rel})
             return {"entry": self._entry_now(rel)}
         local, scratch = self._source_file(data, mtime_ns, source)
@@ -806,7 +837,7 @@ class RcloneAgent(AgentClient):
             if item is not None and item.get("IsDir"):
                 self._rmdir(rel)
             elif item is not None:
-                self._backup(rel, broot, keep)
+                self.keep_version(rel, broot, why, keep)
 
         try:
             if source is not None and self.can_move:
@@ -826,7 +857,7 @@ class RcloneAgent(AgentClient):
         return {"entry": None if item is None else _entry(item)}
 
     def _discard(self, path: str | bytes, expect: list[Any] | None, trash_root: str | bytes) -> dict[str, Any]:
-        """Soft delete: a file moves to trash_root/<day>/<path> (numbered if taken); a dir goes only if empty."""
+        """Soft delete: a file is kept as a deleted version under trash_root; a dir goes only if empty."""
         rel = self._rel(path)
         troot = self._rel(trash_root)
         item = self._check_expect(rel, expect)
@@ -835,11 +866,7 @@ class RcloneAgent(AgentClient):
         if item.get("IsDir"):
             self._rmdir(rel)
             return {"trashed": None}
-        folder, name = _parent(rel)
-        tdir = _join(troot, time.strftime("%Y-%m-%d"), folder)
-        dest = _join(tdir, _free_name(name, {str(it["Name"]) for it in self._list(tdir)}))
-        self._move(rel, dest)
-        return {"trashed": dest}
+        return {"trashed": self.keep_version(rel, troot, "deleted")}
 
     def _rename(self, old: str | bytes, new: str | bytes, expect: list[Any] | None) -> dict[str, Any]:
         """Rename a file (a conflict copy), only if old is as planned and new is free."""
@@ -905,39 +932,63 @@ class RcloneAgent(AgentClient):
                     os.unlink(tmp)
         return {"digests": out}
 
-    def _purge_trash(self, trash_root: str | bytes, days: int) -> dict[str, Any]:
-        """Remove the trash's dated dirs more than `days` days old (and stale staging leftovers)."""
-        troot = self._rel(trash_root)
-        today = datetime.date.today()
-        purged = 0
-        for it in self._list(troot, dirsOnly=True):
-            try:
-                day = datetime.date.fromisoformat(str(it["Name"]))
-            except ValueError:
-                continue  # not one of ours
-            if (today - day).days > days:
-                self._rc("operations/purge", {"fs": self.fs, "remote": _join(troot, str(it["Name"]))})
-                purged += 1
+    def _prune_versions(self, versions_root: str | bytes, days: int | None, keep: int = 0) -> dict[str, Any]:
+        """agent_remote's prune_versions on a remote: versions kept before the day `days` days
+        ago go, and per path all but the newest `keep`; the older layouts by age only; and
+        staging leftovers older than a day."""
+        vroot = self._rel(versions_root)
+        cutoff = None if days is None else time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400))
+        groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
+        for it in self._list(vroot, recurse=True):
+            path = str(it["Path"])
+            folder, name = _parent(path)
+            if any(_parse_version(c) for c in folder.split("/")):
+                continue  # inside a folder kept whole: it goes with that folder
+            v = _parse_version(name)
+            if v is not None:
+                groups.setdefault((folder, v[0]), []).append((name.encode(), v[1].encode(), v[2]))
+        pruned = 0
+        for (folder, _name), group in groups.items():
+            for old in prune_choice(group, None if cutoff is None else cutoff.encode(), keep):
+                rel = _join(folder, old.decode())
+                with contextlib.suppress(RcError):
+                    item = self._stat(rel)
+                    if item is not None and item.get("IsDir"):
+                        self._rc("operations/purge", {"fs": self.fs, "remote": rel})
+                    elif item is not None:
+                        self._delete(rel)
+                    pruned += item is not None
+        if days is not None:
+            pruned += self._purge_legacy(days)
         for it in self._list(STAGING, filesOnly=True):
             if time.time_ns() - parse_mtime(it["ModTime"]) > STAGING_MAX_AGE_S * 1e9:
                 with contextlib.suppress(RcError):
                     self._delete(_join(STAGING, str(it["Name"])))
-        return {"purged": purged}
+        return {"pruned": pruned}
 
-    def _prune_backups(self, backup_root: str | bytes, days: int) -> dict[str, Any]:
-        """Remove backup versions whose stamp is more than `days` days old."""
-        broot = self._rel(backup_root)
+    def _purge_legacy(self, days: int) -> int:
+        """The older layouts: .tether/trash/<day>/ dirs and .tether/backups/<path>.<stamp> files
+        more than `days` days old."""
+        today = datetime.date.today()
+        purged = 0
+        for it in self._list(".tether/trash", dirsOnly=True):
+            try:
+                day = datetime.date.fromisoformat(str(it["Name"])[:10])
+            except ValueError:
+                continue  # not one of ours
+            if (today - day).days > days:
+                self._rc("operations/purge", {"fs": self.fs, "remote": _join(".tether/trash", str(it["Name"]))})
+                purged += 1
         cutoff = time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400))
-        pruned = 0
-        for it in self._list(broot, recurse=True, filesOnly=True):
+        for it in self._list(".tether/backups", recurse=True, filesOnly=True):
             n = str(it["Name"])
             dot = n.rfind(".")
             stamp = n[dot + 1 : dot + 9]
             if dot > 0 and _STAMP.fullmatch(stamp) and stamp < cutoff:
                 with contextlib.suppress(RcError):
                     self._delete(str(it["Path"]))
-                    pruned += 1
-        return {"pruned": pruned}
+                    purged += 1
+        return purged
 
     def _lock_op(self, path: str | bytes, owner: str) -> dict[str, Any]:
         """Take the lock file unless a live holder has it (see the module doc); EAGAIN naming it if

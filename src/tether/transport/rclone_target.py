@@ -22,7 +22,6 @@ import contextlib
 import errno
 import os
 import tempfile
-import time
 from typing import Any
 
 from tether.agent_remote import OpError, show, to_bytes
@@ -32,7 +31,6 @@ from tether.transport.rclone_agent import (
     RcError,
     RcloneAgent,
     _entry,
-    _free_name,
     _join,
     _parent,
     parse_mtime,
@@ -60,7 +58,7 @@ class RcloneTarget(RcloneAgent):
                 "remove": self._remove_op,
                 "trash": self._trash_op,
                 "stat": self._stat_op,
-                "fold_trash": lambda path, trash_root: {"folded": 0, "failed": []},
+                "fold_trash": lambda path, trash_root: {"folded": 0, "failed": []},  # rsync never writes here
             }
         )
 
@@ -146,16 +144,12 @@ class RcloneTarget(RcloneAgent):
             self._move(src, dst)
         self.server_moves += 1
 
-    def keep(self, rel: str, item: Item, trash_root: str) -> str:
-        """Move the entry at rel to trash_root/<day>/<rel> (a number before the extension when taken)."""
-        folder, name = _parent(rel)
-        tdir = _join(trash_root, time.strftime("%Y-%m-%d"), folder)
-        dest = _join(tdir, _free_name(name, {str(it["Name"]) for it in self._list(tdir)}))
-        self._move_any(rel, dest, item)
-        return dest
+    def keep(self, rel: str, item: Item, trash_root: str, why: str = "replaced") -> str:
+        """Keep the entry at rel (a file or a folder) as a version in the tree at trash_root."""
+        return self.keep_version(rel, trash_root, why, move=lambda src, dst: self._move_any(src, dst, item))
 
     def keep_versions(self, rels: list[str], trash_root: str) -> None:
-        """Before a batch replaces these files: keep the target's current versions in the trash."""
+        """Before a batch replaces these files: keep the target's current versions."""
         by_dir: dict[str, list[str]] = {}
         for rel in rels:
             folder, name = _parent(rel)
@@ -293,7 +287,7 @@ class RcloneTarget(RcloneAgent):
                 if item is None:
                     missing += 1
                     continue
-                dests.append(self.keep(rel, item, troot))
+                dests.append(self.keep(rel, item, troot, "deleted"))
                 trashed += 1
             except (OpError, RcError) as e:
                 failed.append({"path": p, "error": f"trash {show(to_bytes(p))}: {e}", "errno": e.errno})
