@@ -166,6 +166,32 @@ def read(path: Path, offset: int = 0) -> Iterator[Event]:
             continue
 
 
+def last_passes(path: Path, tail: int = 1 << 20) -> list[Event]:
+    """The last pass-end of each target (bisync's: target ""), from the end of a job's stream:
+    what `tether status` says of a job that runs from cron or by hand as well as of a service."""
+    last: dict[str, Event] = {}
+    for p in (path, path.with_name(path.name + ".1")):
+        try:
+            with open(p, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - tail))
+                lines = f.read().splitlines()[1 if size > tail else 0 :]  # the first may be cut
+        except FileNotFoundError:
+            continue
+        for raw in lines:
+            if b'"pass-end"' not in raw:
+                continue
+            try:
+                e = Event.from_json(json.loads(raw))
+            except (ValueError, KeyError, TypeError):
+                continue
+            if e.kind == "pass-end":
+                last[e.target] = e
+        if last:
+            break  # the current file has them; the rotated one is older
+    return [last[t] for t in sorted(last)]
+
+
 def pass_end(job: str, target: str, ok: bool, **counts: int) -> Event:
     return Event("pass-end", job, target, counts={k: int(counts.get(k, 0)) for k in COUNTS}, ok=ok)
 
@@ -175,4 +201,7 @@ def for_job(state_dir: Path, job: str | None) -> EventLog:
     return NO_EVENTS if not job else EventLog(path_of(state_dir, job))
 
 
-__all__ = ["COUNTS", "KINDS", "NO_EVENTS", "Event", "EventLog", "for_job", "pass_end", "path_of", "read", "shown_path"]
+__all__ = [
+    "COUNTS", "KINDS", "NO_EVENTS", "Event", "EventLog", "for_job", "last_passes", "pass_end", "path_of", "read",
+    "shown_path",
+]  # fmt: skip

@@ -60,6 +60,13 @@ def test_every_job_kind_tells_its_passes_in_one_stream(tmp_path: Path, tether_en
     missing = tether(["events", "nosuchjob"], tether_env, check_rc=2)
     assert "no job named 'nosuchjob'" in missing.stderr
 
+    # status reads the same stream: the last pass of jobs run by hand or from cron, any kind
+    status = {j["job"]: j for j in json.loads(tether(["status", "--json"], tether_env, check_rc=0).stdout)["jobs"]}
+    assert [(p["target"], p["ok"], p["counts"]["sent"]) for p in status["m"]["last_passes"]] == [(str(dst), True, 2)]
+    assert status["p"]["last_passes"][0]["counts"]["conflicts"] == 1
+    said = tether(["status", "p"], tether_env, check_rc=0).stdout
+    assert "p: stopped" in said and "last pass: ok" in said and "1 conflicts" in said
+
 
 def test_a_running_mirror_says_what_it_sent_moved_and_deleted(tmp_path: Path, tether_env: dict[str, str]) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"

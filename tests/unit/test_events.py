@@ -14,7 +14,7 @@ from tether.bisync.runner import report_events
 from tether.cli.locations import plan_events
 from tether.coalesce import Change
 from tether.endpoints import Local
-from tether.events import COUNTS, Event, EventLog, pass_end, read, shown_path
+from tether.events import COUNTS, Event, EventLog, last_passes, pass_end, read, shown_path
 from tether.live import batch_events
 from tether.locations.execute import Outcome
 from tether.locations.plan import Action, Entry, Op, Plan
@@ -65,6 +65,19 @@ def test_the_file_is_rotated_by_size_and_read_oldest_first(tmp_path: Path) -> No
     assert got == sorted(got) and got[-1] == "f099" and len(got) < 100  # the oldest were dropped
     (tmp_path / "j.jsonl").open("a").write('{"kind": "sent", "jo')  # a crash mid-line
     assert [e.path for e in read(log.path)] == got
+
+
+def test_the_last_pass_of_each_target_is_read_from_the_end_of_the_stream(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "j.jsonl", max_bytes=3000)
+    assert last_passes(log.path) == []
+    for n in range(40):
+        log.emit(Event("sent", "j", "t1", path=f"f{n}", at=1_800_000_000 + n))
+        log.emit(Event("pass-end", "j", f"t{1 + n % 2}", counts={"sent": n}, ok=n != 38, at=1_800_000_000 + n))
+    log.emit(Event("pass-begin", "j", "t1", at=1_800_000_100))  # a pass under way: the last ended one counts
+    got = last_passes(log.path, tail=400)  # a tail that cuts a line: that line is not read
+    assert [(e.target, e.counts["sent"], e.ok) for e in got] == [("t1", 38, False), ("t2", 39, True)]
+    (tmp_path / "j.jsonl").write_text("")  # just rotated: the older file still tells
+    assert [e.target for e in last_passes(log.path)] == ["t1", "t2"]
 
 
 def test_an_unwritable_log_never_fails_the_job(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

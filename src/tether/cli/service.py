@@ -109,6 +109,7 @@ def _fmt_time(t: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.events import last_passes, path_of
     from tether.jobs import list_jobs
     from tether.service.daemon import JobPaths
     from tether.service.locks import PidLock
@@ -122,8 +123,11 @@ def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
         st = read_status(paths.status) or {}
         running = pid is not None
         state = st.get("state", "stopped") if running else ("failed" if st.get("state") == "failed" else "stopped")
+        passes = [{"target": e.target, "at": e.at, "ok": e.ok, "counts": e.counts}
+                  for e in last_passes(path_of(dirs.state, name))]  # fmt: skip
         docs.append({"job": name, "running": running, "pid": pid, "state": state, "message": st.get("message"),
-                     "watches": st.get("watches", 0), "targets": st.get("targets", []) if running else []})  # fmt: skip
+                     "watches": st.get("watches", 0), "targets": st.get("targets", []) if running else [],
+                     "last_passes": passes})  # fmt: skip
     if args.json:
         print(json.dumps({"jobs": docs}, indent=2))
         return EXIT_OK
@@ -141,6 +145,10 @@ def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
             )
             if t.get("last_error"):
                 print(f"    last error ({_fmt_time(t['last_error_at'])}): {t['last_error']}")
+        for p in [] if d["running"] else d["last_passes"]:  # a running job's targets said it already
+            counts = ", ".join(f"{v} {k}" for k, v in p["counts"].items() if v) or "nothing to do"
+            where = f" to {shown(p['target'])}" if p["target"] else ""
+            print(f"  last pass{where}: {'ok' if p['ok'] else 'NOT ok'}, {_fmt_time(p['at'])} ({counts})")
     return EXIT_OK
 
 
