@@ -64,8 +64,8 @@ def test_every_job_kind_tells_its_passes_in_one_stream(tmp_path: Path, tether_en
     status = {j["job"]: j for j in json.loads(tether(["status", "--json"], tether_env, check_rc=0).stdout)["jobs"]}
     assert [(p["target"], p["ok"], p["counts"]["sent"]) for p in status["m"]["last_passes"]] == [(str(dst), True, 2)]
     assert status["p"]["last_passes"][0]["counts"]["conflicts"] == 1
-    said = tether(["status", "p"], tether_env, check_rc=0).stdout
-    assert "p: stopped" in said and "last pass: ok" in said and "1 conflicts" in said
+    shown_status = tether(["status", "p"], tether_env, check_rc=0).stdout
+    assert "p: stopped" in shown_status and "last pass: ok" in shown_status and "1 conflicts" in shown_status
 
 
 def test_a_running_mirror_says_what_it_sent_moved_and_deleted(tmp_path: Path, tether_env: dict[str, str]) -> None:
