@@ -119,7 +119,8 @@ def plan_pass(
     delete: bool,
     empty_dirs: bool,
 ) -> Plan:
-    """The differences, as data: a pure function of the two listings."""
+    """The differences, as data: a pure function of the two listings.  `same(size, mtime_ns,
+    target size, target mtime_ns)` judges a file on both sides; it must hold for equal values."""
     plan = Plan()
     gone: set[str] = set()  # target dirs removed: nothing below them needs removing
     out_dirs: dict[str, bool] = {}  # target dir -> excluded, itself or through a parent
@@ -140,13 +141,13 @@ def plan_pass(
             return True
         return flt.excluded(p, is_dir)
 
-    for p in sorted(dst):
+    # target entries the source has as the same type are left alone: only the others, in order
+    others = [p for p, d in dst.items() if (s := src.get(p)) is None or s[0] != d[0]]
+    for p in sorted(others):
         if under_gone(p) or excluded(p, dst[p][0] == "d"):
             continue
         t = dst[p][0]
         s = src.get(p)
-        if s is not None and s[0] == t:
-            continue
         if s is None and not delete:
             continue
         if s is not None and not delete:
@@ -157,14 +158,22 @@ def plan_pass(
         if t == "d":
             gone.add(p)
     blocked = {b.split(": ", 1)[0] for b in plan.blocked}
-    parents = {p.rpartition("/")[0] for p in src}
-    for p, (t, size, mtime) in src.items():
+    parents: set[str] | None = None  # dirs holding something, made when a dir is missing
+    for p, e in src.items():
+        d = dst.get(p)
+        if d == e and not gone:
+            continue  # the same entry on the target (`same` holds for equal values)
         if p in blocked:
             continue
-        d = dst.get(p) if not under_gone(p) and p not in gone else None
+        if gone and (under_gone(p) or p in gone):
+            d = None
+        t, size, mtime = e
         if t == "d":
-            if d is None and empty_dirs and p not in parents:
-                plan.mkdir.append(p)
+            if d is None and empty_dirs:
+                if parents is None:
+                    parents = {p.rpartition("/")[0] for p in src}
+                if p not in parents:
+                    plan.mkdir.append(p)
             continue
         if d is not None and d[0] == "f" and same(size, mtime, d[1], d[2]):
             continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import datetime
 import errno
 import os
 import tempfile
@@ -100,7 +101,6 @@ class RcloneTarget(RcloneAgent):
         """Every entry under the root but .tether: path -> (type, size, mtime_ns).  The top level
         first, then each top-level directory by its own recursive list call, a few at once: rcd
         walks one call's tree alone, as `rclone sync` would not (its checkers list in parallel)."""
-        days: dict[str, int] = {}
         out: dict[str, tuple[str, int, int]] = {}
 
         def add(items: list[Item]) -> None:
@@ -108,8 +108,7 @@ class RcloneTarget(RcloneAgent):
                 p = str(it["Path"])
                 if p == ".tether" or p.startswith(".tether/"):
                     continue
-                size = int(it["Size"]) if not it.get("IsDir") else 0
-                out[p] = ("d", 0, 0) if it.get("IsDir") else ("f", size, _mtime(str(it["ModTime"]), days))
+                out[p] = ("d", 0, 0) if it.get("IsDir") else ("f", int(it["Size"]), _mtime(str(it["ModTime"])))
 
         top = self._rc("operations/list", {"fs": self.fs, "remote": "", "opt": {"noMimeType": True}}).get("list")
         add(top or [])
@@ -305,20 +304,25 @@ class RcloneTarget(RcloneAgent):
         return {"entries": out}
 
 
-def _mtime(text: str, days: dict[str, int]) -> int:
-    """parse_mtime, fast for rclone's usual UTC form (2026-12-06T08:27:01.500999911Z): a listing of
-    20,000 files is parsed in a tenth of the time, the day's start computed once per day."""
-    if len(text) < 20 or text[10] != "T" or text[-1] != "Z" or text[19] not in ".Z":
-        return parse_mtime(text)
-    day = days.get(text[:10])
-    if day is None:
-        day = days[text[:10]] = parse_mtime(text[:10] + "T00:00:00Z")
-    try:
-        secs = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-        frac = int(text[20:-1].ljust(9, "0")) if text[19] == "." else 0
-    except ValueError:
-        return parse_mtime(text)
-    return day + secs * 1_000_000_000 + frac
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_US = datetime.timedelta(microseconds=1)
+_fromiso = datetime.datetime.fromisoformat
+
+
+def _mtime(text: str) -> int:
+    """parse_mtime, fast for rclone's usual forms (2026-12-06T08:27:01.500999911Z, 0-9 fraction
+    digits, Z or +hh:mm): datetime parses them in C to the µs (it ignores what follows a fraction's
+    6th digit, so the digits are checked here) and the 7th to 9th digits are added; a listing of
+    20,000 files in 16 ms instead of 26 (a cache of days) or 50 (parse_mtime)."""
+    tz = 1 if text[-1:] == "Z" else 6 if text[-6:-5] in ("+", "-") else 0
+    end = len(text) - tz
+    if tz and text[10:11] == "T" and (end == 19 or (21 <= end <= 29 and text[19] == "." and text[20:end].isdigit())):
+        try:
+            us: int = (_fromiso(text) - _EPOCH) // _US
+        except ValueError:
+            return parse_mtime(text)
+        return us * 1000 + int(text[26:end].ljust(3, "0")) if end > 26 else us * 1000
+    return parse_mtime(text)
 
 
 def _precision(ns: int) -> str:
