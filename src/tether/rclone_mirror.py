@@ -28,6 +28,7 @@ from tether.config import LiveOptions
 from tether.endpoints import Endpoint, Rclone
 from tether.errors import TetherError
 from tether.filters import Filter
+from tether.forked import forked
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import MAX_LISTED, VERSIONS, Mirror, MirrorSpec, TargetOutcome, check_source
 from tether.ssh import SshOptions
@@ -283,9 +284,15 @@ def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool,
         except (RcError, TetherError) as e:  # reported by the pass, which lists again
             return agent, e
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # rclone starts and lists while the source is walked
+    # The source is walked in a forked child while a thread here starts rclone and reads its listing:
+    # a walk in this process would hand the GIL back and forth with the listing's parse at every stat.
+    scanning = forked(lambda: scan_source(spec.source.path, spec.filter))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         connecting = pool.submit(connect_and_list)
-        scanned = scan_source(spec.source.path, spec.filter)
+        try:
+            scanned: tuple[dict[str, Entry], list[str]] = scanning()
+        except TetherError:  # the child failed: walk here, where its error is raised as it is
+            scanned = scan_source(spec.source.path, spec.filter)
         listed: dict[str, Entry] | None = None
         try:
             agent, got = connecting.result()

@@ -15,6 +15,7 @@ from tether.agent_remote import to_bytes, to_wire
 from tether.bisync.plan import Entry, Raw
 from tether.endpoints import ReplicaSpec
 from tether.errors import LockedError, TetherError
+from tether.forked import forked
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 
@@ -26,39 +27,6 @@ META = ".tether"
 VERSIONS = f"{META}/versions"  # every kept version, one layout (agent_remote.version_name)
 TMP = f"{META}/tmp"  # transfers land here, then the agent renames them into place
 LOCK = f"{META}/lock"
-
-
-def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start fn() in a forked child; the returned function waits for its (marshal-able) result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: compute, send, leave without running any of the parent's cleanup
-        code = 0
-        try:
-            os.close(r)
-            try:
-                data = marshal.dumps((True, fn()))
-            except BaseException as e:
-                data = marshal.dumps((False, f"{type(e).__name__}: {e}"))
-            with os.fdopen(w, "wb") as f:
-                f.write(data)
-        except BaseException:
-            code = 1
-        os._exit(code)
-    os.close(w)
-
-    def wait() -> Any:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        os.waitpid(pid, 0)
-        if not data:
-            raise TetherError("the scan process died")
-        ok, result = marshal.loads(data)
-        if not ok:
-            raise TetherError(f"scan failed: {result}")
-        return result
-
-    return wait
 
 
 def threaded(fn: Callable[[], Any], name: str) -> Callable[[], Any]:
