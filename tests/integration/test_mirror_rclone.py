@@ -141,6 +141,26 @@ def test_a_foreign_target_is_refused_before_anything_changes(tmp_path: Path, bac
     _exact(backend, src, rel)
 
 
+def test_a_pass_that_fails_after_rclone_was_started_leaves_none_running(tmp_path: Path, tether_env) -> None:
+    """rcd is started as soon as the targets are parsed (its start overlaps tether's): a pass that
+    stops before connecting ends it all the same."""
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(f"[{REMOTE}]\ntype = local\n")
+    proc = tether(["mirror", tmp_path / "no-such-source", f"{REMOTE}:{tmp_path / 'dst'}"],
+                  tether_env | {"RCLONE_CONFIG": str(conf)})  # fmt: skip
+    assert proc.returncode != 0 and "no-such-source" in proc.stderr, proc.stderr
+    left: list[int] = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and f"RCLONE_CONFIG={conf}".encode() in (d / "environ").read_bytes().split(b"\0"):
+                left.append(int(d.name))
+        except OSError:
+            continue
+    for pid in left:  # this test's own leftovers (the config path is its own)
+        os.kill(pid, 15)
+    assert left == []
+
+
 def test_continuous_mirror_carries_create_edit_rename_of_2000_files_and_trash(tmp_path: Path, backend: Backend) -> None:
     src = tmp_path / "src"
     _tree(src, ["first.txt", "sp ace/b.txt"])

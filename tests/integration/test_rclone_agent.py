@@ -210,6 +210,27 @@ def test_rcd_needs_the_random_credentials_which_no_command_line_shows(agent: Rcl
     assert agent._url.startswith("http://127.0.0.1:")
 
 
+def test_a_prestarted_rcd_is_taken_by_the_next_connect_and_one_left_over_is_ended(side: Side) -> None:
+    from tether.transport import rcd
+    from tether.transport.rclone_bin import rclone_program
+
+    rcd.prestart(rclone_program(), 2)
+    rcd.prestart(rclone_program(), 2)  # those started count: still two
+    spares = list(rcd._SPARES)
+    try:
+        assert len(spares) == 2
+        a = RcloneAgent.connect(f"{REMOTE}:", side.root, create=True)
+        try:
+            assert a._proc is spares[0].proc and a._password == spares[0].password
+            assert a.call("entry", path="x") == {"entry": None}
+        finally:
+            a.close()
+        assert spares[0].proc.poll() is not None and len(rcd._SPARES) == 1 and rcd._SPARES[0] is spares[1]
+    finally:
+        rcd.drop_prestarted()
+    assert spares[1].proc.poll() is not None and rcd._SPARES == []
+
+
 def test_one_kept_alive_connection_and_a_stale_one_is_replaced(agent: RcloneAgent) -> None:
     for _ in range(20):
         agent.call("entry", path="x")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tether.dirs import Dirs
-from tether.endpoints import as_local, check_overlap, parse_endpoint, parse_replica
+from tether.endpoints import Local, ReplicaSpec, as_local, check_overlap, parse_endpoint, parse_replica
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.filters import Filter
 from tether.output import shown
@@ -30,6 +31,35 @@ def run_pass(
 ) -> int:
     """One pass to every target; a job's `pass_hooks` put its before/after commands around it
     and its time limits on it; a job's `events` hear how each target's pass ended."""
+    from tether.transport import rcd
+
+    if args.dry_run or not (pass_hooks and pass_hooks.before):  # else after it: it may make the remote reachable
+        _prestart_rcd(spec.targets)
+    try:
+        return _run_pass(spec, args, dirs, ssh, pass_hooks, events)
+    finally:
+        rcd.drop_prestarted()
+
+
+def _prestart_rcd(targets: Sequence[ReplicaSpec]) -> None:
+    """Start an rcd for each rclone target now: rclone's start (60-90 ms) then overlaps loading
+    the mirror machinery, and the target's connect takes it (see transport/rcd.py)."""
+    remotes = sum(1 for t in targets if t.kind == "rclone")
+    if remotes:
+        from tether.transport import rcd
+        from tether.transport.rclone_bin import rclone_program
+
+        rcd.prestart(rclone_program(), remotes)
+
+
+def _run_pass(
+    spec: MirrorSpec,
+    args: argparse.Namespace,
+    dirs: Dirs,
+    ssh: SshOptions,
+    pass_hooks: PassHooks | None,
+    events: EventLog | None,
+) -> int:
     from tether import hooks
     from tether.events import NO_EVENTS, Event, pass_end
     from tether.mirror import Mirror, TargetOutcome
@@ -92,29 +122,42 @@ def run_pass(
 
 
 def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.mirror import MirrorSpec
-    from tether.transport.rsync import RATE_RE
-
     source = as_local(parse_endpoint(args.src))
     if source is None:
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
     targets = [parse_replica(d) for d in args.dst]
     check_overlap(source, targets)
-    if args.bwlimit is not None and not RATE_RE.fullmatch(args.bwlimit):
-        raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
-    flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
-    spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
-    if args.watch:
-        from tether.cli.service import run_live
-        from tether.config import LiveOptions
+    if args.bwlimit is not None:
+        from tether.transport.rsync import RATE_RE
 
-        if args.dry_run:
-            raise UsageError("--watch and --dry-run do not go together", "preview with --dry-run alone first")
-        status = dirs.runtime / "jobs" / f"adhoc-{os.getpid()}.status.json"
-        try:
-            return run_live(
-                "mirror --watch", spec, LiveOptions(delay=args.delay), SshOptions.from_env(dirs), dirs, status
-            )
-        finally:
-            status.unlink(missing_ok=True)
-    return run_pass(spec, args, dirs, SshOptions.from_env(dirs))
+        if not RATE_RE.fullmatch(args.bwlimit):
+            raise UsageError(f"--bwlimit {args.bwlimit!r} is not a rate", "write e.g. --bwlimit 5M or --bwlimit 500")
+    flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
+    if args.watch:
+        return _watch(args, dirs, source, targets, flt)
+    from tether.transport import rcd
+
+    _prestart_rcd(targets)  # rclone starts while the rest loads
+    try:
+        from tether.mirror import MirrorSpec
+
+        spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
+        return run_pass(spec, args, dirs, SshOptions.from_env(dirs))
+    finally:
+        rcd.drop_prestarted()
+
+
+def _watch(args: argparse.Namespace, dirs: Dirs, source: Local, targets: list[ReplicaSpec], flt: Filter) -> int:
+    """`tether mirror --watch`: a continuous mirror until stopped."""
+    from tether.cli.service import run_live
+    from tether.config import LiveOptions
+    from tether.mirror import MirrorSpec
+
+    spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
+    if args.dry_run:
+        raise UsageError("--watch and --dry-run do not go together", "preview with --dry-run alone first")
+    status = dirs.runtime / "jobs" / f"adhoc-{os.getpid()}.status.json"
+    try:
+        return run_live("mirror --watch", spec, LiveOptions(delay=args.delay), SshOptions.from_env(dirs), dirs, status)
+    finally:
+        status.unlink(missing_ok=True)

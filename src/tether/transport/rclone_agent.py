@@ -62,6 +62,7 @@ from tether.agent_remote import (
     version_stamp,
 )
 from tether.errors import LockedError
+from tether.transport import rcd
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 from tether.transport.rclone_bin import rclone_program
 
@@ -84,15 +85,6 @@ _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}
 _HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
 _STAMP = re.compile(r"[0-9]{8}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Inherited settings that would change what an operation does (dry runs, skips, filters that
-# hide files from a scan, prompts) or where rcd logs its address: not passed on to rcd.
-_DROP_ENV = re.compile(
-    r"RCLONE_(RC_|LOG_|VERBOSE|QUIET|SYSLOG|USE_JSON_LOG|DRY_RUN|INTERACTIVE|I$|IGNORE_|UPDATE|SIZE_ONLY"
-    r"|CHECKSUM|IMMUTABLE|NO_UPDATE_MODTIME|NO_CHECK_DEST|BACKUP_DIR|SUFFIX|COMPARE_DEST|COPY_DEST|MAX_TRANSFER"
-    r"|MAX_DURATION|CUTOFF_MODE|EXCLUDE|INCLUDE|FILTER|FILES_FROM|MIN_SIZE|MAX_SIZE|MIN_AGE|MAX_AGE|MAX_DEPTH"
-    r"|DELETE_EXCLUDED|USE_SERVER_MODTIME|METADATA)"
-)
-
 Item = dict[str, Any]  # one operations/list or operations/stat item
 
 
@@ -219,8 +211,7 @@ class RcloneAgent(AgentClient):
         self.version = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._url = ""
-        self._user, self._password = secrets.token_hex(16), secrets.token_hex(32)
-        self._auth = "Basic " + base64.b64encode(f"{self._user}:{self._password}".encode()).decode()
+        self._user, self._password, self._auth = "", "", ""  # rcd's random credentials, set by _spawn
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # kept-alive connections to rcd
         self._idle_lock = threading.Lock()
         self._tmp = tempfile.mkdtemp(prefix="tether-rclone-")
@@ -276,19 +267,17 @@ class RcloneAgent(AgentClient):
         return agent
 
     def _spawn(self, rclone: str) -> None:
-        """rcd on a port the kernel picks (read back from its log: no race for a free port)."""
-        env = {k: v for k, v in os.environ.items() if not _DROP_ENV.match(k)}
-        # credentials by environment: a command line is visible to every user in ps
-        env["RCLONE_RC_USER"], env["RCLONE_RC_PASS"] = self._user, self._password
-        argv = [rclone, "rcd", "--rc-addr", "127.0.0.1:0", "--log-level", "NOTICE"]
+        """rcd on a port the kernel picks (read back from its log: no race for a free port), or
+        the one `rcd.prestart` started for this program."""
         try:
-            self._proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-            )
+            started = rcd.take(rclone) or rcd.spawn(rclone)
         except OSError as e:
             raise AgentError(
                 f"cannot start {rclone}: {e.strerror or e}", None, "install rclone 1.60 or newer"
             ) from None
+        self._proc = started.proc
+        self._user, self._password = started.user, started.password
+        self._auth = "Basic " + base64.b64encode(f"{self._user}:{self._password}".encode()).decode()
         assert self._proc.stderr is not None
         self._stderr_thread = threading.Thread(
             target=self._drain_stderr, args=(self._proc.stderr,), name=f"rcd-stderr-{self.remote_name}", daemon=True
