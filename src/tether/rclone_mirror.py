@@ -278,11 +278,17 @@ def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool,
     check_source(spec.source)
 
     def connect_and_list() -> tuple[RcloneTarget, dict[str, Entry] | Exception]:
-        agent = RcloneTarget.connect(f"{target.remote}:", target.path, create=not dry_run)
+        agent = RcloneTarget.connect(f"{target.remote}:", target.path, create=not dry_run, version_later=True)
         try:
-            return agent, agent.listing()
-        except (RcError, TetherError) as e:  # reported by the pass, which lists again
-            return agent, e
+            try:
+                listed: dict[str, Entry] | Exception = agent.listing()
+            except (RcError, TetherError) as e:  # reported by the pass, which lists again
+                listed = e
+            agent.check_version()  # before anything is written
+        except BaseException:
+            agent.close()
+            raise
+        return agent, listed
 
     # The source is walked in a forked child while a thread here starts rclone and reads its listing:
     # a walk in this process would hand the GIL back and forth with the listing's parse at every stat.

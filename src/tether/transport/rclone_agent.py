@@ -144,6 +144,29 @@ def _entry(item: Item) -> list[Any]:
     return ["f", int(item["Size"]), parse_mtime(item["ModTime"]), 0, 0]
 
 
+def _beside(fn: Callable[[], dict[str, Any]], name: str) -> Callable[[], dict[str, Any]]:
+    """Run fn in a thread now; the returned function waits for its result or raises its error."""
+    out: list[dict[str, Any]] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+
+    def wait() -> dict[str, Any]:
+        t.join()
+        if err:
+            raise err[0]
+        return out[0]
+
+    return wait
+
+
 def _trim(name: str, limit: int) -> str:
     """name cut to at most limit UTF-8 bytes, never inside a character."""
     return name.encode()[:limit].decode("utf-8", "ignore")
@@ -209,6 +232,7 @@ class RcloneAgent(AgentClient):
         self.can_move = False
         self.features: dict[str, Any] = {}  # operations/fsinfo's Features
         self.version = ""
+        self._version_reply: Callable[[], dict[str, Any]] | None = None  # core/version under way (see _open)
         self._proc: subprocess.Popen[bytes] | None = None
         self._url = ""
         self._user, self._password, self._auth = "", "", ""  # rcd's random credentials, set by _spawn
@@ -247,8 +271,12 @@ class RcloneAgent(AgentClient):
     # ------------------------------------------------------------------ start and stop
 
     @classmethod
-    def connect(cls, remote: str, root: str, create: bool, rclone: str | None = None) -> Self:
-        """Start rcd, open the root (made when create), learn the backend's mtime precision and features."""
+    def connect(
+        cls, remote: str, root: str, create: bool, rclone: str | None = None, *, version_later: bool = False
+    ) -> Self:
+        """Start rcd, open the root (made when create), learn the backend's mtime precision and
+        features.  With version_later, the caller calls check_version before it writes anything
+        (the version is rcd's slowest answer: it then overlaps the caller's first reads)."""
         if not remote.rstrip(":") or "\0" in remote or "\0" in root:
             raise AgentError(f"bad rclone remote {remote!r} with root {root!r}")
         try:
@@ -259,7 +287,7 @@ class RcloneAgent(AgentClient):
         agent = cls(remote, root)
         try:
             agent._spawn(rclone or rclone_program())
-            agent._open(create)
+            agent._open(create, version_later)
         except BaseException:
             agent.close()
             raise
@@ -286,12 +314,31 @@ class RcloneAgent(AgentClient):
         if not self._address.wait(_START_TIMEOUT) or not self._url:
             raise AgentError(f"rclone rcd did not start: {self._stderr_last() or 'no message'}")
 
-    def _open(self, create: bool) -> None:
-        where = f"rclone remote {self.fs}"
-        version = self._rc("core/version", {})
+    def _open(self, create: bool, version_later: bool = False) -> None:
+        if not version_later:
+            version = self._rc("core/version", {})
+            self._version_reply = lambda: version
+            self.check_version()
+        else:  # core/version takes rcd 10-25 ms (it gathers the OS's details): asked beside the rest
+            self._version_reply = _beside(lambda: self._rc("core/version", {}), f"rclone-version-{self.remote_name}")
+        try:
+            self._open_root(create)
+        except AgentError:
+            self.check_version()  # an rclone too old says so first
+            raise
+
+    def check_version(self) -> None:
+        """Wait for rclone's version (asked at connect) and refuse one too old; at most once."""
+        if self._version_reply is None:
+            return
+        reply, self._version_reply = self._version_reply, None
+        version = reply()
         self.version = str(version.get("version", ""))
         if tuple(version.get("decomposed") or (0, 0))[:2] < MIN_VERSION:
             raise AgentError(f"rclone {self.version} is too old", None, "install rclone 1.60 or newer")
+
+    def _open_root(self, create: bool) -> None:
+        where = f"rclone remote {self.fs}"
         try:
             item = self._rc("operations/stat", {"fs": self.fs, "remote": ""}).get("item")
         except RcError as e:
@@ -301,6 +348,7 @@ class RcloneAgent(AgentClient):
         if item is None:
             if not create:
                 raise AgentError(f"{where}: not found", errno.ENOENT)
+            self.check_version()  # nothing is written by an rclone too old
             try:
                 self._rc("operations/mkdir", {"fs": self.fs, "remote": ""})
             except RcError as e:

@@ -63,8 +63,8 @@ class RcloneTarget(RcloneAgent):
             }
         )
 
-    def _open(self, create: bool) -> None:
-        super()._open(create)
+    def _open(self, create: bool, version_later: bool = False) -> None:
+        super()._open(create, version_later)
         self.empty_dirs = bool(self.features.get("CanHaveEmptyDirectories", True))
 
     @property
