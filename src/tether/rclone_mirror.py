@@ -15,6 +15,7 @@ words to RcloneTarget; only bulk sends (new directories, big batches) go by `syn
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import stat
@@ -296,9 +297,14 @@ def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool,
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         connecting = pool.submit(connect_and_list)
         try:
-            scanned: tuple[dict[str, Entry], list[str]] = scanning()
-        except TetherError:  # the child failed: walk here, where its error is raised as it is
-            scanned = scan_source(spec.source.path, spec.filter)
+            try:
+                scanned: tuple[dict[str, Entry], list[str]] = scanning()
+            except TetherError:  # the child failed: walk here, where its error is raised as it is
+                scanned = scan_source(spec.source.path, spec.filter)
+        except BaseException:  # the walk failed: the target's rcd must not outlive the pass
+            with contextlib.suppress(Exception):
+                connecting.result()[0].close()
+            raise
         listed: dict[str, Entry] | None = None
         try:
             agent, got = connecting.result()
