@@ -9,6 +9,7 @@
     cli/locations.py  backup, work, transfer, tree, locations
     cli/importer.py   import-config
     cli/versions.py   versions
+    cli/restore.py    restore
     cli/events.py     events
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
@@ -79,6 +80,9 @@ def build_parser() -> Parser:
     from tether.cli.versions import add_parser as add_versions_parser
 
     add_versions_parser(sub)
+    from tether.cli.restore import add_parser as add_restore_parser
+
+    add_restore_parser(sub)
     from tether.cli.events import add_parser as add_events_parser
 
     add_events_parser(sub)
@@ -120,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.versions import cmd_versions
 
             return cmd_versions(args, dirs)
+        if args.command == "restore":
+            from tether.cli.restore import cmd_restore
+
+            return cmd_restore(args, dirs)
         if args.command == "events":
             from tether.cli.events import cmd_events
 

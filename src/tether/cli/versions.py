@@ -46,6 +46,23 @@ def _roots(dirs: Dirs, where: str) -> list[tuple[str, list[bytes]]]:
     return [(p, copies) for p in (w.local_path for w in job.writes()) if p]
 
 
+def restore_roots(dirs: Dirs, where: str) -> list[tuple[str, list[bytes], str]]:
+    """(local root, its conflict copies, where a version from it is put back): a replica's or a
+    folder's own versions go back into it; a mirror's, kept on its targets, go into its source
+    (the next pass would replace them on a target), from its first local target only (every
+    target keeps the same history)."""
+    from tether.config import MirrorJob
+    from tether.jobs import load_named
+
+    roots = _roots(dirs, where)
+    if os.path.isdir(where) and ("/" in where or not (dirs.jobs / f"{where}.toml").exists()):
+        return [(r, c, r) for r, c in roots]
+    job = load_named(dirs, where)
+    if isinstance(job, MirrorJob):
+        return [(r, c, job.spec.source.path) for r, c in roots[:1]]
+    return [(r, c, r) for r, c in roots]
+
+
 def cmd_versions(args: argparse.Namespace, dirs: Dirs) -> int:
     roots = _roots(dirs, args.where)
     if not roots:
@@ -56,15 +73,28 @@ def cmd_versions(args: argparse.Namespace, dirs: Dirs) -> int:
     found: list[tuple[str, Version]] = []
     for root, copies in roots:
         found += [(root, v) for v in scan_local(root, copies) if want is None or _covers(want, v.path)]
+    found.sort(key=lambda rv: (rv[1].kept_at, rv[1].path, rv[1].stored))  # one time line across roots
+    numbers = number_versions([v for _r, v in found])
     if args.json:
-        print(json.dumps({"versions": [{"root": shown(r), **_shown(v.json())} for r, v in found]}, indent=1))
+        docs = [{"root": shown(r), "n": n, **_shown(v.json())} for (r, v), n in zip(found, numbers, strict=True)]
+        print(json.dumps({"versions": docs}, indent=1))
     elif not found:
         print("no kept versions")
-    for root, v in [] if args.json else found:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.kept_at))
-        print(f"{when}  {v.origin:<9} {v.size:>12,}  {shown(os.fsdecode(v.path))}  <- {shown(root)}/"
+    for (root, v), n in [] if args.json else zip(found, numbers, strict=True):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.kept_at))
+        print(f"#{n:<3} {when}  {v.origin:<9} {v.size:>12,}  {shown(os.fsdecode(v.path))}  <- {shown(root)}/"
               f"{shown(os.fsdecode(v.stored))}")  # fmt: skip
     return EXIT_OK
+
+
+def number_versions(found: list[Version]) -> list[int]:
+    """Each version's number among its path's, oldest first (`tether restore --version N`)."""
+    seen: dict[bytes, int] = {}
+    out = []
+    for v in found:
+        seen[v.path] = seen.get(v.path, 0) + 1
+        out.append(seen[v.path])
+    return out
 
 
 def _covers(want: bytes, path: bytes) -> bool:
@@ -75,4 +105,4 @@ def _shown(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: shown(v) if isinstance(v, str) else v for k, v in doc.items()}
 
 
-__all__ = ["add_parser", "cmd_versions"]
+__all__ = ["add_parser", "cmd_versions", "number_versions", "restore_roots"]
