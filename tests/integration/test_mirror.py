@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -322,3 +323,29 @@ def test_a_first_pass_killed_halfway_leaves_a_target_the_next_run_finishes(
     assert not (dst / "z.bin").exists()  # cut short: the big file never took its name
     tether(["sync", "first"], tether_ssh_env, check_rc=0)
     assert (dst / "z.bin").read_bytes() == (src / "z.bin").read_bytes()
+
+
+def test_a_trash_pass_that_replaces_and_deletes_at_once_never_fails(tmp_path: Path, tether_env) -> None:
+    """rsync's generator (deleting) and receiver (replacing) both make the backup dir's folders
+    when both keep a version during the transfer, and one lost the race in 1 of 3 passes to a
+    target without .tether/incoming ("make_backup(d/b.txt) failed: File exists", exit 23 or 11).
+    40 such passes to 4 targets that replace a file at the top and in a folder and delete one
+    beside it: none may fail."""
+    from tests.rig.live import write_job
+
+    src = tmp_path / "src"
+    dsts = [tmp_path / f"dst{i}" for i in range(4)]
+    (src / "d").mkdir(parents=True)
+    write_job(tether_env, "t", src, [str(d) for d in dsts], delete="trash")
+    for n in range(40):
+        for rel in ("top.txt", "d/a.txt", "d/b.txt"):
+            (src / rel).write_text(f"{rel} {n}")
+        tether(["sync", "t"], tether_env, check_rc=0)
+        for rel in ("top.txt", "d/a.txt"):
+            (src / rel).write_text(f"{rel} {n}, longer")  # replaced and ...
+        (src / "d" / "b.txt").unlink()  # ... deleted, in one pass
+        for dst in dsts:  # as on a target's first such pass: the folders the two race to make
+            with contextlib.suppress(FileNotFoundError):  # start higher up
+                (dst / ".tether" / "incoming").rmdir()
+        tether(["sync", "t"], tether_env, check_rc=0)
+    assert [len(kept(dst, "d/b.txt", "deleted")) for dst in dsts] == [40] * 4
