@@ -226,10 +226,13 @@ class TargetWorker(threading.Thread):
         self.failing = False
         if full:
             out.append(pass_end(self.job, target, True, sent=res.files, bytes=res.bytes, errors=len(res.errors)))
-        else:
-            out += batch_events(self.job, target, work, delete=self.applier.spec.delete, trash=self.applier.spec.trash)
-        out += [Event("error", self.job, target, detail=why) for why in res.errors]
-        self.events.emit_all(out)
+        errors = [Event("error", self.job, target, detail=why) for why in res.errors]
+        if full:
+            self.events.emit_all(out + errors)
+            return
+        spec, batch = self.applier.spec, list(work)  # made on the writer's thread (a burst: 20,000)
+        self.events.later(lambda: out + batch_events(self.job, target, batch, delete=spec.delete, trash=spec.trash)
+                          + errors)  # fmt: skip
 
 
 def batch_events(job: str, target: str, work: Sequence[Change], *, delete: bool, trash: bool) -> list[Event]:
@@ -264,6 +267,8 @@ class LiveMirror:
         self.stopping = threading.Event()
         self._watcher: Watcher | None = None
         self.on_batch = on_batch
+        self.events = events
+        events.in_background()
         self.workers = []
         for t in spec.targets:
             st = TargetStatus(str(t))
@@ -379,6 +384,7 @@ class LiveMirror:
         for w in self.workers:
             if w.is_alive():
                 w.join(timeout)
+        self.events.flush()
         for w in self.workers:
             try:
                 w.applier.final_owner()

@@ -80,6 +80,25 @@ def test_the_last_pass_of_each_target_is_read_from_the_end_of_the_stream(tmp_pat
     assert [e.target for e in last_passes(log.path)] == ["t1", "t2"]
 
 
+def test_in_background_events_are_written_in_order_and_flush_waits_for_them(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "j.jsonl")
+    log.emit(Event("pass-begin", "j", at=1))
+    log.in_background()
+    gate = threading.Event()
+
+    def slow() -> list[Event]:
+        gate.wait(5)
+        return [Event("sent", "j", path=f"f{n}", at=2 + n) for n in range(3)]
+
+    log.later(slow)
+    log.emit(Event("pass-end", "j", ok=True, at=9))  # after the slow batch, though ready first
+    assert [e.kind for e in read(log.path)] == ["pass-begin"]  # not written by the caller's thread
+    gate.set()
+    log.flush()
+    assert [(e.kind, e.path) for e in read(log.path)] == [
+        ("pass-begin", ""), ("sent", "f0"), ("sent", "f1"), ("sent", "f2"), ("pass-end", "")]  # fmt: skip
+
+
 def test_an_unwritable_log_never_fails_the_job(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "events").write_text("a file where the folder should be")
     log = EventLog(tmp_path / "events" / "j.jsonl")
