@@ -41,6 +41,7 @@ META_DIR = b".tether"  # tether's own folder at a root: never scanned, synced or
 # one tree shaped like the replica: <dirs>/<stem>~<YYYYmmdd-HHMMSS>[-N]~<why><ext> (see version_name)
 VERSIONS = META_DIR + b"/versions"
 INCOMING = META_DIR + b"/incoming"  # rsync --backup-dir runs, each its own folder, until filed in VERSIONS
+LEGACY_INCOMING = META_DIR + b"/trash/.incoming"  # where releases before VERSIONS kept them
 WHYS = (b"deleted", b"replaced", b"conflict")
 TMP_DIR = [META_DIR, b"tmp"]  # where bisync writes before a rename: temp names never sit beside user files
 RACY_NS = 2_000_000_000  # without a filesystem clock: an mtime this close to ours may be shared by a later edit
@@ -542,8 +543,17 @@ class Ops:
         """File what rsync --backup-dir runs left in `path`/<run>/ as versions under trash_root,
         run by run in the order of their names (a run's name starts with its start time, in hex
         nanoseconds, which stamps its versions): replaced where the path is there now, else
-        deleted. Then drop the emptied dirs; what cannot be filed stays."""
+        deleted. Then drop the emptied dirs; what cannot be filed stays. Filing into VERSIONS
+        also files what an older release's interrupted run left in its own incoming folder."""
         troot = to_bytes(trash_root)
+        got: Result = {"folded": 0, "failed": []}
+        for where in [to_bytes(path), *([LEGACY_INCOMING] if troot == VERSIONS else [])]:
+            r = self._fold_from(where, troot)
+            got["folded"] += r["folded"]
+            got["failed"] += r["failed"]
+        return got
+
+    def _fold_from(self, path: bytes, troot: bytes) -> Result:
         folded = 0
         failed: list[Result] = []
         try:

@@ -451,6 +451,14 @@ def test_versions_of_one_path_kept_in_one_second_are_numbered_in_order_whatever_
     assert [(v.origin, read(j(root, v.stored))) for v in scan_local(root)] == [("replaced", b"1"), ("deleted", b"2")]
 
 
+def test_what_an_older_release_s_interrupted_run_left_is_filed_too(ops: Ops, root: bytes, stamp: str) -> None:
+    ops.put(b".tether/trash/.incoming/0001-9/d/old.txt", b"kept by an older rsync run", 0o644, MTIME)
+    r = ops.fold_trash(agent_remote.INCOMING, VERSIONS)
+    assert (r["folded"], r["failed"]) == (1, [])
+    assert read(j(root, VERSIONS + f"/d/old~{S}~deleted.txt".encode())) == b"kept by an older rsync run"
+    assert os.listdir(j(root, b".tether/trash/.incoming")) == []
+
+
 def test_a_run_s_versions_take_the_run_s_start_as_their_time(ops: Ops, root: bytes) -> None:
     start = time.time() - 3 * 86400
     run = f"{int(start * 1e9):016x}-9".encode()
