@@ -594,6 +594,31 @@ class Ops:
             pass
         return {"folded": folded, "failed": failed}
 
+    def kept(self, tops: list[str | bytes]) -> Result:
+        """Every file or link below each of tops (the kept versions, in any layout), for a listing
+        read on the other side (tether.versions classifies it): [[path, size, mtime_ns], ...]."""
+        out: list[list[Any]] = []
+        for top in tops:
+            parts = split_path(top)
+            try:
+                with self._parent([*parts, b"x"], create=False) as tfd:
+                    stack = [(os.dup(tfd), parts)]
+                    while stack:
+                        dfd, rel = stack.pop()
+                        try:
+                            for name in map(os.fsencode, os.listdir(dfd)):
+                                st = os.lstat(name, dir_fd=dfd)
+                                if stat.S_ISDIR(st.st_mode):
+                                    with suppress(OSError):
+                                        stack.append((os.open(name, _DIR_FLAGS, dir_fd=dfd), [*rel, name]))
+                                else:
+                                    out.append([to_wire(b"/".join([*rel, name])), st.st_size, st.st_mtime_ns])
+                        finally:
+                            os.close(dfd)
+            except _Missing:
+                continue
+        return {"entries": out}
+
     def _exists(self, parts: list[bytes]) -> bool:
         try:
             with self._parent(parts, create=False) as dfd:
@@ -1770,6 +1795,7 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "trash": ops.trash,
         "prune_versions": ops.prune_versions,
         "fold_trash": ops.fold_trash,
+        "kept": ops.kept,
         "stat": lambda paths: {"entries": ops.stat(paths)},  # replies are always objects
         "run": ops.run,
         "df": ops.df,

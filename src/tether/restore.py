@@ -12,7 +12,6 @@ arrives by rename from `.tether/tmp`, never half-written under its name.
 
 from __future__ import annotations
 
-import filecmp
 import os
 import re
 import shutil
@@ -87,33 +86,30 @@ class Outcome:
 
 def plan_folder(
     folder: bytes,
-    versions: Iterable[tuple[bytes, Version]],
+    versions: Iterable[Version],
     live_root: bytes,
     t: float,
     dest_root: bytes | None = None,
 ) -> list[Step]:
-    """The steps that make `folder` (b"" for the whole root) hold at t what it held then.
-    `versions` are (the root they lie under, version); the live files are read in live_root.
-    With dest_root (elsewhere: --to), everything held at t is written there, live files too,
-    and nothing is removed."""
+    """The steps that make `folder` (b"" for the whole root) hold at t what it held then; the
+    live files are read in live_root. A version's step has no source yet (the caller fetches it
+    from wherever it lies). With dest_root (elsewhere: --to), everything held at t is written
+    there, live files too, and nothing is removed."""
 
     def below(p: bytes) -> bool:
         return not folder or p == folder or p.startswith(folder + b"/")
 
     live = live_files(live_root, folder)
-    by_path: dict[bytes, list[tuple[bytes, Version]]] = {}
-    for root, v in versions:
+    by_path: dict[bytes, list[Version]] = {}
+    for v in versions:
         if below(v.path):
-            by_path.setdefault(v.path, []).append((root, v))
+            by_path.setdefault(v.path, []).append(v)
     steps = []
     for path in sorted(set(by_path) | set(live)):
-        kept = by_path.get(path, [])
-        want = held_at([v for _r, v in kept], live.get(path), t)
+        want = held_at(by_path.get(path, []), live.get(path), t)
         if isinstance(want, Version):
-            root = next(r for r, v in kept if v is want)
-            stored = os.path.join(root, want.stored)
-            if not _same(stored, os.path.join(dest_root if dest_root is not None else live_root, path)):
-                steps.append(Step(path, stored, want))
+            if not _holds(os.path.join(dest_root if dest_root is not None else live_root, path), want):
+                steps.append(Step(path, b"", want))
         elif want == LIVE and dest_root is not None:
             steps.append(Step(path, os.path.join(live_root, path)))
         elif want is None and path in live and dest_root is None:
@@ -121,17 +117,14 @@ def plan_folder(
     return steps
 
 
-def _same(a: bytes, b: bytes) -> bool:
-    """Whether b already holds what a holds (kind, bytes, mode, mtime): nothing to put back."""
+def _holds(path: bytes, v: Version) -> bool:
+    """Whether path already holds the version, by rsync's quick check (size and mtime to the ns):
+    nothing to put back."""
     try:
-        sa, sb = os.lstat(a), os.lstat(b)
+        st = os.lstat(path)
     except OSError:
         return False
-    if (sa.st_mode, sa.st_size, sa.st_mtime_ns) != (sb.st_mode, sb.st_size, sb.st_mtime_ns):
-        return False
-    if stat.S_ISLNK(sa.st_mode):
-        return os.readlink(a) == os.readlink(b)
-    return stat.S_ISREG(sa.st_mode) and filecmp.cmp(a, b, shallow=False)
+    return (st.st_size, st.st_mtime_ns) == (v.size, v.mtime_ns)
 
 
 def live_files(root: bytes, folder: bytes) -> dict[bytes, float]:

@@ -148,6 +148,33 @@ def scan_local(root: str | bytes, conflict_copies: Iterable[bytes] = ()) -> list
     return sorted(found, key=lambda v: (v.kept_at, v.path, v.stored))
 
 
+KEPT_TOPS = [VERSIONS, META + b"/trash", META + b"/backups"]  # where any layout keeps versions
+
+
+def from_entries(
+    entries: Iterable[tuple[bytes, int, int]], copies: Iterable[tuple[bytes, int, int]] = ()
+) -> list[Version]:
+    """The versions in a listing made on the far side (the agent's `kept` of KEPT_TOPS: path,
+    size, mtime_ns), and the recorded conflict copies found there; oldest first."""
+    listed = list(entries)
+    names: dict[bytes, set[bytes]] = {}
+    for rel, _size, _mtime in listed:
+        head, _, name = rel.rpartition(b"/")
+        names.setdefault(head, set()).add(name)
+    found = []
+    for rel, size, mtime_ns in listed:
+        v = classify(rel, size, mtime_ns, frozenset(names[rel.rpartition(b"/")[0]]))
+        if v:
+            found.append(v)
+    held = list(copies)
+    recorded = [c for c, _s, _m in held]
+    for copy, size, mtime_ns in held:
+        v = classify(copy, size, mtime_ns, conflict_copies=recorded)
+        if v:
+            found.append(v)
+    return sorted(found, key=lambda v: (v.kept_at, v.path, v.stored))
+
+
 def _walk(base: bytes, top: bytes) -> Iterator[tuple[bytes, int, int, frozenset[bytes]]]:
     stack = [top]
     while stack:
@@ -170,4 +197,4 @@ def _walk(base: bytes, top: bytes) -> Iterator[tuple[bytes, int, int, frozenset[
                 yield sub, st.st_size, st.st_mtime_ns, names
 
 
-__all__ = ["ORIGINS", "Version", "classify", "scan_local"]
+__all__ = ["KEPT_TOPS", "ORIGINS", "Version", "classify", "from_entries", "scan_local"]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from tests.rig.kept import kept
 from tests.rig.live import write_job
+from tests.rig.rclone import REMOTE, RcloneServer
 from tests.rig.run import tether, tether_json
+from tests.rig.sshd import SshServer
 
 Tree = dict[str, tuple[bytes, int, int]]  # path -> (bytes, mode, mtime_ns)
 
@@ -146,3 +148,47 @@ def test_restore_says_what_it_cannot_do(tmp_path: Path, tether_env: dict[str, st
     assert "is not a time" in tether(["restore", "m", "d", "--at", "soon"], tether_env, check_rc=2).stderr
     assert "outside" in tether(["restore", "m", "../etc/passwd"], tether_env, check_rc=2).stderr
     assert "outside" in tether(["restore", "m", ".tether/versions"], tether_env, check_rc=2).stderr
+
+
+def test_versions_kept_on_an_ssh_target_are_listed_and_restored(
+    tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]
+) -> None:
+    """A mirror to an ssh host keeps its versions there: listed through the agent, fetched back
+    by rsync into the source, bytes, mode and mtime as kept."""
+    src, dst = tmp_path / "src", tmp_path / "far side"
+    write(src, "d/a b.txt", "a one\n", 0o640, 1_700_000_000_123_456_789)
+    write(src, "-gone", "gone\n", 0o600, 1_700_000_100_000_000_001)
+    write_job(tether_ssh_env, "s", src, [f"{sshd.alias}:{dst}"], delete="trash")
+    tether(["sync", "s"], tether_ssh_env, check_rc=0)
+    before = snapshot(src)
+    write(src, "d/a b.txt", "a two\n", 0o644)
+    (src / "-gone").unlink()
+    tether(["sync", "s"], tether_ssh_env, check_rc=0)
+    listed = tether_json(["versions", "s"], tether_ssh_env, check_rc=0)["versions"]
+    assert sorted((v["path"], v["origin"]) for v in listed) == [("-gone", "deleted"), ("d/a b.txt", "replaced")]
+    assert {v["root"] for v in listed} == {f"{sshd.alias}:{dst}"}
+    for rel in ("d/a b.txt", "-gone"):  # a name with a leading '-' after `--`, as with any command
+        tether(["restore", "s", "--", rel], tether_ssh_env, check_rc=0)
+        assert snapshot(src)[rel] == before[rel]
+    tether(["sync", "s"], tether_ssh_env, check_rc=0)
+    assert snapshot(dst) == snapshot(src)
+
+
+def test_versions_kept_on_an_rclone_remote_are_listed_and_restored(
+    tmp_path: Path, tether_env: dict[str, str], rclone_sftp: RcloneServer
+) -> None:
+    env = tether_env | rclone_sftp.env()
+    a, far = tmp_path / "a", rclone_sftp.root / "restore-pair"
+    write(a, "x.txt", "x as it was\n", 0o644, 1_700_000_000_000_000_000)
+    write(a, "stays.txt", "so that path1 is not empty\n", 0o644)
+    jobs = Path(env["TETHER_HOME"]) / "config" / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    (jobs / "rp.toml").write_text(f'kind = "bisync"\npath1 = "{a}"\npath2 = "{REMOTE}:restore-pair"\n')
+    tether(["sync", "rp"], env, check_rc=0)
+    (a / "x.txt").unlink()  # deleted on the remote by the next pass: kept there
+    tether(["sync", "rp"], env, check_rc=0)
+    assert not (far / "x.txt").exists()
+    (listed,) = tether_json(["versions", "rp", "x.txt"], env, check_rc=0)["versions"]
+    assert (listed["origin"], listed["root"]) == ("deleted", f"{REMOTE}:restore-pair")
+    tether(["restore", "rp", "x.txt"], env, check_rc=0)  # fetched by rclone into path1
+    assert (a / "x.txt").read_text() == "x as it was\n"

@@ -30,26 +30,26 @@ def add_parser(sub: Any) -> None:
 
 def cmd_restore(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether import restore
-    from tether.cli.versions import number_versions, restore_roots
-    from tether.versions import scan_local
+    from tether.cli.versions import number_versions
+    from tether.kept import Root
+    from tether.kept import roots as kept_roots
 
-    roots = restore_roots(dirs, args.where)
-    if not roots:
-        raise UsageError(f"{args.where} has no local replica or target", "restore on the host that holds it")
+    roots, into_path = kept_roots(dirs, args.where)
     want = b"" if args.path.strip("/") in ("", ".") else os.fsencode(os.path.normpath(args.path.strip("/")))
     if want.startswith(b"../") or want == b".." or want.split(b"/")[0] == b".tether":
         raise UsageError(f"PATH {args.path!r} is outside what tether syncs", "give a path inside the root")
-    into = os.fsencode(roots[0][2])
-    dest = os.fsencode(os.path.abspath(args.to)) if args.to else into
-    found: list[tuple[bytes, Version]] = []
-    for root, copies, _into in roots:
-        broot = os.fsencode(root)
-        found += [(broot, v) for v in scan_local(root, copies) if not want or v.path == want
-                  or v.path.startswith(want + b"/")]  # fmt: skip
+    if into_path is None and not args.to:
+        raise UsageError(f"{args.where} has no local replica to restore into", "give --to DIR")
+    dest = os.fsencode(os.path.abspath(args.to)) if args.to else os.fsencode(str(into_path))
+    found: list[tuple[Root, Version]] = []
+    for root in roots:
+        found += [(root, v) for v in root.versions() if not want or v.path == want or v.path.startswith(want + b"/")]
     found.sort(key=lambda rv: (rv[1].kept_at, rv[1].path, rv[1].stored))
+    where_of = {id(v): r for r, v in found}
     if args.at is not None:
         t = restore.parse_time(args.at)
-        steps = restore.plan_folder(want, found, into, t, dest_root=dest if args.to else None)
+        live = os.fsencode(str(into_path)) if into_path is not None else dest
+        steps = restore.plan_folder(want, [v for _r, v in found], live, t, dest_root=dest if args.to else None)
     else:
         mine = [(r, v) for r, v in found if v.path == want]
         if not mine:
@@ -61,11 +61,34 @@ def cmd_restore(args: argparse.Namespace, dirs: Dirs) -> int:
         if not 1 <= n <= len(mine):
             raise UsageError(f"{args.path} has versions 1 to {len(mine)}, not {n}", f"see: tether versions "
                              f"{args.where} {args.path}")  # fmt: skip
-        vroot, v = mine[n - 1]
-        steps = [restore.Step(want, os.path.join(vroot, v.stored), v)]
-    out = restore.apply(steps, dest, dry_run=args.dry_run)
+        steps = [restore.Step(want, b"", mine[n - 1][1])]
+    fetched = _fetch(steps, where_of, dest) if not args.dry_run else []
+    try:
+        out = restore.apply(steps, dest, dry_run=args.dry_run)
+    finally:
+        for f in fetched:
+            if os.path.lexists(f):
+                os.unlink(f)
     _report(args, out, dest)
     return EXIT_ERRORS if out.errors else EXIT_OK
+
+
+def _fetch(steps: list[Any], where_of: dict[int, Any], dest: bytes) -> list[bytes]:
+    """Each version a step puts back, copied from its root into dest's .tether/tmp first (a
+    remote root's by rsync or its agent): the restore itself then only renames."""
+    from tether.agent_remote import TMP_DIR
+
+    tmp = os.path.join(dest, *TMP_DIR)
+    os.makedirs(tmp, exist_ok=True)
+    got = []
+    for s in steps:
+        if s.version is None or id(s.version) not in where_of:
+            continue
+        local = os.path.join(tmp, b"restore-in-" + os.urandom(6).hex().encode())
+        where_of[id(s.version)].fetch(s.version, local)
+        s.source = local
+        got.append(local)
+    return got
 
 
 def _report(args: argparse.Namespace, out: Any, dest: bytes) -> None:

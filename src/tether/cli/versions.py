@@ -1,4 +1,4 @@
-"""`tether versions NAME|DIR [PATH]`: every version kept in a job's local replicas or targets."""
+"""`tether versions NAME|DIR [PATH]`: every version kept in a job's replicas or targets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tether.dirs import Dirs
-from tether.errors import EXIT_OK, UsageError
+from tether.errors import EXIT_OK
 from tether.output import shown
 
 if TYPE_CHECKING:
@@ -23,56 +23,14 @@ def add_parser(sub: Any) -> None:
     v.add_argument("--json", action="store_true", help="print a machine-readable list")
 
 
-def _roots(dirs: Dirs, where: str) -> list[tuple[str, list[bytes]]]:
-    """(local root, conflict copies its state records) for each local root of a job or folder."""
-    from tether.jobs import load_named
-
-    if os.path.isdir(where) and ("/" in where or not (dirs.jobs / f"{where}.toml").exists()):
-        return [(os.path.abspath(where), [])]
-    job = load_named(dirs, where)
-    copies: list[bytes] = []
-    from tether.bisync.config import BisyncJob
-
-    if isinstance(job, BisyncJob):
-        from tether.bisync.runner import state_path
-        from tether.bisync.state import State
-
-        if state_path(dirs, job).exists():
-            state = State(state_path(dirs, job))
-            try:
-                copies = [c for _p, c, _t, _n in state.conflicts()]
-            finally:
-                state.close()
-    return [(p, copies) for p in (w.local_path for w in job.writes()) if p]
-
-
-def restore_roots(dirs: Dirs, where: str) -> list[tuple[str, list[bytes], str]]:
-    """(local root, its conflict copies, where a version from it is put back): a replica's or a
-    folder's own versions go back into it; a mirror's, kept on its targets, go into its source
-    (the next pass would replace them on a target), from its first local target only (every
-    target keeps the same history)."""
-    from tether.config import MirrorJob
-    from tether.jobs import load_named
-
-    roots = _roots(dirs, where)
-    if os.path.isdir(where) and ("/" in where or not (dirs.jobs / f"{where}.toml").exists()):
-        return [(r, c, r) for r, c in roots]
-    job = load_named(dirs, where)
-    if isinstance(job, MirrorJob):
-        return [(r, c, job.spec.source.path) for r, c in roots[:1]]
-    return [(r, c, r) for r, c in roots]
-
-
 def cmd_versions(args: argparse.Namespace, dirs: Dirs) -> int:
-    roots = _roots(dirs, args.where)
-    if not roots:
-        raise UsageError(f"{args.where} has no local replica or target", "list a remote one on its host")
-    want = os.fsencode(args.path.strip("/")) if args.path else None
-    from tether.versions import scan_local  # dataclasses and inspect: not for every command's start
+    from tether.kept import roots as kept_roots
 
+    roots, _into = kept_roots(dirs, args.where)
+    want = os.fsencode(args.path.strip("/")) if args.path else None
     found: list[tuple[str, Version]] = []
-    for root, copies in roots:
-        found += [(root, v) for v in scan_local(root, copies) if want is None or _covers(want, v.path)]
+    for r in roots:
+        found += [(r.shown, v) for v in r.versions() if want is None or _covers(want, v.path)]
     found.sort(key=lambda rv: (rv[1].kept_at, rv[1].path, rv[1].stored))  # one time line across roots
     numbers = number_versions([v for _r, v in found])
     if args.json:
@@ -105,4 +63,4 @@ def _shown(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: shown(v) if isinstance(v, str) else v for k, v in doc.items()}
 
 
-__all__ = ["add_parser", "cmd_versions", "number_versions", "restore_roots"]
+__all__ = ["add_parser", "cmd_versions", "number_versions"]

@@ -264,6 +264,7 @@ class RcloneAgent(AgentClient):
             "set_meta": self._set_meta,
             "hash": self._hash,
             "prune_versions": self._prune_versions,
+            "kept": self._kept,
             "watch": self._watch,
             "run": self._run_op,
         }
@@ -968,6 +969,14 @@ class RcloneAgent(AgentClient):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
         return {"digests": out}
+
+    def _kept(self, tops: list[str | bytes]) -> dict[str, Any]:
+        """agent_remote's kept: every file below each of tops, [[path, size, mtime_ns], ...]."""
+        out: list[list[Any]] = []
+        for top in tops:
+            for it in self._list(self._rel(top), recurse=True, filesOnly=True):
+                out.append([str(it["Path"]), int(it["Size"]), parse_mtime(str(it["ModTime"]))])
+        return {"entries": out}
 
     def _prune_versions(self, versions_root: str | bytes, days: int | None, keep: int = 0) -> dict[str, Any]:
         """agent_remote's prune_versions on a remote: versions kept before the day `days` days
