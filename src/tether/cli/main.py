@@ -10,6 +10,7 @@
     cli/importer.py   import-config
     cli/versions.py   versions
     cli/restore.py    restore
+    cli/systemd.py    service install, service uninstall
     cli/events.py     events
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
@@ -83,6 +84,9 @@ def build_parser() -> Parser:
     from tether.cli.restore import add_parser as add_restore_parser
 
     add_restore_parser(sub)
+    from tether.cli.systemd import add_parser as add_systemd_parser
+
+    add_systemd_parser(sub)
     from tether.cli.events import add_parser as add_events_parser
 
     add_events_parser(sub)
@@ -128,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.restore import cmd_restore
 
             return cmd_restore(args, dirs)
+        if args.command == "service":
+            from tether.cli.systemd import cmd_service
+
+            return cmd_service(args, dirs)
         if args.command == "events":
             from tether.cli.events import cmd_events
 
