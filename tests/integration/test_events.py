@@ -110,3 +110,20 @@ def test_a_target_that_is_down_is_said_once_however_often_it_is_retried(
     downs = [e for e in events(tether_ssh_env, "far") if e["kind"] in ("down", "error")]
     assert [e["kind"] for e in downs] == ["down"], downs
     assert "refused" in downs[0]["detail"] or "connect" in downs[0]["detail"], downs
+
+
+def test_sync_all_runs_every_job_and_lists_the_failed_ones(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """For cron: one job's failure does not stop the others; exit 1 naming it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fill(a, {"f.txt": "a"})
+    _fill(b, {"g.txt": "b"})
+    write_job(tether_env, "one", a, [str(tmp_path / "a-copy")])
+    write_job(tether_env, "three", b, [str(tmp_path / "b-copy")])
+    write_job_text(tether_env, "two", 'source = "/nonexistent/source"\ntargets = ["/tmp/never"]\n')
+    proc = tether(["sync", "--all"], tether_env, check_rc=1)
+    assert (tmp_path / "a-copy" / "f.txt").exists() and (tmp_path / "b-copy" / "g.txt").exists()
+    assert "3 jobs: 2 ok, failed: two (exit" in proc.stdout
+    assert "two" in proc.stderr and "/nonexistent/source" in proc.stderr
+    assert "NAME or --all" in tether(["sync"], tether_env, check_rc=2).stderr
+    assert "NAME or --all" in tether(["sync", "one", "--all"], tether_env, check_rc=2).stderr
+    assert "per job" in tether(["sync", "--all", "--json"], tether_env, check_rc=2).stderr

@@ -7,11 +7,55 @@ from typing import Any
 
 from tether.cli.common import check_job, describe
 from tether.dirs import Dirs
-from tether.errors import EXIT_OK, EXIT_USAGE, TetherError
+from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
 from tether.ssh import SshOptions
 
 
 def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
+    if args.all == (args.name is not None):
+        raise UsageError("give a job NAME or --all, not both and not neither", "`tether jobs` lists the jobs")
+    if args.all:
+        return _sync_all(args, dirs)
+    return _sync_one(args, dirs)
+
+
+def _sync_all(args: argparse.Namespace, dirs: Dirs) -> int:
+    """Every job once, for cron: one job's failure does not stop the others; each is said as it
+    ends, the failed ones again at the end (an invalid job file is one), and the exit is 1 if any failed."""
+    import copy
+    import sys
+
+    from tether.jobs import list_jobs
+
+    if args.json:
+        raise UsageError("--all prints each job's result as it goes", "for JSON, run `tether sync NAME --json` per job")
+    names = list_jobs(dirs)
+    if not names:
+        print(f"no jobs yet: write one as {dirs.jobs}/NAME.toml (see README)")
+        return EXIT_OK
+    failed: list[tuple[str, str]] = []
+    worst = EXIT_OK
+    for name in names:
+        print(f"== {name}", flush=True)
+        one = copy.copy(args)
+        one.name, one.all = name, False
+        try:
+            rc = _sync_one(one, dirs)
+        except TetherError as e:
+            print(f"FAIL  {name}: {e.message}" + (f"\n      hint: {e.hint}" if e.hint else ""), file=sys.stderr)
+            rc = e.code
+        if rc != EXIT_OK:
+            failed.append((name, f"exit {rc}"))
+            worst = EXIT_ERRORS
+    ok = len(names) - len(failed)
+    print(
+        f"{len(names)} jobs: {ok} ok"
+        + (", failed: " + ", ".join(f"{n} ({why})" for n, why in failed) if failed else "")
+    )
+    return worst
+
+
+def _sync_one(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.config import MirrorJob
     from tether.jobs import load_named
     from tether.service.daemon import check_conflicts

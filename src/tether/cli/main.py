@@ -63,8 +63,9 @@ def build_parser() -> Parser:
     j.add_argument("--json", action="store_true")
     c = sub.add_parser("check", help="validate a job file")
     c.add_argument("name")
-    s = sub.add_parser("sync", help="run a job once")
-    s.add_argument("name")
+    s = sub.add_parser("sync", help="run a job once (or every job: --all)")
+    s.add_argument("name", nargs="?")
+    s.add_argument("--all", action="store_true", help="every job once, in turn; the failed ones listed, exit 1")
     add_run_options(s)
     from tether.cli.service import add_parsers as add_service_parsers
 
