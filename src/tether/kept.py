@@ -5,7 +5,6 @@ fetches one back."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -50,13 +49,9 @@ class Root:
         from tether.endpoints import by_rsync
 
         if self.local is not None:
-            src = os.path.join(os.fsencode(self.local), v.stored)
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), dest)
-                st = os.lstat(src)
-                os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-            else:
-                shutil.copy2(src, dest, follow_symlinks=False)
+            from tether.restore import copy_entry
+
+            copy_entry(os.path.join(os.fsencode(self.local), v.stored), dest)
             return
         reached = by_rsync(self.endpoint)
         if reached is not None:  # rsync keeps mode and mtime; the path goes as an argument, never a shell

@@ -180,19 +180,29 @@ def _keep(ops: Ops, path: bytes, why: str, out: Outcome) -> None:
     out.kept += r["dests"]
 
 
+def copy_entry(src: bytes, dest: bytes) -> None:
+    """A copy of a file (contents, mode, mtime) or a link (as a link, its mtime) at dest."""
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dest)
+        st = os.lstat(src)
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    else:
+        shutil.copy2(src, dest, follow_symlinks=False)
+
+
 def _put_back(ops: Ops, stored: bytes, path: bytes, dest_root: bytes, out: Outcome) -> None:
-    """A copy of the stored version (contents, mode, mtime; a link as a link) in .tether/tmp,
-    then the live entry kept as a replaced version, then the copy renamed into place."""
+    """A copy of the stored version in .tether/tmp (one fetched there already is taken as it
+    is), then the live entry kept as a replaced version, then the copy renamed into place."""
     tmp_dir = os.path.join(dest_root, *TMP_DIR)
     os.makedirs(tmp_dir, exist_ok=True)
-    tmp = os.path.join(tmp_dir, b"restore-" + os.urandom(6).hex().encode())
+    tmp = (
+        stored
+        if os.path.dirname(stored) == tmp_dir
+        else os.path.join(tmp_dir, b"restore-" + os.urandom(6).hex().encode())
+    )
     try:
-        if os.path.islink(stored):
-            os.symlink(os.readlink(stored), tmp)
-            st = os.lstat(stored)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        else:
-            shutil.copy2(stored, tmp, follow_symlinks=False)
+        if tmp != stored:
+            copy_entry(stored, tmp)
         dest = os.path.join(dest_root, path)
         if os.path.lexists(dest):
             if os.path.isdir(dest) and not os.path.islink(dest):
@@ -205,4 +215,4 @@ def _put_back(ops: Ops, stored: bytes, path: bytes, dest_root: bytes, out: Outco
             os.unlink(tmp)
 
 
-__all__ = ["LIVE", "Outcome", "Step", "apply", "held_at", "live_files", "parse_time", "plan_folder"]
+__all__ = ["LIVE", "Outcome", "Step", "apply", "copy_entry", "held_at", "live_files", "parse_time", "plan_folder"]
