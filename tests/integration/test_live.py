@@ -249,8 +249,12 @@ def test_one_target_down_never_delays_the_others(tmp_path: Path, sshd: SshServer
         (src / "new.txt").write_text("still flowing")
         wait_same(src, ok)
         wait_same(src, tmp_path / "ok2")
-        states = [t["state"] for t in status(tether_ssh_env, "fan")["targets"]]
-        assert states[0] == "idle" and states[2] == "idle"
+
+        def both_idle() -> bool:  # the files arrive a moment before their worker says it is idle
+            states = [t["state"] for t in status(tether_ssh_env, "fan")["targets"]]
+            return states[0] == "idle" and states[2] == "idle"
+
+        wait_for(both_idle, 30, "the two reachable targets to be idle")
         # the down target alternates between a retry in flight ("syncing") and waiting: catch the wait
         wait_for(lambda: status(tether_ssh_env, "fan")["targets"][1]["state"] in ("down", "retrying"), 60,
                  "the down target to be reported down")  # fmt: skip
