@@ -217,4 +217,4 @@ def test_continuous_mirror_carries_create_edit_rename_of_2000_files_and_trash(tm
         (src / "created.txt").unlink()
         wait_for(same, 30, "a delete")
         assert [k.read_bytes() for k in kept(far, "created.txt", "deleted")] == [old]
-        assert status(backend.env, name)["targets"][0]["state"] == "idle"
+        wait_for(lambda: status(backend.env, name)["targets"][0]["state"] == "idle", 30, "the target idle")
