@@ -252,7 +252,7 @@ def test_one_target_down_never_delays_the_others(tmp_path: Path, sshd: SshServer
 
         def both_idle() -> bool:  # the files arrive a moment before their worker says it is idle
             states = [t["state"] for t in status(tether_ssh_env, "fan")["targets"]]
-            return states[0] == "idle" and states[2] == "idle"
+            return bool(states[0] == "idle" and states[2] == "idle")
 
         wait_for(both_idle, 30, "the two reachable targets to be idle")
         # the down target alternates between a retry in flight ("syncing") and waiting: catch the wait
