@@ -148,8 +148,14 @@ def test_continuous_mirror_keeps_metadata_through_every_step(targets, tether_ssh
     def check(passes: int = 1) -> None:
         for d in dsts:
             wait_meta(src, d)
-        # each change arrived by itself (agent or a batch's rsync), not by a full pass
-        assert [t["full_passes"] for t in status(tether_ssh_env, "p")["targets"]] == [passes, passes]
+
+        # each change arrived by itself (agent or a batch's rsync), not by a full pass; a pass's end
+        # is counted a moment after its files arrive
+        def counted() -> list[int]:
+            return [int(t["full_passes"]) for t in status(tether_ssh_env, "p")["targets"]]
+
+        wait_for(lambda: min(counted()) >= passes, 30, f"{passes} full passes counted")
+        assert counted() == [passes, passes]
 
     with running(tether_ssh_env, "p"):
         check()  # after the first full pass
