@@ -410,9 +410,7 @@ class Ops:
         """Keep each path as a version under trash_root (the versions tree, see _keep_version)."""
         troot = to_bytes(trash_root)
         split_path(troot)  # a root outside the replica is refused as a whole, before any path
-        why_b = why.encode()
-        if why_b not in WHYS:
-            raise OpError(errno.EINVAL, f"trash: no such reason to keep a version: {why!r}")
+        why_b = check_why(why, "trash")
         checked = [(to_bytes(p), split_path(p)) for p in paths]
         for p, _ in checked:
             if p == troot or p.startswith(troot + b"/"):
@@ -450,9 +448,10 @@ class Ops:
         keep: int = 0,
     ) -> bytes:
         """Keep entry `name` of sfd as a version of the path `parts` in the versions tree at
-        root: root/<parents>/<version_name>; with `link` as a hard link (OSError where there are
-        none), the entry staying. With `keep`, that path's versions beyond the newest `keep` go.
-        Returns where the version lies, relative to the root of the replica."""
+        root: root/<parents>/<version_name>; with `link` as a hard link where the filesystem has
+        them (the entry staying: its caller replaces it at once), else moved there. With `keep`,
+        that path's versions beyond the newest `keep` go. Returns where the version lies,
+        relative to the root of the replica."""
         when = stamp or version_stamp()
         with self._trash_dir(split_path(root), parts[:-1]) as (vfd, used):
             first = 0  # with a count to keep, never below a number this second already used: the
@@ -466,7 +465,12 @@ class Ops:
                 mine = version_name(parts[-1], why, when, first + n)
                 return [mine, *(version_name(parts[-1], w, when, first + n) for w in WHYS if w != why)]
 
-            kept = _keep_as(sfd, name, vfd, naming, link=link)
+            try:
+                kept = _keep_as(sfd, name, vfd, naming, link=link)
+            except OSError:
+                if not link:
+                    raise
+                kept = _keep_as(sfd, name, vfd, naming)  # no hard links here (or a dir): moved
             own = parse_version(kept)
             if keep > 0 and own is not None:
                 mine = [(n, v[1], v[2]) for n, v in _versions_in(vfd) if v[0] == own[0]]
@@ -531,13 +535,7 @@ class Ops:
                 return
         if link is not None and stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=dfd) == link:
             return
-        if not whole:
-            try:
-                self._keep_version(dfd, name, parts, trash_root, b"replaced", link=True)
-                return
-            except OSError:
-                pass  # no hard links here: moved instead
-        self._keep_version(dfd, name, parts, trash_root, b"replaced")
+        self._keep_version(dfd, name, parts, trash_root, b"replaced", link=not whole)
 
     def fold_trash(self, path: str | bytes, trash_root: str | bytes) -> Result:
         """File what rsync --backup-dir runs left in `path`/<run>/ as versions under trash_root,
@@ -991,15 +989,6 @@ class Ops:
             raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
         return st
 
-    def _backup_at(self, dfd: int, name: bytes, p: bytes, backup_root: bytes, keep: int, why: bytes) -> bytes:
-        """Keep the current version of p in the versions tree (a hard link: no copy), and no
-        more than `keep` of that path's versions."""
-        parts = split_path(p)
-        try:
-            return self._keep_version(dfd, name, parts, backup_root, why, link=True, keep=keep)
-        except OSError:  # no hard links here (or a dir): move it instead, the caller replaces it anyway
-            return self._keep_version(dfd, name, parts, backup_root, why, keep=keep)
-
     def _entry(self, dfd: int, name: bytes) -> list[Any]:
         """One entry in scan form (without path and link)."""
         st = os.lstat(name, dir_fd=dfd)
@@ -1043,9 +1032,7 @@ class Ops:
         p = to_bytes(path)
         parts = split_path(p)
         broot = to_bytes(backup_root)
-        why_b = why.encode()
-        if why_b not in WHYS:
-            raise OpError(errno.EINVAL, f"install: no such reason to keep a version: {why!r}")
+        why_b = check_why(why, "install")
         with _oserrors("install", p), self._parent(parts, create=True) as dfd:
             name = parts[-1]
             st = self._check_expect(dfd, name, p, expect, dir_ok=kind == "d")
@@ -1059,10 +1046,10 @@ class Ops:
                 if stat.S_ISDIR(st.st_mode):
                     os.rmdir(name, dir_fd=dfd)  # ENOTEMPTY: something still lives there, nothing is lost
                 elif kind == "d":
-                    self._backup_at(dfd, name, p, broot, keep, why_b)
+                    self._keep_version(dfd, name, parts, broot, why_b, link=True, keep=keep)
                     os.unlink(name, dir_fd=dfd)
                 else:
-                    self._backup_at(dfd, name, p, broot, keep, why_b)
+                    self._keep_version(dfd, name, parts, broot, why_b, link=True, keep=keep)
             if kind == "d":
                 os.mkdir(name, 0o700, dir_fd=dfd)
                 if meta:
@@ -1493,6 +1480,13 @@ def parse_version(name: bytes) -> tuple[bytes, bytes, int, bytes] | None:
     return m.group(1) + (m.group(5) or b""), m.group(2), int(m.group(3) or 0), m.group(4)
 
 
+def check_why(why: str, op: str) -> bytes:
+    """A reason to keep a version, from the wire: one of WHYS, else the op is refused."""
+    if why.encode() not in WHYS:
+        raise OpError(errno.EINVAL, f"{op}: no such reason to keep a version: {why!r}")
+    return why.encode()
+
+
 def version_stamp(when: float | None = None) -> bytes:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(when)).encode()
 
@@ -1517,18 +1511,10 @@ def _versions_in(dfd: int) -> list[tuple[bytes, tuple[bytes, bytes, int, bytes]]
     return out
 
 
-def _free_name(dfd: int, name: bytes, naming: Callable[[int], list[bytes]] | None = None) -> bytes:
+def _free_name(dfd: int, name: bytes, naming: Callable[[int], list[bytes]]) -> bytes:
     """The first naming(n)[0], for n = 0, 1, ..., such that no name of naming(n) is taken in dfd
     (the others reserve a number: a version's N is counted across its reasons, see
-    Ops._keep_version); by default name, or name with a number before its extension (a.1.txt)."""
-    if naming is None:
-        dot = name.rfind(b".")
-        stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, b"")
-
-        def naming(n: int) -> list[bytes]:
-            tag = b".%d" % n if n else b""
-            return [stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext]
-
+    Ops._keep_version)."""
     for n in range(100_000):
         candidates = naming(n)
         if not any(_lexists_at(dfd, c) for c in candidates):
@@ -1544,9 +1530,7 @@ def _lexists_at(dfd: int, name: bytes) -> bool:
     return True
 
 
-def _keep_as(
-    sfd: int, name: bytes, dfd: int, naming: Callable[[int], list[bytes]] | None = None, link: bool = False
-) -> bytes:
+def _keep_as(sfd: int, name: bytes, dfd: int, naming: Callable[[int], list[bytes]], link: bool = False) -> bytes:
     """Put entry `name` of sfd into dfd under the first free name there (see _free_name) and
     return the name used; with `link`, as a hard link, the entry staying (OSError where there
     are none). Never over an entry: another process keeping versions in the same place (a
@@ -1580,7 +1564,7 @@ def _keep_as(
     return kept
 
 
-def _link_free(sfd: int, name: bytes, dfd: int, base: bytes, naming: Callable[[int], list[bytes]] | None) -> bytes:
+def _link_free(sfd: int, name: bytes, dfd: int, base: bytes, naming: Callable[[int], list[bytes]]) -> bytes:
     """A hard link to `name` under the first free name for `base`; a name taken since the look
     fails the link (EEXIST), and the next free one is tried."""
     for _ in range(1000):

@@ -24,14 +24,16 @@ a log shipper, with no daemon to ask. Paths are relative to the job's root, show
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 KINDS = ("pass-begin", "pass-end", "sent", "deleted", "moved", "kept", "conflict", "error", "refused", "down", "up")
 COUNTS = ("sent", "deleted", "moved", "kept", "conflicts", "errors", "bytes")
@@ -110,18 +112,17 @@ class EventLog:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._warned = False
-        self._queue: collections.deque[Callable[[], Iterable[Event]]] | None = None  # see in_background
-        self._more = threading.Condition()
-        self._writing = 0
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None  # see in_background
 
     def in_background(self) -> None:
         """From now on events are made and written by a thread of their own, in order: a running
         mirror's burst of 20,000 paths costs 110 ms of JSON, which must not hold up its next batch.
         flush() waits for what is queued."""
-        with self._more:
-            if self._queue is None:
-                self._queue = collections.deque()
-                threading.Thread(target=self._writer, name="events", daemon=True).start()
+        with self._lock:
+            if self._writer is None:
+                import concurrent.futures  # only a running job pays for it
+
+                self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
 
     def emit(self, *events: Event) -> None:
         self.emit_all(events)
@@ -132,36 +133,26 @@ class EventLog:
 
     def later(self, make: Callable[[], Iterable[Event]]) -> None:
         """Write the events make() returns: now, or by the writer thread when in background."""
-        with self._more:
-            if self._queue is not None:
-                self._queue.append(make)
-                self._more.notify_all()
-                return
-        self._write(make())
+        if self._writer is not None:
+            self._writer.submit(self._made, make)
+        else:
+            self._write(make())
 
     def flush(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self._more:
-            while (self._queue or self._writing) and time.monotonic() < deadline:
-                self._more.wait(0.05)
+        if self._writer is not None:  # one writer: what this waits for runs after all queued before it
+            import concurrent.futures
+            import contextlib
 
-    def _writer(self) -> None:
-        while True:
-            with self._more:
-                while not self._queue:
-                    self._more.wait()
-                make = self._queue.popleft()
-                self._writing += 1
-            try:
-                self._write(make())
-            except Exception:  # an event is never worth the job: said in the log, the job goes on
-                import logging
+            with contextlib.suppress(concurrent.futures.TimeoutError):  # a hung disk: the job stops anyway
+                self._writer.submit(lambda: None).result(timeout)
 
-                logging.getLogger("tether").exception("events: cannot write an event")
-            finally:
-                with self._more:
-                    self._writing -= 1
-                    self._more.notify_all()
+    def _made(self, make: Callable[[], Iterable[Event]]) -> None:
+        try:
+            self._write(make())
+        except Exception:  # an event is never worth the job: said in the log, the job goes on
+            import logging
+
+            logging.getLogger("tether").exception("events: cannot write an event")
 
     def _write(self, events: Iterable[Event]) -> None:
         data = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in events).encode()

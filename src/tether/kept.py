@@ -8,7 +8,7 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
-from tether.agent_remote import to_bytes, to_wire
+from tether.agent_remote import to_wire
 from tether.errors import TetherError
 
 if TYPE_CHECKING:
@@ -28,21 +28,19 @@ class Root:
         self.local = endpoint.local_path
 
     def versions(self) -> list[Version]:
-        from tether.versions import KEPT_TOPS, from_entries, scan_local
+        from tether.versions import KEPT_TOPS, from_kept, scan_local
 
         if self.local is not None:
             return scan_local(self.local, self.copies)
         try:
             with self.endpoint.connector(self.ssh)() as agent:
-                entries = agent.call("kept", tops=[to_wire(t) for t in KEPT_TOPS])["entries"]
+                kept = agent.call("kept", tops=[to_wire(t) for t in KEPT_TOPS])["entries"]
                 stats = agent.call("stat", paths=[to_wire(c) for c in self.copies])["entries"] if self.copies else []
         except (TetherError, OSError) as e:
             raise TetherError(
                 f"cannot list the versions kept on {self.shown}: {e}", "check that it is reachable"
             ) from e
-        copies = [(c, int(st["size"]), int(st["mtime_ns"])) for c, st in zip(self.copies, stats, strict=True)
-                  if st.get("type") in ("f", "l")]  # fmt: skip
-        return from_entries([(to_bytes(p), int(size), int(mtime)) for p, size, mtime in entries], copies)
+        return from_kept(kept, self.copies, stats)
 
     def fetch(self, v: Version, dest: bytes) -> None:
         """Copy the version to the local path dest (absent): in place, by rsync, or by the agent."""
@@ -64,6 +62,14 @@ class Root:
             return
         with self.endpoint.connector(self.ssh)() as agent:
             agent.call("fetch", path=to_wire(v.stored), size=v.size, mtime_ns=v.mtime_ns, into=os.fsdecode(dest))
+
+
+def collect(roots: list[Root], want: bytes | None) -> list[tuple[Root, Version]]:
+    """The versions of `want` (a path, or everything below it; None or b"": all) in every root,
+    on one time line, oldest first."""
+    found = [(r, v) for r in roots for v in r.versions()
+             if not want or v.path == want or v.path.startswith(want + b"/")]  # fmt: skip
+    return sorted(found, key=lambda rv: (rv[1].kept_at, rv[1].path, rv[1].stored))
 
 
 def is_folder_arg(dirs: Dirs, where: str) -> bool:
@@ -104,4 +110,4 @@ def roots(dirs: Dirs, where: str) -> tuple[list[Root], str | None]:
     return found, into
 
 
-__all__ = ["Root", "is_folder_arg", "roots"]
+__all__ = ["Root", "collect", "is_folder_arg", "roots"]

@@ -222,17 +222,17 @@ class TargetWorker(threading.Thread):
     def _said(self, work: Sequence[Change], full: bool, res: BatchResult) -> None:
         """The batch or pass that just succeeded, as events (and the target back, if it was not)."""
         target = str(self.applier.target)
-        out = [Event("up", self.job, target)] if self.failing else []
+        up = [Event("up", self.job, target)] if self.failing else []
         self.failing = False
-        if full:
-            out.append(pass_end(self.job, target, True, sent=res.files, bytes=res.bytes, errors=len(res.errors)))
         errors = [Event("error", self.job, target, detail=why) for why in res.errors]
         if full:
-            self.events.emit_all(out + errors)
+            end = pass_end(self.job, target, True, sent=res.files, bytes=res.bytes, errors=len(res.errors))
+            self.events.emit_all([*up, end, *errors])
             return
         spec, batch = self.applier.spec, list(work)  # made on the writer's thread (a burst: 20,000)
-        self.events.later(lambda: out + batch_events(self.job, target, batch, delete=spec.delete, trash=spec.trash)
-                          + errors)  # fmt: skip
+        self.events.later(
+            lambda: [*up, *batch_events(self.job, target, batch, delete=spec.delete, trash=spec.trash), *errors]
+        )
 
 
 def batch_events(job: str, target: str, work: Sequence[Change], *, delete: bool, trash: bool) -> list[Event]:

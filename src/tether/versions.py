@@ -15,20 +15,20 @@ The layouts of earlier releases are read where they lie, and pruned by age as be
     backups/<YYYYmmdd-HHMMSS[-N]>/<path>  origin "backup": what one locations run replaced or removed
 
 `classify` reads one stored path into a Version (pure, so any endpoint's listing can be fed to
-it); `scan_local` walks a local root.
+it); `from_kept` reads an agent's listing of KEPT_TOPS, local (`scan_local`) or far.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from tether.agent_remote import META_DIR as META
-from tether.agent_remote import VERSIONS, parse_version
+from tether.agent_remote import VERSIONS, Ops, parse_version, to_bytes
 
 KEPT = VERSIONS + b"/"
 TRASH = META + b"/trash/"
@@ -128,34 +128,22 @@ def classify(
     return None
 
 
-def scan_local(root: str | bytes, conflict_copies: Iterable[bytes] = ()) -> list[Version]:
-    """Every version kept under a local replica or target root, oldest first."""
-    base = os.fsencode(root)
-    copies = frozenset(conflict_copies)
-    found: list[Version] = []
-    for rel, size, mtime_ns, siblings in _walk(base, META):
-        v = classify(rel, size, mtime_ns, siblings)
-        if v:
-            found.append(v)
-    for copy in copies:
-        try:
-            st = os.lstat(os.path.join(base, copy))
-        except OSError:
-            continue  # the user deleted the copy: that conflict is closed
-        v = classify(copy, st.st_size, st.st_mtime_ns, conflict_copies=copies)
-        if v:
-            found.append(v)
-    return sorted(found, key=lambda v: (v.kept_at, v.path, v.stored))
-
-
 KEPT_TOPS = [VERSIONS, META + b"/trash", META + b"/backups"]  # where any layout keeps versions
+
+
+def from_kept(kept: list[list[Any]], copies: list[bytes], stats: list[dict[str, Any]]) -> list[Version]:
+    """The versions in an agent's replies: `kept` of KEPT_TOPS ([path, size, mtime_ns] each) and
+    `stat` of the conflict copies a job's state recorded (a copy gone: a conflict closed)."""
+    held = [(c, int(st["size"]), int(st["mtime_ns"])) for c, st in zip(copies, stats, strict=True)
+            if st.get("type") in ("f", "l")]  # fmt: skip
+    return from_entries([(to_bytes(p), int(size), int(mtime)) for p, size, mtime in kept], held)
 
 
 def from_entries(
     entries: Iterable[tuple[bytes, int, int]], copies: Iterable[tuple[bytes, int, int]] = ()
 ) -> list[Version]:
-    """The versions in a listing made on the far side (the agent's `kept` of KEPT_TOPS: path,
-    size, mtime_ns), and the recorded conflict copies found there; oldest first."""
+    """The versions in a listing (path, size, mtime_ns of every file below KEPT_TOPS), and the
+    recorded conflict copies found; oldest first."""
     listed = list(entries)
     names: dict[bytes, set[bytes]] = {}
     for rel, _size, _mtime in listed:
@@ -167,7 +155,7 @@ def from_entries(
         if v:
             found.append(v)
     held = list(copies)
-    recorded = [c for c, _s, _m in held]
+    recorded = frozenset(c for c, _s, _m in held)
     for copy, size, mtime_ns in held:
         v = classify(copy, size, mtime_ns, conflict_copies=recorded)
         if v:
@@ -175,26 +163,12 @@ def from_entries(
     return sorted(found, key=lambda v: (v.kept_at, v.path, v.stored))
 
 
-def _walk(base: bytes, top: bytes) -> Iterator[tuple[bytes, int, int, frozenset[bytes]]]:
-    stack = [top]
-    while stack:
-        rel = stack.pop()
-        try:
-            with os.scandir(os.path.join(base, rel)) as it:
-                ents = list(it)
-        except OSError:
-            continue
-        names = frozenset(e.name for e in ents)
-        for e in ents:
-            sub = rel + b"/" + e.name
-            try:
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(sub)
-            else:
-                yield sub, st.st_size, st.st_mtime_ns, names
+def scan_local(root: str | bytes, conflict_copies: Iterable[bytes] = ()) -> list[Version]:
+    """Every version kept under a local replica or target root, oldest first: the same listing
+    the agent makes on a far side (Ops.kept), made here in-process."""
+    ops = Ops(os.fsencode(root))
+    copies = list(conflict_copies)
+    return from_kept(ops.kept(list(KEPT_TOPS))["entries"], copies, ops.stat(list(copies)) if copies else [])
 
 
-__all__ = ["KEPT_TOPS", "ORIGINS", "Version", "classify", "from_entries", "scan_local"]
+__all__ = ["KEPT_TOPS", "ORIGINS", "Version", "classify", "from_entries", "from_kept", "scan_local"]

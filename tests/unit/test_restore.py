@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest
@@ -79,8 +78,3 @@ def test_times_are_read_as_a_person_writes_them() -> None:
     for bad in ("yesterday", "-5y", "2026-13-01", ""):
         with pytest.raises(Exception, match="is not a time"):
             parse_time(bad)
-
-
-def test_the_cases_cover_every_kind_of_version() -> None:
-    assert {x.origin for x in HISTORY} | {"conflict"} <= {"deleted", "replaced", "conflict"}
-    assert list(itertools.pairwise(sorted(t for t, _ in CASES)))

@@ -13,7 +13,7 @@ from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.output import shown
 
 if TYPE_CHECKING:
-    from tether.versions import Version
+    pass
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
 def cmd_restore(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether import restore
     from tether.cli.versions import number_versions
-    from tether.kept import Root
+    from tether.kept import collect
     from tether.kept import roots as kept_roots
 
     roots, into_path = kept_roots(dirs, args.where)
@@ -41,10 +41,7 @@ def cmd_restore(args: argparse.Namespace, dirs: Dirs) -> int:
     if into_path is None and not args.to:
         raise UsageError(f"{args.where} has no local replica to restore into", "give --to DIR")
     dest = os.fsencode(os.path.abspath(args.to)) if args.to else os.fsencode(str(into_path))
-    found: list[tuple[Root, Version]] = []
-    for root in roots:
-        found += [(root, v) for v in root.versions() if not want or v.path == want or v.path.startswith(want + b"/")]
-    found.sort(key=lambda rv: (rv[1].kept_at, rv[1].path, rv[1].stored))
+    found = collect(roots, want)
     where_of = {id(v): r for r, v in found}
     if args.at is not None:
         t = restore.parse_time(args.at)

@@ -24,14 +24,12 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_versions(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.kept import collect
     from tether.kept import roots as kept_roots
 
     roots, _into = kept_roots(dirs, args.where)
     want = os.fsencode(args.path.strip("/")) if args.path else None
-    found: list[tuple[str, Version]] = []
-    for r in roots:
-        found += [(r.shown, v) for v in r.versions() if want is None or _covers(want, v.path)]
-    found.sort(key=lambda rv: (rv[1].kept_at, rv[1].path, rv[1].stored))  # one time line across roots
+    found = [(r.shown, v) for r, v in collect(roots, want)]
     numbers = number_versions([v for _r, v in found])
     if args.json:
         docs = [{"root": shown(r), "n": n, **_shown(v.json())} for (r, v), n in zip(found, numbers, strict=True)]
@@ -53,10 +51,6 @@ def number_versions(found: list[Version]) -> list[int]:
         seen[v.path] = seen.get(v.path, 0) + 1
         out.append(seen[v.path])
     return out
-
-
-def _covers(want: bytes, path: bytes) -> bool:
-    return path == want or path.startswith(want + b"/")
 
 
 def _shown(doc: dict[str, Any]) -> dict[str, Any]:

@@ -51,8 +51,8 @@ from typing import IO, Any, Self
 
 from tether.agent_remote import (
     PROTOCOL_VERSION,
-    WHYS,
     OpError,
+    check_why,
     parse_version,
     prune_choice,
     show,
@@ -144,34 +144,6 @@ def _entry(item: Item) -> list[Any]:
     return ["f", int(item["Size"]), parse_mtime(item["ModTime"]), 0, 0]
 
 
-def _beside(fn: Callable[[], dict[str, Any]], name: str) -> Callable[[], dict[str, Any]]:
-    """Run fn in a thread now; the returned function waits for its result or raises its error."""
-    out: list[dict[str, Any]] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as e:
-            err.append(e)
-
-    t = threading.Thread(target=run, name=name, daemon=True)
-    t.start()
-
-    def wait() -> dict[str, Any]:
-        t.join()
-        if err:
-            raise err[0]
-        return out[0]
-
-    return wait
-
-
-def _trim(name: str, limit: int) -> str:
-    """name cut to at most limit UTF-8 bytes, never inside a character."""
-    return name.encode()[:limit].decode("utf-8", "ignore")
-
-
 def _version_name(name: str, why: str, stamp: str, taken: set[str]) -> str:
     """agent_remote.version_name for a remote's (UTF-8) names: the first one not taken, numbered
     after every version of that name kept the same second (a lower number freed by pruning
@@ -189,18 +161,6 @@ def _parse_version(name: str) -> tuple[str, str, int] | None:
     """(the kept file's own name, stamp, N) of a version's name on a remote."""
     v = parse_version(name.encode())
     return None if v is None else (v[0].decode("utf-8", "replace"), v[1].decode(), v[2])
-
-
-def _free_name(name: str, taken: set[str]) -> str:
-    """name, or name with a number before its extension (a.1.txt, a.2.txt, ...) if taken."""
-    dot = name.rfind(".")
-    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
-    candidate, n = name, 0
-    while candidate in taken:
-        n += 1
-        tag = f".{n}"
-        candidate = _trim(stem, _NAME_MAX - len(tag.encode()) - len(ext.encode())) + tag + ext
-    return candidate
 
 
 def _glob_escape(name: str) -> str:
@@ -321,7 +281,9 @@ class RcloneAgent(AgentClient):
             self._version_reply = lambda: version
             self.check_version()
         else:  # core/version takes rcd 10-25 ms (it gathers the OS's details): asked beside the rest
-            self._version_reply = _beside(lambda: self._rc("core/version", {}), f"rclone-version-{self.remote_name}")
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"rclone-version-{self.remote_name}")
+            self._version_reply = pool.submit(self._rc, "core/version", {}).result
+            pool.shutdown(wait=False)  # the one call still runs; its result is waited for by check_version
         try:
             self._open_root(create)
         except AgentError:
@@ -858,8 +820,7 @@ class RcloneAgent(AgentClient):
         if kind not in ("f", "d"):
             raise OpError(errno.EINVAL, f"install {rel}: unknown kind {kind!r}")
         broot = self._rel(backup_root)
-        if why.encode() not in WHYS:
-            raise OpError(errno.EINVAL, f"install: no such reason to keep a version: {why!r}")
+        check_why(why, "install")
         if kind == "d":
             item = self._check_expect(rel, expect, dir_ok=True)
             if item is not None and item.get("IsDir"):
@@ -985,6 +946,7 @@ class RcloneAgent(AgentClient):
         vroot = self._rel(versions_root)
         cutoff = None if days is None else time.strftime("%Y%m%d", time.localtime(time.time() - days * 86400))
         groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
+        dirs: set[str] = set()  # versions that are folders kept whole: purged, not deleted
         for it in self._list(vroot, recurse=True):
             path = str(it["Path"])
             folder, name = _parent(path)
@@ -993,17 +955,18 @@ class RcloneAgent(AgentClient):
             v = _parse_version(name)
             if v is not None:
                 groups.setdefault((folder, v[0]), []).append((name.encode(), v[1].encode(), v[2]))
+                if it.get("IsDir"):
+                    dirs.add(path)
         pruned = 0
         for (folder, _name), group in groups.items():
             for old in prune_choice(group, None if cutoff is None else cutoff.encode(), keep):
                 rel = _join(folder, old.decode())
                 with contextlib.suppress(RcError):
-                    item = self._stat(rel)
-                    if item is not None and item.get("IsDir"):
+                    if rel in dirs:
                         self._rc("operations/purge", {"fs": self.fs, "remote": rel})
-                    elif item is not None:
+                    else:
                         self._delete(rel)
-                    pruned += item is not None
+                    pruned += 1
         if days is not None:
             pruned += self._purge_legacy(days)
         for it in self._list(STAGING, filesOnly=True):
