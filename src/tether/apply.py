@@ -80,6 +80,7 @@ class Applier:
     ) -> None:
         self.target, self.spec, self.opts, self.mirror, self.ssh = target, spec, opts, mirror, ssh
         self.hooks = pass_hooks
+        self.warning: str | None = None  # the last full pass's soft time limit warning, for its events
         self.src = spec.source.path
         self._agent: AgentClient | None = None
         # what the agent's writes carry besides mode and mtime (empty: nothing read, nothing sent)
@@ -114,7 +115,7 @@ class Applier:
         try:
             return self._full_pass(clock, checksum)
         finally:
-            warning = clock.soft_warning()
+            self.warning = warning = clock.soft_warning()
             if warning:
                 log.warning("%s: %s", self.target, warning)
             failed = hooks.run_command("after", self.hooks.after, self.hooks.command_timeout)

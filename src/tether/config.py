@@ -9,12 +9,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import jobkeys
 from tether.endpoints import ReplicaSpec, as_local, check_overlap, parse_endpoint, parse_replica
 from tether.errors import UsageError
 from tether.hooks import NO_HOOKS, PassHooks
+
+if TYPE_CHECKING:
+    from tether.alerts.config import Settings
 from tether.mirror import MirrorSpec
 from tether.schema import Doc, Key, Schema, choice, is_num, is_str, is_str_list
 
@@ -70,6 +73,7 @@ class MirrorJob:
     ssh_config: str | None = None
     live: LiveOptions = LiveOptions()
     hooks: PassHooks = NO_HOOKS  # before/after and the time limits of each (full) pass
+    alerts: Settings | None = None  # the job's own [alerts]; alerts.toml adds to them
 
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: its targets."""
@@ -138,4 +142,4 @@ def build(doc: Doc, name: str) -> MirrorJob:
         sudo=doc["sudo"],
         python=doc["python"],
     )
-    return MirrorJob(name, doc.file, spec, jobkeys.ssh_config(doc), live, jobkeys.hooks(doc))
+    return MirrorJob(name, doc.file, spec, jobkeys.ssh_config(doc), live, jobkeys.hooks(doc), jobkeys.alerts(doc))

@@ -15,6 +15,7 @@ same events, one JSON object per line in `<state>/events/<job>.jsonl`:
     error        something could not be done (detail: what, and the path when there is one)
     refused      a pass was refused before it changed anything (delete guard, empty source, hook)
     down / up    a target stopped answering / answers again
+    warning      a pass has run past its soft time limit (max_time_soft)
 
 A file, appended to with one write per event (O_APPEND: lines from threads and processes never
 interleave), rotated by size to one `.1` file: readable by `tether events`, by `tail -f`, and by
@@ -35,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import concurrent.futures
 
-KINDS = ("pass-begin", "pass-end", "sent", "deleted", "moved", "kept", "conflict", "error", "refused", "down", "up")
+KINDS = (
+    "pass-begin", "pass-end", "sent", "deleted", "moved", "kept", "conflict", "error", "refused", "down", "up",
+    "warning",
+)  # fmt: skip
 COUNTS = ("sent", "deleted", "moved", "kept", "conflicts", "errors", "bytes")
 MAX_BYTES = 8 << 20  # one file this size, then it becomes `.1` (the one before is dropped)
 
@@ -113,6 +117,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._warned = False
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None  # see in_background
+        self._listeners: list[Callable[[list[Event]], None]] = []  # see listen()
 
     def in_background(self) -> None:
         """From now on events are made and written by a thread of their own, in order: a running
@@ -154,10 +159,13 @@ class EventLog:
 
             logging.getLogger("tether").exception("events: cannot write an event")
 
-    def _write(self, events: Iterable[Event]) -> None:
-        data = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in events).encode()
-        if not data:
+    def _write(self, made: Iterable[Event]) -> None:
+        events = list(made)
+        if not events:
             return
+        for listener in self._listeners:
+            listener(events)
+        data = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in events).encode()
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,12 +248,27 @@ def pass_end(job: str, target: str, ok: bool, **counts: int) -> Event:
     return Event("pass-end", job, target, counts={k: int(counts.get(k, 0)) for k in COUNTS}, ok=ok)
 
 
+_LISTENERS: dict[str, list[Callable[[list[Event]], None]]] = {}
+
+
+def listen(job: str, listener: Callable[[list[Event]], None]) -> Callable[[], None]:
+    """Hand every event this process writes for `job` to `listener` (the alerts), whichever
+    EventLog writes it: a running bisync opens one per pass. Returns how to stop listening."""
+    listeners = _LISTENERS.setdefault(job, [])
+    listeners.append(listener)
+    return lambda: listeners.remove(listener)
+
+
 def for_job(state_dir: Path, job: str | None) -> EventLog:
     """A job's event log; None (an ad hoc pair or mirror) keeps none."""
-    return NO_EVENTS if not job else EventLog(path_of(state_dir, job))
+    if not job:
+        return NO_EVENTS
+    log = EventLog(path_of(state_dir, job))
+    log._listeners = _LISTENERS.setdefault(job, [])  # the process's listeners for the job, shared
+    return log
 
 
 __all__ = [
-    "COUNTS", "KINDS", "NO_EVENTS", "Event", "EventLog", "for_job", "last_passes", "pass_end", "path_of", "read",
-    "shown_path",
+    "COUNTS", "KINDS", "NO_EVENTS", "Event", "EventLog", "for_job", "last_passes", "listen", "pass_end", "path_of",
+    "read", "shown_path",
 ]  # fmt: skip

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import UsageError
 from tether.filters import Filter
 from tether.hooks import PassHooks
+
+if TYPE_CHECKING:
+    from tether.alerts.config import Settings
 from tether.schema import Doc, Key, Schema, is_command, is_int, is_seconds, is_str, is_str_list
 
 # what a job's `preserve` may name (modes and mtimes are always kept); transport/rsync.py maps each
@@ -54,6 +57,8 @@ SHARED: Schema = {
     "ssh_config": Key("a file path", is_str, 'ssh_config = "~/.ssh/config-backup"'),
     "python": Key("a program name or path", lambda v: is_str(v) and _PROGRAM.fullmatch(v) is not None,
                   'python = "python3"', "auto"),
+    "alerts": Key("a table of alert settings", lambda v: isinstance(v, dict),
+                  '[alerts] then: webhook = "https://example.com/hook"'),
     "preserve": Key("a list of " + ", ".join(PRESERVE), lambda v: is_str_list(v) and set(v) <= set(PRESERVE),
                     'preserve = ["owner", "group", "acl", "xattr", "hardlinks"]', []),
 }  # fmt: skip
@@ -114,6 +119,12 @@ def hooks(doc: Doc) -> PassHooks:
         tuple(doc["before"]), tuple(doc["after"]), float(doc["command_timeout"]),
         None if soft is None else float(soft), None if hard is None else float(hard),
     )  # fmt: skip
+
+
+def alerts(doc: Doc) -> Settings:
+    from tether.alerts.config import NONE, from_table
+
+    return from_table(doc.file, doc.text, doc["alerts"]) if "alerts" in doc else NONE
 
 
 def bwlimit(doc: Doc) -> str | None:

@@ -46,6 +46,9 @@ def load_job(file: Path, name: str) -> Job:
         text, data = read_toml(file)
     except FileNotFoundError:
         raise UsageError(f"no job named {name!r} ({file} does not exist)", "`tether jobs` lists the jobs") from None
+    from tether.alerts.config import refuse_secrets
+
+    refuse_secrets(file, text, data)
     kind = data.get("kind", "mirror")
     if kind not in KINDS:
         doc = Doc(file, text, data, {})

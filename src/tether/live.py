@@ -227,7 +227,8 @@ class TargetWorker(threading.Thread):
         errors = [Event("error", self.job, target, detail=why) for why in res.errors]
         if full:
             end = pass_end(self.job, target, True, sent=res.files, bytes=res.bytes, errors=len(res.errors))
-            self.events.emit_all([*up, end, *errors])
+            slow = [Event("warning", self.job, target, detail=self.applier.warning)] if self.applier.warning else []
+            self.events.emit_all([*up, *errors, *slow, end])
             return
         spec, batch = self.applier.spec, list(work)  # made on the writer's thread (a burst: 20,000)
         self.events.later(

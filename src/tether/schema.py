@@ -133,7 +133,7 @@ class Doc:
             k = self.schema.get(key)
             if k is None:
                 also = {a: name for name, k in self.schema.items() for a in k.also}
-                hint = did_you_mean(key, list(self.schema), also) or elsewhere(key)
+                hint = elsewhere(key) or did_you_mean(key, list(self.schema), also)  # another kind's key: say so
                 known = "known keys: " + ", ".join(self.schema)
                 raise self.error(key, f"unknown key {key!r}", f"{hint} {known}" if hint else known)
             if not k.check(value):

@@ -5,7 +5,7 @@ what a key's type cannot say (the two replicas and how they pair)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tether import jobkeys
 from tether.bisync.plan import POLICIES
@@ -13,6 +13,9 @@ from tether.endpoints import ReplicaSpec, check_pair, parse_replica
 from tether.errors import UsageError
 from tether.filters import Filter
 from tether.hooks import NO_HOOKS, PassHooks
+
+if TYPE_CHECKING:
+    from tether.alerts.config import Settings
 from tether.schema import Doc, Key, Schema, choice, is_int, is_seconds, is_str
 
 SCHEMA: Schema = {
@@ -47,6 +50,7 @@ class BisyncJob(NamedTuple):
     rsync: str = "rsync"
     rsync_args: tuple[str, ...] = ()
     preserve: frozenset[str] = frozenset()  # owner, group, acl, xattr (modes and mtimes always)
+    alerts: Settings | None = None  # the job's own [alerts]; alerts.toml adds to them
 
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: both replicas."""
@@ -85,5 +89,5 @@ def build(doc: Doc, name: str) -> BisyncJob:
         max_delete=doc["max_delete"], backups_keep=doc["backups_keep"], trash_days=doc["trash_days"],
         hooks=jobkeys.hooks(doc), commands_on=doc["commands_on"], interval=float(doc["interval"]),
         bwlimit=jobkeys.bwlimit(doc), ssh_config=jobkeys.ssh_config(doc), python=doc["python"],
-        rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc), preserve=preserve,
+        rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc), preserve=preserve, alerts=jobkeys.alerts(doc),
     )  # fmt: skip

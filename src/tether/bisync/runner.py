@@ -115,6 +115,7 @@ def report_events(job: BisyncJob, rep: Report) -> list[Event]:
     out += [Event("error", name, detail=e) for e in problems]
     if rep.stopped:
         out.append(Event("error", name, detail=rep.stopped))
+    out += [Event("warning", name, detail=w) for w in rep.warnings]
     counts = {"sent": sum(rep.copied.values()), "deleted": sum(rep.deleted.values()),
               "conflicts": len(rep.conflicts), "errors": len(rep.errors) + len(rep.skipped)}  # fmt: skip
     return [*out, pass_end(name, "", rep.ok, **counts)]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.cli.common import check_job, describe
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, TetherError, UsageError
 from tether.ssh import SshOptions
+
+if TYPE_CHECKING:
+    from tether.jobs import Job
 
 
 def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
@@ -56,13 +59,23 @@ def _sync_all(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def _sync_one(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import MirrorJob
     from tether.jobs import load_named
     from tether.service.daemon import check_conflicts
 
     job = load_named(dirs, args.name)
     if not args.dry_run:
         check_conflicts(dirs, job)
+    if args.dry_run:
+        return _sync_loaded(job, args, dirs)
+    from tether import alerts
+
+    with alerts.for_job(dirs, job):
+        return _sync_loaded(job, args, dirs)
+
+
+def _sync_loaded(job: Job, args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.config import MirrorJob
+
     if not isinstance(job, MirrorJob):
         from tether.cli.bisync import run_once
 

@@ -14,7 +14,6 @@ import shlex
 import shutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tether.dirs import Dirs
@@ -44,7 +43,7 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
         raise UsageError(f"no locations configured: {dirs.config / 'locations.toml'} does not exist", _EXAMPLE)
     asker = Asker.open(yes=args.yes)
     try:
-        return _Run(args, config, asker, dirs.state).run()
+        return _Run(args, config, asker, dirs).run()
     except Stopped as e:
         print(f"tether: {e.message}", file=sys.stderr)
         return EXIT_ERRORS
@@ -68,8 +67,8 @@ def _note(text: str) -> None:
 
 
 class _Run:
-    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker, state_dir: Path) -> None:
-        self.args, self.config, self.ask, self.state_dir = args, config, asker, state_dir
+    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker, dirs: Dirs) -> None:
+        self.args, self.config, self.ask, self.dirs, self.state_dir = args, config, asker, dirs, dirs.state
         self.verb: str = args.command
         self.deleting = (args.delete or args.delete_now) and self.verb in ("work", "transfer")
         self.skipped: set[Location] = set()
@@ -190,10 +189,13 @@ class _Run:
         if not plan.actions:
             return True
         name = f"{LOCATIONS_JOB}{plan.set_name}"
-        events = for_job(self.state_dir, name)
-        events.emit(Event("pass-begin", name, shown(plan.dest), detail=f"{plan.verb} from {shown(plan.source)}"))
-        out = execute.apply(plan)
-        events.emit_all(plan_events(name, plan, out))
+        from tether import alerts  # alerts.toml's, for every job: a set has no job file of its own
+
+        with alerts.watching(self.dirs, name):
+            events = for_job(self.state_dir, name)
+            events.emit(Event("pass-begin", name, shown(plan.dest), detail=f"{plan.verb} from {shown(plan.source)}"))
+            out = execute.apply(plan)
+            events.emit_all(plan_events(name, plan, out))
         if out.ok:
             replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
             kept = f"; old versions in {shown(os.fsdecode(execute.versions_dir(plan)))}" if plan.keep_versions else ""

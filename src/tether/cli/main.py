@@ -12,6 +12,7 @@
     cli/restore.py    restore
     cli/systemd.py    service install, service uninstall
     cli/events.py     events
+    cli/alerts.py     alert test
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -91,6 +92,9 @@ def build_parser() -> Parser:
     from tether.cli.events import add_parser as add_events_parser
 
     add_events_parser(sub)
+    from tether.cli.alerts import add_parser as add_alert_parser
+
+    add_alert_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -137,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.systemd import cmd_service
 
             return cmd_service(args, dirs)
+        if args.command == "alert":
+            from tether.cli.alerts import cmd_alert
+
+            return cmd_alert(args, dirs)
         if args.command == "events":
             from tether.cli.events import cmd_events
 

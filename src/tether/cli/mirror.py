@@ -95,7 +95,7 @@ def _run_pass(
         remote_pass=remote_pass,
     )  # fmt: skip
     clock = pass_hooks.clock()
-    events.emit(Event("pass-begin", job))
+    events.emit_all(Event("pass-begin", job, str(t)) for t in spec.targets)
     try:
         outcomes: list[TargetOutcome] = mirror.run(spec, dry_run=args.dry_run, force=args.force, clock=clock)
     except Exception as e:
@@ -113,6 +113,7 @@ def _run_pass(
     warning = clock.soft_warning()
     if warning:
         print(f"tether: warning: {warning}", file=sys.stderr)
+        events.emit(Event("warning", job, detail=warning))
     if not args.dry_run:
         failed = hooks.run_command("after", pass_hooks.after, pass_hooks.command_timeout)
         if failed:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported lazily at run time: other commands start faster wi
     from tether.config import LiveOptions
     from tether.events import EventLog
     from tether.hooks import PassHooks
+    from tether.jobs import Job
     from tether.mirror import MirrorSpec
     from tether.ssh import SshOptions
 
@@ -74,12 +75,9 @@ def run_live(
 
 
 def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.config import MirrorJob
-    from tether.events import for_job
     from tether.jobs import load_named
     from tether.service.daemon import JobPaths, check_conflicts
     from tether.service.locks import PidLock
-    from tether.ssh import SshOptions
 
     job = load_named(dirs, args.name)
     paths = JobPaths.of(dirs, args.name)
@@ -88,17 +86,27 @@ def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
         raise LockedError(f"{args.name} is already running (pid {lock.holder()})", f"`tether stop {args.name}` first")
     try:
         check_conflicts(dirs, job)
-        if not isinstance(job, MirrorJob):
-            from tether.cli.bisync import run_job_live
+        from tether import alerts
 
-            return run_job_live(job, dirs, paths.status)
-        ssh = SshOptions.from_env(dirs)
-        if job.ssh_config:
-            ssh = SshOptions(ssh.socket_dir, job.ssh_config)
-        return run_live(args.name, job.spec, job.live, ssh, dirs, paths.status, job.hooks,
-                        for_job(dirs.state, args.name))  # fmt: skip
+        with alerts.for_job(dirs, job):
+            return _run_loaded(job, dirs, paths.status)
     finally:
         lock.release()
+
+
+def _run_loaded(job: Job, dirs: Dirs, status: Path) -> int:
+    from tether.config import MirrorJob
+    from tether.events import for_job
+    from tether.ssh import SshOptions
+
+    if not isinstance(job, MirrorJob):
+        from tether.cli.bisync import run_job_live
+
+        return run_job_live(job, dirs, status)
+    ssh = SshOptions.from_env(dirs)
+    if job.ssh_config:
+        ssh = SshOptions(ssh.socket_dir, job.ssh_config)
+    return run_live(job.name, job.spec, job.live, ssh, dirs, status, job.hooks, for_job(dirs.state, job.name))
 
 
 def _fmt_time(t: float | None) -> str:

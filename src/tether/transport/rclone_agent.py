@@ -227,6 +227,7 @@ class RcloneAgent(AgentClient):
             "kept": self._kept,
             "watch": self._watch,
             "run": self._run_op,
+            "df": self._df,
         }
 
     # ------------------------------------------------------------------ start and stop
@@ -671,6 +672,15 @@ class RcloneAgent(AgentClient):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+    def _df(self) -> dict[str, Any]:
+        """Free and total bytes, as the backend tells them (operations/about); a backend that
+        keeps no quota (sftp without statvfs, webdav without RFC 4331) says none: -1."""
+        try:
+            about = self._rc("operations/about", {"fs": self.fs})
+        except RcError:
+            return {"free": -1, "total": -1}
+        return {"free": int(about.get("free", -1)), "total": int(about.get("total", -1))}
 
     def _rmdir(self, rel: str) -> None:
         try:
