@@ -68,8 +68,8 @@ def _version(m: re.Match[str] | None) -> Version | None:
 
 
 def rsync_version(text: str) -> Version | None:
-    """The version `rsync --version` prints ("rsync  version 3.2.7  protocol version 31"); None
-    for anything else, such as macOS's openrsync, which speaks another dialect."""
+    """The version `rsync --version` prints ("rsync  version 3.2.7  protocol version 31"; macOS's
+    openrsync says "rsync version 2.6.9 compatible", too old either way); None without one."""
     return _version(_RSYNC_RE.search(text))
 
 
