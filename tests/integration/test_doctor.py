@@ -23,7 +23,7 @@ import pytest
 
 from tests.rig.live import write_job, write_job_text
 from tests.rig.run import tether
-from tests.rig.sshd import SshServer
+from tests.rig.sshd import ALIAS_DOWN, SshServer
 
 WATCHES_USERNS = "/proc/sys/user/max_inotify_watches"
 WATCHES_GLOBAL = "/proc/sys/fs/inotify/max_user_watches"
@@ -102,6 +102,20 @@ def test_healthy_ssh_jobs_pass_every_check_they_need(tmp_path: Path, tether_ssh_
     assert "round trip" in clock["detail"]
     everything = doctor([], tether_ssh_env, 0)  # every job, and this machine's own check
     assert {c["job"] for c in everything["checks"]} == {None, "push", "two"}
+
+
+def test_a_far_side_ssh_cannot_reach_fails_and_its_probes_say_they_did_not_run(
+    tmp_path: Path, tether_ssh_env: dict[str, str]
+) -> None:
+    (tmp_path / "src").mkdir()
+    write_job(tether_ssh_env, "down", tmp_path / "src", [f"{ALIAS_DOWN}:{tmp_path}/dst"])
+    doc = doctor(["down"], tether_ssh_env, 1)
+    bad = failing(doc)
+    assert set(bad) == {"ssh", "rsync", "python", "free-space"}
+    assert bad["ssh"]["detail"] == f"{ALIAS_DOWN}: connection refused (no ssh server listening)"
+    assert bad["ssh"]["fix"] == "check the host and port, and that sshd runs there"
+    assert bad["python"]["detail"] == f"{ALIAS_DOWN}: not checked, ssh to it fails"
+    assert next(c for c in doc["checks"] if c["check"] == "rsync" and c["ok"])["detail"].startswith("this machine")
 
 
 def test_a_far_side_without_rsync_is_named_with_its_fix(
