@@ -17,6 +17,7 @@ from functools import partial
 from tether.doctor import probes
 from tether.doctor.rules import Finding, Result, failed
 from tether.endpoints import ReplicaSpec, as_rclone
+from tether.errors import TetherError
 from tether.filters import Filter
 from tether.jobs import Job
 from tether.output import shown
@@ -176,7 +177,7 @@ def _safe(c: Check) -> Finding:
     """A probe that breaks is a failed check naming the breakage, never a traceback."""
     try:
         return c.probe()
-    except OSError as e:
+    except (OSError, TetherError) as e:
         return failed(f"{c.name}: {shown(str(e))}", "fix what the error names, then run tether doctor again")
 
 
