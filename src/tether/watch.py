@@ -178,7 +178,7 @@ class Watcher:
         if self._root_id is None or not os.path.isdir(self.path):
             raise SourceMissing(f"cannot watch {self.path}: not a directory")
         self.root = os.path.realpath(self.path)  # inotify never follows a symlink: watch where it leads
-        needed = sum(1 for _ in self._dirs(""))
+        needed = self.needed_watches()
         limit = self._max_watches if self._max_watches is not None else max_user_watches()
         if limit is not None and needed > limit:
             raise too_many_watches(self.root, needed, limit)
@@ -240,6 +240,11 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def needed_watches(self) -> int:
+        """One watch per included directory below the root: what start() asks the kernel for,
+        and what `tether doctor` holds against the limit."""
+        return sum(1 for _ in self._dirs(""))
 
     @property
     def watch_count(self) -> int:

@@ -13,6 +13,7 @@
     cli/systemd.py    service install, service uninstall
     cli/events.py     events
     cli/alerts.py     alert test
+    cli/doctor.py     doctor
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -95,6 +96,9 @@ def build_parser() -> Parser:
     from tether.cli.alerts import add_parser as add_alert_parser
 
     add_alert_parser(sub)
+    from tether.cli.doctor import add_parser as add_doctor_parser
+
+    add_doctor_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -149,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.events import cmd_events
 
             return cmd_events(args, dirs)
+        if args.command == "doctor":
+            from tether.cli.doctor import cmd_doctor
+
+            return cmd_doctor(args, dirs)
         if args.command == "import-config":
             from tether.cli.importer import cmd_import
 

@@ -61,15 +61,16 @@ class AgentDown(TetherError):
     """The channel is gone (ssh failed, agent died): nothing more can be sent on this client."""
 
 
-def remote_command(python: str) -> str:
-    """The far side's command line: python and the fixed bootstrap, the same for every connection.
+def remote_command(python: str, code: str = BOOTSTRAP) -> str:
+    """The far side's command line: python and the fixed bootstrap (or, for `tether doctor`, other
+    fixed code), the same for every connection.
 
     `auto` (the default) prefers the system's /usr/bin/python3 and falls back to `python3` on
     PATH, as interpreter discovery in other tools does: the agent needs only the standard
     library, and a version manager's shim on PATH (pyenv) costs ~60 ms per connection.  Only
     `test`, `exec`, `&&` and `||`, which POSIX shells, fish and csh all read alike.
     """
-    tail = f"-S -c {shlex.quote(BOOTSTRAP)}"
+    tail = f"-S -c {shlex.quote(code)}"
     if python == "auto":
         return f"test -x /usr/bin/python3 && exec /usr/bin/python3 {tail} || exec python3 {tail}"
     return f"exec {python} {tail}"
