@@ -12,6 +12,7 @@
     cli/restore.py    restore
     cli/systemd.py    service install, service uninstall
     cli/events.py     events
+    cli/serve.py      serve
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -91,6 +92,9 @@ def build_parser() -> Parser:
     from tether.cli.events import add_parser as add_events_parser
 
     add_events_parser(sub)
+    from tether.cli.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -141,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.events import cmd_events
 
             return cmd_events(args, dirs)
+        if args.command == "serve":
+            from tether.cli.serve import cmd_serve
+
+            return cmd_serve(args, dirs)
         if args.command == "import-config":
             from tether.cli.importer import cmd_import
 
