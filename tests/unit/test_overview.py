@@ -67,6 +67,7 @@ def test_a_running_target_that_is_caught_up_has_no_lag_and_its_events_counted() 
         ({"state": "down", "pending": 0}, 5.0),  # failing: behind by whatever came since
         ({"pending": 3, "last_success": None}, 60.0),  # never yet: since the job started
         ({"state": "waiting", "pending": 0}, 0.0),  # the source is gone: nothing to carry
+        ({"pending": 3, "behind_since": NOW - 2}, 2.0),  # since it fell behind, when the job says
     ],
 )
 def test_lag_is_the_time_since_the_last_success_while_anything_is_pending(target: dict[str, Any], lag: float) -> None:
@@ -166,3 +167,28 @@ def test_the_watch_limit_is_the_lower_of_the_two(tmp_path: Path) -> None:
     assert watch_limit((str(a), str(b))) == 1000
     assert watch_limit((str(a), str(tmp_path / "missing"))) == 65536
     assert watch_limit((str(tmp_path / "missing"),)) is None
+
+
+def test_the_board_keeps_since_when_a_target_is_behind(tmp_path: Path) -> None:
+    from tether.service.status import JobStatus, StatusBoard, TargetStatus
+
+    t = TargetStatus("/dst")
+    board = StatusBoard(tmp_path / "s.json", JobStatus("m", 1, "/src", NOW, targets=[t]))
+    board.update(t, pending=2)
+    since = t.behind_since
+    assert since is not None
+    board.update(t, state="syncing", pending=1)
+    assert t.behind_since == since  # still behind the first change
+    board.update(t, state="idle", pending=0, force=True)
+    assert t.behind_since is None
+    assert json.loads((tmp_path / "s.json").read_text())["targets"][0]["behind_since"] is None
+
+
+def test_the_sampler_gives_the_rate_over_its_window() -> None:
+    from tether.service.overview import RateSampler
+
+    sampler = RateSampler(window=10)
+    assert sampler.rates("m", _status(bytes_sent=0), True, NOW) == {}
+    assert sampler.rates("m", _status(bytes_sent=5000), True, NOW + 2) == {"/dst": 2500.0}
+    assert sampler.rates("m", _status(bytes_sent=5000), False, NOW + 3) == {}  # stopped: no rate
+    assert sampler.rates("m", _status(bytes_sent=5000), True, NOW + 20) == {}  # the old samples are out

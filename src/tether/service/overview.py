@@ -13,10 +13,11 @@ Definitions (the README's *Status* says the same):
   the target's (idle, syncing, retrying, down, waiting).
 - last success: the last time the target was left equal to the source: the running job's own
   word, else the last `pass-end` with ok in the event stream.
-- lag: 0 while the target is caught up (no change pending, not failing); otherwise seconds
-  since its last success (since the job started, when it has none yet). The status file keeps
-  no time of the oldest pending change, so lag is an upper bound on how stale the target is.
-  None for a job that is not running (nothing is lagging: nothing is being watched).
+- lag: 0 while the target is caught up (no change pending, not syncing or failing); otherwise
+  seconds since it fell behind: since the first change it has not caught up with since (the
+  status file's `behind_since`; a job started before that field existed: since its last
+  success). An upper bound on how stale the target is: while it works through a queue, the
+  oldest change still queued may be younger. None for a job that is not running.
 - rate: bytes per second. `tether serve` samples bytes sent at each look and gives the rate over
   the last WINDOW seconds ("window"); where there is one look only (`tether status`) it is the
   target's last pass: its bytes over its time from pass-begin to pass-end ("last-pass").
@@ -290,7 +291,7 @@ def _row(
     success = _latest(s.get("last_success"), t.last_ok)
     pending = int(s.get("pending") or 0)
     caught_up = pending == 0 and tstate not in (*_FAILING, "syncing")
-    since = s.get("last_success") or started
+    since = s.get("behind_since") or s.get("last_success") or started
     lag = 0.0 if caught_up else (max(0.0, now - since) if since else None)
     return Row(
         job, name, f"{job_state}/{tstate}", tstate, tstate not in _FAILING, success, lag, pending, rate, basis,
