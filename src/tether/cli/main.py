@@ -14,6 +14,7 @@
     cli/events.py     events
     cli/alerts.py     alert test
     cli/doctor.py     doctor
+    cli/serve.py      serve
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -99,6 +100,9 @@ def build_parser() -> Parser:
     from tether.cli.doctor import add_parser as add_doctor_parser
 
     add_doctor_parser(sub)
+    from tether.cli.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -157,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli.doctor import cmd_doctor
 
             return cmd_doctor(args, dirs)
+        if args.command == "serve":
+            from tether.cli.serve import cmd_serve
+
+            return cmd_serve(args, dirs)
         if args.command == "import-config":
             from tether.cli.importer import cmd_import
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tether.cli.common import running
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, LockedError, TetherError
-from tether.output import human_bytes, shown
+from tether.output import shown
 
 if TYPE_CHECKING:  # imported lazily at run time: other commands start faster without them
     from tether.config import LiveOptions
@@ -109,54 +109,14 @@ def _run_loaded(job: Job, dirs: Dirs, status: Path) -> int:
     return run_live(job.name, job.spec, job.live, ssh, dirs, status, job.hooks, for_job(dirs.state, job.name))
 
 
-def _fmt_time(t: float | None) -> str:
-    if not t:
-        return "never"
-    ago = time.time() - t
-    return f"{ago:.0f}s ago" if ago < 120 else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
 def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
-    from tether.events import last_passes, path_of
-    from tether.jobs import list_jobs
-    from tether.service.daemon import JobPaths
-    from tether.service.locks import PidLock
-    from tether.service.status import read_status
+    from tether.service.overview import Gatherer, table, to_json
 
-    names = [args.name] if args.name else list_jobs(dirs)
-    docs: list[dict[str, Any]] = []
-    for name in names:
-        paths = JobPaths.of(dirs, name)
-        pid = PidLock(paths.pid).holder()
-        st = read_status(paths.status) or {}
-        running = pid is not None
-        state = st.get("state", "stopped") if running else ("failed" if st.get("state") == "failed" else "stopped")
-        passes = [{"target": e.target, "at": e.at, "ok": e.ok, "counts": e.counts}
-                  for e in last_passes(path_of(dirs.state, name))]  # fmt: skip
-        docs.append({"job": name, "running": running, "pid": pid, "state": state, "message": st.get("message"),
-                     "watches": st.get("watches", 0), "targets": st.get("targets", []) if running else [],
-                     "last_passes": passes})  # fmt: skip
+    views = Gatherer(dirs).gather(args.name)
     if args.json:
-        print(json.dumps({"jobs": docs}, indent=2))
-        return EXIT_OK
-    if not docs:
-        print("no jobs")
-    for d in docs:
-        line = f"{d['job']}: {d['state']}" + (f" (pid {d['pid']}, {d['watches']} dirs watched)" if d["running"] else "")
-        print(line)
-        if d["message"] and d["state"] in ("failed", "waiting"):
-            print(f"  {d['message']}")
-        for t in d["targets"]:
-            print(
-                f"  {shown(t['target'])}: {t['state']}, last success {_fmt_time(t['last_success'])}, "
-                f"pending {t['pending']}, sent {t['files_sent']} files / {human_bytes(t['bytes_sent'])}"
-            )
-            if t.get("last_error"):
-                print(f"    last error ({_fmt_time(t['last_error_at'])}): {t['last_error']}")
-        for p in [] if d["running"] else d["last_passes"]:  # a running job's targets said it already
-            counts = ", ".join(f"{v} {k}" for k, v in p["counts"].items() if v) or "nothing to do"
-            where = f" to {shown(p['target'])}" if p["target"] else ""
-            print(f"  last pass{where}: {'ok' if p['ok'] else 'NOT ok'}, {_fmt_time(p['at'])} ({counts})")
+        print(json.dumps({"jobs": [to_json(v) for v in views]}, indent=2))
+    else:
+        print(table(views, time.time()) if views else "no jobs")
     return EXIT_OK
 
 

@@ -31,6 +31,7 @@ class TargetStatus:
     full_passes: int = 0
     passes: int = 0  # every pass, narrow ones (continuous bisync, started by events) included
     paths_looked: int = 0  # paths the narrow passes looked at (what the watches reported)
+    behind_since: float | None = None  # since when the target has had work pending (set by the board): its lag
 
 
 @dataclass
@@ -63,6 +64,12 @@ class StatusBoard:
             obj: Any = target if target is not None else self.status
             for k, v in changes.items():
                 setattr(obj, k, v)
+            if isinstance(obj, TargetStatus):  # kept here, so every job kind's targets have it
+                behind = obj.pending > 0 or obj.state in (SYNCING, RETRYING, DOWN)
+                if not behind:
+                    obj.behind_since = None
+                elif obj.behind_since is None:
+                    obj.behind_since = time.time()
             self._is_dirty = True
             if force:
                 self.flush()
