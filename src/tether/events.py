@@ -111,13 +111,15 @@ class EventLog:
     """Appends a job's events. Safe to share between threads; never raises on a full disk
     (an event that cannot be written is not worth failing a transfer for): it says so once."""
 
-    def __init__(self, path: Path, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self, path: Path, max_bytes: int = MAX_BYTES, listeners: list[Callable[[list[Event]], None]] | None = None
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._warned = False
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None  # see in_background
-        self._listeners: list[Callable[[list[Event]], None]] = []  # see listen()
+        self._listeners = [] if listeners is None else listeners  # see listen(): shared, not copied
 
     def in_background(self) -> None:
         """From now on events are made and written by a thread of their own, in order: a running
@@ -261,11 +263,7 @@ def listen(job: str, listener: Callable[[list[Event]], None]) -> Callable[[], No
 
 def for_job(state_dir: Path, job: str | None) -> EventLog:
     """A job's event log; None (an ad hoc pair or mirror) keeps none."""
-    if not job:
-        return NO_EVENTS
-    log = EventLog(path_of(state_dir, job))
-    log._listeners = _LISTENERS.setdefault(job, [])  # the process's listeners for the job, shared
-    return log
+    return NO_EVENTS if not job else EventLog(path_of(state_dir, job), listeners=_LISTENERS.setdefault(job, []))
 
 
 __all__ = [

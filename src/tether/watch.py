@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
 from tether.errors import UsageError
 from tether.filters import Filter
+from tether.watchlimit import max_user_watches
 
 __all__ = ["MAX_DELAY", "Change", "Coalescer", "Watcher", "coalesce"]
 
@@ -57,8 +58,6 @@ _BUFSIZE = 256 * 1024
 _MAX_READS = 64  # per drain: hand control back during an endless burst
 MAX_DELAY = 1.0  # the longest a window gathers after its first change, however busy the tree
 MOVE_GRACE = 0.02  # how long a MOVED_FROM waits for its MOVED_TO before it counts as a delete
-WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
-WATCHES_USERNS = "/proc/sys/user/max_inotify_watches"  # per user namespace (lowered by tests, containers)
 
 
 @dataclass(frozen=True)
@@ -114,19 +113,6 @@ def root_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
-
-
-def max_user_watches() -> int | None:
-    """The kernel's per-user watch limit (the lower of the global one and this user
-    namespace's), or None where it cannot be read."""
-    found = []
-    for sysctl in (WATCHES_SYSCTL, WATCHES_USERNS):
-        try:
-            with open(sysctl) as f:
-                found.append(int(f.read().strip()))
-        except (OSError, ValueError):
-            pass
-    return min(found) if found else None
 
 
 def too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:

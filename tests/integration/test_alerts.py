@@ -64,8 +64,7 @@ def test_a_target_that_flaps_gives_exactly_one_down_and_one_recovery_message(
             back()
             wait_for(lambda: any("is back" in s for s in box.subjects()), 60, "the recovery message")
             wait_same(src, dst)
-            settle = time.monotonic() + threshold + 2  # anything more would have come by now
-            wait_for(lambda: time.monotonic() > settle, threshold + 5, "the threshold to pass once more")
+            time.sleep(threshold + 2)  # not a race: a second down or back message would come within this
         subjects = box.subjects()
         assert sum("is down" in s for s in subjects) == 1, subjects
         assert sum("is back" in s for s in subjects) == 1, subjects

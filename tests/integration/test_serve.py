@@ -47,7 +47,8 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, list[str]]]:
         for ln in proc.stdout or []:
             lines.put(ln)
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         try:
             url = lines.get(timeout=60).strip()
@@ -64,6 +65,7 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[str, list[str]]]:
             proc.kill()
             raise
         err = proc.stderr.read() if proc.stderr else ""
+        reader.join(30)  # to the end of its output: the last line may still be on its way to the queue
         while not lines.empty():
             out.append(lines.get().rstrip("\n"))
         assert "Traceback" not in err, err

@@ -163,13 +163,3 @@ def test_low_space_is_told_under_min_free_only():
     assert rules.space("j", "/t", 2 << 30, 0.0) == []
     (a,) = rules.space("j", "/t", 100 << 20, 0.0)
     assert a.kind == "space" and "104.9 MB free" in a.text
-
-
-def test_the_rules_take_thousands_of_events_a_second():
-    import time
-
-    rules = Rules(Settings(down_after=T))
-    started = time.perf_counter()
-    for i in range(20_000):
-        rules.feed(Event("down" if i % 2 else "up", "j", f"/t{i % 7}"), float(i))
-    assert time.perf_counter() - started < 5  # generous: this is a sanity bound, not a benchmark

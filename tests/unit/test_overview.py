@@ -17,9 +17,9 @@ from tether.service.overview import (
     read_tally,
     table,
     to_json,
-    watch_limit,
     window_rate,
 )
+from tether.watchlimit import max_user_watches
 
 NOW = 1_700_000_000.0
 
@@ -164,9 +164,9 @@ def test_the_watch_limit_is_the_lower_of_the_two(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("65536\n")
     b.write_text("1000\n")
-    assert watch_limit((str(a), str(b))) == 1000
-    assert watch_limit((str(a), str(tmp_path / "missing"))) == 65536
-    assert watch_limit((str(tmp_path / "missing"),)) is None
+    assert max_user_watches((str(a), str(b))) == 1000
+    assert max_user_watches((str(a), str(tmp_path / "missing"))) == 65536
+    assert max_user_watches((str(tmp_path / "missing"),)) is None
 
 
 def test_the_board_keeps_since_when_a_target_is_behind(tmp_path: Path) -> None:

@@ -47,8 +47,11 @@ def watching(
 
     space = None
     if places and ssh is not None and settings.min_free is not None:
-        where = dict(places)
-        space = lambda target: [(str(ep), free_space(ep, ssh, python)) for ep in where.get(target, ())]  # noqa: E731
+        where, through = dict(places), ssh
+
+        def space(target: str) -> list[tuple[str, int | None]]:
+            return [(str(ep), free_space(ep, through, python)) for ep in where.get(target, ())]
+
     d = Dispatcher(job, settings, space)
     stop = listen(job, d)
     try:

@@ -72,8 +72,9 @@ KEYS = ("email", "webhook", "heartbeat", "down_after", "min_free", "repeat_after
 EMAIL_KEYS = ("host", "port", "security", "to", "from", "user", "password_file", "password_env", "ca_file")
 
 
-def secret_line(text: str, key: str) -> int | None:
-    """The line of `key = ...` anywhere in a file (a table's key, an inline table's key)."""
+def line_of(text: str, key: str) -> int | None:
+    """The first line setting `key` anywhere in a file (a table's key, an inline table's key):
+    schema.key_line finds top-level keys only."""
     rx = re.compile(rf"(?:^|[{{,\s])[\"']?{re.escape(key)}[\"']?\s*=")
     for no, ln in enumerate(text.splitlines(), 1):
         if rx.search(ln.split("#", 1)[0]):
@@ -105,7 +106,7 @@ def refuse_secrets(file: Path, text: str, data: dict[str, Any]) -> None:
     if name is None:
         return
     key = name.rsplit(".", 1)[-1]
-    line = secret_line(text, key)
+    line = line_of(text, key)
     raise ConfigError(
         f"{file}:{line or 1}: {name} holds a password in clear text; tether does not read passwords from its "
         "config files (they are copied, backed up and shown far more than a secret should be)",
@@ -133,7 +134,7 @@ class _Reader:
         self.file, self.text, self.table = file, text, table
 
     def error(self, key: str, message: str, hint: str) -> ConfigError:
-        line = secret_line(self.text, key)
+        line = line_of(self.text, key)
         where = f"{self.file}:{line}" if line else str(self.file)
         return ConfigError(f"{where}: {self.table}{key}: {message}", hint)
 
@@ -229,7 +230,7 @@ def load_global(config_dir: Path) -> tuple[Settings, tuple[str, ...] | None]:
     refuse_secrets(file, text, data)
     jobs = data.pop("jobs", None)
     if jobs is not None and not is_str_list(jobs):
-        raise ConfigError(f"{file}:{secret_line(text, 'jobs') or 1}: jobs must be a list of job names",
+        raise ConfigError(f"{file}:{line_of(text, 'jobs') or 1}: jobs must be a list of job names",
                           'write jobs = ["photos", "docs"], or leave it out for every job')  # fmt: skip
     return _Reader(file, text, "").settings(data), None if jobs is None else tuple(jobs)
 
@@ -241,7 +242,7 @@ def merged(job: str, own: Settings, config_dir: Path) -> Settings:
         every = NONE
     if not every.any:
         return own
-    if not own.any and own == NONE:
+    if own == NONE:  # no [alerts] table: alerts.toml's thresholds too
         return every
     return own._replace(
         emails=every.emails + own.emails, webhooks=every.webhooks + own.webhooks,

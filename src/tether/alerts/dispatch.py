@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from tether.alerts.config import Settings
@@ -31,8 +32,8 @@ def deliver(settings: Settings, alert: Alert, retries: Sequence[float] = RETRIES
     from tether.alerts import send
 
     out: list[tuple[str, str | None]] = []
-    jobs: list[tuple[str, Callable[[], None]]] = [(str(e), lambda e=e: send.email(e, alert)) for e in settings.emails]  # type: ignore[misc]
-    jobs += [(f"webhook {u}", lambda u=u: send.webhook(u, alert)) for u in settings.webhooks]  # type: ignore[misc]
+    jobs: list[tuple[str, Callable[[], None]]] = [(str(e), partial(send.email, e, alert)) for e in settings.emails]
+    jobs += [(f"webhook {u}", partial(send.webhook, u, alert)) for u in settings.webhooks]
     for name, do in jobs:
         out.append((name, tried(do, retries)))
     return out
@@ -118,7 +119,7 @@ class Dispatcher:
 
         for p in pings:
             for url in self.settings.heartbeats:
-                why = tried(lambda url=url, p=p: send.heartbeat(url, p), RETRIES[:1])  # type: ignore[misc]
+                why = tried(partial(send.heartbeat, url, p), RETRIES[:1])
                 if why is not None:
                     log.warning("heartbeat %s not pinged: %s", p.what, why)
 

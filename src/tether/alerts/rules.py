@@ -113,9 +113,9 @@ class Rules:
             h.good_since, h.detail = None, e.detail or h.detail
             h.outages += 1
         elif e.kind == "up":
-            h = self.health.get(key) or _Health()
-            if h.bad_since is not None and h.good_since is None:
-                h.good_since = now
+            back = self.health.get(key)  # one is kept only while a target is (or may still be) down
+            if back is not None and back.good_since is None:
+                back.good_since = now
         elif e.kind == "pass-begin":
             self.passes[key] = _Pass()
             if not self.open.get(e.job):
@@ -152,7 +152,7 @@ class Rules:
         elif e.kind == "warning":
             short = e.detail if len(e.detail) <= 60 else e.detail[:57] + "..."
             out.append(Alert("warning", e.job, e.target, f"{e.job}: {short}", e.detail, now))
-        return self._limited(out + self.tick(now)[0], now), pings
+        return self._limited(out, now), pings
 
     def _on(self, target: str) -> str:
         return f" on {target}" if target else ""
@@ -183,13 +183,13 @@ class Rules:
 
     def tick(self, now: float) -> tuple[list[Alert], float | None]:
         """Outages that have lasted long enough, recoveries that have held long enough; and when
-        to be asked next (None: nothing is waiting on the clock)."""
+        to be asked next (None: nothing is waiting on the clock). The clock is only read here:
+        feed() never tells an outage, so one told late by a slow tick is still told once."""
         out: list[Alert] = []
         after = self.settings.down_after
         nxt: float | None = None
         for (job, target), h in list(self.health.items()):
-            if h.bad_since is None:
-                continue
+            assert h.bad_since is not None  # set when the first down made it
             if h.good_since is None:
                 if not h.told and now - h.bad_since >= after:
                     h.told = True
@@ -207,7 +207,7 @@ class Rules:
                 del self.health[(job, target)]
             else:
                 nxt = min(nxt or now + after, h.good_since + after)
-        return out, nxt
+        return self._limited(out, now), nxt
 
     # -- out ---------------------------------------------------------------------------------
     def _limited(self, alerts: list[Alert], now: float) -> list[Alert]:

@@ -206,7 +206,8 @@ def start_watch(w: Replica, job: BisyncJob) -> tuple[int, list[tuple[bytes, str]
     """Place the watches before the first pass (nothing written meanwhile is missed).  A tree
     that needs more watches than the kernel allows is refused as the mirror refuses it."""
     from tether.agent_remote import to_bytes
-    from tether.watch import max_user_watches, too_many_watches
+    from tether.watch import too_many_watches
+    from tether.watchlimit import max_user_watches
 
     res = w.call("watch", timeout=0, rules=watch_rules(job))
     lost = [(to_bytes(d), why, code) for d, why, code in res.get("lost", [])]

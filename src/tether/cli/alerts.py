@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from typing import Any
 
 from tether.dirs import Dirs
@@ -44,7 +45,7 @@ def cmd_alert(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.alerts import send
 
     for url in settings.heartbeats:  # a success ping: the check on the other side turns green
-        results.append((f"heartbeat {url}", tried(lambda url=url: send.heartbeat(url, Ping(job, "success")), ())))  # type: ignore[misc]
+        results.append((f"heartbeat {url}", tried(partial(send.heartbeat, url, Ping(job, "success")), ())))
     if args.json:
         print(json.dumps({"sent": [{"channel": c, "ok": w is None, "error": w} for c, w in results]}, indent=2))
     else:

@@ -65,11 +65,11 @@ def _sync_one(args: argparse.Namespace, dirs: Dirs) -> int:
     job = load_named(dirs, args.name)
     if not args.dry_run:
         check_conflicts(dirs, job)
-    if args.dry_run:
-        return _sync_loaded(job, args, dirs)
+    import contextlib
+
     from tether import alerts
 
-    with alerts.for_job(dirs, job):
+    with contextlib.nullcontext() if args.dry_run else alerts.for_job(dirs, job):  # a dry run tells nobody
         return _sync_loaded(job, args, dirs)
 
 

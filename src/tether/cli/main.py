@@ -21,9 +21,10 @@ Each family imports common and, where it hands over, a family below it; nothing 
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tether import __version__
@@ -31,6 +32,22 @@ from tether.cli.common import FilterAction, Parser, add_run_options
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_USAGE, TetherError
 from tether.output import shown
+
+# a command of one module: where its handler is, imported only when that command runs
+COMMANDS = {
+    "versions": ("tether.cli.versions", "cmd_versions"),
+    "restore": ("tether.cli.restore", "cmd_restore"),
+    "service": ("tether.cli.systemd", "cmd_service"),
+    "alert": ("tether.cli.alerts", "cmd_alert"),
+    "events": ("tether.cli.events", "cmd_events"),
+    "doctor": ("tether.cli.doctor", "cmd_doctor"),
+    "serve": ("tether.cli.serve", "cmd_serve"),
+    "import-config": ("tether.cli.importer", "cmd_import"),
+    "mirror": ("tether.cli.mirror", "cmd_mirror"),
+    "sync": ("tether.cli.jobs", "cmd_sync"),
+    "check": ("tether.cli.jobs", "cmd_check"),
+    "jobs": ("tether.cli.jobs", "cmd_jobs"),
+}
 
 
 def build_parser() -> Parser:
@@ -137,45 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli import service
 
             return service.handle(args, dirs)
-        if args.command == "versions":
-            from tether.cli.versions import cmd_versions
+        import importlib
 
-            return cmd_versions(args, dirs)
-        if args.command == "restore":
-            from tether.cli.restore import cmd_restore
-
-            return cmd_restore(args, dirs)
-        if args.command == "service":
-            from tether.cli.systemd import cmd_service
-
-            return cmd_service(args, dirs)
-        if args.command == "alert":
-            from tether.cli.alerts import cmd_alert
-
-            return cmd_alert(args, dirs)
-        if args.command == "events":
-            from tether.cli.events import cmd_events
-
-            return cmd_events(args, dirs)
-        if args.command == "doctor":
-            from tether.cli.doctor import cmd_doctor
-
-            return cmd_doctor(args, dirs)
-        if args.command == "serve":
-            from tether.cli.serve import cmd_serve
-
-            return cmd_serve(args, dirs)
-        if args.command == "import-config":
-            from tether.cli.importer import cmd_import
-
-            return cmd_import(args, dirs)
-        if args.command == "mirror":
-            from tether.cli.mirror import cmd_mirror
-
-            return cmd_mirror(args, dirs)
-        from tether.cli import jobs
-
-        handler = {"sync": jobs.cmd_sync, "check": jobs.cmd_check, "jobs": jobs.cmd_jobs}[args.command]
+        module, func = COMMANDS[args.command]  # the parser knows no other command
+        handler: Callable[[argparse.Namespace, Dirs], int] = getattr(importlib.import_module(module), func)
         return handler(args, dirs)
     except TetherError as e:
         print(f"tether: error: {shown(str(e))}", file=sys.stderr)

@@ -108,7 +108,8 @@ def local_privilege(why: str, sudo_ok: bool) -> Finding:
 
 
 def watch_trees(trees: list[tuple[str, Filter]]) -> Finding:
-    from tether.watch import WATCHES_SYSCTL, WATCHES_USERNS, Watcher
+    from tether.watch import Watcher
+    from tether.watchlimit import WATCHES_SYSCTL, WATCHES_USERNS, max_user_watches
 
     counted: list[tuple[str, int]] = []
     for path, flt in trees:
@@ -119,15 +120,8 @@ def watch_trees(trees: list[tuple[str, Filter]]) -> Finding:
             counted.append((path, w.needed_watches()))
         finally:
             w.close()
-    return rules.watch_rule(counted, _read_int(WATCHES_SYSCTL), _read_int(WATCHES_USERNS))
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+    # each limit on its own: the fix names the one that binds
+    return rules.watch_rule(counted, max_user_watches((WATCHES_SYSCTL,)), max_user_watches((WATCHES_USERNS,)))
 
 
 def rclone_program() -> Finding:

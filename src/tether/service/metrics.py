@@ -41,28 +41,32 @@ def _per_row(views: Sequence[JobView], value: Callable[[Row], float | None]) -> 
     ]  # fmt: skip
 
 
+# one sample per job target: (name, type, help, the row's value; None: no sample)
+PER_TARGET: list[tuple[str, str, str, Callable[[Row], float | None]]] = [
+    ("tether_target_up", "gauge", "1 while the job runs and the target is not down or retrying.",
+     lambda r: 1.0 if r.up else 0.0),
+    ("tether_target_last_success_timestamp_seconds", "gauge",
+     "When the target was last left equal to the source (Unix time).", lambda r: r.last_success),
+    ("tether_target_lag_seconds", "gauge",
+     "0 while the target is caught up, else seconds since it fell behind (running jobs).", lambda r: r.lag_seconds),
+    ("tether_target_pending", "gauge", "Changes waiting to be sent to the target (running jobs).",
+     lambda r: r.pending),
+    ("tether_target_files_sent_total", "counter", "Files sent to the target since the job started.",
+     lambda r: r.files_sent),
+    ("tether_target_bytes_sent_total", "counter", "Bytes sent to the target since the job started.",
+     lambda r: r.bytes_sent),
+    ("tether_conflicts_total", "counter", "Conflicts in the job's event stream, per target.", lambda r: r.conflicts),
+    ("tether_errors_total", "counter", "Error and refused events in the job's event stream, per target.",
+     lambda r: r.errors),
+]  # fmt: skip
+
+
 def exposition(views: Sequence[JobView], watch_limit: int | None) -> str:
     out: list[str] = []
     jobs = [({"job": v.job}, 1.0 if v.running else 0.0) for v in views]
     _family(out, "tether_job_running", "gauge", "1 while the job's process runs.", jobs)
-    _family(out, "tether_target_up", "gauge", "1 while the job runs and the target is not down or retrying.",
-            _per_row(views, lambda r: 1.0 if r.up else 0.0))  # fmt: skip
-    _family(out, "tether_target_last_success_timestamp_seconds", "gauge",
-            "When the target was last left equal to the source (Unix time).",
-            _per_row(views, lambda r: r.last_success))  # fmt: skip
-    _family(out, "tether_target_lag_seconds", "gauge",
-            "0 while the target is caught up, else seconds since its last success (running jobs).",
-            _per_row(views, lambda r: r.lag_seconds))  # fmt: skip
-    _family(out, "tether_target_pending", "gauge", "Changes waiting to be sent to the target (running jobs).",
-            _per_row(views, lambda r: r.pending))  # fmt: skip
-    _family(out, "tether_target_files_sent_total", "counter", "Files sent to the target since the job started.",
-            _per_row(views, lambda r: r.files_sent))  # fmt: skip
-    _family(out, "tether_target_bytes_sent_total", "counter", "Bytes sent to the target since the job started.",
-            _per_row(views, lambda r: r.bytes_sent))  # fmt: skip
-    _family(out, "tether_conflicts_total", "counter", "Conflicts in the job's event stream, per target.",
-            _per_row(views, lambda r: r.conflicts))  # fmt: skip
-    _family(out, "tether_errors_total", "counter", "Error and refused events in the job's event stream, per target.",
-            _per_row(views, lambda r: r.errors))  # fmt: skip
+    for name, kind, help_text, value in PER_TARGET:
+        _family(out, name, kind, help_text, _per_row(views, value))
     _family(out, "tether_watches", "gauge", "inotify watches the running job holds.",
             [({"job": v.job}, float(v.watches)) for v in views if v.running])  # fmt: skip
     _family(out, "tether_watch_limit", "gauge", "inotify watches one user may hold (the lower of the two limits).",

@@ -37,13 +37,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.watchlimit import max_user_watches
+
 if TYPE_CHECKING:
     from tether.dirs import Dirs
     from tether.events import Event
 
 WINDOW = 10.0  # seconds of bytes-sent samples the live rate is taken over
 RECENT = 5  # recent errors kept per job
-WATCH_LIMIT_FILES = ("/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches")
 _TALLIED = re.compile(rb'"(?:pass-begin|pass-end|error|refused|conflict)"')
 _FAILING = ("retrying", "down")
 
@@ -150,18 +151,6 @@ def _whole_lines(path: Path, offset: int) -> tuple[bytes, int]:
 
 def read_tally(path: Path) -> Tally:
     return StreamFollower(path).poll()
-
-
-def watch_limit(files: Sequence[str] = WATCH_LIMIT_FILES) -> int | None:
-    """inotify watches one user may have: the smaller of the sysctl and the user namespace's
-    limit (a container's may be lower than the host's); None where neither can be read."""
-    found = []
-    for f in files:
-        try:
-            found.append(int(Path(f).read_text().strip()))
-        except (OSError, ValueError):
-            continue
-    return min(found) if found else None
 
 
 @dataclass
@@ -366,7 +355,7 @@ class Gatherer:
 
             raise UsageError(f"no job named {name!r}", "`tether jobs` lists the jobs")
         names = [name] if name else list_jobs(self.dirs)
-        limit = watch_limit()
+        limit = max_user_watches()
         views = []
         for n in names:
             paths = JobPaths.of(self.dirs, n)

@@ -22,8 +22,9 @@ from typing import Any
 from tether.dirs import Dirs
 from tether.errors import UsageError
 from tether.service.metrics import exposition
-from tether.service.overview import Gatherer, JobView, to_json, watch_limit
+from tether.service.overview import Gatherer, JobView, to_json
 from tether.service.page import PAGE
+from tether.watchlimit import max_user_watches
 
 
 def is_loopback(host: str) -> bool:
@@ -76,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
             doc = {"at": time.time(), "jobs": [to_json(v) for v in views]}
             self._send(200, "application/json", json.dumps(doc).encode())
         else:
-            body = exposition(views, watch_limit()).encode()
+            body = exposition(views, max_user_watches()).encode()
             self._send(200, "text/plain; version=0.0.4; charset=utf-8", body)
 
     def _authorized(self, route: str, query: str) -> bool:
