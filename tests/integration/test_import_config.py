@@ -4,6 +4,7 @@ then the job run for real and the result checked on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.rig.alerts import smtp_server
 from tests.rig.kept import kept
 from tests.rig.live import running, wait_for
 from tests.rig.run import contents, tether
@@ -114,14 +116,17 @@ def test_osync_sample_becomes_a_bisync_job_to_ssh_that_syncs_both_ways(
     (one / ".osync_workdir" / "state").mkdir(parents=True)
     (one / ".osync_workdir" / "state" / "last").write_text("osync's own")
     after = tmp_path / "after.txt"
+    mail = contextlib.ExitStack()
+    port, box = mail.enter_context(smtp_server())  # osync mailed through it: tether will too
     conf = sample(
         "osync.conf", tmp_path / "sync.conf", INITIATOR_SYNC_DIR=str(one),
         TARGET_SYNC_DIR=f"ssh://{sshd.user}@{sshd.alias}:22/{two}", LOCAL_RUN_AFTER_CMD=f"echo synced > {after}",
-        CONFLICT_PREVALANCE="target",
+        CONFLICT_PREVALANCE="target", SMTP_SERVER="127.0.0.1", SMTP_PORT=str(port),
     )  # fmt: skip
     proc = tether(["import-config", conf, "--name", "notes"], tether_ssh_env, check_rc=1)
     dropped = keys_of(proc.stdout, "dropped")
-    assert {"MINIMUM_SPACE", "DESTINATION_MAILS", "_REMOTE_TOKEN"} <= dropped and "PRESERVE_OWNER" not in dropped
+    assert "_REMOTE_TOKEN" in dropped and "PRESERVE_OWNER" not in dropped
+    assert {"DESTINATION_MAILS", "MINIMUM_SPACE", "SMTP_SERVER"} <= keys_of(proc.stdout, "translated")
     assert {"CONFLICT_PREVALANCE", "SOFT_DELETE_DAYS", "HARD_MAX_EXEC_TIME"} <= keys_of(proc.stdout, "translated")
     assert "no equivalent" in proc.stderr and "Traceback" not in proc.stderr
     job = job_text(tether_ssh_env, "notes")
@@ -129,6 +134,9 @@ def test_osync_sample_becomes_a_bisync_job_to_ssh_that_syncs_both_ways(
     assert job["after"] == ["sh", "-c", f"echo synced > {after}"]
     assert (job["max_time_soft"], job["max_time_hard"], job["trash_days"]) == (7200, 10600, 30)
     assert job["preserve"] == ["owner", "group"]  # PRESERVE_OWNER/GROUP=true, PRESERVE_ACL/XATTR=false
+    assert job["alerts"] == {"min_free": 10240 * 1024, "email": {
+        "host": "127.0.0.1", "security": "none", "to": ["your@alert.tld"], "port": port,
+        "from": "alert@your.system.tld"}}  # fmt: skip
 
     tether(["sync", "notes"], tether_ssh_env, check_rc=0)
     assert (two / "from-initiator.txt").read_text() == "1" and (one / "from-target.txt").read_text() == "2"
@@ -148,6 +156,8 @@ def test_osync_sample_becomes_a_bisync_job_to_ssh_that_syncs_both_ways(
     assert "older edit on the initiator" in backups
     assert not (two / "from-initiator.txt").exists()
     assert len(kept(two, "from-initiator.txt", "deleted")) == 1
+    with mail:  # the conflict was mailed, as osync's DESTINATION_MAILS asked, before sync returned
+        assert [str(m["To"]) for m in box.messages if "conflict" in str(m["Subject"])] == ["your@alert.tld"]
 
 
 # -- inosync -------------------------------------------------------------------------------

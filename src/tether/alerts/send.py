@@ -52,7 +52,7 @@ def email(e: Email, alert: Alert, timeout: float = TIMEOUT) -> None:
                 smtp.login(e.user, password)
             smtp.send_message(msg)
     except (OSError, smtplib.SMTPException) as err:
-        raise SendError(f"{e}: {err}") from None
+        raise SendError(str(err)) from None  # the caller names the channel
 
 
 def _post(url: str, body: bytes | None, timeout: float) -> None:
@@ -64,9 +64,9 @@ def _post(url: str, body: bytes | None, timeout: float) -> None:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
     except urllib.error.HTTPError as err:
-        raise SendError(f"{url}: the server answered {err.code} {err.reason}") from None
+        raise SendError(f"the server answered {err.code} {err.reason}") from None
     except (OSError, ValueError) as err:
-        raise SendError(f"{url}: {getattr(err, 'reason', err)}") from None
+        raise SendError(str(getattr(err, "reason", err))) from None
 
 
 def webhook(url: str, alert: Alert, timeout: float = TIMEOUT) -> None:

@@ -113,15 +113,22 @@ def _scalar(value: str | int | float | bool) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def to_toml(values: Mapping[str, TomlValue], header: Sequence[str] = ()) -> str:
-    """A flat TOML document (the shape of a job file): comment lines, then `key = value` lines."""
+def to_toml(
+    values: Mapping[str, TomlValue], header: Sequence[str] = (),
+    tables: Mapping[str, Mapping[str, TomlValue]] | None = None,
+) -> str:  # fmt: skip
+    """A job file: comment lines, then `key = value` lines, then each of `tables` (by its dotted
+    name, e.g. "alerts.email") as a `[name]` header and its lines."""
     lines = ["# " + "".join(c if c.isprintable() else "?" for c in h) for h in header]
-    for key, value in values.items():
-        if isinstance(value, str | int | float | bool):
-            text = _scalar(value)
-        else:
-            text = "[" + ", ".join(_scalar(v) for v in value) + "]"
-        lines.append(f"{key} = {text}")
+    for name, table in [("", values), *(tables or {}).items()]:
+        if name:
+            lines.append(f"\n[{name}]")
+        for key, value in table.items():
+            if isinstance(value, str | int | float | bool):
+                text = _scalar(value)
+            else:
+                text = "[" + ", ".join(_scalar(v) for v in value) + "]"
+            lines.append(f"{key} = {text}")
     return "\n".join(lines) + "\n"
 
 

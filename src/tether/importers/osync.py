@@ -34,7 +34,7 @@ OSYNC_DIR = ".osync_workdir"
 # Settings tether has no way to honour; a value other than empty/false/0 is dropped with this why.
 _DROP_WHEN_SET = {
     "LOGFILE": "tether keeps a log per job in its state dir (`tether log NAME`); it cannot be moved",
-    "MINIMUM_SPACE": "tether does not check free space before a pass",
+    "MINIMUM_SPACE": "without DESTINATION_MAILS there is nobody to tell of low free space",
     "SUDO_EXEC": "tether's agent runs as the ssh user; there is no sudo mode for bisync",
     "RSYNC_REMOTE_PATH": "tether runs `rsync` from the far side's PATH",
     "REMOTE_RSYNC_PATH": "tether runs `rsync` from the far side's PATH",
@@ -57,16 +57,7 @@ _DROP_WHEN_SET = {
     "where both sides changed; there is no full-checksum mode",
     "RSYNC_COMPRESS": "tether does not compress; `Compression yes` in ~/.ssh/config compresses the link",
     "PARTIAL": "an interrupted copy is started again by the next pass, not resumed",
-    "ALERT_CONFLICTS": "tether sends no mail; `tether conflicts NAME` lists open conflicts",
-    "DESTINATION_MAILS": "tether sends no mail alerts",
-    "ALWAYS_SEND_MAILS": "tether sends no mail alerts",
-    "MAIL_BODY_CHARSET": "tether sends no mail alerts",
-    "SENDER_MAIL": "tether sends no mail alerts",
-    "SMTP_SERVER": "tether sends no mail alerts",
-    "SMTP_PORT": "tether sends no mail alerts",
-    "SMTP_ENCRYPTION": "tether sends no mail alerts",
-    "SMTP_USER": "tether sends no mail alerts",
-    "SMTP_PASSWORD": "tether sends no mail alerts",
+    "ALERT_CONFLICTS": "without DESTINATION_MAILS nobody is mailed; `tether conflicts NAME` lists open conflicts",
     "SKIP_DELETION": "bisync propagates deletions both ways (to the other side's trash); it cannot skip them",
     "SYNC_TYPE": "bisync is two-way; for one way use a mirror job (`tether mirror`, jobs without kind)",
     "FORCE_STRANGER_LOCK_RESUME": "tether takes over a lock whose holder is dead, never a live one's",
@@ -129,6 +120,8 @@ class _Convert:
         self.used: set[str] = set()
         self.job: dict[str, TomlValue] = {"kind": "bisync"}
         self.remote_side: str | None = None  # "path1" or "path2" when that replica is over ssh
+        self.alerts: dict[str, TomlValue] = {}  # [alerts] and [alerts.email], when osync mailed
+        self.email: dict[str, TomlValue] = {}
 
     def get(self, key: str) -> shell.Assignment | None:
         self.used.add(key)
@@ -421,6 +414,57 @@ class _Convert:
             else:
                 self.imp.drop(key, "not an osync setting tether knows")
 
+    # -- mail
+
+    def mail(self) -> None:
+        """osync's mail settings -> the job's [alerts] email (osync mailed a run's warnings and
+        errors; tether mails the same events, see README *Alerts*)."""
+        to = self.value("DESTINATION_MAILS")
+        if not to:
+            return
+        enc = (self.value("SMTP_ENCRYPTION") or "none").lower()
+        security = {"none": "none", "tls": "starttls", "ssl": "tls"}.get(enc)
+        if security is None:
+            raise self.error("SMTP_ENCRYPTION", f"SMTP_ENCRYPTION must be none, tls or ssl, not {enc!r}")
+        host = self.value("SMTP_SERVER") or "localhost"
+        email: dict[str, TomlValue] = {"host": host, "security": security, "to": re.split(r"[\s,;]+", to)}
+        port = self.number("SMTP_PORT")
+        if port:
+            email["port"] = port
+        if self.value("SENDER_MAIL"):
+            email["from"] = self.value("SENDER_MAIL")
+        self.imp.note("DESTINATION_MAILS", f"[alerts] email to {to}: a failed pass, conflicts, a target down, "
+                      "low free space are mailed (`tether alert test NAME` sends a test)")  # fmt: skip
+        self.imp.note("SMTP_SERVER" if self.value("SMTP_SERVER") else "SMTP_SERVER (unset)",
+                      f"host = {host!r}" + ("" if self.value("SMTP_SERVER") else ": osync handed mail to the "
+                      "local mailer; tether speaks SMTP, to this machine's mail server on port 25"))  # fmt: skip
+        self.imp.note("SMTP_ENCRYPTION", f'security = "{security}" (osync\'s {enc})')
+        for key, how in (("SMTP_PORT", "port"), ("SENDER_MAIL", "from"), ("MAIL_BODY_CHARSET", "tether mails UTF-8")):
+            if self.value(key):
+                self.imp.note(key, how)
+        if self.value("SMTP_USER"):
+            email["user"] = self.value("SMTP_USER")
+            email["password_env"] = "TETHER_SMTP_PASSWORD"
+            self.imp.note("SMTP_USER", "user, with the password read from $TETHER_SMTP_PASSWORD (or write "
+                          'password_file = "..." instead)')  # fmt: skip
+        if self.value("SMTP_PASSWORD"):
+            self.imp.drop("SMTP_PASSWORD", "tether never keeps a password in a job file: put it in "
+                          "$TETHER_SMTP_PASSWORD where the job runs, or in a file only you can read, named "
+                          "by password_file in [alerts.email]")  # fmt: skip
+        else:
+            self.get("SMTP_PASSWORD")
+        if self.flag("ALWAYS_SEND_MAILS", False):
+            self.imp.drop("ALWAYS_SEND_MAILS", "tether mails only when something is wrong; a heartbeat URL "
+                          "(heartbeat = \"https://...\" in [alerts]) says each pass that went well")  # fmt: skip
+        if self.get("ALERT_CONFLICTS") is not None:
+            self.imp.note("ALERT_CONFLICTS", "conflicts are mailed, one message per pass, whatever this said")
+        space = self.number("MINIMUM_SPACE")
+        if space:
+            self.alerts["min_free"] = space * 1024
+            self.imp.note("MINIMUM_SPACE", f"min_free = {space * 1024} (osync's KB): mailed when a replica has "
+                          "less after a pass; tether does not refuse the pass for it, as osync did")  # fmt: skip
+        self.email = email
+
     def run(self) -> dict[str, TomlValue]:
         self.replicas()
         self.filters()
@@ -428,6 +472,7 @@ class _Convert:
         self.limits()
         self.commands()
         self.preserve()
+        self.mail()
         self.the_rest()
         return self.job
 
@@ -435,10 +480,12 @@ class _Convert:
 def convert(text: str, path: Path, name: str) -> Imported:
     imp = Imported()
     keys = shell.settle(shell.read(text, path, sections=True), imp)
-    job = _Convert(path, keys, imp).run()
+    conv = _Convert(path, keys, imp)
+    job = conv.run()
     lines = {k: a.line for k, a in keys.items()}
     order = lambda kv: lines.get(kv[0].split(" ")[0], 0)  # noqa: E731
     imp.notes.sort(key=order)
     imp.dropped.sort(key=order)
-    imp.jobs[name] = to_toml(job, [f"imported from the osync config {path}", "by tether import-config"])
+    tables = {"alerts": conv.alerts, "alerts.email": conv.email} if conv.email else {}
+    imp.jobs[name] = to_toml(job, [f"imported from the osync config {path}", "by tether import-config"], tables)
     return imp
