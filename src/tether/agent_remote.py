@@ -709,15 +709,19 @@ class Ops:
                 )
         return out
 
-    def run(self, argv: list[str | bytes], timeout: float | None = None) -> Result:
-        """Run a program (argument list, no shell) in the root, stdin closed, output captured."""
+    def run(self, argv: list[str | bytes], timeout: float | None = None, env: dict[str, str] | None = None) -> Result:
+        """Run a program (argument list, no shell) in the root, stdin closed, output captured;
+        `env` is added to the agent's environment (a hook's TETHER_* variables)."""
         import subprocess
 
         args = [to_bytes(a) for a in argv]
         if not args:
             raise OpError(errno.EINVAL, "run: empty argument list")
+        full = None if not env else {**os.environ, **{str(k): str(v) for k, v in env.items()}}
         try:
-            proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=self.root)
+            proc = subprocess.run(
+                args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=self.root, env=full
+            )
         except subprocess.TimeoutExpired as e:
             out = e.stdout if isinstance(e.stdout, bytes) else b""
             err = e.stderr if isinstance(e.stderr, bytes) else b""

@@ -80,7 +80,7 @@ class Applier:
     ) -> None:
         self.target, self.spec, self.opts, self.mirror, self.ssh = target, spec, opts, mirror, ssh
         self.hooks = pass_hooks
-        self.warning: str | None = None  # the last full pass's soft time limit warning, for its events
+        self.warning: str | None = None  # the last full pass's warnings (soft time limit, before), for its events
         self.src = spec.source.path
         self._agent: AgentClient | None = None
         # what the agent's writes carry besides mode and mtime (empty: nothing read, nothing sent)
@@ -105,20 +105,32 @@ class Applier:
     # -- passes -----------------------------------------------------------------------------
     def full_pass(self, checksum: bool = False) -> BatchResult:
         """A full pass between the job's `before` and `after` commands, within its time limits
-        (as a one-shot pass is): a failing `before` or a pass stopped at max_time_hard raises,
-        and the worker tries the full pass again. `checksum`: it stands in for changes the
-        worker dropped, so files are compared by content, not by size and mtime."""
-        failed = hooks.run_command("before", self.hooks.before, self.hooks.command_timeout)
-        if failed:
-            raise TetherError(failed, "the full pass did not run; fix the command or remove `before` from the job")
+        (as a one-shot pass is): a `before` that fails and skips the pass, or a pass stopped at
+        max_time_hard, raises, and the worker tries the full pass again. `checksum`: it stands in
+        for changes the worker dropped, so files are compared by content, not by size and mtime."""
+        remote = hooks.agent_runner(self.agent().call) if self.hooks.on == "targets" else None
+        where = {"source": self.spec.source.path, "target": str(self.target)}
+        before = self.hooks.run_before(remote, **where)
+        if not before.go:
+            raise TetherError(
+                before.said or "before failed",
+                'the full pass did not run; fix the command, remove `before`, or set before_fails = "continue"',
+            )
         clock = self.hooks.clock()
+        status, counts = "error", {}
         try:
-            return self._full_pass(clock, checksum)
+            res = self._full_pass(clock, checksum)
+            status, counts = "ok", {"sent": res.files, "bytes": res.bytes}
+            return res
+        except Exception:
+            status = "stopped" if clock.over() else "error"
+            raise
         finally:
-            self.warning = warning = clock.soft_warning()
-            if warning:
-                log.warning("%s: %s", self.target, warning)
-            failed = hooks.run_command("after", self.hooks.after, self.hooks.command_timeout)
+            said = [w for w in (before.said, clock.soft_warning()) if w]
+            self.warning = "; ".join(said) or None
+            for w in said:
+                log.warning("%s: %s", self.target, w)
+            failed = self.hooks.run_after(status, counts, remote, **where)
             if failed:
                 log.error("%s: %s", self.target, failed)
 

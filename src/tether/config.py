@@ -47,6 +47,8 @@ SCHEMA: Schema = {
     "sync_owner": Key("an owner as user or user:group", is_owner, 'sync_owner = "deploy:deploy"'),
     "final_owner": Key("an owner as user or user:group", is_owner, 'final_owner = "www-data:www-data"'),
     "sudo": Key("true or false", lambda v: isinstance(v, bool), "sudo = true", False),
+    # where before/after run: here, or in each target's root (through its agent, over ssh)
+    "commands_on": choice("commands_on", ("local", "targets")),
     **jobkeys.SHARED,
 }  # fmt: skip
 
@@ -113,6 +115,9 @@ def build(doc: Doc, name: str) -> MirrorJob:
                 if key in doc.data:
                     hint = "remotes keep no ACLs or owners: drop the key, or mirror to a local or ssh target"
                     raise doc.error(key, f"{key} cannot be applied on the rclone remote target {ep}", hint)
+        if doc["commands_on"] == "targets" and not ep.caps.commands:
+            raise doc.error("commands_on", f"target {ep} cannot run commands (an rclone remote runs no programs)",
+                            'use commands_on = "local" for a job with rclone targets')  # fmt: skip
         lacking = [p for p in doc["preserve"] if not getattr(ep.caps, _PRESERVE_CAPS[p])]
         if lacking:
             raise doc.error(
@@ -142,4 +147,5 @@ def build(doc: Doc, name: str) -> MirrorJob:
         sudo=doc["sudo"],
         python=doc["python"],
     )
-    return MirrorJob(name, doc.file, spec, jobkeys.ssh_config(doc), live, jobkeys.hooks(doc), jobkeys.alerts(doc))
+    hooks = jobkeys.hooks(doc, name, "mirror")
+    return MirrorJob(name, doc.file, spec, jobkeys.ssh_config(doc), live, hooks, jobkeys.alerts(doc))

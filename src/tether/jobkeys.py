@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from tether.errors import UsageError
 from tether.filters import Filter
-from tether.hooks import PassHooks
+from tether.hooks import BEFORE_FAILS, PassHooks
 
 if TYPE_CHECKING:
     from tether.alerts.config import Settings
-from tether.schema import Doc, Key, Schema, is_command, is_int, is_seconds, is_str, is_str_list
+from tether.schema import Doc, Key, Schema, choice, is_command, is_int, is_seconds, is_str, is_str_list
 
 # what a job's `preserve` may name (modes and mtimes are always kept); transport/rsync.py maps each
 # to its rsync option
@@ -52,6 +52,8 @@ SHARED: Schema = {
     "before": Key("a command as a list of strings", is_command, 'before = ["/usr/local/bin/snapshot"]', []),
     "after": Key("a command as a list of strings", is_command, 'after = ["notify-send", "synced"]', []),
     "command_timeout": Key("a number of seconds > 0", is_seconds, "command_timeout = 300", 300.0),
+    "before_fails": choice("before_fails", BEFORE_FAILS),
+    "after_on_error": Key("true or false", lambda v: isinstance(v, bool), "after_on_error = false", True),
     "max_time_soft": Key("a number of seconds > 0", is_seconds, "max_time_soft = 3600", also=("max_time_warn",)),
     "max_time_hard": Key("a number of seconds > 0", is_seconds, "max_time_hard = 7200", also=("max_time_kill",)),
     "ssh_config": Key("a file path", is_str, 'ssh_config = "~/.ssh/config-backup"'),
@@ -109,7 +111,8 @@ def job_filter(doc: Doc) -> Filter:
         raise doc.error("exclude" if "exclude" in doc else "include", e.message, hint) from None
 
 
-def hooks(doc: Doc) -> PassHooks:
+def hooks(doc: Doc, job: str, kind: str) -> PassHooks:
+    """The commands around a pass and its limits; `commands_on` is each kind's own key."""
     soft, hard = doc["max_time_soft"], doc["max_time_hard"]
     if soft is not None and hard is not None and soft > hard:
         raise doc.error(
@@ -118,6 +121,7 @@ def hooks(doc: Doc) -> PassHooks:
     return PassHooks(
         tuple(doc["before"]), tuple(doc["after"]), float(doc["command_timeout"]),
         None if soft is None else float(soft), None if hard is None else float(hard),
+        doc["before_fails"], bool(doc["after_on_error"]), doc["commands_on"], job, kind,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from tether.endpoints import Endpoint, Rclone
 from tether.errors import TetherError
 from tether.filters import Filter
 from tether.forked import forked
-from tether.hooks import NO_HOOKS, PassHooks
+from tether.hooks import NO_HOOKS, PassClock, PassHooks
 from tether.mirror import MAX_LISTED, VERSIONS, Mirror, MirrorSpec, TargetOutcome, check_source
 from tether.ssh import SshOptions
 from tether.state import KnownTargets
@@ -424,9 +424,10 @@ class RcloneApplier(Applier):
     def agent(self) -> RcloneTarget:
         return self.rclone_agent()
 
-    def full_pass(self, checksum: bool = False) -> BatchResult:
+    def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
         """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a
-        pass through rcd compares what the backend keeps, size and mtime.)"""
+        pass through rcd compares what the backend keeps, size and mtime; nor is the clock:
+        one pass is one batch of calls.)"""
         out, skipped = rclone_pass(self.spec, self.rclone, self.agent(), self.known, dry_run=False, force=False)
         for s in skipped:
             self._once(s)

@@ -564,6 +564,11 @@ def test_run_passes_arguments_as_data_in_the_root(ops: Ops, root: bytes, tmp_pat
     assert ops.run([b"sleep", b"5"], 0.05)["timed_out"] is True
 
 
+def test_run_adds_the_given_environment_to_the_agents(ops: Ops) -> None:
+    r = ops.run([b"sh", b"-c", b'printf "%s %s" "$TETHER_JOB" "${PATH:+has-path}"'], 10, {"TETHER_JOB": "a b;c"})
+    assert to_bytes(r["stdout"]) == b"a b;c has-path"  # a hook's variables beside the agent's own PATH
+
+
 def test_df_hello_and_version_mismatch(ops: Ops, root: bytes) -> None:
     d = ops.df()
     assert 0 <= d["free"] <= d["total"] and d["total"] > 0

@@ -194,6 +194,10 @@ def test_osync_commands_become_argument_lists() -> None:
                          "REMOTE_RUN_AFTER_CMD=y\n")  # fmt: skip
     assert job["after"] == ["x"] and "commands_on" not in job
     assert [k for k, _ in imp.dropped] == ["REMOTE_RUN_AFTER_CMD"]
+    assert job["after_on_error"] is False and "before_fails" not in job  # osync's defaults
+    job, imp = osync_job("INITIATOR_SYNC_DIR=/a\nTARGET_SYNC_DIR=/b\nLOCAL_RUN_AFTER_CMD=x\n"
+                         "STOP_ON_CMD_ERROR=false\nRUN_AFTER_CMD_ON_ERROR=yes\n")  # fmt: skip
+    assert (job["before_fails"], job["after_on_error"]) == ("continue", True)
 
 
 def test_osync_sample_accounts_for_every_key() -> None:

@@ -87,11 +87,27 @@ BAD = [
     (B + "commands_on = 'there'\n", 4, "commands_on must be one of local, path1, path2"),
     (B + "interval = 0\n", 4, "interval must be"),
     (M + "delete = 'yes'\n", 3, "delete must be one of mirror, keep, trash"),
+    (M + "commands_on = 'path1'\n", 3, "commands_on must be one of local, targets"),
+    (M + "before_fails = 'ignore'\n", 3, "before_fails must be one of skip, continue"),
+    (M + "after_on_error = 'no'\n", 3, "after_on_error must be true or false"),
+    (
+        'source = "/srv/a"\ntargets = ["/mnt/b", "box:bucket"]\ncommands_on = "targets"\n',
+        3,
+        "target box:bucket cannot run commands",
+    ),
+    (
+        'kind = "bisync"\npath1 = "/srv/a"\npath2 = "box:bucket"\ncommands_on = "path2"\n',
+        4,
+        "path2 box:bucket cannot run commands",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "line", "fragment"), BAD)
-def test_bad_files_name_the_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+def test_bad_files_name_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, line: int, fragment: str
+) -> None:
+    monkeypatch.setenv("RCLONE_CONFIG_BOX_TYPE", "local")  # box:bucket is an rclone remote
     p = write(tmp_path, text)
     with pytest.raises(ConfigError, match=fragment) as e:
         load_job(p, "j")
@@ -114,12 +130,18 @@ def test_shared_keys_mean_the_same_in_both_kinds(tmp_path: Path) -> None:
     shared = (
         "exclude_from = 'ignore'\nrsync = '/usr/bin/rsync'\nrsync_args = ['--hard-links']\n"
         "before = ['snap']\nafter = ['note', 'done']\ncommand_timeout = 9\n"
-        "max_time_soft = 10\nmax_time_hard = 20\nbwlimit = 500\n"
+        "max_time_soft = 10\nmax_time_hard = 20\nbwlimit = 500\nbefore_fails = 'continue'\nafter_on_error = false\n"
     )
     m = load_job(write(tmp_path, M + shared), "m")
     b = load_job(write(tmp_path, B + shared), "b")
     assert isinstance(m, MirrorJob) and isinstance(b, BisyncJob)
-    assert m.hooks == b.hooks
+    assert m.hooks._replace(job="b", kind="bisync") == b.hooks
+    assert (m.hooks.job, m.hooks.kind, m.hooks.before_fails, m.hooks.after_on_error) == (
+        "m",
+        "mirror",
+        "continue",
+        False,
+    )
     assert (m.hooks.before, m.hooks.after, m.hooks.command_timeout) == (("snap",), ("note", "done"), 9.0)
     assert (m.hooks.max_time_soft, m.hooks.max_time_hard) == (10.0, 20.0)
     assert (m.spec.rsync, m.spec.rsync_args, m.spec.bwlimit) == (b.rsync, b.rsync_args, b.bwlimit)

@@ -41,8 +41,7 @@ class BisyncJob(NamedTuple):
     max_delete: int = 50
     backups_keep: int = 10
     trash_days: int = 30
-    hooks: PassHooks = NO_HOOKS
-    commands_on: str = "local"
+    hooks: PassHooks = NO_HOOKS  # with commands_on, as hooks.on
     interval: float = 60.0
     bwlimit: str | None = None
     ssh_config: str | None = None
@@ -84,10 +83,14 @@ def build(doc: Doc, name: str) -> BisyncJob:
                 f"{key} {spec} cannot keep {', '.join(sorted(preserve))} (an rclone remote keeps none of them)",
                 "remove preserve, or pair the local folder with a local or ssh replica",
             )
+    on = {"path1": p1, "path2": p2}.get(doc["commands_on"])
+    if on is not None and not on.caps.commands:
+        raise doc.error("commands_on", f"{doc['commands_on']} {on} cannot run commands (an rclone remote runs no "
+                        "programs)", 'use commands_on = "local", or the other replica')  # fmt: skip
     return BisyncJob(
         name, doc.file, p1, p2, policy=doc["conflict"], filter=jobkeys.job_filter(doc),
         max_delete=doc["max_delete"], backups_keep=doc["backups_keep"], trash_days=doc["trash_days"],
-        hooks=jobkeys.hooks(doc), commands_on=doc["commands_on"], interval=float(doc["interval"]),
+        hooks=jobkeys.hooks(doc, name, "bisync"), interval=float(doc["interval"]),
         bwlimit=jobkeys.bwlimit(doc), ssh_config=jobkeys.ssh_config(doc), python=doc["python"],
         rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc), preserve=preserve, alerts=jobkeys.alerts(doc),
     )  # fmt: skip

@@ -64,17 +64,11 @@ def opened(job: BisyncJob, dirs: Dirs, state: State, *, early: bool = False) -> 
         r2.close(wait=not early)
 
 
-def run_command(job: BisyncJob, which: str, argv: tuple[str, ...], r1: Replica, r2: Replica) -> str | None:
-    """A before/after command, here or (commands_on) in a replica's root through its agent."""
-    if job.commands_on == "local":
-        return hooks.run_command(which, argv, job.hooks.command_timeout)
-    replica = r1 if job.commands_on == "path1" else r2
-
-    def remote(args: list[str], timeout: float) -> tuple[int, str] | None:
-        res = replica.call("run", argv=args, timeout=timeout)
-        return None if res.get("timed_out") else (int(res["rc"]), str(res.get("stderr", "")))
-
-    return hooks.run_command(which, argv, job.hooks.command_timeout, remote)
+def commands_remote(job: BisyncJob, r1: Replica, r2: Replica) -> hooks.RemoteRun | None:
+    """Where the job's before/after run: here (None), or (commands_on) in a replica's root."""
+    if job.hooks.on == "local":
+        return None
+    return hooks.agent_runner((r1 if job.hooks.on == "path1" else r2).call)
 
 
 def one_pass(
@@ -116,9 +110,13 @@ def report_events(job: BisyncJob, rep: Report) -> list[Event]:
     if rep.stopped:
         out.append(Event("error", name, detail=rep.stopped))
     out += [Event("warning", name, detail=w) for w in rep.warnings]
-    counts = {"sent": sum(rep.copied.values()), "deleted": sum(rep.deleted.values()),
-              "conflicts": len(rep.conflicts), "errors": len(rep.errors) + len(rep.skipped)}  # fmt: skip
-    return [*out, pass_end(name, "", rep.ok, **counts)]
+    return [*out, pass_end(name, "", rep.ok, **report_counts(rep))]
+
+
+def report_counts(rep: Report) -> dict[str, int]:
+    """A pass's counts as events and hooks name them."""
+    return {"sent": sum(rep.copied.values()), "deleted": sum(rep.deleted.values()),
+            "conflicts": len(rep.conflicts), "errors": len(rep.errors) + len(rep.skipped)}  # fmt: skip
 
 
 def _one_pass(
@@ -141,17 +139,21 @@ def _one_pass(
             opts = options(job, dry_run=dry_run, force=force)
             if tweak:
                 tweak(opts)
-            if not dry_run:
-                failed = run_command(job, "before", job.hooks.before, r1, r2)
-                if failed:
-                    rep = Report(str(job.path1), str(job.path2), refused=failed)
-                    rep.hint = "the pass did not run; fix the command or remove `before` from the job"
-                    return rep
+            if dry_run:
+                return Pass(r1, r2, state, opts, ssh_for(dirs, job), narrow).run()
+            remote, places = commands_remote(job, r1, r2), {"path1": str(job.path1), "path2": str(job.path2)}
+            before = job.hooks.run_before(remote, **places)
+            if not before.go:
+                rep = Report(str(job.path1), str(job.path2), refused=before.said or "")
+                rep.hint = 'the pass did not run; fix the command, remove `before`, or set before_fails = "continue"'
+                return rep
             rep = Pass(r1, r2, state, opts, ssh_for(dirs, job), narrow).run()
-            if not dry_run:
-                failed = run_command(job, "after", job.hooks.after, r1, r2)
-                if failed:
-                    rep.errors.append(failed)
+            if before.said:
+                rep.warnings.append(before.said)
+            status = "ok" if rep.ok else "refused" if rep.refused else "stopped" if rep.stopped else "error"
+            failed = job.hooks.run_after(status, report_counts(rep), remote, **places)
+            if failed:
+                rep.errors.append(failed)
             return rep
     finally:
         if own:

@@ -86,7 +86,8 @@ def _sync_loaded(job: Job, args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.cli.mirror import run_pass
     from tether.events import for_job
 
-    return run_pass(job.spec, args, dirs, ssh, job.hooks, None if args.dry_run else for_job(dirs.state, args.name))
+    events = None if args.dry_run else for_job(dirs.state, args.name)
+    return run_pass(job.spec, args, dirs, ssh, job.hooks, events, job.live.python)
 
 
 def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:

@@ -20,7 +20,17 @@ from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError, UsageError
 from tether.events import Event, for_job, pass_end, shown_path
 from tether.locations import execute
-from tether.locations.config import BACKUP, WORKING, Config, Location, LocationSet, load, match_location, resolve_path
+from tether.locations.config import (
+    BACKUP,
+    LOCATIONS_JOB,
+    WORKING,
+    Config,
+    Location,
+    LocationSet,
+    load,
+    match_location,
+    resolve_path,
+)
 from tether.locations.plan import Op, Plan, diff, display, render
 from tether.locations.prompt import Asker, NeedsAnswer, Stopped
 from tether.output import human_bytes, shown
@@ -191,16 +201,35 @@ class _Run:
         name = f"{LOCATIONS_JOB}{plan.set_name}"
         from tether import alerts  # alerts.toml's, for every job: a set has no job file of its own
 
+        hooks = self.config.get(plan.set_name).hooks
+        where = {"source": plan.source, "target": plan.dest, "action": plan.verb}
         with alerts.watching(self.dirs, name):
             events = for_job(self.state_dir, name)
+            before = hooks.run_before(None, **where)
+            if not before.go:
+                events.emit(Event("refused", name, shown(plan.dest), detail=before.said or ""))
+                print(f"FAIL  {shown(plan.dest)}: {before.said}\n      hint: nothing was changed there; fix the "
+                      'command, remove `before`, or set before_fails = "continue"', file=sys.stderr)  # fmt: skip
+                return False
+            if before.said:
+                _note(before.said)
             events.emit(Event("pass-begin", name, shown(plan.dest), detail=f"{plan.verb} from {shown(plan.source)}"))
             out = execute.apply(plan)
-            events.emit_all(plan_events(name, plan, out))
-        if out.ok:
+            said = plan_events(name, plan, out)
+            counts = {"sent": out.copied, "deleted": out.removed, "errors": len(out.errors)}
+            failed = hooks.run_after("ok" if out.ok else "error", counts, None, **where)
+            if failed:
+                said.append(Event("error", name, shown(plan.dest), detail=failed))
+            events.emit_all(said)
+        if failed:
+            print(f"tether: error: {shown(failed)}", file=sys.stderr)
+        if out.ok and not failed:
             replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
             kept = f"; old versions in {shown(os.fsdecode(execute.versions_dir(plan)))}" if plan.keep_versions else ""
             print(f"done  {shown(plan.dest)}: {out.copied} copied, {out.removed} removed{kept if replaced else ''}")
             return True
+        if out.ok:
+            return False
         print(f"FAIL  {shown(plan.dest)}: {shown(out.errors[0])}", file=sys.stderr)
         if out.hint:
             print(f"      hint: {out.hint}", file=sys.stderr)
@@ -215,9 +244,6 @@ class _Run:
             if execute.copies(p):
                 argv = shlex.join(shown(a) for a in execute.rsync_argv(p))
                 print(f"+ {argv}  < {len(execute.copies(p))} paths on stdin, NUL-separated")
-
-
-LOCATIONS_JOB = "locations."  # a set's events are the job `locations.NAME`'s
 
 
 def plan_events(name: str, plan: Plan, out: execute.Outcome) -> list[Event]:

@@ -17,17 +17,18 @@ class Caps(NamedTuple):
     xattrs: bool
     hardlinks: bool
     locks: bool  # an advisory lock held by a live agent (else a lock file with a lease)
+    commands: bool  # its agent runs a program in its root (a job's before/after there)
     mtime_ns: int  # the precision its mtimes keep, in ns (1 = exact)
 
 
 POSIX = Caps(
     in_process=True, far_agent=False, rsync=True, events=True, moves=True, modes=True, owners=True, acls=True,
-    xattrs=True, hardlinks=True, locks=True, mtime_ns=1,
+    xattrs=True, hardlinks=True, locks=True, commands=True, mtime_ns=1,
 )  # fmt: skip
 SSH = POSIX._replace(in_process=False, far_agent=True)
 # rclone's backends differ (the agent reads the real precision from `operations/fsinfo`); this is
 # what tether may count on before it has asked.
 RCLONE = Caps(
     in_process=False, far_agent=False, rsync=False, events=False, moves=True, modes=False, owners=False,
-    acls=False, xattrs=False, hardlinks=False, locks=False, mtime_ns=1_000_000_000,
+    acls=False, xattrs=False, hardlinks=False, locks=False, commands=False, mtime_ns=1_000_000_000,
 )  # fmt: skip

@@ -69,7 +69,6 @@ _DROP_WHEN_OFF = {
     "PRESERVE_PERMISSIONS": "bisync always keeps file modes",
     "PRESERVE_EXECUTABILITY": "bisync always keeps file modes",
     "DELTA_COPIES": "tether's rsync copies always use the old version as delta basis",
-    "STOP_ON_CMD_ERROR": "a failing `before` command always skips the pass",
 }
 # Covered by what tether does on its own (said, whatever the value).
 _COVERED = {
@@ -83,7 +82,6 @@ _COVERED = {
     "SOFT_DELETE": "tether always keeps deletions in the replica's .tether/versions/",
     "MIN_WAIT": "tether needs no settle time: each file is re-checked as it is copied, and one "
     "still being written is skipped and taken by the next pass",
-    "RUN_AFTER_CMD_ON_ERROR": "tether runs `after` after every pass that ran, errors or not",
     "REMOTE_SYNC": "not used: the replica's ssh:// address says it is remote",
     "REMOTE_USER": "not used: the replica's ssh:// address names the user",
     "REMOTE_HOST": "not used: the replica's ssh:// address names the host",
@@ -355,6 +353,13 @@ class _Convert:
                 argv, how = command(cmd)
                 self.job[w] = argv
                 self.imp.note(f"{origin}_RUN_{w.upper()}_CMD", f"{w} = {argv!r}: {how}")
+        if not self.flag("STOP_ON_CMD_ERROR", True):
+            self.job["before_fails"] = "continue"
+            self.imp.note("STOP_ON_CMD_ERROR", 'before_fails = "continue": a failing `before` is said, the pass runs')
+        after_on_error = self.flag("RUN_AFTER_CMD_ON_ERROR", False)  # osync's default: not after an error
+        if use["after"]:
+            self.job["after_on_error"] = after_on_error
+            self.imp.note("RUN_AFTER_CMD_ON_ERROR", f"after_on_error = {'true' if after_on_error else 'false'}")
         limits = [self.number("MAX_EXEC_TIME_PER_CMD_BEFORE"), self.number("MAX_EXEC_TIME_PER_CMD_AFTER")]
         if any(use.values()):
             longest = max((n for n in limits if n), default=0)

@@ -16,6 +16,8 @@ from typing import Any
 from tether.dirs import Dirs
 from tether.endpoints import is_inside
 from tether.errors import ConfigError, UsageError
+from tether.hooks import NO_HOOKS, PassHooks
+from tether.jobkeys import SHARED
 from tether.output import shown
 from tether.schema import did_you_mean, parse_toml
 
@@ -26,6 +28,10 @@ SET_KEYS = {
     "backup": 'backup = ["/mnt/disk1/Pictures"]',
     "keep_versions": "keep_versions = 5",
 }
+# the commands around applying to each destination: the job keys of the same names
+HOOK_KEYS = ("before", "after", "command_timeout", "before_fails", "after_on_error")
+SET_KEYS.update({k: SHARED[k].example for k in HOOK_KEYS})
+LOCATIONS_JOB = "locations."  # a set is the job `locations.NAME` in events, alerts and hooks
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class LocationSet:
     working: tuple[Location, ...]
     backup: tuple[Location, ...]
     keep_versions: int = 5
+    hooks: PassHooks = NO_HOOKS
 
     @property
     def locations(self) -> tuple[Location, ...]:
@@ -164,7 +171,21 @@ def _parse_set(where: _Where, base: Path, name: str, body: Any) -> LocationSet:
                     f"WORKING {w} and BACKUP {b} overlap (one contains the other)",
                     "a BACKUP must lie outside every WORKING of its set, and the reverse",
                 )
-    return LocationSet(name, roles["working"], roles["backup"], keep)
+    return LocationSet(name, roles["working"], roles["backup"], keep, _hooks(where, name, body))
+
+
+def _hooks(where: _Where, name: str, body: dict[str, Any]) -> PassHooks:
+    """before/after and their settings, checked as a job's are."""
+    got = {}
+    for k in HOOK_KEYS:
+        key = SHARED[k]
+        got[k] = body.get(k, key.default)
+        if k in body and not key.check(got[k]):
+            raise where.error(name, k, f"must be {key.what}, not {got[k]!r}", key.example)
+    return PassHooks(
+        tuple(got["before"]), tuple(got["after"]), float(got["command_timeout"]), before_fails=got["before_fails"],
+        after_on_error=got["after_on_error"], job=LOCATIONS_JOB + name, kind="locations",
+    )  # fmt: skip
 
 
 def _resolve(base: Path, text: str) -> str:
