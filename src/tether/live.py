@@ -25,9 +25,10 @@ from tether.events import NO_EVENTS, Event, EventLog, pass_end, shown_path
 from tether.hooks import NO_HOOKS, PassHooks
 from tether.mirror import Mirror, MirrorSpec
 from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, StatusBoard, TargetStatus
+from tether.service.wait import Asked
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentDown, AgentError
-from tether.watch import MAX_DELAY, Change, Coalescer, SourceMissing, Watcher, coalesce
+from tether.watch import MAX_DELAY, MOVE_GRACE, Change, Coalescer, SourceMissing, Watcher, coalesce
 
 log = logging.getLogger("tether")
 
@@ -74,6 +75,12 @@ class TargetWorker(threading.Thread):
         # that puts the old mtime back (cp -p, a restore) or a swapped-in tree can share
         self.lost = False
         self.last_submit = 0.0
+        # for `tether wait`: submissions counted, how many the batch or pass in flight covers
+        # (None when none is), and the waits not answered yet as (submissions then, their time)
+        self.submitted = 0
+        self.covering: int | None = None
+        self.waits: list[tuple[int, int]] = []
+        self._applied = 0  # the submissions the last successful batch or pass covered
 
     def hold(self) -> None:
         """Drop what was queued (it describes a tree that is no longer the source) and wait."""
@@ -92,6 +99,7 @@ class TargetWorker(threading.Thread):
 
     def submit(self, changes: Sequence[Change]) -> None:
         with self.cond:
+            self.submitted += 1
             self.last_submit = time.monotonic()
             if self.held:
                 return
@@ -105,6 +113,21 @@ class TargetWorker(threading.Thread):
                 self.pending.extend(changes)
             self.board.update(self.status, pending=len(self.pending))
             self.cond.notify()
+
+    def mark_wait(self, asked: int) -> None:
+        """`tether wait` asked at `asked` (ns), after everything before it was submitted: answer
+        now if nothing is pending or in flight, else once what is submitted has been applied."""
+        with self.cond:
+            self.waits.append((self.submitted, asked))
+            self._answer_waits()
+
+    def _answer_waits(self) -> None:
+        """With the lock held: stamp caught_up with the latest wait that is covered."""
+        idle = not (self.pending or self.full or self.held) and self.covering is None
+        done = [t for seq, t in self.waits if idle or seq <= self._applied]
+        if done:
+            self.waits = [(seq, t) for seq, t in self.waits if t > max(done)]
+            self.board.update(self.status, caught_up=max(done), force=True)
 
     def request_full(self) -> None:
         with self.cond:
@@ -143,6 +166,7 @@ class TargetWorker(threading.Thread):
             self.pending = []
             full = full or self.full
             self.full = False
+            self.covering = self.submitted
         return ([] if full else batch), full
 
     def run(self) -> None:
@@ -155,6 +179,7 @@ class TargetWorker(threading.Thread):
                     break
                 batch, self.pending = self.pending, []
                 full, self.full = self.full, False
+                self.covering = self.submitted
             # bulk or not by what the batch comes to: a source that keeps making and deleting
             # temporary files sends many events that cancel out, and never goes quiet
             work = [] if full else coalesce(batch)
@@ -162,6 +187,8 @@ class TargetWorker(threading.Thread):
                 batch, full = self._settle(batch, full)
                 work = [] if full else coalesce(batch)
             if full and self.source_moved():
+                with self.cond:
+                    self.covering = None
                 continue  # the job is about to watch the new source, then asks for this pass again
             with self.cond:
                 lost = full and self.lost  # this pass stands in for what was dropped
@@ -190,6 +217,7 @@ class TargetWorker(threading.Thread):
                 with self.cond:
                     self.full = not self.held  # whatever this batch held, a full pass will converge it
                     self.lost = self.lost or lost or not full
+                    self.covering = None
                     state = WAITING if self.held else DOWN if down else RETRYING
                 self.board.update(self.status, state=state, last_error=msg, last_error_at=time.time(), force=True)
                 with self.cond:
@@ -201,6 +229,8 @@ class TargetWorker(threading.Thread):
             with self.cond:
                 left = len(self.pending)
                 held = self.held
+                self._applied, self.covering = self.covering or self._applied, None
+                self._answer_waits()
             if full:
                 st.full_passes += 1
                 log.info("%s: full pass done (%d files, %d bytes) in %.3f s", self.applier.target, res.files, res.bytes,
@@ -267,6 +297,7 @@ class LiveMirror:
         self.spec, self.opts, self.board = spec, opts, board
         self.stopping = threading.Event()
         self._watcher: Watcher | None = None
+        self.asked = Asked()  # by `tether wait`
         self.on_batch = on_batch
         self.events = events
         events.in_background()
@@ -306,11 +337,17 @@ class LiveMirror:
                         break
                     watcher, coalescer = anew, Coalescer(anew, delay=self.opts.delay)
                     continue
+                asked = self.asked.take()
+                if asked is not None:  # everything made before the signal is queued by now: take it all
+                    batch = coalesce([*batch, *self._drain(watcher)], transient=True)
                 if batch:
                     if self.on_batch:
                         self.on_batch(batch)
                     for w in self.workers:
                         w.submit(batch)
+                if asked is not None:
+                    for w in self.workers:
+                        w.mark_wait(asked)
                 if next_full is not None and time.monotonic() >= next_full:
                     log.info("periodic full pass")
                     for w in self.workers:
@@ -321,6 +358,22 @@ class LiveMirror:
             if last is not None:
                 last.close()
             self.stop()
+
+    @staticmethod
+    def _drain(watcher: Watcher) -> list[Change]:
+        """Every change the kernel has queued, a half-seen move settled."""
+        out: list[Change] = []
+        while got := watcher.read(0):
+            out += got
+        while watcher.holding:
+            out += watcher.read(MOVE_GRACE)
+        return out
+
+    def request_wait(self) -> None:
+        """Safe from a signal handler: `tether wait` asks when the targets have caught up."""
+        self.asked.ask()
+        if self._watcher is not None:
+            self._watcher.wake()
 
     def _watch(self) -> Watcher:
         watcher = Watcher(self.spec.source.path, self.spec.filter)

@@ -92,6 +92,7 @@ class Report:
         self.seconds = 0.0
         self.narrow = False  # a continuous job's pass that looked only at the paths events named
         self.looked = 0  # how many paths (tops) such a pass looked at
+        self.answered: int | None = None  # the `tether wait` (its time, ns) this pass answers
 
     @property
     def ok(self) -> bool:

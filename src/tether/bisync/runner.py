@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tether import hooks
 from tether.bisync.config import BisyncJob
@@ -17,6 +18,9 @@ from tether.bisync.state import State
 from tether.dirs import Dirs
 from tether.errors import TetherError
 from tether.events import NO_EVENTS, Event, for_job, pass_end
+
+if TYPE_CHECKING:
+    from tether.service.wait import Asked
 
 
 def state_path(dirs: Dirs, job: BisyncJob) -> Path:
@@ -220,13 +224,14 @@ def start_watch(w: Replica, job: BisyncJob) -> tuple[int, list[tuple[bytes, str]
 
 def run_forever(
     job: BisyncJob, dirs: Dirs, stop: threading.Event, on_pass: Callable[[Report], None],
-    on_watch: Callable[[int], None] | None = None,
+    on_watch: Callable[[int], None] | None = None, asked: Asked | None = None,
 ) -> None:  # fmt: skip
     """Continuous bisync.  Each side's agent watches (inotify, the job's filters applied where
     the watches are placed) and streams the paths that changed; a pass looks at those paths on
     both sides, decided by the same table as a full pass.  A full pass runs at start, every
     `interval` seconds (the safety net, and how rclone sides are polled), and whenever a watch
-    says it may have missed something (a queue overflow, a moved root)."""
+    says it may have missed something (a queue overflow, a moved root).  `tether wait` (`asked`)
+    gets a full pass begun after it asked: its report's `answered` says so."""
     import logging
 
     from tether.agent_remote import to_bytes
@@ -273,8 +278,13 @@ def run_forever(
             for t in threads:
                 t.start()
             last_full = last_poll = time.monotonic()
+            waiting: list[int] = []  # the times of the waits the next full pass answers
             while not stop.is_set():
                 now = time.monotonic()
+                wait_asked = asked.take() if asked is not None else None
+                if wait_asked is not None:
+                    waiting.append(wait_asked)
+                    feed.add((), full=True)
                 if now - last_full >= (POLL_LOST if blind.is_set() else job.interval):
                     feed.add((), full=True)
                 if feed.lost and now - last_poll >= POLL_LOST:
@@ -292,6 +302,8 @@ def run_forever(
                     rep = Report(str(job.path1), str(job.path2), errors=[str(e)])
                 if full:
                     last_full = time.monotonic()
+                    if waiting and rep.ok:
+                        rep.answered, waiting = max(waiting), []
                 rep.narrow, rep.looked = not full, 0 if full else len(tops)
                 on_pass(rep)
             stop.set()

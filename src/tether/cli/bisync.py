@@ -171,6 +171,7 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
 
     from tether.bisync.runner import run_forever
     from tether.service.status import JobStatus, StatusBoard, TargetStatus
+    from tether.service.wait import Asked
 
     log = logging.getLogger("tether")
     target = TargetStatus(str(job.path2))
@@ -196,12 +197,14 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
         now = time.time()
         if rep.ok:
             board.update(target, state="idle", last_success=now, full_passes=full, passes=passes, paths_looked=looked,
-                         files_sent=target.files_sent + sum(rep.copied.values()))  # fmt: skip
+                         files_sent=target.files_sent + sum(rep.copied.values()),
+                         caught_up=rep.answered or target.caught_up)  # fmt: skip
         else:
             board.update(target, state="retrying", last_error=rep.refused or "; ".join(rep.errors)[:500] or "skipped",
                          last_error_at=now)  # fmt: skip
 
-    with running(board, stop.set, "pass"):
+    asked = Asked()
+    with running(board, stop.set, "pass", asked.ask):
         board.update(state="running", force=True)
-        run_forever(job, dirs, stop, on_pass, lambda n: board.update(watches=n, force=True))
+        run_forever(job, dirs, stop, on_pass, lambda n: board.update(watches=n, force=True), asked)
     return EXIT_OK

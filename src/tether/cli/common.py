@@ -59,9 +59,12 @@ def setup_logging() -> None:
 
 
 @contextmanager
-def running(board: StatusBoard, stop: Callable[[], None], in_flight: str) -> Iterator[logging.Logger]:
+def running(
+    board: StatusBoard, stop: Callable[[], None], in_flight: str, asked: Callable[[], None] | None = None
+) -> Iterator[logging.Logger]:
     """A job running until SIGTERM/SIGINT, for every kind: logging set up, a signal asks `stop`
-    to end after the `in_flight` work, and the board says stopping, failed or stopped."""
+    to end after the `in_flight` work, and the board says stopping, failed or stopped. `asked`
+    is called (in the signal handler: it must only set a flag or wake) when `tether wait` asks."""
     import logging
     import signal
 
@@ -75,6 +78,10 @@ def running(board: StatusBoard, stop: Callable[[], None], in_flight: str) -> Ite
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if asked is not None:
+        from tether.service.wait import SIGNAL
+
+        signal.signal(SIGNAL, lambda _signum, _frame: asked())
     try:
         yield log
     except TetherError as e:

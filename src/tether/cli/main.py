@@ -15,6 +15,7 @@
     cli/alerts.py     alert test
     cli/doctor.py     doctor
     cli/serve.py      serve
+    cli/wait.py       wait
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -42,6 +43,7 @@ COMMANDS = {
     "events": ("tether.cli.events", "cmd_events"),
     "doctor": ("tether.cli.doctor", "cmd_doctor"),
     "serve": ("tether.cli.serve", "cmd_serve"),
+    "wait": ("tether.cli.wait", "cmd_wait"),
     "import-config": ("tether.cli.importer", "cmd_import"),
     "mirror": ("tether.cli.mirror", "cmd_mirror"),
     "sync": ("tether.cli.jobs", "cmd_sync"),
@@ -120,6 +122,9 @@ def build_parser() -> Parser:
     from tether.cli.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+    from tether.cli.wait import add_parser as add_wait_parser
+
+    add_wait_parser(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p

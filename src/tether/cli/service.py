@@ -69,7 +69,7 @@ def run_live(
     mirror = Mirror(Rsync(ssh, job_spec.rsync), KnownTargets(dirs.state))
     live = LiveMirror(job_spec, live_opts, mirror, ssh, board, pass_hooks=pass_hooks or PassHooks(),
                       events=events or NO_EVENTS)  # fmt: skip
-    with running(board, live.request_stop, "transfer"):
+    with running(board, live.request_stop, "transfer", live.request_wait):
         live.run()
     return EXIT_OK
 

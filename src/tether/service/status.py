@@ -32,6 +32,7 @@ class TargetStatus:
     passes: int = 0  # every pass, narrow ones (continuous bisync, started by events) included
     paths_looked: int = 0  # paths the narrow passes looked at (what the watches reported)
     behind_since: float | None = None  # since when the target has had work pending (set by the board): its lag
+    caught_up: int | None = None  # the time (ns) of the last `tether wait` this target has answered
 
 
 @dataclass
