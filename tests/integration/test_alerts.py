@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.rig.alerts import http_server, smtp_server
+import pytest
+
+from tests.rig.alerts import http_server, self_signed, smtp_server
 from tests.rig.live import running, status, wait_for, wait_same, write_job_text
 from tests.rig.run import tether
 from tests.rig.sshd import ALIAS_DOWN, SshServer
@@ -131,3 +133,35 @@ def test_a_job_file_with_a_password_in_clear_is_refused_by_every_command(tmp_pat
         assert 'password_file = "' in proc.stderr and "password_env" in proc.stderr
         assert "hunter2" not in proc.stderr
     assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS", "ignore:Session.login_data is deprecated")
+def test_mail_over_starttls_or_tls_with_a_login_and_a_private_ca(
+    tmp_path: Path, tether_env: dict[str, str], security: str
+) -> None:
+    """The password comes from the environment variable the job names; the server's certificate
+    is checked against the job's ca_file (a self-signed one here), so a wrong CA fails."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cert = self_signed(tmp_path)
+    env = dict(tether_env, TEST_SMTP_PW="s3cret pass")
+    with smtp_server(security, cert, ("tether", "s3cret pass")) as (port, box):
+        mail = (
+            f'[alerts.email]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "{security}"\nto = ["a@example.com"]\n'
+            f'from = "t@example.com"\nuser = "tether"\npassword_env = "TEST_SMTP_PW"\nca_file = "{cert[0]}"\n'
+        )
+        write_job_text(env, "t", f'source = "{src}"\ntargets = ["{tmp_path / "dst"}"]\n' + mail)
+        tether(["alert", "test", "t"], env, check_rc=0)
+        assert [str(m["Subject"]) for m in box.messages] == ["[tether] t: test alert"] and box.logins == ["tether"]
+
+        proc = tether(["alert", "test", "t"], dict(env, TEST_SMTP_PW="wrong"), check_rc=1)
+        assert "FAILED  email" in proc.stdout and "535" in proc.stdout  # the server's refusal, said
+
+        (tmp_path / "other").mkdir()
+        other = self_signed(tmp_path / "other")  # a certificate the server does not have
+        write_job_text(env, "t", f'source = "{src}"\ntargets = ["{tmp_path / "dst"}"]\n'
+                       + mail.replace(str(cert[0]), str(other[0])))  # fmt: skip
+        proc = tether(["alert", "test", "t"], env, check_rc=1)
+        assert "FAILED  email" in proc.stdout and "CERTIFICATE_VERIFY_FAILED" in proc.stdout
+        assert len(box.messages) == 1

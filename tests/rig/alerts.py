@@ -7,11 +7,14 @@ import email
 import email.policy
 import json
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -22,9 +25,21 @@ def free_port() -> int:
         return port
 
 
+def self_signed(where: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl: the client trusts it by ca_file."""
+    cert, key = where / "smtp.crt", where / "smtp.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.logins: list[str] = []
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -39,12 +54,32 @@ class Mailbox:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[int, Mailbox]]:
+def smtp_server(
+    security: str = "none", cert: tuple[Path, Path] | None = None, login: tuple[str, str] | None = None
+) -> Iterator[tuple[int, Mailbox]]:
+    """security "starttls" (required before anything else) or "tls" (TLS from the first byte),
+    with `cert` (certificate, key); `login` (user, password): AUTH required, over TLS only."""
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     box = Mailbox()
     port = free_port()
-    ctl = Controller(box, hostname="127.0.0.1", port=port)
+    kw: dict[str, Any] = {}
+    if cert is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(*cert)
+        kw = {"tls_context": ctx, "require_starttls": True} if security == "starttls" else {"ssl_context": ctx}
+    if login is not None:
+
+        def check(_server: Any, session: Any, _env: Any, _mech: str, data: Any) -> AuthResult:
+            ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == login
+            if ok:
+                box.logins.append(data.login.decode())
+            return AuthResult(success=ok, handled=False)  # handled=True: no reply would be sent
+
+        # aiosmtpd counts only STARTTLS as TLS for AUTH (a "tls" server is TLS from the first byte)
+        kw |= {"authenticator": check, "auth_required": True, "auth_require_tls": security == "starttls"}
+    ctl = Controller(box, hostname="127.0.0.1", port=port, **kw)
     ctl.start()
     try:
         yield port, box
