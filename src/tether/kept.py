@@ -12,6 +12,7 @@ from tether.agent_remote import to_wire
 from tether.errors import TetherError
 
 if TYPE_CHECKING:
+    from tether.bisync.config import BisyncJob
     from tether.dirs import Dirs
     from tether.endpoints import ReplicaSpec
     from tether.ssh import SshOptions
@@ -88,26 +89,51 @@ def roots(dirs: Dirs, where: str) -> tuple[list[Root], str | None]:
     ssh = SshOptions.from_env(dirs)
     if is_folder_arg(dirs, where):
         path = os.path.abspath(where)
-        return [Root(parse_replica(path), [], ssh)], path
+        return [Root(parse_replica(path), _conflict_copies_of_folder(dirs, path), ssh)], path
     job = load_named(dirs, where)
     if job.ssh_config:
         ssh = SshOptions(ssh.socket_dir, job.ssh_config)
-    copies: list[bytes] = []
-    if isinstance(job, BisyncJob):
-        from tether.bisync.runner import state_path
-        from tether.bisync.state import State
-
-        if state_path(dirs, job).exists():
-            state = State(state_path(dirs, job))
-            try:
-                copies = [c for _p, c, _t, _n in state.conflicts()]
-            finally:
-                state.close()
+    copies = _conflict_copies(dirs, job) if isinstance(job, BisyncJob) else []
     found = [Root(w, copies, ssh) for w in job.writes()]
     if isinstance(job, MirrorJob):  # kept on its targets, put back into its source (every target
         return found[:1], job.spec.source.path  # keeps the same history: the first is read)
     into = next((r.local for r in found if r.local is not None), None)
     return found, into
+
+
+def _conflict_copies(dirs: Dirs, job: BisyncJob) -> list[bytes]:
+    """The keep-both copies a bisync job's state records (a name that only looks like one is
+    the user's file, not a version)."""
+    from tether.bisync.runner import state_path
+    from tether.bisync.state import State
+
+    if not state_path(dirs, job).exists():
+        return []
+    state = State(state_path(dirs, job))
+    try:
+        return [c for _p, c, _t, _n in state.conflicts()]
+    finally:
+        state.close()
+
+
+def _conflict_copies_of_folder(dirs: Dirs, path: str) -> list[bytes]:
+    """A folder given by path: the copies recorded by the bisync jobs it is a replica of."""
+    from tether.bisync.config import BisyncJob
+    from tether.errors import TetherError
+    from tether.jobs import list_jobs, load_named
+
+    real = os.path.realpath(path)
+    out: list[bytes] = []
+    for name in list_jobs(dirs):
+        try:
+            job = load_named(dirs, name)
+        except TetherError:
+            continue  # a broken job file is `tether check`'s to report, not a listing's
+        if isinstance(job, BisyncJob) and any(
+            w.local_path is not None and os.path.realpath(w.local_path) == real for w in job.writes()
+        ):
+            out += _conflict_copies(dirs, job)
+    return out
 
 
 __all__ = ["Root", "collect", "is_folder_arg", "roots"]

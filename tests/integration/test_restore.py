@@ -122,6 +122,8 @@ def test_a_bisync_pass_s_versions_come_back_and_a_folder_to_another_place(
     loser = next(
         v for v in tether_json(["versions", "kb", "z.txt"], tether_env)["versions"] if v["origin"] == "conflict"
     )
+    by_folder = tether_json(["versions", str(a), "z.txt"], tether_env)["versions"]  # the folder, not the job
+    assert loser["stored"] in {v["stored"] for v in by_folder if v["origin"] == "conflict"}
     tether(["restore", "kb", "z.txt", "--version", str(loser["n"])], tether_env, check_rc=0)
     assert (a / "z.txt").read_bytes() == (a / loser["stored"]).read_bytes()
 
