@@ -19,7 +19,7 @@ from tether.hooks import NO_HOOKS, PassHooks
 if TYPE_CHECKING:
     from tether.alerts.config import Settings
 from tether.mirror import MirrorSpec
-from tether.schema import Doc, Key, Schema, choice, is_num, is_str, is_str_list
+from tether.schema import YEAR, Doc, Key, Schema, choice, is_num, is_str, is_str_list
 
 DELETE_MODES = ("mirror", "keep", "trash")
 _PRESERVE_CAPS = {"owner": "owners", "group": "owners", "acl": "acls", "xattr": "xattrs", "hardlinks": "hardlinks"}
@@ -42,7 +42,8 @@ SCHEMA: Schema = {
     "delete": choice("delete", DELETE_MODES),
     # continuous mirror (tether start / run)
     "delay": Key("a number of seconds (0 to 60)", lambda v: is_num(v) and 0 <= v <= 60, "delay = 0.005", 0.005),
-    "interval": Key("a number of seconds (0 = only at start)", lambda v: is_num(v) and v >= 0, "interval = 3600", 3600),
+    "interval": Key("a number of seconds (0 = only at start; at most a year)", lambda v: is_num(v) and 0 <= v <= YEAR,
+                    "interval = 3600", 3600),
     "permissions": Key("a setfacl ACL spec", is_str, 'permissions = "u:www-data:rwX"'),
     "sync_owner": Key("an owner as user or user:group", is_owner, 'sync_owner = "deploy:deploy"'),
     "final_owner": Key("an owner as user or user:group", is_owner, 'final_owner = "www-data:www-data"'),
@@ -80,6 +81,10 @@ class MirrorJob:
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: its targets."""
         return self.spec.targets
+
+    def reads(self) -> tuple[ReplicaSpec, ...]:
+        """Where the job takes changes from: its source."""
+        return (self.spec.source,)
 
 
 def build(doc: Doc, name: str) -> MirrorJob:

@@ -16,7 +16,7 @@ from tether.hooks import BEFORE_FAILS, PassHooks
 
 if TYPE_CHECKING:
     from tether.alerts.config import Settings
-from tether.schema import Doc, Key, Schema, choice, is_command, is_int, is_seconds, is_str, is_str_list
+from tether.schema import SECONDS, Doc, Key, Schema, choice, is_command, is_int, is_seconds, is_str, is_str_list
 
 # what a job's `preserve` may name (modes and mtimes are always kept); transport/rsync.py maps each
 # to its rsync option
@@ -48,14 +48,15 @@ SHARED: Schema = {
     "bwlimit": Key("a rate like 5M or a number of KiB/s", _rate, 'bwlimit = "5M"'),
     "rsync": Key("the path of the rsync program", is_str, 'rsync = "/usr/local/bin/rsync"', "rsync"),
     "rsync_args": Key("a list of rsync options", is_str_list, 'rsync_args = ["--hard-links"]', []),
-    "trash_days": Key("a whole number of days", lambda v: is_int(v) and v >= 0, "trash_days = 30", 30),
+    "trash_days": Key("a whole number of days (0 to 36500)", lambda v: is_int(v) and 0 <= v <= 36500, "trash_days = 30",
+                      30),
     "before": Key("a command as a list of strings", is_command, 'before = ["/usr/local/bin/snapshot"]', []),
     "after": Key("a command as a list of strings", is_command, 'after = ["notify-send", "synced"]', []),
-    "command_timeout": Key("a number of seconds > 0", is_seconds, "command_timeout = 300", 300.0),
+    "command_timeout": Key(SECONDS, is_seconds, "command_timeout = 300", 300.0),
     "before_fails": choice("before_fails", BEFORE_FAILS),
     "after_on_error": Key("true or false", lambda v: isinstance(v, bool), "after_on_error = false", True),
-    "max_time_soft": Key("a number of seconds > 0", is_seconds, "max_time_soft = 3600", also=("max_time_warn",)),
-    "max_time_hard": Key("a number of seconds > 0", is_seconds, "max_time_hard = 7200", also=("max_time_kill",)),
+    "max_time_soft": Key(SECONDS, is_seconds, "max_time_soft = 3600", also=("max_time_warn",)),
+    "max_time_hard": Key(SECONDS, is_seconds, "max_time_hard = 7200", also=("max_time_kill",)),
     "ssh_config": Key("a file path", is_str, 'ssh_config = "~/.ssh/config-backup"'),
     "python": Key("a program name or path", lambda v: is_str(v) and _PROGRAM.fullmatch(v) is not None,
                   'python = "python3"', "auto"),

@@ -8,6 +8,7 @@ partial sync.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -50,11 +51,16 @@ def is_int(v: Any) -> bool:
 
 
 def is_num(v: Any) -> bool:
-    return is_int(v) or isinstance(v, float)
+    """A finite number: TOML reads `nan` and `inf` as floats, and no key of tether's means them."""
+    return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+YEAR = 365 * 86400  # the longest span any key takes: timers beyond it overflow poll() and its kin
+SECONDS = "a number of seconds (more than 0, at most a year)"
 
 
 def is_seconds(v: Any) -> bool:
-    return is_num(v) and v > 0
+    return is_num(v) and 0 < v <= YEAR
 
 
 def choice(name: str, choices: tuple[str, ...], default: str | None = None) -> Key:

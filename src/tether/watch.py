@@ -57,6 +57,7 @@ _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; 
 _BUFSIZE = 256 * 1024
 _MAX_READS = 64  # per drain: hand control back during an endless burst
 MAX_DELAY = 1.0  # the longest a window gathers after its first change, however busy the tree
+POLL_MAX_MS = 3_600_000  # the longest one poll() waits (a job whose interval is days would overflow it)
 MOVE_GRACE = 0.02  # how long a MOVED_FROM waits for its MOVED_TO before it counts as a delete
 
 
@@ -354,7 +355,8 @@ class Watcher:
             if self._held:
                 due = self._held_since + MOVE_GRACE
                 wake = due if wake is None else min(wake, due)
-            self._poll.poll(-1 if wake is None else max(0, math.ceil((wake - now) * 1000)))
+            # at most an hour per poll (the loop looks again): poll() takes no more than 2^31 ms
+            self._poll.poll(POLL_MAX_MS if wake is None else min(POLL_MAX_MS, max(0, math.ceil((wake - now) * 1000))))
 
     def _decode(self, events: list[_Event], settle: int) -> tuple[list[Change], list[_Event]]:
         """Events to changes, in order. A MOVED_FROM pairs with the MOVED_TO of the same cookie;

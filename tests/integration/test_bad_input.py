@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.rig.compare import assert_same_tree
+from tests.rig.live import running, status, wait_for
 from tests.rig.run import tether, tether_unprivileged
 from tests.rig.sshd import ALIAS_BAD_CLIENT_KEY, ALIAS_UNKNOWN_HOSTKEY, SshServer
 from tests.rig.trees import make_tree
@@ -118,3 +119,51 @@ def test_a_named_job_runs(trees: tuple[Path, Path], tether_env) -> None:
 def test_usage_errors_exit_2_without_traceback(tether_env) -> None:
     assert tether(["mirror"], tether_env, check_rc=2).stderr.startswith("tether: error:")
     assert tether(["frobnicate"], tether_env, check_rc=2).stderr.startswith("tether: error:")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["mirror", "SRC", "DST", "--watch", "--delay", "nan"],
+            "argument --delay: must be a number from 0 to 60, not 'nan'",
+        ),
+        (["mirror", "SRC", "DST", "--watch", "--delay", "61"], "argument --delay: must be a number from 0 to 60"),
+        (["stop", "x", "--timeout", "0"], "argument --timeout: must be a number more than 0 to 86400, not '0'"),
+        (["wait", "x", "--timeout", "inf"], "argument --timeout: must be a number more than 0"),
+        (["serve", "--port", "70000"], "argument --port: must be a whole number from 0 to 65535"),
+        (["log", "x", "-n", "-1"], "argument -n/--lines: must be a whole number from 0"),
+        (["bisync", "A", "B", "--max-delete", "150"], "argument --max-delete: must be a whole number from 0 to 100"),
+    ],
+)
+def test_every_number_flag_has_a_range(trees: tuple[Path, Path], tether_env, args: list[str], says: str) -> None:
+    src, dst = trees
+    argv = [str(src) if a == "SRC" else str(dst) if a == "DST" else a for a in args]
+    assert says in tether(argv, tether_env, check_rc=2).stderr
+
+
+def test_a_job_whose_interval_is_thirty_days_runs(trees: tuple[Path, Path], tether_env) -> None:
+    """Found by trying: any interval over about 24.8 days overflowed the watcher's poll() and the
+    job died at start."""
+    src, dst = trees
+    _write_job(tether_env, "monthly", f'source = "{src}"\ntargets = ["{dst}"]\ninterval = 2592000\n')
+    with running(tether_env, "monthly"):
+        (src / "new.txt").write_text("new\n")
+        wait_for(lambda: (dst / "new.txt").exists(), what="the change carried")
+        assert status(tether_env, "monthly")["state"] == "running"
+
+
+def test_two_jobs_that_feed_each_other_are_refused_naming_both(tmp_path: Path, tether_env) -> None:
+    """Found by trying: x -> y and y -> x both started, and one `echo > x/f` then copied about
+    85 times a second forever."""
+    x, y = tmp_path / "x", tmp_path / "y"
+    x.mkdir()
+    y.mkdir()
+    _write_job(tether_env, "xy", f'source = "{x}"\ntargets = ["{y}"]\n')
+    _write_job(tether_env, "yx", f'source = "{y}"\ntargets = ["{x}"]\n')
+    with running(tether_env, "xy"):
+        for cmd in (["start", "yx"], ["sync", "yx"], ["run", "yx"]):
+            proc = tether(cmd, tether_env, check_rc=2)
+            assert "jobs 'yx' and 'xy' feed each other" in proc.stderr, (cmd, proc.stderr)
+            assert f"yx writes {x}, which xy reads; xy writes {y}, which yx reads" in proc.stderr
+        assert status(tether_env, "yx")["running"] is False

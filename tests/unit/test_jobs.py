@@ -12,7 +12,8 @@ from tether.bisync.config import BisyncJob
 from tether.config import MirrorJob
 from tether.errors import ConfigError
 from tether.filters import Filter
-from tether.jobs import load_job
+from tether.jobs import Job, load_job
+from tether.service.daemon import feedback_loop
 
 M = 'source = "/srv/a"\ntargets = ["/mnt/b"]\n'  # a valid mirror job, two lines
 B = 'kind = "bisync"\npath1 = "/srv/a"\npath2 = "/mnt/b"\n'  # a valid bisync job, three lines
@@ -69,7 +70,12 @@ BAD = [
     (B + "exclude_from = 3\n", 4, "exclude_from must be a path"),
     (M + "before = 'snapshot'\n", 3, "before must be a command as a list of strings"),
     (M + "after = []\n", 3, "after must be a command"),
-    (M + "max_time_soft = 0\n", 3, "max_time_soft must be a number of seconds > 0"),
+    (M + "max_time_soft = 0\n", 3, r"max_time_soft must be a number of seconds \(more than 0, at most a year\)"),
+    (M + "interval = 31536001\n", 3, "at most a year"),
+    (M + "command_timeout = nan\n", 3, "command_timeout must be a number of seconds"),
+    (M + "delay = inf\n", 3, "delay must be a number of seconds"),
+    (B + "interval = -inf\n", 4, "interval must be a number of seconds"),
+    (M + "trash_days = 100000\n", 3, "trash_days must be a whole number of days"),
     (M + "max_time_hard = '1h'\n", 3, "max_time_hard must be"),
     (M + "command_timeout = -1\n", 3, "command_timeout must be"),
     (B + "bwlimit = '5 MB'\n", 4, "bwlimit must be a rate"),
@@ -157,3 +163,33 @@ def test_defaults_come_from_the_schema(tmp_path: Path) -> None:
         "keep-both", 50, 10, 60.0, "rsync", ()
     )  # fmt: skip
     assert not b.hooks.before and b.hooks.max_time_hard is None and b.hooks.command_timeout == 300.0
+
+
+def _jobs(tmp_path: Path, **bodies: str) -> list[Job]:
+    out = []
+    for name, body in bodies.items():
+        (tmp_path / f"{name}.toml").write_text(body)
+        out.append(load_job(tmp_path / f"{name}.toml", name))
+    return out
+
+
+def _m(src: str, dst: str) -> str:
+    return f'source = "/srv/{src}"\ntargets = ["/srv/{dst}"]\n'
+
+
+@pytest.mark.parametrize(
+    ("bodies", "loop"),
+    [
+        ({"xy": _m("x", "y"), "yx": _m("y", "x")}, ["xy", "yx"]),
+        ({"xy": _m("x", "y"), "yz": _m("y", "z")}, []),  # a chain is fine: a mirror of a mirror
+        ({"xy": _m("x", "y"), "yz": _m("y", "z"), "zx": _m("z", "x")}, ["xy", "yz", "zx"]),
+        ({"xy": _m("x", "y"), "inner": _m("y/sub", "x/copy")}, ["xy", "inner"]),  # inside counts
+        ({"xy": _m("x", "y"), "pair": 'kind = "bisync"\npath1 = "/srv/y"\npath2 = "/srv/x"\n'}, ["xy", "pair"]),
+        ({"xy": _m("x", "y"), "ab": _m("a", "b"), "yx": _m("y", "x/in")}, ["xy", "yx"]),
+    ],
+)
+def test_jobs_that_feed_each_other_are_found_as_a_loop(tmp_path: Path, bodies: dict[str, str], loop: list[str]) -> None:
+    job, *others = _jobs(tmp_path, **bodies)
+    found = feedback_loop(job, others)
+    assert [a.name for a, _w, _b in found] == loop
+    assert all(b is (found[i + 1][0] if i + 1 < len(found) else job) for i, (_a, _w, b) in enumerate(found))

@@ -16,7 +16,7 @@ from tether.hooks import NO_HOOKS, PassHooks
 
 if TYPE_CHECKING:
     from tether.alerts.config import Settings
-from tether.schema import Doc, Key, Schema, choice, is_int, is_seconds, is_str
+from tether.schema import SECONDS, Doc, Key, Schema, choice, is_int, is_seconds, is_str
 
 SCHEMA: Schema = {
     "kind": jobkeys.kind_key("bisync"),
@@ -26,7 +26,7 @@ SCHEMA: Schema = {
     "max_delete": Key("a percentage 0-100", lambda v: is_int(v) and 0 <= v <= 100, "max_delete = 50", 50),
     "backups_keep": Key("a whole number >= 1", lambda v: is_int(v) and v >= 1, "backups_keep = 10", 10),
     "commands_on": choice("commands_on", ("local", "path1", "path2")),
-    "interval": Key("a number of seconds > 0", is_seconds, "interval = 60", 60),
+    "interval": Key(SECONDS, is_seconds, "interval = 60", 60),
     **jobkeys.SHARED,
 }  # fmt: skip
 
@@ -53,6 +53,10 @@ class BisyncJob(NamedTuple):
 
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: both replicas."""
+        return (self.path1, self.path2)
+
+    def reads(self) -> tuple[ReplicaSpec, ...]:
+        """Where the job takes changes from: both replicas."""
         return (self.path1, self.path2)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.bisync.config import BisyncJob
 from tether.bisync.plan import POLICIES
-from tether.cli.common import FilterAction, running
+from tether.cli.common import FilterAction, number, running
 from tether.dirs import Dirs
 from tether.endpoints import check_pair, parse_replica
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
@@ -33,8 +33,10 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--conflict", choices=POLICIES, default="keep-both", help="who wins when both sides changed")
     b.add_argument("--exclude", action=FilterAction, metavar="PAT", help="gitignore-style pattern to leave out")
     b.add_argument("--include", action=FilterAction, metavar="PAT", help="pattern to take back in (like !PAT)")
-    b.add_argument("--max-delete", type=int, default=50, metavar="PCT", help="refuse a pass deleting more (default 50)")
-    b.add_argument("--backups-keep", type=int, default=10, metavar="N", help="versions kept per file (default 10)")
+    b.add_argument("--max-delete", type=number(0, 100, whole=True), default=50, metavar="PCT",
+                   help="refuse a pass deleting more (default 50)")  # fmt: skip
+    b.add_argument("--backups-keep", type=number(1, 10**6, whole=True), default=10, metavar="N",
+                   help="versions kept per file (default 10)")  # fmt: skip
     b.add_argument("--dry-run", "-n", action="store_true", help="print the plan; change nothing")
     b.add_argument("--force", action="store_true", help="pass the delete guard and the empty-replica guard")
     b.add_argument("--json", action="store_true", help="print a machine-readable report")

@@ -4,6 +4,7 @@ logging, and the life of a running job (signals, status board, the end it report
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,24 @@ if TYPE_CHECKING:  # logging is imported by the commands that log: a one-shot pa
 
     from tether.jobs import Job
     from tether.service.status import StatusBoard
+
+
+def number(low: float, high: float, *, whole: bool = False, above: bool = False) -> Callable[[str], float]:
+    """An argparse type for a number flag: finite, within [low, high] (`above`: more than low),
+    else the flag's error says the range (argparse names the flag and exits 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = int(text) if whole else float(text)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or v > high or v < low or (above and v == low):
+            kind = "a whole number" if whole else "a number"
+            span = f"more than {low:g}" if above else f"from {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {kind} {span} to {high:g}, not {text!r}")
+        return v
+
+    return parse
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.cli.common import number
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, UsageError
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 def add_parser(sub: Any) -> None:
     e = sub.add_parser("events", help="what jobs did: passes, files sent, deleted, moved, conflicts, errors")
     e.add_argument("name", nargs="?", help="a job (a location set: locations.NAME); all jobs when left out")
-    e.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="the last N events (0: all)")
+    e.add_argument("-n", "--lines", type=number(0, 10**9, whole=True), default=50, metavar="N",
+                   help="the last N events (0: all)")  # fmt: skip
     e.add_argument("-f", "--follow", action="store_true", help="keep printing new events until interrupted")
     e.add_argument("--kind", action="append", default=[], metavar="KIND", help="only events of this kind")
     e.add_argument("--json", action="store_true", help="one JSON object per line")

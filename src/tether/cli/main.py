@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tether import __version__
-from tether.cli.common import FilterAction, Parser, add_run_options
+from tether.cli.common import FilterAction, Parser, add_run_options, number
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_USAGE, TetherError
 from tether.output import shown
@@ -78,7 +78,7 @@ def build_parser() -> Parser:
     m.add_argument("--no-delete", action="store_true", help="keep target files the source no longer has")
     m.add_argument("--bwlimit", metavar="RATE", help="bandwidth limit per target, rsync syntax (e.g. 5M)")
     m.add_argument("--watch", action="store_true", help="keep running: push every change as it happens")
-    m.add_argument("--delay", type=float, default=0.005, metavar="SEC", help="event window with --watch")
+    m.add_argument("--delay", type=number(0, 60), default=0.005, metavar="SEC", help="event window with --watch (0-60)")
     add_run_options(m)
 
     j = sub.add_parser("jobs", help="list the configured jobs")

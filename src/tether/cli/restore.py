@@ -8,6 +8,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from tether.cli.common import number
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
 from tether.output import shown
@@ -22,7 +23,12 @@ def add_parser(sub: Any) -> None:
     r.add_argument("path", metavar="PATH", help="the file or folder, relative to the root ('.' for all of it)")
     how = r.add_mutually_exclusive_group()
     how.add_argument("--at", metavar="TIME", help="as it was then: '2026-12-06 14:19', a day, or -30m, -2h, -1d")
-    how.add_argument("--version", type=int, metavar="N", help="the N-th version `tether versions` lists for PATH")
+    how.add_argument(
+        "--version",
+        type=number(1, 10**9, whole=True),
+        metavar="N",
+        help="the N-th version `tether versions` lists for PATH",
+    )
     r.add_argument("--to", metavar="DIR", help="write under DIR (DIR/PATH) instead of over the live files")
     r.add_argument("-n", "--dry-run", action="store_true", help="say what would be put back, change nothing")
     r.add_argument("--json", action="store_true", help="print a machine-readable result")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tether.cli.common import number
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, UsageError
 
@@ -16,7 +17,9 @@ from tether.errors import EXIT_OK, UsageError
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="serve the status of every job: a live page, /api/status, /metrics")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need a token)")
-    s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    s.add_argument(
+        "--port", type=number(0, 65535, whole=True), default=8765, help="port (default 8765; 0 picks a free one)"
+    )
     s.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the token every request must carry")
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.cli.common import running
+from tether.cli.common import number, running
 from tether.dirs import Dirs
 from tether.errors import EXIT_OK, LockedError, TetherError
 from tether.output import shown
@@ -33,7 +33,8 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("name", nargs="+")
     p = sub.add_parser("stop", help="stop a background job (after its transfer in flight)")
     p.add_argument("name", nargs="+")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before killing (default 30)")
+    p.add_argument("--timeout", type=number(0, 86400, above=True), default=30.0,
+                   help="seconds to wait before killing (default 30)")  # fmt: skip
     rs = sub.add_parser("restart", help="stop, then start a job")
     rs.add_argument("name", nargs="+")
     st = sub.add_parser("status", help="state of jobs and their targets")
@@ -42,7 +43,7 @@ def add_parsers(sub: Any) -> None:
     lg = sub.add_parser("log", help="print a job's log")
     lg.add_argument("name")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("-n", "--lines", type=int, default=50)
+    lg.add_argument("-n", "--lines", type=number(0, 10**9, whole=True), default=50)
 
 
 def run_live(

@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from tether.cli.common import number
 from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_OK, TetherError
 from tether.output import shown
@@ -16,7 +17,13 @@ from tether.output import shown
 def add_parser(sub: Any) -> None:
     w = sub.add_parser("wait", help="wait until a running job's targets have caught up with its source")
     w.add_argument("name")
-    w.add_argument("--timeout", type=float, default=600.0, metavar="SEC", help="give up after SEC (default 600)")
+    w.add_argument(
+        "--timeout",
+        type=number(0, 86400, above=True),
+        default=600.0,
+        metavar="SEC",
+        help="give up after SEC (default 600)",
+    )
     w.add_argument("--json", action="store_true")
 
 

@@ -24,6 +24,7 @@ from tether.service.locks import PidLock
 from tether.service.status import read_status
 
 if TYPE_CHECKING:
+    from tether.endpoints import ReplicaSpec
     from tether.jobs import Job
 
 START_DEADLINE = 60.0
@@ -43,14 +44,18 @@ class JobPaths:
 
 def check_conflicts(dirs: Dirs, job: Job) -> None:
     """Refuse to run beside a running job that writes the same folder (or one inside it): a
-    mirror's targets, both replicas of a bisync job, whatever the two jobs' kinds."""
+    mirror's targets, both replicas of a bisync job, whatever the two jobs' kinds; and beside
+    running jobs that would carry its changes back to it (x -> y beside y -> x: every change
+    would go round forever)."""
+    running: dict[str, Job] = {}
     for other in list_jobs(dirs):
         if other == job.name or PidLock(JobPaths.of(dirs, other).pid).holder() is None:
             continue
         try:
-            theirs = load_named(dirs, other)
+            running[other] = load_named(dirs, other)
         except TetherError:
             continue
+    for other, theirs in running.items():
         for mine in job.writes():
             for t in theirs.writes():
                 if mine.overlaps(t):
@@ -59,6 +64,40 @@ def check_conflicts(dirs: Dirs, job: Job) -> None:
                         + ("" if str(t) == str(mine) else f" (and {mine})"),
                         f"stop {other!r} first (`tether stop {other}`) or give the jobs separate folders",
                     )
+    loop = feedback_loop(job, list(running.values()))
+    if loop:
+        said = "; ".join(f"{a.name} writes {w}, which {b.name} reads" for a, w, b in loop)
+        names = " and ".join(repr(a.name) for a, _w, _b in loop)
+        raise UsageError(
+            f"jobs {names} feed each other, so every change would go round forever: {said}",
+            f"stop {loop[-1][0].name!r} first (`tether stop {loop[-1][0].name}`), or make the pair one bisync job",
+        )
+
+
+def feedback_loop(job: Job, others: list[Job]) -> list[tuple[Job, ReplicaSpec, Job]]:
+    """A chain of jobs from `job` back to it, each writing where the next reads (as (writer,
+    where, reader) steps), or [] when there is none."""
+    everyone = [job, *others]
+
+    def feeds(a: Job) -> list[tuple[ReplicaSpec, Job]]:
+        return [(w, b) for b in everyone if b is not a for w in a.writes() if any(w.overlaps(r) for r in b.reads())]
+
+    path: list[tuple[Job, ReplicaSpec, Job]] = []
+    seen: set[str] = set()
+
+    def walk(a: Job) -> bool:
+        for w, b in feeds(a):
+            path.append((a, w, b))
+            if b is job:
+                return True
+            if b.name not in seen:
+                seen.add(b.name)
+                if walk(b):
+                    return True
+            path.pop()
+        return False
+
+    return path if walk(job) else []
 
 
 def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
