@@ -192,3 +192,13 @@ def test_the_sampler_gives_the_rate_over_its_window() -> None:
     assert sampler.rates("m", _status(bytes_sent=5000), True, NOW + 2) == {"/dst": 2500.0}
     assert sampler.rates("m", _status(bytes_sent=5000), False, NOW + 3) == {}  # stopped: no rate
     assert sampler.rates("m", _status(bytes_sent=5000), True, NOW + 20) == {}  # the old samples are out
+
+
+def test_a_job_file_written_after_the_job_started_is_said_with_the_fix() -> None:
+    assert not build("m", 42, _status(), Tally(), NOW, edited_at=NOW - 120).edited  # before its start
+    edited = build("m", 42, _status(), Tally(), NOW, edited_at=NOW - 10)
+    assert edited.edited and to_json(edited)["job_file_changed"] is True
+    assert "its job file changed since it started; it runs as it was: `tether restart m` applies it" in table(
+        [edited], NOW
+    )
+    assert not build("m", None, _status(), Tally(), NOW, edited_at=NOW - 10).edited  # not running: nothing stale

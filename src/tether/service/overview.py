@@ -192,6 +192,7 @@ class JobView:
     last_passes: list[dict[str, Any]]
     recent_errors: list[dict[str, Any]]
     rows: list[Row]
+    edited: bool = False  # the job file changed since the running job read it: a restart applies it
 
 
 def _event_doc(e: Event) -> dict[str, Any]:
@@ -217,9 +218,11 @@ def build(
     now: float,
     limit: int | None = None,
     rates: Mapping[str, float] | None = None,
+    edited_at: float | None = None,
 ) -> JobView:
     """A job's view from what was read: its pid lock's holder, its status file, its events'
-    tally, and live rates per target where the caller sampled them (`window_rate`)."""
+    tally, and live rates per target where the caller sampled them (`window_rate`); `edited_at`
+    is when the job file was last written."""
     st = dict(status or {})
     running = pid is not None
     state = st.get("state", "stopped") if running else ("failed" if st.get("state") == "failed" else "stopped")
@@ -245,6 +248,7 @@ def build(
         int(st.get("watches") or 0) if running else 0, limit, conflicts, errors, live,
         [{k: v for k, v in p.items() if k != "seconds"} for p in passes if p],
         [_event_doc(e) for e in tally.recent], rows,
+        running and edited_at is not None and edited_at > float(st.get("started") or edited_at),
     )  # fmt: skip
 
 
@@ -328,6 +332,7 @@ def to_json(view: JobView) -> dict[str, Any]:
     (job, running, pid, state, message, watches, targets, last_passes), then the overview's."""
     return {
         "job": view.job, "running": view.running, "pid": view.pid, "state": view.state, "message": view.message,
+        "job_file_changed": view.edited,
         "watches": view.watches, "targets": view.status_targets, "last_passes": view.last_passes,
         "started": view.started, "watch_limit": view.watch_limit, "conflicts": view.conflicts,
         "errors": view.errors, "recent_errors": view.recent_errors, "rows": [asdict(r) for r in view.rows],
@@ -366,7 +371,11 @@ class Gatherer:
             )
             now = time.time()
             rates = self._sampler.rates(n, status, pid is not None, now) if self._sampler else None
-            views.append(build(n, pid, status, follower.poll(), now, limit, rates))
+            try:
+                edited_at: float | None = job_file(self.dirs, n).stat().st_mtime
+            except OSError:
+                edited_at = None
+            views.append(build(n, pid, status, follower.poll(), now, limit, rates, edited_at))
         for gone in set(self._followers) - set(list_jobs(self.dirs)):
             del self._followers[gone]
         return views
@@ -419,6 +428,10 @@ def table(views: Sequence[JobView], now: float) -> str:
         out.append(line)
         if v.message and v.state in ("failed", "waiting"):
             out.append(f"  {shown(v.message)}")
+        if v.edited:
+            out.append(
+                f"  its job file changed since it started; it runs as it was: `tether restart {v.job}` applies it"
+            )
         for r in v.rows:
             if r.last_error and v.running:
                 out.append(f"  {shown(r.target)}: last error ({ago(r.last_error_at, now)}): {shown(r.last_error)}")
