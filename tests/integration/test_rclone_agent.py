@@ -68,12 +68,14 @@ def _side(server: RcloneServer, monkeypatch: pytest.MonkeyPatch) -> Side:
 
 
 @pytest.fixture
-def side(rclone_sftp: RcloneServer, monkeypatch: pytest.MonkeyPatch) -> Side:
+def side(rclone_sftp: RcloneServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Side:
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))  # where foreign locks are noted
     return _side(rclone_sftp, monkeypatch)
 
 
 @pytest.fixture
-def dav(rclone_webdav: RcloneServer, monkeypatch: pytest.MonkeyPatch) -> Side:
+def dav(rclone_webdav: RcloneServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Side:
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
     return _side(rclone_webdav, monkeypatch)
 
 
@@ -685,12 +687,43 @@ def test_lock_respects_a_live_holder_on_this_host_whatever_its_age(side: Side, a
     assert errno_of(lambda: agent.call("lock", path=LOCK, owner="me")) == errno.EAGAIN
 
 
-def test_lock_from_another_host_holds_for_ten_minutes(side: Side, agent: RcloneAgent) -> None:
-    side.put(LOCK, b"far (host elsewhere.example, pid 1)\n", time.time_ns() - 60 * 10**9)
-    with pytest.raises(AgentError, match=r"locked by far \(host elsewhere.example, pid 1\)"):
+class Clock:
+    """This host's boot clock as the lock judge reads it, moved by the test."""
+
+    def __init__(self) -> None:
+        self.ns = 10**12
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def wait(self, seconds: float) -> None:
+        self.ns += int(seconds * 1e9)
+
+
+@pytest.mark.parametrize("skew_min", [0, -11, +11, -600])
+def test_lock_from_another_host_holds_until_seen_unchanged_for_ten_minutes_here(
+    side: Side, agent: RcloneAgent, skew_min: int
+) -> None:
+    """Whatever the other host's clock says (its lock file's time: 11 minutes behind ours, ahead,
+    or ten hours behind), its lock counts until this host has seen the same file for 10 minutes by
+    its own clock; every rewrite (the holder's refresh) starts the count again."""
+    clock = agent.lock_clock = Clock()
+    far = b"far (host elsewhere.example, pid 1)\n"
+    written = time.time_ns() + skew_min * 60 * 10**9
+    side.put(LOCK, far, written)
+    for waited in (0, 300, 599):
+        clock.wait(waited - (clock.ns - 10**12) / 1e9)
+        with pytest.raises(AgentError, match=r"locked by far \(host elsewhere.example, pid 1\); from another host"):
+            agent.call("lock", path=LOCK, owner="me")
+    side.put(LOCK, far, written + 120 * 10**9)  # the holder refreshed: alive, the count starts again
+    clock.wait(2)
+    with pytest.raises(AgentError, match=r"so far 0 s"):
         agent.call("lock", path=LOCK, owner="me")
-    os.utime(side.path / LOCK, ns=(0, time.time_ns() - 11 * 60 * 10**9))
-    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}
+    clock.wait(599)
+    assert errno_of(lambda: agent.call("lock", path=LOCK, owner="me")) == errno.EAGAIN
+    clock.wait(2)
+    assert agent.call("lock", path=LOCK, owner="me") == {"locked": True}  # unchanged for 10 minutes: abandoned
+    assert lock_text(side).startswith("me (host ")
 
 
 def lock_mtime(side: Side) -> int | None:

@@ -8,8 +8,9 @@ that a run of read-only ones (read, entry, hash) goes a few at a time.
 
 What a remote cannot do, and what is done instead:
 - no flock: the lock is a file naming its holder.  A holder on this host counts while its pid
-  lives; one on another host while its file is under 10 minutes old (held locks are rewritten
-  every 2 minutes).  No backend offers compare-and-swap, so: a lock is written through the
+  lives; one on another host until this host has seen its file unchanged for 10 minutes by its
+  own clock (held locks are rewritten every 2 minutes; see lock_seen.py: two hosts' clocks are
+  never compared).  No backend offers compare-and-swap, so: a lock is written through the
   staging dir and a server-side move (never half visible) and read back after; it is claimed
   (moved aside) before it is judged, deleted or replaced, so a lock someone else holds is never
   deleted, and replaced only in one call's gap on backends whose rename replaces (see _refresh).
@@ -47,6 +48,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, Any, Self
 
 from tether.agent_remote import (
@@ -64,10 +66,11 @@ from tether.agent_remote import (
 from tether.errors import LockedError
 from tether.transport import rcd
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
+from tether.transport.lock_seen import Clock, LocksSeen, boot_clock
 from tether.transport.rclone_bin import rclone_program
 
 MIN_VERSION = (1, 60)
-LOCK_STALE_S = 600.0  # a lock from another host older than this is abandoned
+LOCK_STALE_S = 600.0  # a lock from another host seen unchanged this long (by this host's clock) is abandoned
 LOCK_REFRESH_S = 120.0  # how often a held lock file is rewritten, so it never looks abandoned
 STAGING = ".tether/tmp"  # uploads land here first, then move into place
 STAGING_MAX_AGE_S = 86400.0  # leftovers of interrupted uploads older than this are removed
@@ -173,6 +176,19 @@ def _parent(rel: str) -> tuple[str, str]:
     return d, n
 
 
+def _pid_alive(pid: int) -> bool:
+    """A holder on this host lives as long as its pid does."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
 
@@ -181,6 +197,8 @@ class RcloneAgent(AgentClient):
     """The agent operations on `remote:root`, as rc calls to a private `rclone rcd`."""
 
     lock_refresh_s = LOCK_REFRESH_S  # per class, so tests can shorten it
+    locks_seen: Path | None = None  # where foreign locks are noted (default: the state dir); tests set it
+    lock_clock: Clock = staticmethod(boot_clock)  # this host's boot clock; tests move it
 
     def __init__(self, remote: str, root: str) -> None:
         self.remote_name = remote[:-1] if remote.endswith(":") else remote
@@ -1043,13 +1061,36 @@ class RcloneAgent(AgentClient):
                 self._refresher.start()
         return {"locked": True}
 
-    def _judge(self, rel: str, item: Item) -> None:
-        """EAGAIN naming the holder when the lock file at rel (item: its stat) has a live one."""
+    def _judge(self, rel: str, item: Item, key: str | None = None) -> None:
+        """EAGAIN naming the holder when the lock file at rel (item: its stat) has a live one;
+        `key`: the lock's own path when rel is where it was claimed to."""
         if item.get("IsDir"):
             raise OpError(errno.EISDIR, f"{rel} is a directory, not a lock file")
         holder = (self._cat(rel) or "").strip()
-        if holder and self._holder_alive(holder, item):
-            raise OpError(errno.EAGAIN, f"locked by {holder}")
+        if not holder:
+            return
+        m = _HOLDER.search(holder)
+        if m is not None and m.group(1) == socket.gethostname():
+            if _pid_alive(int(m.group(2))):
+                raise OpError(errno.EAGAIN, f"locked by {holder}")
+            return
+        seen = self._seen().unchanged_for(
+            f"{self.fs}/{key or rel}", [str(item.get("ModTime")), item.get("Size"), holder]
+        )
+        if seen < LOCK_STALE_S:
+            raise OpError(
+                errno.EAGAIN,
+                f"locked by {holder}; from another host, so it counts until this host has seen it unchanged for "
+                f"{LOCK_STALE_S / 60:g} min (so far {seen:.0f} s)",
+            )
+
+    def _seen(self) -> LocksSeen:
+        path = self.locks_seen
+        if path is None:
+            from tether.dirs import Dirs
+
+            path = Dirs.from_env().state / "rclone-locks-seen.json"
+        return LocksSeen(path, LOCK_STALE_S, self.lock_clock)
 
     def _take(self, rel: str, mine: str, there: bool) -> None:
         """Put our lock at rel through the staging dir.  A lock that is there (judged dead or
@@ -1062,7 +1103,7 @@ class RcloneAgent(AgentClient):
                 again = self._stat(claimed)
                 try:
                     if again is not None:
-                        self._judge(claimed, again)
+                        self._judge(claimed, again, key=rel)
                 except OpError:
                     self._give_back(claimed, rel)
                     claimed = None
@@ -1082,23 +1123,6 @@ class RcloneAgent(AgentClient):
         staged = _join(STAGING, secrets.token_hex(8))
         self._put_small(staged, text.encode())
         return staged
-
-    @staticmethod
-    def _holder_alive(holder: str, item: Item) -> bool:
-        """A holder on this host lives as long as its pid; one elsewhere while its file is fresh."""
-        m = _HOLDER.search(holder)
-        if m is not None and m.group(1) == socket.gethostname():
-            pid = int(m.group(2))
-            if pid <= 0:
-                return False
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        return time.time_ns() - parse_mtime(item["ModTime"]) < LOCK_STALE_S * 1e9
 
     def _refresh_locks(self) -> None:
         """Rewrite each held lock file now and then, so no other host sees it as abandoned."""
