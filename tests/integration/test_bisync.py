@@ -251,6 +251,28 @@ def test_a_corrupt_state_is_set_aside_and_the_pass_runs_as_a_first_run(
     assert list(states[0].parent.glob("*.corrupt-*"))
 
 
+def test_a_job_pointed_at_another_replica_sets_its_state_aside_and_deletes_nothing(
+    tmp_path: Path, tether_env: dict[str, str]
+) -> None:
+    """Found by trying: a job file edited to name another path2 read its old state as the new
+    replica's, and each file missing there was deleted from path1 (3 of 3, with max_delete = 100)."""
+    a, b = _pair(tmp_path, files=3)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "theirs.txt").write_text("already there\n")
+    _job(tether_env, "p", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{b}"\nmax_delete = 100\n')
+    tether(["sync", "p"], tether_env, check_rc=0)
+    _job(tether_env, "p", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{other}"\nmax_delete = 100\n')
+    dry = tether_json(["sync", "p", "-n"], tether_env)
+    assert dry["first_run"] and any("state was made for" in w for w in dry["warnings"])
+    doc = tether_json(["sync", "p"], tether_env)
+    assert doc["_rc"] == 0 and doc["first_run"] and doc["deleted"] == {"path1": 0, "path2": 0}
+    assert any(f"now names {a} <-> {other}; set aside as p.sqlite.other-pair-" in w for w in doc["warnings"])
+    assert _files(a) == _files(other) and set(_files(a)) == {"f0.txt", "f1.txt", "f2.txt", "theirs.txt"}
+    again = tether_json(["sync", "p"], tether_env)
+    assert again["_rc"] == 0 and not again["first_run"] and not again["warnings"]
+
+
 def test_a_state_that_cannot_be_opened_is_an_error_not_a_first_run(tmp_path: Path, tether_env: dict[str, str]) -> None:
     a, b = _pair(tmp_path)
     tether(["bisync", a, b], tether_env, check_rc=0)

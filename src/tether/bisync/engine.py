@@ -216,6 +216,7 @@ class Pass:
         sides, unreadable = self._scan_both(prev)
         if self.state.reset_note:
             rep.warnings.append(self.state.reset_note)
+            self.state.reset_note = None  # said once, not by every pass of a running job
         if self.narrow is None and self._emptied(prev, sides):
             return
         plan = reconcile(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -132,12 +133,18 @@ def _one_pass(
     if state is None:
         state = State(None if dry_run and not where.exists() else where)
     try:
-        if job.file is None:  # an ad hoc pair's state is found by a 64-bit checksum: make sure it is ours
-            stored = state.meta("pair")
-            if stored is None and not dry_run:
-                state.set_meta("pair", pair_key(job))
-            elif stored is not None and stored != pair_key(job):
+        stored = state.meta("pair")  # the pair the state was made for (an earlier release's: adopted)
+        if stored is not None and stored != pair_key(job):
+            if job.file is None:  # an ad hoc pair's state is found by a 64-bit checksum: never another's
                 raise TetherError(f"state file {where} belongs to another pair", "remove it or make this pair a job")
+            # the job file now names other replicas: what the state says was there proves nothing about
+            # them, and read as deletions it would delete on the other side
+            was = " <-> ".join(shown(os.fsencode(k)) for k in stored.split("\0"))
+            state.start_over(f"job {job.name}'s state was made for {was}, and the job now names {job.path1} <-> "
+                             f"{job.path2}", keep_file=dry_run)  # fmt: skip
+            stored = None
+        if stored is None and not dry_run:
+            state.set_meta("pair", pair_key(job))
         with contextlib.ExitStack() as stack:
             r1, r2 = replicas if replicas is not None else stack.enter_context(opened(job, dirs, state, early=True))
             opts = options(job, dry_run=dry_run, force=force)

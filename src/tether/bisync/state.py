@@ -76,6 +76,25 @@ class State:
         self.db.close()
         self._map = None
 
+    def start_over(self, why: str, *, keep_file: bool = False) -> None:
+        """Begin again from an empty state (the next pass is a first run: nothing is deleted),
+        the old one set aside beside it, never removed; `keep_file` (a dry run): only in memory."""
+        self.db.close()
+        self._map, self._journal = None, 0
+        if keep_file or str(self.path) == ":memory:":
+            self.path = Path(":memory:")
+            self.reset_note = f"{why}; a real pass sets this state aside and runs as a first run"
+        else:
+            aside = self.path.with_name(f"{self.path.name}.other-pair-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.db = sqlite3.connect(self.path, isolation_level=None)  # fold the WAL in before the move
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.close()
+            self.path.rename(aside)
+            for extra in ("-wal", "-shm"):
+                self.path.with_name(self.path.name + extra).unlink(missing_ok=True)
+            self.reset_note = f"{why}; set aside as {aside.name}, running as a first run (nothing is deleted)"
+        self.db = self._open()
+
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
