@@ -232,7 +232,7 @@ class Mirror:
         )
         return TargetOutcome(
             str(target), False, files=added, refused=True, changes=plan.changes if dry_run else [],
-            errors=[f"refused: tether never wrote this target and mirroring would delete or overwrite "
+            errors=[f"refused: {self.known.stranger(target.key())} and mirroring would delete or overwrite "
                     f"{len(lost)} entries there{note}", *shown],
             hint="check the target path; pass --force to make it an exact mirror, or --no-delete to keep extra files",
         )  # fmt: skip
@@ -296,7 +296,7 @@ class Mirror:
             refused = self._emptied_source(spec, target, clock)
             if refused:
                 return refused
-        if force or not spec.delete or self.known.has(target.key()):
+        if force or not spec.delete or self.known.has(target.key(), str(spec.source)):
             return self._pass(spec, target, dry_run=dry_run, clock=clock, checksum=checksum)
         if dry_run or target.caps.in_process:
             if target.local_path is not None and _local_is_empty(target.local_path):

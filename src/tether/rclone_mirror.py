@@ -230,10 +230,10 @@ def rclone_pass(
                                 f"refused: the source is empty and mirroring would delete {len(plan.remove)} "
                                 "entries on the target"])  # fmt: skip
             return out, skipped
-        if lost and not known.has(target.key()):
+        if lost and not known.has(target.key(), str(spec.source)):
             out = TargetOutcome(
                 name, False, refused=True, changes=plan.itemized() if dry_run else [],
-                errors=[f"refused: tether never wrote this target and mirroring would delete or overwrite "
+                errors=[f"refused: {known.stranger(target.key())} and mirroring would delete or overwrite "
                         f"{len(lost)} entries there; nothing was changed", *_listed(lost)],
                 hint="check the target path; pass --force to make it an exact mirror, or --no-delete to keep "
                      "extra files",

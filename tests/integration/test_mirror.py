@@ -97,6 +97,23 @@ def test_foreign_target_is_never_wiped_silently(
     assert_same_tree(src, dst)
 
 
+def test_a_target_kept_for_another_source_is_guarded_again(tmp_path: Path, tether_env) -> None:
+    """Found by trying: a job edited to push another folder to its target wiped what the first
+    source had put there, as if it were the new source's to delete."""
+    first, second, dst = tmp_path / "first", tmp_path / "second", tmp_path / "dst"
+    make_tree(first, 20, seed=4, hostile=False)
+    make_tree(second, 5, seed=5, hostile=False)
+    tether(["mirror", first, dst], tether_env, check_rc=0)
+    before = tmp_path / "before"
+    shutil.copytree(dst, before, symlinks=True)
+    proc = tether(["mirror", second, dst], tether_env, check_rc=1)
+    assert f"refused: tether kept this target for another source, {first}, and mirroring would delete" in proc.stderr
+    assert diff_trees(before, dst) == []  # nothing changed
+    tether(["mirror", "--force", second, dst], tether_env, check_rc=0)
+    assert_same_tree(second, dst)
+    tether(["mirror", second, dst], tether_env, check_rc=0)  # the second source's now
+
+
 def assert_kept(before: Path, after: Path) -> None:
     """Every file and symlink of `before` is in `after`, same bytes or same link target."""
     for dirpath, _dirs, files in os.walk(before):

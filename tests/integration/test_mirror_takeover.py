@@ -59,7 +59,7 @@ def test_a_file_tether_put_there_in_its_first_pass_is_tethers(
     out = mirror.sync_target(spec, target, dry_run=False, force=False)
     assert out.ok and not out.refused, out.errors
     assert not (dst / brief.name).exists()
-    assert known.has(target.key())  # tether's from then on
+    assert known.has(target.key(), str(spec.source))  # tether's from then on
 
 
 def test_a_file_the_source_never_had_is_still_refused_and_listed(
@@ -72,7 +72,7 @@ def test_a_file_the_source_never_had_is_still_refused_and_listed(
     out = SourceChangesDuringFirstPass(rsync, known, gone=brief).sync_target(spec, target, dry_run=False, force=False)
     assert out.refused and any("only-on-the-target.txt" in e for e in out.errors), out.errors
     assert (dst / "only-on-the-target.txt").exists()
-    assert not known.has(target.key())
+    assert not known.has(target.key(), str(spec.source))
 
 
 def test_a_target_another_rsync_made_identical_is_taken_over_by_the_first_pass_alone(
@@ -86,7 +86,7 @@ def test_a_target_another_rsync_made_identical_is_taken_over_by_the_first_pass_a
     out = mirror.sync_target(spec, target, dry_run=False, force=False, watched=True)
     assert out.ok and not out.refused, out.errors
     assert len(runs) == 1, runs
-    assert known.has(target.key())
+    assert known.has(target.key(), str(spec.source))
     assert_same_tree(src, dst)
 
 
@@ -102,7 +102,7 @@ def test_attributes_changed_on_such_a_target_take_one_ordinary_pass_more(
     out = Mirror(rsync, known, verbose=runs.append).sync_target(spec, target, dry_run=False, force=False)
     assert out.ok and not out.refused, out.errors
     assert len(runs) == 2 and not any("--dry-run" in r for r in runs), runs
-    assert known.has(target.key())
+    assert known.has(target.key(), str(spec.source))
     assert_same_tree(src, dst)
 
 
@@ -117,7 +117,7 @@ def test_a_file_that_differs_is_still_refused_and_listed(tmp_path: Path, sshd: S
     out = Mirror(rsync, known).sync_target(spec, target, dry_run=False, force=False)
     assert out.refused and f"would overwrite: {rel}" in out.errors, out.errors
     assert theirs.read_bytes() == b"y" * theirs.stat().st_size
-    assert not known.has(target.key())
+    assert not known.has(target.key(), str(spec.source))
 
 
 def test_the_add_only_pass_tells_how_each_existing_file_compares_and_what_it_did_not_delete(tmp_path: Path) -> None:
