@@ -77,6 +77,7 @@ class MirrorJob:
     live: LiveOptions = LiveOptions()
     hooks: PassHooks = NO_HOOKS  # before/after and the time limits of each (full) pass
     alerts: Settings | None = None  # the job's own [alerts]; alerts.toml adds to them
+    log: jobkeys.LogSettings = jobkeys.NO_LOG_SETTINGS  # how `tether run/start` logs
 
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: its targets."""
@@ -153,4 +154,6 @@ def build(doc: Doc, name: str) -> MirrorJob:
         python=doc["python"],
     )
     hooks = jobkeys.hooks(doc, name, "mirror")
-    return MirrorJob(name, doc.file, spec, jobkeys.ssh_config(doc), live, hooks, jobkeys.alerts(doc))
+    return MirrorJob(
+        name, doc.file, spec, jobkeys.ssh_config(doc), live, hooks, jobkeys.alerts(doc), jobkeys.log_settings(doc)
+    )

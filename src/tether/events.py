@@ -89,11 +89,15 @@ class Event:
     def line(self) -> str:
         """One line for a person: time, job, what, where."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
+        return " ".join(x for x in (when, self.job, self.text()) if x)
+
+    def text(self) -> str:
+        """What and where, without when and which job (a job's log line says those)."""
         where = " ".join(x for x in (self.target and f"[{self.target}]", self.path) if x)
         what = self.kind if self.ok is None else f"{self.kind} ({'ok' if self.ok else 'NOT ok'})"
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
         tail = "; ".join(x for x in (self.detail, counts) if x)
-        return " ".join(x for x in (when, self.job, what, where, tail and f"- {tail}") if x)
+        return " ".join(x for x in (what, where, tail and f"- {tail}") if x)
 
 
 def shown_path(p: str | bytes) -> str:

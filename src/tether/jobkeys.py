@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tether.errors import UsageError
 from tether.filters import Filter
@@ -16,7 +16,9 @@ from tether.hooks import BEFORE_FAILS, PassHooks
 
 if TYPE_CHECKING:
     from tether.alerts.config import Settings
-from tether.schema import SECONDS, Doc, Key, Schema, choice, is_command, is_int, is_seconds, is_str, is_str_list
+from tether.schema import (
+    SECONDS, Doc, Key, Schema, choice, is_command, is_int, is_seconds, is_str, is_str_list, parse_size,
+)  # fmt: skip
 
 # what a job's `preserve` may name (modes and mtimes are always kept); transport/rsync.py maps each
 # to its rsync option
@@ -62,9 +64,28 @@ SHARED: Schema = {
                   'python = "python3"', "auto"),
     "alerts": Key("a table of alert settings", lambda v: isinstance(v, dict),
                   '[alerts] then: webhook = "https://example.com/hook"'),
+    "log_max_size": Key("a size of at least 1K, like 10M", lambda v: (parse_size(v) or 0) >= 1024,
+                        'log_max_size = "10M"', "10M"),
+    "log_keep": Key("a whole number >= 1", lambda v: is_int(v) and v >= 1, "log_keep = 5", 5),
+    "json_log": Key("true or false", lambda v: isinstance(v, bool), "json_log = true", False),
     "preserve": Key("a list of " + ", ".join(PRESERVE), lambda v: is_str_list(v) and set(v) <= set(PRESERVE),
                     'preserve = ["owner", "group", "acl", "xattr", "hardlinks"]', []),
 }  # fmt: skip
+
+
+class LogSettings(NamedTuple):
+    """How a running job logs (tether.service.joblog): rotated at `max_bytes`, `keep` old files."""
+
+    max_bytes: int = 10 << 20
+    keep: int = 5
+    json: bool = False
+
+
+NO_LOG_SETTINGS = LogSettings()  # the defaults
+
+
+def log_settings(doc: Doc) -> LogSettings:
+    return LogSettings(parse_size(doc["log_max_size"]) or 10 << 20, doc["log_keep"], doc["json_log"])
 
 
 def kind_key(kind: str) -> Key:

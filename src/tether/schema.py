@@ -33,6 +33,9 @@ class Key(NamedTuple):
 Schema = dict[str, Key]
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", re.IGNORECASE)
+
+
 # -- checks, shared by every schema ---------------------------------------------------------
 def is_str(v: Any) -> bool:
     return isinstance(v, str) and v != ""
@@ -61,6 +64,17 @@ SECONDS = "a number of seconds (more than 0, at most a year)"
 
 def is_seconds(v: Any) -> bool:
     return is_num(v) and 0 < v <= YEAR
+
+
+def parse_size(v: Any) -> int | None:
+    """A size (`min_free`, `log_max_size`): bytes, or "500M", "1G", "1.5T" (powers of 1024, as df -h shows them)."""
+    if is_int(v) and v >= 0:
+        return int(v)
+    if isinstance(v, str):
+        m = _SIZE.fullmatch(v.strip())
+        if m:
+            return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
+    return None
 
 
 def choice(name: str, choices: tuple[str, ...], default: str | None = None) -> Key:

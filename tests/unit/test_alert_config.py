@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tether.alerts.config import NONE, merged, parse_size
+from tether.alerts.config import NONE, merged
 from tether.errors import ConfigError
 from tether.jobs import load_job
+from tether.schema import parse_size
 
 JOB = 'source = "{src}"\ntargets = ["{dst}"]\n'
 

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tether.errors import ConfigError
-from tether.schema import did_you_mean, is_int, is_num, is_str, is_str_list, read_toml
+from tether.schema import did_you_mean, is_int, is_num, is_str, is_str_list, parse_size, read_toml
 
 SECRET_KEYS = ("password", "passwd", "pass", "smtp_password", "secret")
 SECURITY = ("starttls", "tls", "none")
 DEFAULT_PORT = {"starttls": 587, "tls": 465, "none": 25}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", re.IGNORECASE)
 
 
 class Email(NamedTuple):
@@ -114,17 +113,6 @@ def refuse_secrets(file: Path, text: str, data: dict[str, Any]) -> None:
         'password_file = "~/.config/tether/smtp.pass" instead, or set an environment variable and write '
         'password_env = "TETHER_SMTP_PASSWORD"',
     )
-
-
-def parse_size(v: Any) -> int | None:
-    """`min_free`: bytes, or "500M", "1G", "1.5T" (powers of 1024, as df -h shows them)."""
-    if is_int(v) and v >= 0:
-        return int(v)
-    if isinstance(v, str):
-        m = _SIZE.fullmatch(v.strip())
-        if m:
-            return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
-    return None
 
 
 class _Reader:

@@ -50,6 +50,7 @@ class BisyncJob(NamedTuple):
     rsync_args: tuple[str, ...] = ()
     preserve: frozenset[str] = frozenset()  # owner, group, acl, xattr (modes and mtimes always)
     alerts: Settings | None = None  # the job's own [alerts]; alerts.toml adds to them
+    log: jobkeys.LogSettings = jobkeys.NO_LOG_SETTINGS  # how `tether run/start` logs
 
     def writes(self) -> tuple[ReplicaSpec, ...]:
         """Where the job writes: both replicas."""
@@ -97,4 +98,5 @@ def build(doc: Doc, name: str) -> BisyncJob:
         hooks=jobkeys.hooks(doc, name, "bisync"), interval=float(doc["interval"]),
         bwlimit=jobkeys.bwlimit(doc), ssh_config=jobkeys.ssh_config(doc), python=doc["python"],
         rsync=doc["rsync"], rsync_args=jobkeys.rsync_args(doc), preserve=preserve, alerts=jobkeys.alerts(doc),
+        log=jobkeys.log_settings(doc),
     )  # fmt: skip

@@ -29,8 +29,13 @@ SERVICE_COMMANDS = ("run", "start", "stop", "restart", "status", "log")
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("run", help="run a job continuously in the foreground (for systemd, containers)")
     r.add_argument("name")
+    r.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    r.add_argument("--json-log", action="store_true", help="log one JSON object per line (for log shippers)")
+    r.add_argument("--log-file", type=Path, help=argparse.SUPPRESS)  # `start`'s: the job's log, rotated
     s = sub.add_parser("start", help="start a job in the background")
     s.add_argument("name", nargs="+")
+    s.add_argument("-q", "--quiet", action="store_true", help="say nothing unless it fails")
+    s.add_argument("--json-log", action="store_true", help="log one JSON object per line (for log shippers)")
     p = sub.add_parser("stop", help="stop a background job (after its transfer in flight)")
     p.add_argument("name", nargs="+")
     p.add_argument("--timeout", type=number(0, 86400, above=True), default=30.0,
@@ -81,6 +86,9 @@ def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.service.locks import PidLock
 
     job = load_named(dirs, args.name)
+    from tether.service import joblog
+
+    joblog.setup(job.name, job.log._replace(json=job.log.json or args.json_log), file=args.log_file, quiet=args.quiet)
     paths = JobPaths.of(dirs, args.name)
     lock = PidLock(paths.pid)
     if not lock.acquire():
@@ -122,25 +130,24 @@ def cmd_status(args: argparse.Namespace, dirs: Dirs) -> int:
 
 
 def cmd_log(args: argparse.Namespace, dirs: Dirs) -> int:
+    """The newest lines (across a rotation), a JSON log's as plain ones; -f follows the file
+    through its rotations until Ctrl-C."""
     from tether.jobs import job_file
+    from tether.service import joblog
     from tether.service.daemon import JobPaths
 
     job_file(dirs, args.name)
     path = JobPaths.of(dirs, args.name).log
-    if not path.exists():
-        print(f"no log yet for {args.name} ({path})")
-        return EXIT_OK
-    with open(path, "rb") as f:
-        lines = f.read().splitlines()[-args.lines :]
-        for ln in lines:
-            print(ln.decode("utf-8", "backslashreplace"))
-        while args.follow:
-            chunk = f.read()
-            if chunk:
-                sys.stdout.write(chunk.decode("utf-8", "backslashreplace"))
-                sys.stdout.flush()
-            else:
-                time.sleep(0.2)  # a person watching a log; tail -f polls the same way
+    lines, at = joblog.last_lines(path, args.lines)
+    if at is None and not lines:
+        print(f"no log yet for {args.name} ({path})" + ("; waiting for it" if args.follow else ""), flush=True)
+        if not args.follow:
+            return EXIT_OK
+    for ln in lines:
+        print(joblog.readable(ln))
+    if args.follow:
+        sys.stdout.flush()
+        joblog.follow(path, at, lambda ln: print(joblog.readable(ln), flush=True), lambda: False)
     return EXIT_OK
 
 
@@ -159,7 +166,8 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
             if args.command in ("stop", "restart"):
                 daemon.stop(dirs, name, timeout=getattr(args, "timeout", 30.0))
             if args.command in ("start", "restart"):
-                daemon.start(dirs, name)
+                quiet, json_log = getattr(args, "quiet", False), getattr(args, "json_log", False)
+                daemon.start(dirs, name, quiet=quiet, json_log=json_log)
         except TetherError as e:
             print(f"tether: error: {name}: {shown(str(e))}", file=sys.stderr)
             worst = max(worst, e.code)

@@ -100,12 +100,15 @@ def feedback_loop(job: Job, others: list[Job]) -> list[tuple[Job, ReplicaSpec, J
     return path if walk(job) else []
 
 
-def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
+def start(dirs: Dirs, name: str, *, quiet: bool = False, json_log: bool = False) -> int:
+    """Spawn `tether run NAME`, which logs to the job's log file, rotated; its stdout and stderr
+    go there too (what it prints before its logging starts, a crash's traceback)."""
     job = load_named(dirs, name)  # a bad job file fails here, with its line, not in the log
     paths = JobPaths.of(dirs, name)
     pid = PidLock(paths.pid).holder()
     if pid is not None:
-        print(f"{name} is already running (pid {pid})")
+        if not quiet:
+            print(f"{name} is already running (pid {pid})")
         return EXIT_OK
     check_conflicts(dirs, job)
     _kill_leftovers(PidLock(paths.pid).last_pid())
@@ -113,7 +116,8 @@ def start(dirs: Dirs, name: str, *, quiet: bool = False) -> int:
     paths.status.unlink(missing_ok=True)
     with open(paths.log, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", "run", name],
+            [sys.executable, "-m", "tether", "run", name, "--log-file", str(paths.log)]
+            + (["--json-log"] if json_log else []),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
         )  # fmt: skip
     deadline = time.monotonic() + START_DEADLINE
