@@ -17,8 +17,18 @@ from tether.hooks import BEFORE_FAILS, PassHooks
 if TYPE_CHECKING:
     from tether.alerts.config import Settings
 from tether.schema import (
-    SECONDS, Doc, Key, Schema, choice, is_command, is_int, is_seconds, is_str, is_str_list, parse_size,
-)  # fmt: skip
+    SECONDS,
+    Doc,
+    Key,
+    Schema,
+    choice,
+    is_command,
+    is_int,
+    is_seconds,
+    is_str,
+    is_str_list,
+    parse_size,
+)
 
 # what a job's `preserve` may name (modes and mtimes are always kept); transport/rsync.py maps each
 # to its rsync option

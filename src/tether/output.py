@@ -43,7 +43,10 @@ def outcome_dict(o: TargetOutcome, dry_run: bool) -> dict[str, Any]:
     return d
 
 
-def print_outcomes(source: str, outcomes: Sequence[TargetOutcome], *, dry_run: bool, as_json: bool) -> None:
+def print_outcomes(
+    source: str, outcomes: Sequence[TargetOutcome], *, dry_run: bool, as_json: bool, quiet: bool = False
+) -> None:
+    """Each target's result; `quiet` (cron) keeps only the failures, on stderr as always."""
     if as_json:
         import json
 
@@ -56,6 +59,8 @@ def print_outcomes(source: str, outcomes: Sequence[TargetOutcome], *, dry_run: b
         print(json.dumps(doc, indent=2))
         return
     for o in outcomes:
+        if quiet and o.ok:
+            continue
         if dry_run and o.ok:
             copies = sum(1 for c in o.changes if not c.startswith("*deleting"))
             deletes = len(o.changes) - copies

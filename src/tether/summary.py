@@ -67,9 +67,14 @@ def paragraph(title: str, events: Iterable[Event], seconds: float, whole: str = 
         ok[t] = False
     targets = [t for t in order if t] or list(order)
     failed: list[tuple[str, str]] = []
+    whole_told = False  # whether a failure below says the run's own error (target "")
     for t in targets:
         if not ok.get(t, ok.get("", False)):  # no pass-end at all: it did not finish
-            failed.append((t or whole or "the pass", why.get(t) or why.get("") or "did not finish"))
+            own = why.get(t) if t else None
+            whole_told |= own is None
+            failed.append((t or whole or "the pass", own or why.get("") or "did not finish"))
+    # an error of the run as a whole that no target's failure tells (an `after` command that failed)
+    loose = None if whole_told else why.get("")
     n, sent, conflicts = len(targets), totals["sent"], totals["conflicts"]
     text = f"{title}: {n} target{_s(n)}, {n - len(failed)} ok, {len(failed)} failed; {sent} file{_s(sent)} sent"
     if totals["bytes"]:
@@ -81,6 +86,8 @@ def paragraph(title: str, events: Iterable[Event], seconds: float, whole: str = 
     text += f", {conflicts} conflict{_s(conflicts)}, {duration(seconds)}."
     if failed:
         text += " Failed: " + "; ".join(f"{shown(t)}: {shown(r)}" for t, r in failed) + "."
+    if loose:
+        text += f" Error: {shown(loose)}."
     return text
 
 

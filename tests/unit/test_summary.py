@@ -81,3 +81,15 @@ def test_undecodable_names_are_escaped_not_fatal() -> None:
     bad = "/t/\udcff"
     text = paragraph("tether mirror /s", [Event("error", "", bad, detail="no space"), pass_end("", bad, False)], 1)
     assert "Failed: /t/\\xff: no space." in text
+
+
+def test_an_error_of_the_whole_run_after_its_passes_is_said_once() -> None:
+    events = [
+        Event("pass-begin", "j", "/a"),
+        pass_end("j", "/a", True, sent=1),
+        Event("error", "j", detail="after command exited 3"),
+    ]
+    text = paragraph("tether sync j", events, 1)
+    assert "1 target, 1 ok, 0 failed" in text and text.endswith(" Error: after command exited 3.")
+    died = [Event("pass-begin", "j", "/a"), Event("error", "j", detail="boom"), pass_end("j", "", False)]
+    assert paragraph("tether sync j", died, 1).endswith("Failed: /a: boom.")  # said once, as the target's

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.bisync.config import BisyncJob
 from tether.bisync.plan import POLICIES
-from tether.cli.common import FilterAction, number, running
+from tether.cli.common import FilterAction, add_quiet_options, check_quiet_options, number, running
 from tether.dirs import Dirs
 from tether.endpoints import check_pair, parse_replica
 from tether.errors import EXIT_ERRORS, EXIT_OK, UsageError
@@ -40,6 +40,7 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--dry-run", "-n", action="store_true", help="print the plan; change nothing")
     b.add_argument("--force", action="store_true", help="pass the delete guard and the empty-replica guard")
     b.add_argument("--json", action="store_true", help="print a machine-readable report")
+    add_quiet_options(b)
     c = sub.add_parser("conflicts", help="list the open conflicts of a bisync job")
     c.add_argument("name", help="job name, or PATH1 PATH2 of an ad hoc pair", nargs="+")
     c.add_argument("--json", action="store_true")
@@ -75,9 +76,13 @@ def _test_seam() -> Any:
     return tweak
 
 
-def print_report(rep: Report, as_json: bool) -> int:
+def print_report(rep: Report, as_json: bool, quiet: bool = False) -> int:
+    """The pass's report; `quiet` (cron) keeps only errors and refusals."""
     if as_json:
         print(json.dumps(rep.to_json(), indent=1))
+    elif quiet:
+        for s in rep.skipped:  # a skipped path fails the pass
+            print(f"  skipped: {s['path']}: {s['reason']}", file=sys.stderr)
     else:
         verb = "would " if rep.dry_run else ""
         for step in rep.plan if rep.dry_run else []:
@@ -105,17 +110,35 @@ def print_report(rep: Report, as_json: bool) -> int:
     return EXIT_OK if rep.ok else EXIT_ERRORS
 
 
-def run_once(job: BisyncJob, dirs: Dirs, *, dry_run: bool, force: bool, as_json: bool) -> int:
+def run_once(
+    job: BisyncJob, dirs: Dirs, *, dry_run: bool, force: bool, as_json: bool, quiet: bool = False,
+    summary: str | None = None,
+) -> int:  # fmt: skip
+    """One pass, its report printed; with `summary` (the run's title) one paragraph after it."""
     from tether.bisync.replica import prestart
+    from tether.events import Event, pass_end
     from tether.transport.agent import drop_prestarted
 
+    started = time.monotonic()
+    said = [Event("pass-begin", job.name)]
     prestart(job, dirs)  # before the engine and the state load: the far side starts meanwhile
     try:
-        from tether.bisync.runner import one_pass
+        from tether.bisync.runner import one_pass, report_events
 
-        return print_report(one_pass(job, dirs, dry_run=dry_run, force=force, tweak=_test_seam()), as_json)
+        rep = one_pass(job, dirs, dry_run=dry_run, force=force, tweak=_test_seam())
+        said += report_events(job, rep)
+        return print_report(rep, as_json, quiet)
+    except Exception as e:
+        why = getattr(e, "message", None) or str(e) or type(e).__name__
+        said += [Event("error", job.name, detail=why), pass_end(job.name, "", False)]
+        raise
     finally:
         drop_prestarted()
+        if summary:  # a pass that raised is told too, before its error
+            from tether.summary import paragraph
+
+            whole = f"{job.path1} <-> {job.path2}"
+            print(paragraph(shown(summary), said, time.monotonic() - started, whole=whole), flush=True)
 
 
 def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
@@ -163,7 +186,10 @@ def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
 def handle(args: argparse.Namespace, dirs: Dirs) -> int:
     if args.command == "conflicts":
         return cmd_conflicts(args, dirs)
-    return run_once(adhoc_job(args), dirs, dry_run=args.dry_run, force=args.force, as_json=args.json)
+    check_quiet_options(args)
+    title = f"tether bisync {args.path1} {args.path2}" if args.summary else None
+    return run_once(adhoc_job(args), dirs, dry_run=args.dry_run, force=args.force, as_json=args.json,
+                    quiet=args.quiet, summary=title)  # fmt: skip
 
 
 def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:

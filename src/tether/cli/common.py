@@ -64,9 +64,28 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="allow deleting in a target tether never wrote")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.add_argument("-v", "--verbose", action="store_true", help="show each rsync command")
+    add_quiet_options(p)
+
+
+def add_quiet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (for cron)")
+    p.add_argument("--summary", action="store_true", help="one paragraph of what the run did, and errors")
+
+
+def check_quiet_options(args: argparse.Namespace) -> None:
+    """--summary is --quiet plus its paragraph; a dry run and --json print other things."""
+    if args.summary:
+        if getattr(args, "json", False):
+            raise UsageError("--summary and --json both say what the run did", "give one of them")
+        if args.dry_run:
+            raise UsageError("--summary tells what a run did, and a dry run does nothing", "drop one of them")
+        args.quiet = True
+    if args.quiet and getattr(args, "verbose", False):
+        raise UsageError("--quiet and -v ask for opposite things", "give one of them")
 
 
 def setup_logging() -> None:
+    """Plain lines on stderr; nothing when the command set up its log first (service/joblog.py)."""
     import logging
 
     logging.basicConfig(

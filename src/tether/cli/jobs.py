@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 def cmd_sync(args: argparse.Namespace, dirs: Dirs) -> int:
     if args.all == (args.name is not None):
         raise UsageError("give a job NAME or --all, not both and not neither", "`tether jobs` lists the jobs")
+    from tether.cli.common import check_quiet_options
+
+    check_quiet_options(args)
     if args.all:
         return _sync_all(args, dirs)
     return _sync_one(args, dirs)
@@ -34,12 +37,14 @@ def _sync_all(args: argparse.Namespace, dirs: Dirs) -> int:
         raise UsageError("--all prints each job's result as it goes", "for JSON, run `tether sync NAME --json` per job")
     names = list_jobs(dirs)
     if not names:
-        print(f"no jobs yet: write one as {dirs.jobs}/NAME.toml (see README)")
+        if not args.quiet:
+            print(f"no jobs yet: write one as {dirs.jobs}/NAME.toml (see README)")
         return EXIT_OK
     failed: list[tuple[str, str]] = []
     worst = EXIT_OK
     for name in names:
-        print(f"== {name}", flush=True)
+        if not args.quiet:
+            print(f"== {name}", flush=True)
         one = copy.copy(args)
         one.name, one.all = name, False
         try:
@@ -51,10 +56,13 @@ def _sync_all(args: argparse.Namespace, dirs: Dirs) -> int:
             failed.append((name, f"exit {rc}"))
             worst = EXIT_ERRORS
     ok = len(names) - len(failed)
-    print(
-        f"{len(names)} jobs: {ok} ok"
-        + (", failed: " + ", ".join(f"{n} ({why})" for n, why in failed) if failed else "")
+    tally = f"{len(names)} jobs: {ok} ok" + (
+        ", failed: " + ", ".join(f"{n} ({why})" for n, why in failed) if failed else ""
     )
+    if args.summary or not args.quiet:
+        print(tally)
+    elif failed:  # --quiet: the failed ones are errors
+        print(f"tether: {tally}", file=sys.stderr)
     return worst
 
 
@@ -79,7 +87,8 @@ def _sync_loaded(job: Job, args: argparse.Namespace, dirs: Dirs) -> int:
     if not isinstance(job, MirrorJob):
         from tether.cli.bisync import run_once
 
-        return run_once(job, dirs, dry_run=args.dry_run, force=args.force, as_json=args.json)
+        return run_once(job, dirs, dry_run=args.dry_run, force=args.force, as_json=args.json, quiet=args.quiet,
+                        summary=f"tether sync {args.name}" if args.summary else None)  # fmt: skip
     ssh = SshOptions.from_env(dirs)
     if job.ssh_config:
         ssh = SshOptions(ssh.socket_dir, job.ssh_config)

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +52,24 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
         return _list(config, dirs, as_json=args.json)
     if config is None:
         raise UsageError(f"no locations configured: {dirs.config / 'locations.toml'} does not exist", _EXAMPLE)
-    asker = Asker.open(yes=args.yes)
+    from tether.cli.common import check_quiet_options
+
+    check_quiet_options(args)
+    asker = Asker.open(yes=args.yes, quiet=args.quiet)
+    said: list[Event] = []  # every destination's events, for --summary
+    started = time.monotonic()
     try:
-        return _Run(args, config, asker, dirs).run()
+        return _Run(args, config, asker, dirs, said).run()
     except Stopped as e:
         print(f"tether: {e.message}", file=sys.stderr)
         return EXIT_ERRORS
     finally:
         asker.close()
+        if args.summary:  # a run that stopped or failed is told too, before its error
+            from tether.summary import paragraph
+
+            title = shown(" ".join(["tether", args.command, *args.paths]))
+            print(paragraph(title, said, time.monotonic() - started), flush=True)
 
 
 _EXAMPLE = 'write for example:\n  [sets.photos]\n  working = ["~/Pictures"]\n  backup = ["/mnt/disk1/Pictures"]'
@@ -72,22 +83,27 @@ class Job:
     scopes: tuple[bytes, ...]
 
 
-def _note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
-
-
 class _Run:
-    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker, dirs: Dirs) -> None:
+    def __init__(self, args: argparse.Namespace, config: Config, asker: Asker, dirs: Dirs, said: list[Event]) -> None:
         self.args, self.config, self.ask, self.dirs, self.state_dir = args, config, asker, dirs, dirs.state
         self.verb: str = args.command
         self.deleting = (args.delete or args.delete_now) and self.verb in ("work", "transfer")
         self.skipped: set[Location] = set()
+        self.said = said
         for given in [*args.from_, *args.to]:
             match_location(config, given)  # a typo fails before anything is asked
 
+    def note(self, text: str) -> None:
+        if not self.args.quiet:
+            print(f"note: {text}", file=sys.stderr)
+
+    def say(self, text: str) -> None:
+        if not self.args.quiet:
+            print(text)
+
     def run(self) -> int:
         if (self.args.delete or self.args.delete_now) and not self.deleting:
-            _note(f"{self.verb} never deletes anything: -d/-D ignored")
+            self.note(f"{self.verb} never deletes anything: -d/-D ignored")
         by_set: dict[str, list[bytes]] = {}
         for arg in self.args.paths:
             t = resolve_path(self.config, arg)
@@ -103,7 +119,7 @@ class _Run:
         for loc in everyone:
             if not loc.accessible and loc not in self.skipped:
                 self.skipped.add(loc)
-                _note(f"{role} {loc} of set {loc_set.name} is not accessible (not mounted?): skipped")
+                self.note(f"{role} {loc} of set {loc_set.name} is not accessible (not mounted?): skipped")
         ready = [loc for loc in everyone if loc.accessible]
         if not ready:
             raise TetherError(
@@ -155,9 +171,9 @@ class _Run:
             f"delete these {n_del} files in {dest}?", "-D", f"{n_del} files would be deleted in {dest}"
         )  # fmt: skip
         if not overwrite:
-            print(f"kept {n_mod} modified files in {dest} as they are")
+            self.say(f"kept {n_mod} modified files in {dest} as they are")
         if not delete:
-            print(f"kept {n_del} files in {dest} that the source lacks")
+            self.say(f"kept {n_del} files in {dest} that the source lacks")
         return plan.approved(overwrite=overwrite, delete=delete)
 
     def _loop(self, jobs: list[Job]) -> int:
@@ -165,11 +181,11 @@ class _Run:
         while jobs:
             plans = [self._plan(j) for j in jobs]
             for p in plans:
-                print("\n".join(render(p, show_dirs=not self.args.hide_dirs)))
+                self.say("\n".join(render(p, show_dirs=not self.args.hide_dirs)))
             if self.args.dry_run:
                 if self.args.verbose:
                     self._show_commands(plans)
-                print("dry run: nothing changed")
+                self.say("dry run: nothing changed")
                 return EXIT_OK
             try:
                 approved = [self._approve(p) for p in plans]
@@ -185,7 +201,7 @@ class _Run:
                 changed = execute.recheck(plan)
                 if changed:
                     names = ", ".join(display(c) for c in changed[:5])
-                    _note(f"changed since listed in {shown(plan.dest)}: {names}; planning again")
+                    self.note(f"changed since listed in {shown(plan.dest)}: {names}; planning again")
                     jobs, rounds = jobs[i:], rounds + 1
                     if rounds > MAX_ROUNDS:
                         raise TetherError("files keep changing while planning: stopped", "run again when they settle")
@@ -196,9 +212,10 @@ class _Run:
         return EXIT_ERRORS if failed else EXIT_OK
 
     def _apply(self, plan: Plan) -> bool:
-        if not plan.actions:
-            return True
         name = f"{LOCATIONS_JOB}{plan.set_name}"
+        if not plan.actions:  # nothing to do: no events written, but the summary counts it
+            self.said += [Event("pass-begin", name, shown(plan.dest)), pass_end(name, shown(plan.dest), True)]
+            return True
         from tether import alerts  # alerts.toml's, for every job: a set has no job file of its own
 
         hooks = self.config.get(plan.set_name).hooks
@@ -207,12 +224,14 @@ class _Run:
             events = for_job(self.state_dir, name)
             before = hooks.run_before(None, **where)
             if not before.go:
-                events.emit(Event("refused", name, shown(plan.dest), detail=before.said or ""))
+                refused = Event("refused", name, shown(plan.dest), detail=before.said or "")
+                events.emit(refused)
+                self.said.append(refused)
                 print(f"FAIL  {shown(plan.dest)}: {before.said}\n      hint: nothing was changed there; fix the "
                       'command, remove `before`, or set before_fails = "continue"', file=sys.stderr)  # fmt: skip
                 return False
             if before.said:
-                _note(before.said)
+                self.note(before.said)
             events.emit(Event("pass-begin", name, shown(plan.dest), detail=f"{plan.verb} from {shown(plan.source)}"))
             out = execute.apply(plan)
             said = plan_events(name, plan, out)
@@ -221,12 +240,13 @@ class _Run:
             if failed:
                 said.append(Event("error", name, shown(plan.dest), detail=failed))
             events.emit_all(said)
+            self.said += [Event("pass-begin", name, shown(plan.dest)), *said]
         if failed:
             print(f"tether: error: {shown(failed)}", file=sys.stderr)
         if out.ok and not failed:
             replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
             kept = f"; old versions in {shown(os.fsdecode(execute.versions_dir(plan)))}" if plan.keep_versions else ""
-            print(f"done  {shown(plan.dest)}: {out.copied} copied, {out.removed} removed{kept if replaced else ''}")
+            self.say(f"done  {shown(plan.dest)}: {out.copied} copied, {out.removed} removed{kept if replaced else ''}")
             return True
         if out.ok:
             return False

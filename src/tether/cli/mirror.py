@@ -36,14 +36,30 @@ def run_pass(
     """One pass to every target; a job's `pass_hooks` put its before/after commands around it
     and its time limits on it; a job's `events` hear how each target's pass ended; `python`
     starts the agents that run commands on targets."""
+    import time
+
     from tether.transport import rcd
 
     if args.dry_run or not (pass_hooks and pass_hooks.before):  # else after it: it may make the remote reachable
         _prestart_rcd(spec.targets)
+    recorder = None
+    if args.summary:
+        from tether.events import NO_EVENTS
+        from tether.summary import Recorder
+
+        events = recorder = Recorder(events or NO_EVENTS)
+    started = time.monotonic()
     try:
         return _run_pass(spec, args, dirs, ssh, pass_hooks, events, python)
     finally:
         rcd.drop_prestarted()
+        if recorder is not None:  # a pass that raised is told too, before its error
+            from tether.summary import paragraph
+
+            name = getattr(args, "name", None)
+            title = f"tether sync {name}" if name else f"tether mirror {spec.source.path}"
+            kept_in = ".tether/versions" if spec.trash else ""
+            print(paragraph(shown(title), recorder.seen, time.monotonic() - started, kept_in=kept_in), flush=True)
 
 
 def _prestart_rcd(targets: Sequence[ReplicaSpec]) -> None:
@@ -87,14 +103,15 @@ def _run_pass(
             events.emit(Event("refused", job, o.target, detail=o.errors[0]))
         if not going:
             commands.close()
-            print_outcomes(spec.source.path, refused, dry_run=False, as_json=args.json)
+            print_outcomes(spec.source.path, refused, dry_run=False, as_json=args.json, quiet=args.quiet)
             return EXIT_ERRORS
         for w in warnings:
-            print(f"tether: warning: {w}", file=sys.stderr)
+            if not args.quiet:
+                print(f"tether: warning: {w}", file=sys.stderr)
             events.emit(Event("warning", job, detail=w))
         spec = dataclasses.replace(spec, targets=going)
     bar = None
-    if sys.stderr.isatty() and not args.json and not args.verbose:
+    if sys.stderr.isatty() and not (args.json or args.verbose or args.quiet):
         from tether.progress import ProgressLine
 
         bar = ProgressLine()
@@ -119,7 +136,7 @@ def _run_pass(
         if bar:
             bar.close()
     outcomes = refused + outcomes
-    print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json)
+    print_outcomes(spec.source.path, outcomes, dry_run=args.dry_run, as_json=args.json, quiet=args.quiet)
     for o in outcomes:
         said = [Event("refused" if o.refused else "error", job, o.target, detail=e) for e in o.errors]
         counts = {"sent": o.files, "deleted": o.deleted, "bytes": o.bytes, "errors": len(o.errors)}
@@ -127,7 +144,8 @@ def _run_pass(
     ok = all(o.ok for o in outcomes)
     warning = clock.soft_warning()
     if warning:
-        print(f"tether: warning: {warning}", file=sys.stderr)
+        if not args.quiet:
+            print(f"tether: warning: {warning}", file=sys.stderr)
         events.emit(Event("warning", job, detail=warning))
     if not args.dry_run:
         for failed in commands.after(outcomes):
@@ -228,6 +246,9 @@ def _counts(outcomes: list[TargetOutcome]) -> dict[str, int]:
 
 
 def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.cli.common import check_quiet_options
+
+    check_quiet_options(args)
     source = as_local(parse_endpoint(args.src))
     if source is None:
         raise UsageError(f"source {args.src!r} must be a local directory", "tether pushes from this machine")
@@ -262,6 +283,12 @@ def _watch(args: argparse.Namespace, dirs: Dirs, source: Local, targets: list[Re
     spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
     if args.dry_run:
         raise UsageError("--watch and --dry-run do not go together", "preview with --dry-run alone first")
+    if args.summary or args.json:
+        raise UsageError("--watch runs until stopped: it has no end to sum up", "drop --summary/--json")
+    from tether.jobkeys import LogSettings
+    from tether.service import joblog
+
+    joblog.setup("", LogSettings(), quiet=args.quiet)
     status = dirs.runtime / "jobs" / f"adhoc-{os.getpid()}.status.json"
     try:
         return run_live("mirror --watch", spec, LiveOptions(delay=args.delay), SshOptions.from_env(dirs), dirs, status)

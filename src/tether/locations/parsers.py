@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tether.cli.common import add_quiet_options
+
 COMMANDS = {"backup", "work", "transfer", "tree", "locations"}
 ACTIONS = {
     "backup": "copy PATHs from the WORKING to every accessible BACKUP (never deletes there)",
@@ -27,5 +29,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         p.add_argument("-y", "--yes", action="store_true", help="answer yes to every yes/no question")
         p.add_argument("--from", dest="from_", action="append", default=[], metavar="LOCATION", help="source")
         p.add_argument("--to", action="append", default=[], metavar="LOCATION", help="destination")
+        add_quiet_options(p)
     p = sub.add_parser("locations", help="list the location sets, which are accessible now and their free space")
     p.add_argument("--json", action="store_true")

@@ -24,15 +24,21 @@ class Stopped(TetherError):
 
 
 class Asker:
-    def __init__(self, *, yes: bool = False, terminal: tuple[TextIO, TextIO] | None = None) -> None:
+    def __init__(
+        self, *, yes: bool = False, terminal: tuple[TextIO, TextIO] | None = None, quiet: bool = False
+    ) -> None:
         self.yes = yes
         self.tty = terminal  # (read, write)
         self._opened: list[TextIO] = []
+        # why there is nobody to ask, and what else the user can do
+        self.nobody = "--quiet asks nothing" if quiet else "there is no terminal to ask"
+        self.instead = "run it without --quiet" if quiet else "run it in a terminal"
 
     @classmethod
-    def open(cls, *, yes: bool = False) -> Asker:
-        if not sys.stdin.isatty():
-            return cls(yes=yes)
+    def open(cls, *, yes: bool = False, quiet: bool = False) -> Asker:
+        """`quiet` (cron) never asks, as if there were no terminal: a question is a refusal."""
+        if quiet or not sys.stdin.isatty():
+            return cls(yes=yes, quiet=quiet)
         try:
             read = open("/dev/tty", encoding="utf-8", errors="replace")  # noqa: SIM115
             write = open("/dev/tty", "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
@@ -67,10 +73,10 @@ class Asker:
             return True
         if self.tty is None:
             raise NeedsAnswer(
-                f"{why}, and there is no terminal to ask: nothing was changed",
+                f"{why}, and {self.nobody}: nothing was changed",
                 f"add {flag} to answer yes"
                 + (" (or --yes for every question)" if flag != "--yes" else "")
-                + ", or run it in a terminal",
+                + f", or {self.instead}",
             )
         answer = self._ask(f"{question} [y/N] ").lower()
         return answer in ("y", "yes")
@@ -79,7 +85,7 @@ class Asker:
         """A numbered choice; --yes never picks a location, only `flag` does."""
         if self.tty is None or self.yes:
             listed = ", ".join(options)
-            why = "--yes does not pick a location" if self.yes else "cannot ask without a terminal"
+            why = "--yes does not pick a location" if self.yes else "cannot ask: " + self.nobody.replace(" to ask", "")
             raise NeedsAnswer(f"{question} ({listed}): {why}", f"add {flag} LOCATION with one of: {listed}")
         lines = [question, *(f"  {i}) {o}" for i, o in enumerate(options, 1))]
         self._write("\n".join(lines) + "\n")
