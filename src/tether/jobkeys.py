@@ -44,6 +44,7 @@ DENIED_RSYNC_ARGS = (
 )  # fmt: skip
 
 
+MAX_LOG_KEEP = 99  # old log files kept at most (readers look this far: service/joblog.py)
 _PROGRAM = re.compile(r"[\w./+-]+")
 
 
@@ -76,7 +77,8 @@ SHARED: Schema = {
                   '[alerts] then: webhook = "https://example.com/hook"'),
     "log_max_size": Key("a size of at least 1K, like 10M", lambda v: (parse_size(v) or 0) >= 1024,
                         'log_max_size = "10M"', "10M"),
-    "log_keep": Key("a whole number >= 1", lambda v: is_int(v) and v >= 1, "log_keep = 5", 5),
+    "log_keep": Key(f"a whole number from 1 to {MAX_LOG_KEEP}", lambda v: is_int(v) and 1 <= v <= MAX_LOG_KEEP,
+                    "log_keep = 5", 5),
     "json_log": Key("true or false", lambda v: isinstance(v, bool), "json_log = true", False),
     "preserve": Key("a list of " + ", ".join(PRESERVE), lambda v: is_str_list(v) and set(v) <= set(PRESERVE),
                     'preserve = ["owner", "group", "acl", "xattr", "hardlinks"]', []),

@@ -99,7 +99,9 @@ def test_the_log_keys_of_a_job(tmp_path: Path, line: str, wanted: LogSettings) -
     assert load_job(f, "j").log == wanted
 
 
-@pytest.mark.parametrize("bad", ['log_max_size = "10"', 'log_max_size = "ten megs"', "log_keep = 0"])
+@pytest.mark.parametrize(
+    "bad", ['log_max_size = "10"', 'log_max_size = "ten megs"', "log_keep = 0", "log_keep = 100", "json_log = 1"]
+)
 def test_a_bad_log_key_names_its_line(tmp_path: Path, bad: str) -> None:
     f = tmp_path / "j.toml"
     f.write_text(f'source = "{tmp_path}"\ntargets = ["/tmp/x"]\n{bad}\n')

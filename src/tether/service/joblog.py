@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.jobkeys import MAX_LOG_KEEP
+
 if TYPE_CHECKING:
     from tether.events import Event
     from tether.jobkeys import LogSettings
@@ -132,7 +134,7 @@ def last_lines(path: Path, count: int) -> tuple[list[bytes], tuple[int, int] | N
     holds fewer; and where the current file ended (inode, offset), for following it on."""
     lines: list[bytes] = []
     at = None
-    for n in range(0, 100):
+    for n in range(0, MAX_LOG_KEEP + 1):
         p = path if n == 0 else rotated(path, n)
         try:
             with open(p, "rb") as f:
@@ -200,7 +202,7 @@ def _open_next(path: Path, done: int | None, resume: int | None = None) -> Any:
     yet). None while no file exists."""
     while True:
         files = []  # (inode, path), oldest first
-        for p in [*(rotated(path, n) for n in range(99, 0, -1)), path]:
+        for p in [*(rotated(path, n) for n in range(MAX_LOG_KEEP, 0, -1)), path]:
             try:
                 files.append((os.stat(p).st_ino, p))
             except FileNotFoundError:
