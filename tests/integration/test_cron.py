@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -175,3 +176,56 @@ def test_a_running_jobs_log_rotates_by_size_and_tether_log_reads_across(
     assert sorted(p.name for p in logs.iterdir()) == ["busy.log", *(f"busy.log.{n}" for n in range(1, 6))]  # capped
     assert all(p.stat().st_size <= 1024 for p in logs.iterdir())
     assert not any(ln.startswith("{") for ln in followed)
+
+
+def _run_until_idle(env: dict[str, str], name: str, *flags: str) -> str:
+    """`tether run NAME FLAGS` in the foreground until its first pass is done, then SIGTERM: its stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "run", name, *flags], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: status(env, name)["rows"][0]["target_state"] == "idle", 60, "the first pass")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "", (out, err)
+    return err
+
+
+def test_run_in_the_foreground_quiet_or_as_json_lines(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    _fill(src, {"a.txt": "a"})
+    write_job(tether_env, "fg", src, [str(tmp_path / "dst")], interval=0)
+    assert _run_until_idle(tether_env, "fg", "-q") == ""  # a clean run: not a line
+    lines = _run_until_idle(tether_env, "fg", "--json-log").splitlines()
+    docs = [json.loads(ln) for ln in lines]  # every line is one JSON object, on stderr for journald
+    assert {d["job"] for d in docs} == {"fg"} and docs[-1]["message"] == "stopped"
+    ends = [d for d in docs if d.get("kind") == "pass-end"]
+    assert ends and ends[0]["ok"] is True and ends[0]["target"] == str(tmp_path / "dst")
+    assert not (Path(tether_env["TETHER_HOME"]) / "state" / "logs").exists()  # the foreground keeps no file
+
+
+STRAY = """
+import logging, sys
+from pathlib import Path
+from tether.jobkeys import LogSettings
+from tether.service import joblog
+joblog.setup("j", LogSettings(max_bytes=1024, keep=5), file=Path(sys.argv[1]))
+print("stray before", file=sys.stderr, flush=True)
+for i in range(30):
+    logging.getLogger("tether").info("line %d %s", i, "x" * 60)
+print("stray after", file=sys.stderr, flush=True)
+print("out after", flush=True)
+"""
+
+
+def test_what_a_started_job_prints_follows_its_log_into_the_new_file(tmp_path: Path) -> None:
+    """As `tether start` leaves it: stdout and stderr are the log file (a tool's words, a crash)."""
+    log = tmp_path / "j.log"
+    with open(log, "ab") as f:
+        subprocess.run([sys.executable, "-c", STRAY, str(log)], stdout=f, stderr=f, check=True, timeout=60)
+    current = log.read_text()
+    assert "line 29" in current and "stray after" in current and "out after" in current
+    rotated = [p.read_text() for p in tmp_path.glob("j.log.*")]
+    assert len(rotated) >= 2 and any("stray before" in r for r in rotated)
