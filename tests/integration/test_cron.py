@@ -229,3 +229,44 @@ def test_what_a_started_job_prints_follows_its_log_into_the_new_file(tmp_path: P
     assert "line 29" in current and "stray after" in current and "out after" in current
     rotated = [p.read_text() for p in tmp_path.glob("j.log.*")]
     assert len(rotated) >= 2 and any("stray before" in r for r in rotated)
+
+
+def test_json_for_every_command_that_says_what_it_did(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """check, start/stop/restart, service install and the locations actions print one JSON
+    document with --json (the other commands that print a result had it already)."""
+    src, dst = small_pair(tmp_path)
+    write_job(tether_env, "j", src, [str(dst)])
+    checked = json.loads(tether(["check", "j", "--json"], tether_env, check_rc=0).stdout)
+    assert (checked["ok"], checked["kind"], checked["source"], checked["targets"]) == (
+        True,
+        "mirror",
+        str(src),
+        [str(dst)],
+    )
+    started = json.loads(tether(["start", "j", "--json"], tether_env, check_rc=0).stdout)["jobs"]
+    assert [(d["job"], d["state"]) for d in started] == [("j", "started")] and started[0]["pid"] > 0
+    again = json.loads(tether(["restart", "j", "--json"], tether_env, check_rc=0).stdout)["jobs"]
+    assert [d["state"] for d in again] == ["stopped", "started"] and again[0]["pid"] == started[0]["pid"]
+    stopped = json.loads(tether(["stop", "j", "--json"], tether_env, check_rc=0).stdout)["jobs"]
+    assert [(d["state"], d["pid"]) for d in stopped] == [("stopped", again[1]["pid"])]
+    unit = json.loads(tether(["service", "install", "j", "--user", "--print", "--json"], tether_env, check_rc=0).stdout)
+    assert unit["unit"] == "tether-j.service" and "ExecStart=" in unit["text"]
+
+    work, backup = tmp_path / "work", tmp_path / "backup"
+    _fill(work, {"p/a.jpg": "a", "p/b.jpg": "b"})
+    _fill(backup, {"p/a.jpg": "old"})
+    cfg = Path(tether_env["TETHER_HOME"]) / "config" / "locations.toml"
+    cfg.write_text(f'[sets.photos]\nworking = ["{work}"]\nbackup = ["{backup}"]\n')
+    refused = tether(["backup", work / "p", "--json"], tether_env, check_rc=2)  # a question: refused, named
+    assert "--json asks nothing" in refused.stderr and "-m" in refused.stderr
+    doc = json.loads(refused.stdout)
+    assert doc["ok"] is False and {c["path"] for c in doc["plans"][0]["changes"] if not c["dir"]} == {
+        "p/a.jpg",
+        "p/b.jpg",
+    }
+    done = json.loads(tether(["backup", work / "p", "-m", "--json"], tether_env, check_rc=0).stdout)
+    assert done["ok"] and done["plans"][0]["dest"] == str(backup)
+    files = {(c["op"], c["path"]) for c in done["plans"][0]["changes"] if not c["dir"]}
+    assert files == {("modified", "p/a.jpg"), ("new", "p/b.jpg")}
+    assert [e["kind"] for e in done["events"] if e["kind"] == "pass-end"] == ["pass-end"]
+    assert (backup / "p" / "a.jpg").read_text() == "a"

@@ -103,7 +103,14 @@ def cmd_check(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.jobs import job_file
 
     file = job_file(dirs, args.name)
-    print(f"{file}: ok ({check_job(file, args.name)})")
+    if getattr(args, "json", False):
+        import json
+
+        from tether.jobs import load_job
+
+        print(json.dumps({"job": args.name, "file": str(file), "ok": True, **describe(load_job(file, args.name))}))
+    else:
+        print(f"{file}: ok ({check_job(file, args.name)})")
     return EXIT_OK
 
 

@@ -55,16 +55,25 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.cli.common import check_quiet_options
 
     check_quiet_options(args)
-    asker = Asker.open(yes=args.yes, quiet=args.quiet)
-    said: list[Event] = []  # every destination's events, for --summary
+    if args.json and args.verbose:
+        raise UsageError("--json and -v both say how the run goes", "give one of them")
+    asker = Asker.open(yes=args.yes, silent="--json" if args.json else "--quiet" if args.quiet else None)
+    said: list[Event] = []  # every destination's events, for --summary and --json
     started = time.monotonic()
+    run = _Run(args, config, asker, dirs, said)
+    rc = EXIT_ERRORS
     try:
-        return _Run(args, config, asker, dirs, said).run()
+        rc = run.run()
+        return rc
     except Stopped as e:
         print(f"tether: {e.message}", file=sys.stderr)
         return EXIT_ERRORS
     finally:
         asker.close()
+        if args.json:  # what was planned and done so far, even when it stopped (its error is on stderr)
+            doc = {"command": args.command, "dry_run": args.dry_run, "ok": rc == EXIT_OK,
+                   "plans": list(run.plans.values()), "events": [e.to_json() for e in said]}  # fmt: skip
+            print(json.dumps(doc, indent=1))
         if args.summary:  # a run that stopped or failed is told too, before its error
             from tether.summary import paragraph
 
@@ -90,15 +99,17 @@ class _Run:
         self.deleting = (args.delete or args.delete_now) and self.verb in ("work", "transfer")
         self.skipped: set[Location] = set()
         self.said = said
+        self.quiet = args.quiet or args.json  # --json: the document is the only output
+        self.plans: dict[str, dict[str, Any]] = {}  # the last plan for each destination, for --json
         for given in [*args.from_, *args.to]:
             match_location(config, given)  # a typo fails before anything is asked
 
     def note(self, text: str) -> None:
-        if not self.args.quiet:
+        if not self.quiet:
             print(f"note: {text}", file=sys.stderr)
 
     def say(self, text: str) -> None:
-        if not self.args.quiet:
+        if not self.quiet:
             print(text)
 
     def run(self) -> int:
@@ -182,6 +193,7 @@ class _Run:
             plans = [self._plan(j) for j in jobs]
             for p in plans:
                 self.say("\n".join(render(p, show_dirs=not self.args.hide_dirs)))
+                self.plans[p.dest] = plan_doc(p)
             if self.args.dry_run:
                 if self.args.verbose:
                     self._show_commands(plans)
@@ -264,6 +276,14 @@ class _Run:
             if execute.copies(p):
                 argv = shlex.join(shown(a) for a in execute.rsync_argv(p))
                 print(f"+ {argv}  < {len(execute.copies(p))} paths on stdin, NUL-separated")
+
+
+def plan_doc(plan: Plan) -> dict[str, Any]:
+    """A plan as --json gives it: where from and to, and each change (op: new, modified, delete,
+    changed)."""
+    changes = [{"op": a.op.value, "path": shown_path(a.rel), "dir": a.is_dir} for a in plan.actions]
+    return {"set": plan.set_name, "verb": plan.verb, "source": shown(plan.source), "dest": shown(plan.dest),
+            "changes": changes}  # fmt: skip
 
 
 def plan_events(name: str, plan: Plan, out: execute.Outcome) -> list[Event]:

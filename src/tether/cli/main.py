@@ -85,6 +85,7 @@ def build_parser() -> Parser:
     j.add_argument("--json", action="store_true")
     c = sub.add_parser("check", help="validate a job file")
     c.add_argument("name")
+    c.add_argument("--json", action="store_true", help="what the job syncs, as JSON (errors stay on stderr, exit 2)")
     s = sub.add_parser("sync", help="run a job once (or every job: --all)")
     s.add_argument("name", nargs="?")
     s.add_argument("--all", action="store_true", help="every job once, in turn; the failed ones listed, exit 1")

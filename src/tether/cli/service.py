@@ -36,12 +36,15 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("name", nargs="+")
     s.add_argument("-q", "--quiet", action="store_true", help="say nothing unless it fails")
     s.add_argument("--json-log", action="store_true", help="log one JSON object per line (for log shippers)")
+    s.add_argument("--json", action="store_true", help="what was done, as JSON")
     p = sub.add_parser("stop", help="stop a background job (after its transfer in flight)")
     p.add_argument("name", nargs="+")
+    p.add_argument("--json", action="store_true", help="what was done, as JSON")
     p.add_argument("--timeout", type=number(0, 86400, above=True), default=30.0,
                    help="seconds to wait before killing (default 30)")  # fmt: skip
     rs = sub.add_parser("restart", help="stop, then start a job")
     rs.add_argument("name", nargs="+")
+    rs.add_argument("--json", action="store_true", help="what was done, as JSON")
     st = sub.add_parser("status", help="state of jobs and their targets")
     st.add_argument("name", nargs="?")
     st.add_argument("--json", action="store_true")
@@ -161,14 +164,24 @@ def handle(args: argparse.Namespace, dirs: Dirs) -> int:
     if args.command == "log":
         return cmd_log(args, dirs)
     worst = EXIT_OK
+    quiet, as_json = getattr(args, "quiet", False), getattr(args, "json", False)
+    docs: list[dict[str, Any]] = []
+
+    def done(doc: dict[str, Any]) -> None:
+        docs.append(doc)
+        if not (quiet or as_json):
+            print(daemon.said(doc))
+
     for name in args.name:
         try:
             if args.command in ("stop", "restart"):
-                daemon.stop(dirs, name, timeout=getattr(args, "timeout", 30.0))
+                done(daemon.stop(dirs, name, timeout=getattr(args, "timeout", 30.0)))
             if args.command in ("start", "restart"):
-                quiet, json_log = getattr(args, "quiet", False), getattr(args, "json_log", False)
-                daemon.start(dirs, name, quiet=quiet, json_log=json_log)
+                done(daemon.start(dirs, name, json_log=getattr(args, "json_log", False)))
         except TetherError as e:
             print(f"tether: error: {name}: {shown(str(e))}", file=sys.stderr)
+            docs.append({"job": name, "state": "error", "error": str(e)})
             worst = max(worst, e.code)
+    if as_json:
+        print(json.dumps({"jobs": docs}, indent=2))
     return worst

@@ -8,6 +8,7 @@ tether found the job (TETHER_HOME or the XDG folders), so the service reads the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def add_parser(sub: Any) -> None:
         where.add_argument("--system", action="store_true", help="a unit of the system's systemd (the default as root)")
         if action == "install":
             a.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+        a.add_argument("--json", action="store_true", help="what was done, as JSON")
 
 
 def _quote(arg: str) -> str:
@@ -89,12 +91,15 @@ def cmd_service(args: argparse.Namespace, dirs: Dirs) -> int:
         if not path.exists():
             raise UsageError(f"no unit {path} to remove", f"see `{ctl} list-unit-files 'tether-*'`")
         path.unlink()
-        print(f"removed {shown(str(path))}; then: {ctl} daemon-reload")
+        if args.json:
+            print(json.dumps({"unit": unit, "path": str(path), "removed": True, "then": f"{ctl} daemon-reload"}))
+        else:
+            print(f"removed {shown(str(path))}; then: {ctl} daemon-reload")
         return EXIT_OK
     load_named(dirs, args.name)  # a job that does not load is refused here, with its file:line
     text = unit_text(args.name, system, env)
     if args.print:
-        print(text, end="")
+        print(json.dumps({"unit": unit, "text": text}) if args.json else text, end="\n" if args.json else "")
         return EXIT_OK
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +109,12 @@ def cmd_service(args: argparse.Namespace, dirs: Dirs) -> int:
     except OSError as e:
         hint = "run as root, or install with --user" if system else "check the folder's permissions"
         raise UsageError(f"cannot write {path}: {e.strerror}", hint) from None
+    enable = f"{ctl} daemon-reload && {ctl} enable --now {unit}"
+    if args.json:
+        print(json.dumps({"unit": unit, "path": str(path), "written": True, "then": enable, "system": system}))
+        return EXIT_OK
     print(f"wrote {shown(str(path))}")
-    print(f"enable and start it: {ctl} daemon-reload && {ctl} enable --now {unit}")
+    print(f"enable and start it: {enable}")
     if not system:
         print("to keep it running after you log out: loginctl enable-linger $USER")
     return EXIT_OK

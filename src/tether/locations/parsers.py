@@ -30,5 +30,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         p.add_argument("--from", dest="from_", action="append", default=[], metavar="LOCATION", help="source")
         p.add_argument("--to", action="append", default=[], metavar="LOCATION", help="destination")
         add_quiet_options(p)
+        p.add_argument("--json", action="store_true", help="the plans and what was done, as JSON; asks nothing")
     p = sub.add_parser("locations", help="list the location sets, which are accessible now and their free space")
     p.add_argument("--json", action="store_true")

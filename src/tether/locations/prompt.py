@@ -25,20 +25,21 @@ class Stopped(TetherError):
 
 class Asker:
     def __init__(
-        self, *, yes: bool = False, terminal: tuple[TextIO, TextIO] | None = None, quiet: bool = False
+        self, *, yes: bool = False, terminal: tuple[TextIO, TextIO] | None = None, silent: str | None = None
     ) -> None:
         self.yes = yes
         self.tty = terminal  # (read, write)
         self._opened: list[TextIO] = []
         # why there is nobody to ask, and what else the user can do
-        self.nobody = "--quiet asks nothing" if quiet else "there is no terminal to ask"
-        self.instead = "run it without --quiet" if quiet else "run it in a terminal"
+        self.nobody = f"{silent} asks nothing" if silent else "there is no terminal to ask"
+        self.instead = f"run it without {silent}" if silent else "run it in a terminal"
 
     @classmethod
-    def open(cls, *, yes: bool = False, quiet: bool = False) -> Asker:
-        """`quiet` (cron) never asks, as if there were no terminal: a question is a refusal."""
-        if quiet or not sys.stdin.isatty():
-            return cls(yes=yes, quiet=quiet)
+    def open(cls, *, yes: bool = False, silent: str | None = None) -> Asker:
+        """`silent`: the flag (--quiet for cron, --json for scripts) by which nothing is asked,
+        as if there were no terminal: a question is a refusal naming the flag that answers it."""
+        if silent or not sys.stdin.isatty():
+            return cls(yes=yes, silent=silent)
         try:
             read = open("/dev/tty", encoding="utf-8", errors="replace")  # noqa: SIM115
             write = open("/dev/tty", "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115

@@ -15,10 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.dirs import Dirs
-from tether.errors import EXIT_OK, TetherError, UsageError
+from tether.errors import TetherError, UsageError
 from tether.jobs import job_file, list_jobs, load_named
 from tether.service.locks import PidLock
 from tether.service.status import read_status
@@ -100,16 +100,27 @@ def feedback_loop(job: Job, others: list[Job]) -> list[tuple[Job, ReplicaSpec, J
     return path if walk(job) else []
 
 
-def start(dirs: Dirs, name: str, *, quiet: bool = False, json_log: bool = False) -> int:
+def said(done: dict[str, Any]) -> str:
+    """What `start` or `stop` did, in a line."""
+    name, pid, state = done["job"], done.get("pid"), done["state"]
+    return {
+        "started": f"started {name} (pid {pid}); log: {done.get('log')}",
+        "already running": f"{name} is already running (pid {pid})",
+        "stopped": f"stopped {name}",
+        "not running": f"{name} is not running",
+        "killed": f"{name} did not stop within {done.get('timeout', 0):.0f} s and was killed; the next start converges",
+    }[state]
+
+
+def start(dirs: Dirs, name: str, *, json_log: bool = False) -> dict[str, Any]:
     """Spawn `tether run NAME`, which logs to the job's log file, rotated; its stdout and stderr
-    go there too (what it prints before its logging starts, a crash's traceback)."""
+    go there too (what it prints before its logging starts, a crash's traceback). What it did,
+    for `said` or --json."""
     job = load_named(dirs, name)  # a bad job file fails here, with its line, not in the log
     paths = JobPaths.of(dirs, name)
     pid = PidLock(paths.pid).holder()
     if pid is not None:
-        if not quiet:
-            print(f"{name} is already running (pid {pid})")
-        return EXIT_OK
+        return {"job": name, "state": "already running", "pid": pid, "log": str(paths.log)}
     check_conflicts(dirs, job)
     _kill_leftovers(PidLock(paths.pid).last_pid())
     paths.log.parent.mkdir(parents=True, exist_ok=True)
@@ -124,9 +135,7 @@ def start(dirs: Dirs, name: str, *, quiet: bool = False, json_log: bool = False)
     while time.monotonic() < deadline:
         st = read_status(paths.status)
         if st and st.get("pid") == proc.pid and st.get("state") == "running":
-            if not quiet:
-                print(f"started {name} (pid {proc.pid}); log: {paths.log}")
-            return EXIT_OK
+            return {"job": name, "state": "started", "pid": proc.pid, "log": str(paths.log)}
         code = proc.poll()
         if code is not None:
             raise TetherError(f"{name} stopped at once (exit {code}):\n{_tail(paths.log, 8)}", f"see {paths.log}")
@@ -134,15 +143,14 @@ def start(dirs: Dirs, name: str, *, quiet: bool = False, json_log: bool = False)
     raise TetherError(f"{name} did not report running within {START_DEADLINE:.0f} s", f"see {paths.log}")
 
 
-def stop(dirs: Dirs, name: str, *, timeout: float = 30.0, quiet: bool = False) -> int:
+def stop(dirs: Dirs, name: str, *, timeout: float = 30.0) -> dict[str, Any]:
+    """SIGTERM, then the group killed after `timeout`; what it did, for `said` or --json."""
     job_file(dirs, name)  # validates the name
     paths = JobPaths.of(dirs, name)
     lock = PidLock(paths.pid)
     pid = lock.holder()
     if pid is None:
-        if not quiet:
-            print(f"{name} is not running")
-        return EXIT_OK
+        return {"job": name, "state": "not running", "pid": None}
     os.kill(pid, signal.SIGTERM)  # the job ends its transfer in flight, then exits
     deadline = time.monotonic() + timeout
     while lock.holder() is not None and time.monotonic() < deadline:
@@ -155,12 +163,8 @@ def stop(dirs: Dirs, name: str, *, timeout: float = 30.0, quiet: bool = False) -
             os.killpg(pid, signal.SIGKILL)
         while lock.holder() is not None:
             time.sleep(0.05)
-        if not quiet:
-            print(f"{name} did not stop within {timeout:.0f} s and was killed; the next start converges")
-        return EXIT_OK
-    if not quiet:
-        print(f"stopped {name}")
-    return EXIT_OK
+        return {"job": name, "state": "killed", "pid": pid, "timeout": timeout}
+    return {"job": name, "state": "stopped", "pid": pid}
 
 
 def _kill_leftovers(old: int | None) -> None:
