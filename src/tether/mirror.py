@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether import agent_remote
+from tether.crashpoints import crashpoint
 from tether.endpoints import Endpoint, Local, Rclone, ReplicaSpec, as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
@@ -199,7 +200,11 @@ class Mirror:
         clock: PassClock | None = None,
         checksum: bool = False,
     ) -> TargetOutcome:
+        if not dry_run:
+            crashpoint("mirror.planned")
         res = self._run(self._argv(spec, target, dry_run=dry_run, checksum=checksum), target, clock=clock)
+        if not dry_run:
+            crashpoint("mirror.synced")
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)
