@@ -378,7 +378,10 @@ class Mirror:
             return self.remote_pass(self, spec, remote, dry_run=dry_run, force=force)
         target = reached
         out = self.sync_target(spec, target, dry_run=dry_run, force=force, clock=clock)
-        if spec.trash and not dry_run and (out.files or out.deleted):
+        # filed at every pass that reached the target, not only one that changed something: a pass
+        # killed between its rsync run and the filing leaves versions in INCOMING, where no one
+        # lists or restores them
+        if spec.trash and not dry_run and (out.ok or out.files or out.deleted):
             try:
                 self.fold_trash(target, spec.trash_days)
             except TetherError as e:

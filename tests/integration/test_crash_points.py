@@ -68,10 +68,6 @@ CASES = [
 
 STRANDED = "a version kept by a run killed before filing it stays in .tether/incoming, unfiled by the next run"
 KNOWN = {  # case id -> the loss the walk found, until its fix
-    "mirror-local-mirror.synced": STRANDED,
-    "mirror-local-agent.keep_version": STRANDED,
-    "mirror-ssh-mirror.synced": STRANDED,
-    "mirror-ssh-agent.keep_version": STRANDED,
     "locations-pass-locations.copied": STRANDED,
 }
 
