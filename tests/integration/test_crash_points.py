@@ -66,18 +66,9 @@ CASES = [
     *(Case(LOCATIONS, p) for p in LOCATIONS_POINTS),
 ]
 
-STRANDED = "a version kept by a run killed before filing it stays in .tether/incoming, unfiled by the next run"
-KNOWN = {  # case id -> the loss the walk found, until its fix
-    "locations-pass-locations.copied": STRANDED,
-}
-
 
 def cases(kind: str) -> list[object]:
-    return [
-        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=KNOWN[c.id], strict=True)] if c.id in KNOWN else [])
-        for c in CASES
-        if c.kind == kind
-    ]
+    return [pytest.param(c, id=c.id) for c in CASES if c.kind == kind]
 
 
 TMP_PREFIX = os.fsdecode(_TMP_PREFIX)  # the agent's temporary names; rsync's are rsync_temps'

@@ -187,14 +187,22 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
             err = proc.stderr.decode("utf-8", "backslashreplace")
             out.errors, out.hint = explain_rsync_failure(proc.returncode, err, None)
         crashpoint("locations.copied")
-    if plan.keep_versions and todo:
-        folded = Ops(os.fsencode(plan.dest)).fold_trash(INCOMING, VERSIONS)
-        out.errors += [f"a kept version stays in {os.fsdecode(INCOMING)}: {f['error']}" for f in folded["failed"]]
+    out.errors += fold_leftovers(plan.dest)
     for path, times in untouched.items():
         with contextlib.suppress(OSError):
             os.utime(path, ns=times, follow_symlinks=False)
     purge(plan.dest, plan.keep_versions)
     return out
+
+
+def fold_leftovers(dest: str) -> list[str]:
+    """File in the versions tree what rsync kept in .tether/incoming: this run's, or a run's
+    killed between its copy and the filing (there no one lists or restores it). Called by
+    every run, one with nothing to copy included; the errors name what stays there."""
+    if not os.path.isdir(_join(dest, INCOMING)):
+        return []
+    folded = Ops(os.fsencode(dest)).fold_trash(INCOMING, VERSIONS)
+    return [f"a kept version stays in {os.fsdecode(INCOMING)}: {f['error']}" for f in folded["failed"]]
 
 
 def _untouched_parents(plan: Plan) -> dict[bytes, tuple[int, int]]:
