@@ -42,6 +42,11 @@ POINTS: dict[str, Point] = {
         "agent_remote _keep_version: one old version moved (or linked) into .tether/versions, before "
         "the caller goes on (the next file of a fold or trash, or writing the new data)",
     ),
+    "rclone.before_copy": Point(
+        (MIRROR,),
+        "rclone_mirror.py _apply (a pass to an rclone remote): deletes done and replaced files moved "
+        "to versions, before the copy",
+    ),
     "live.full_pass": Point((LIVE,), "apply.py _full_pass: rsync's pass ended, before its kept versions are filed"),
     "live.before_writes": Point((LIVE,), "apply.py apply: a batch's moves and deletes done, before its writes"),
     "live.applied": Point(
