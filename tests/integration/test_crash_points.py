@@ -64,7 +64,8 @@ CASES = [
     Case(LIVE, "live.before_writes", variant="batch"),
     Case(LIVE, "agent.keep_version", variant="batch"),
     Case(LIVE, "live.applied", nth=2, variant="batch"),  # the first is the start's full pass
-    *(Case(BISYNC, p) for p in (*BISYNC_POINTS, "agent.keep_version")),
+    *(Case(LIVE, "agent.keep_version", variant=v) for v in ("ssh-start", "ssh-batch")),  # the far agent dies
+    *(Case(BISYNC, p, variant=v) for v in ("local", "ssh") for p in (*BISYNC_POINTS, "agent.keep_version")),
     *(Case(LOCATIONS, p) for p in LOCATIONS_POINTS),
 ]
 
@@ -173,15 +174,23 @@ def ran(proc: subprocess.Popen[str]) -> Ran:
     return Ran(proc.pid, proc.returncode, out, err)
 
 
-def crashed(run: Ran, log: Path, case: Case, *, far: bool = False) -> None:
-    """Died by SIGKILL at the point: the point's line in the log, written by the process that died."""
+def crashed(run: Ran, log: Path, case: Case, *, far: int | None = None) -> bool:
+    """Died by SIGKILL at the point: the point's line in the log, written by the process that
+    died. `far`: the exit tether makes when the far agent died there instead (None: not allowed).
+    True: the far agent died."""
     said = log.read_text().split() if log.exists() else []
     what = f"{case.id}: log {said}, exit {run.returncode}\n{run.err}"
     assert said[:1] == [case.point], f"the point was not reached: {what}"
-    if far:  # the far agent died there; tether lived to say its target failed
-        assert int(said[1]) != run.pid and run.returncode == 1, what
-    else:
-        assert int(said[1]) == run.pid and run.returncode == -signal.SIGKILL, what
+    if int(said[1]) == run.pid:
+        assert run.returncode == -signal.SIGKILL, what
+        return False
+    # the far agent died there; tether lived to say its target failed
+    assert far is not None and run.returncode == far, what
+    return True
+
+
+def reached(log: Path) -> bool:
+    return log.exists() and bool(log.read_text().strip())
 
 
 # ---------------------------------------------------------------- the walk
@@ -200,7 +209,8 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
     pending(src, "src")
     before = contents(src, dst)
     with started(["sync", "m"], armed(env, case, log)) as proc:
-        crashed(ran(proc), log, case, far=case.variant == "ssh" and case.point.startswith("agent."))
+        far = crashed(ran(proc), log, case, far=1)
+    assert far == (case.variant == "ssh" and case.point.startswith("agent.")), "the far agent runs that point"
     tether(["sync", "m"], env, check_rc=0)
     assert (files(src) == files(dst)) if case.variant == "rclone" else (diff_trees(src, dst) == [])  # no modes there
     check_nothing_lost(before, (src, dst))
@@ -208,22 +218,25 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
 
 
 @pytest.mark.parametrize("case", cases(LIVE))
-def test_continuous_mirror(case: Case, tmp_path: Path, tether_env: dict[str, str]) -> None:
-    env, src, dst, log = tether_env, tmp_path / "src", tmp_path / "dst", tmp_path / "crash.log"
+def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]) -> None:
+    env, src, dst, log = tether_ssh_env, tmp_path / "src", tmp_path / "dst", tmp_path / "crash.log"
     seed_tree(src)
-    write_job(env, "l", src, [str(dst)], interval=0, delete="trash")
+    ssh, when = case.variant.startswith("ssh-"), case.variant.removeprefix("ssh-")
+    write_job(env, "l", src, [f"{sshd.alias}:{dst}" if ssh else str(dst)], interval=0, delete="trash")
     tether(["sync", "l"], env, check_rc=0)
-    if case.variant == "start":
+    if when == "start":
         pending(src, "src")
     before = contents(src, dst)
     status = Dirs.from_env(env).runtime / "jobs" / "l.status.json"
     with started(["run", "l"], armed(env, case, log)) as proc:
-        if case.variant == "batch":  # the start's full pass done, the watcher sees these
+        if when == "batch":  # the start's full pass done, the watcher sees these
             wait_for(lambda: proc.poll() is not None or _full_passes(status) >= 1, DEADLINE_S, "the first full pass")
             pending(src, "live")
             before |= contents(src)
-        wait_for(lambda: proc.poll() is not None, DEADLINE_S, "the crash")
-        crashed(ran(proc), log, case)
+        wait_for(lambda: proc.poll() is not None or reached(log), DEADLINE_S, "the crash")
+        if proc.poll() is None:  # the far agent died; the job reconnects (and the arming kills it
+            proc.send_signal(signal.SIGTERM)  # again there), so it is stopped as a user would
+        assert crashed(ran(proc), log, case, far=0) == ssh, "the far agent runs that point"
     with running(env, "l"):
         wait_same(src, dst, DEADLINE_S)
     check_nothing_lost(before, (src, dst))
@@ -239,11 +252,12 @@ def _full_passes(status: Path) -> int:
 
 
 @pytest.mark.parametrize("case", cases(BISYNC))
-def test_bisync(case: Case, tmp_path: Path, tether_env: dict[str, str]) -> None:
-    env, a, b, log = tether_env, tmp_path / "a", tmp_path / "b", tmp_path / "crash.log"
+def test_bisync(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]) -> None:
+    env, a, b, log = tether_ssh_env, tmp_path / "a", tmp_path / "b", tmp_path / "crash.log"
     seed_tree(a)
     b.mkdir()
-    args: list[str | Path] = ["bisync", a, b, "--max-delete", "100"]
+    path2 = f"{sshd.alias}:{b}" if case.variant == "ssh" else b
+    args: list[str | Path] = ["bisync", a, path2, "--max-delete", "100"]
     tether(args, env, check_rc=0)
     pending(a, "a")
     (a / "keep.txt").write_text("keep.txt edited on a\n")  # both sides: a conflict
@@ -251,7 +265,7 @@ def test_bisync(case: Case, tmp_path: Path, tether_env: dict[str, str]) -> None:
     (b / "d1/b.txt").write_text("b.txt edited on b\n")
     before = contents(a, b)
     with started(args, armed(env, case, log)) as proc:
-        crashed(ran(proc), log, case)
+        crashed(ran(proc), log, case, far=1)
     for _ in range(3):  # the pass after a crash may find its own half-done work: a second one settles it
         if tether(args, env).returncode in (0, 3) and files(a) == files(b):
             break
