@@ -89,7 +89,7 @@ def crash_arming() -> dict[str, str]:
     """What a client passes in its hello so that a far agent dies at the same point."""
     if _CRASH_AT is None:
         return {}
-    return {"crash_at": os.environ.get("TETHER_CRASH_AT", ""), "crash_log": _CRASH_LOG or ""}
+    return {"crash_at": f"{_CRASH_AT[0]}:{_CRASH_AT[1]}", "crash_log": _CRASH_LOG or ""}
 
 
 def _arm(spec: str | None, log: str | None) -> None:
