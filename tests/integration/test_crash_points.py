@@ -90,18 +90,24 @@ def test_the_walk_covers_every_registered_point_of_every_kind() -> None:
 # ---------------------------------------------------------------- trees and checks
 
 
+BIG = 5 << 20  # above bisync's SMALL and apply's SMALL_FILE: sent by rsync, not in agent messages
+
+
 def seed_tree(root: Path) -> None:
-    """Small files with distinct contents, in nested folders."""
+    """Small files with distinct contents, in nested folders, and one big file."""
     for rel in ("a.txt", "gone.txt", "d1/b.txt", "d1/d2/c.txt", "dir/x.txt", "dir/sub/y.txt", "keep.txt"):
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(f"{rel} first version\n" * 3)
+    (root / "big.bin").write_bytes(os.urandom(BIG))
 
 
 def pending(root: Path, tag: str) -> None:
-    """What a run must bring over: a delete, an overwrite, a file and a folder renamed, a new file."""
+    """What a run must bring over: a delete, overwrites (a big file's too), a file and a folder
+    renamed, a new file."""
     (root / "gone.txt").unlink()
     (root / "a.txt").write_text(f"a.txt rewritten by {tag}\n")
+    (root / "big.bin").write_bytes(os.urandom(BIG))
     (root / "d1/d2/c.txt").rename(root / "d1/d2/c-renamed.txt")
     (root / "dir").rename(root / "dir-moved")
     (root / f"new-{tag}.txt").write_text(f"made by {tag}\n")
