@@ -66,6 +66,8 @@ CASES = [
     Case(LIVE, "live.applied", nth=2, variant="batch"),  # the first is the start's full pass
     *(Case(LIVE, "agent.keep_version", variant=v) for v in ("ssh-start", "ssh-batch")),  # the far agent dies
     *(Case(BISYNC, p, variant=v) for v in ("local", "ssh") for p in (*BISYNC_POINTS, "agent.keep_version")),
+    *(Case(BISYNC, "bisync.between_actions", nth=n, variant="local") for n in (2, 3, 4)),  # later groups
+    Case(BISYNC, "agent.keep_version", nth=3, variant="local"),  # a later version, another group's
     *(Case(LOCATIONS, p) for p in LOCATIONS_POINTS),
 ]
 
