@@ -43,7 +43,7 @@ POINTS: dict[str, Point] = {
         "the caller goes on (the next file of a fold or trash, or writing the new data)",
     ),
     "rclone.before_copy": Point(
-        (MIRROR,),
+        (MIRROR, LIVE),
         "rclone_mirror.py _apply (a pass to an rclone remote): deletes done and replaced files moved "
         "to versions, before the copy",
     ),

@@ -65,6 +65,7 @@ CASES = [
     Case(LIVE, "agent.keep_version", variant="batch"),
     Case(LIVE, "live.applied", nth=2, variant="batch"),  # the first is the start's full pass
     *(Case(LIVE, "agent.keep_version", variant=v) for v in ("ssh-start", "ssh-batch")),  # the far agent dies
+    Case(LIVE, "rclone.before_copy", variant="rclone-start"),  # a full pass to an rclone remote
     *(Case(BISYNC, p, variant=v) for v in ("local", "ssh") for p in (*BISYNC_POINTS, "agent.keep_version")),
     *(Case(BISYNC, "bisync.between_actions", nth=n, variant="local") for n in (2, 3, 4)),  # later groups
     Case(BISYNC, "agent.keep_version", nth=3, variant="local"),  # a later version, another group's
@@ -201,6 +202,13 @@ def reached(log: Path) -> bool:
     return log.exists() and bool(log.read_text().strip())
 
 
+def with_rclone_local(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """An rclone remote of rclone's local backend: the same steps as a cloud's, no server."""
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(f"[{REMOTE}]\ntype = local\n")
+    return env | {"RCLONE_CONFIG": str(conf)}
+
+
 # ---------------------------------------------------------------- the walk
 
 
@@ -210,8 +218,7 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
     seed_tree(src)
     target = {"local": str(dst), "ssh": f"{sshd.alias}:{dst}", "rclone": f"{REMOTE}:{dst}"}[case.variant]
     if case.variant == "rclone":
-        (tmp_path / "rclone.conf").write_text(f"[{REMOTE}]\ntype = local\n")
-        env = env | {"RCLONE_CONFIG": str(tmp_path / "rclone.conf")}
+        env = with_rclone_local(env, tmp_path)
     write_job(env, "m", src, [target], delete="trash")
     tether(["sync", "m"], env, check_rc=0)
     pending(src, "src")
@@ -229,8 +236,12 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
 def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]) -> None:
     env, src, dst, log = tether_ssh_env, tmp_path / "src", tmp_path / "dst", tmp_path / "crash.log"
     seed_tree(src)
-    ssh, when = case.variant.startswith("ssh-"), case.variant.removeprefix("ssh-")
-    write_job(env, "l", src, [f"{sshd.alias}:{dst}" if ssh else str(dst)], interval=0, delete="trash")
+    over, _, when = case.variant.rpartition("-")
+    ssh = over == "ssh"
+    if over == "rclone":
+        env = with_rclone_local(env, tmp_path)
+    target = {"": str(dst), "ssh": f"{sshd.alias}:{dst}", "rclone": f"{REMOTE}:{dst}"}[over]
+    write_job(env, "l", src, [target], interval=0, delete="trash")
     tether(["sync", "l"], env, check_rc=0)
     if when == "start":
         pending(src, "src")
@@ -246,7 +257,10 @@ def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_s
             proc.send_signal(signal.SIGTERM)  # again there), so it is stopped as a user would
         assert crashed(ran(proc), log, case, far=0) == ssh, "the far agent runs that point"
     with running(env, "l"):
-        wait_same(src, dst, DEADLINE_S)
+        if over == "rclone":  # no modes or folder times there
+            wait_for(lambda: files(src) == files(dst), DEADLINE_S, "the remote to match the source")
+        else:
+            wait_same(src, dst, DEADLINE_S)
     check_nothing_lost(before, (src, dst))
     check_no_temps(src, dst)
 
