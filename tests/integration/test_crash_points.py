@@ -2,11 +2,12 @@
 
 Each case sets up replicas with deletes, overwrites, renames (a file and a folder) and a new
 file pending, runs the real `tether` with TETHER_CRASH_AT naming one point (tether.crashpoints),
-checks the process died by SIGKILL at that point (exit -9 and the point's line in
-TETHER_CRASH_LOG), then runs the job again unarmed and checks: the replicas converge, every
-file content that existed anywhere before is live or kept as a version, and no temporary file
-is visible under a final name. The table of cases must cover every (point, kind) the registry
-names, and every case must reach its point: a point nobody reaches fails the walk.
+checks the process died by SIGKILL at that point (the point's line in TETHER_CRASH_LOG with the
+pid of the process that died: tether's, which exited -9, or the far agent's over ssh), then
+runs the job again unarmed and checks: the replicas converge, every file content that existed
+anywhere before is live or kept as a version, and no temporary file is visible under a final
+name. The table of cases must cover every (point, kind) the registry names, and every case
+must reach its point: a point nobody reaches fails the walk.
 
 Faults injected: SIGKILL of tether (or of the far agent over ssh) at each named step. Not
 injected here: a kill inside rsync's own run (test_live, test_bisync_stress do that).
@@ -32,6 +33,7 @@ from tests.rig.compare import diff_trees
 from tests.rig.kept import kept
 from tests.rig.live import running, wait_for, wait_same, write_job
 from tests.rig.rclone import REMOTE
+from tests.rig.run import contents as files
 from tests.rig.run import tether
 from tests.rig.sshd import SshServer
 from tether.agent_remote import TMP_PREFIX as _TMP_PREFIX
@@ -46,7 +48,7 @@ class Case:
     kind: str
     point: str
     nth: int = 1
-    variant: str = ""  # mirror: "local" or "ssh" target; live: "start" (pending at start) or "batch"
+    variant: str = ""  # the target (local, ssh, rclone); live: work pending at its "start" or made in a "batch"
 
     @property
     def id(self) -> str:
@@ -116,25 +118,13 @@ def pending(root: Path, tag: str) -> None:
     (root / f"new-{tag}.txt").write_text(f"made by {tag}\n")
 
 
-def files(root: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, dirs, names in os.walk(root):
-        if Path(dirpath) == root and ".tether" in dirs:
-            dirs.remove(".tether")
-        for n in names:
-            p = Path(dirpath) / n
-            if not p.is_symlink():
-                out[str(p.relative_to(root))] = p.read_bytes()
-    return out
-
-
-def contents(*roots: Path) -> dict[bytes, str]:
+def by_content(*roots: Path) -> dict[bytes, str]:
     """content -> one place it lives, over every root."""
     return {data: f"{root.name}/{rel}" for root in roots for rel, data in files(root).items()}
 
 
 def check_nothing_lost(before: dict[bytes, str], roots: tuple[Path, ...]) -> None:
-    have = set(contents(*roots)) | {p.read_bytes() for r in roots for p in kept(r)}
+    have = set(by_content(*roots)) | {p.read_bytes() for r in roots for p in kept(r)}
     lost = [where for data, where in before.items() if data not in have]
     assert not lost, f"lost (neither live nor kept): {lost}"
 
@@ -222,7 +212,7 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
     write_job(env, "m", src, [target], delete="trash")
     tether(["sync", "m"], env, check_rc=0)
     pending(src, "src")
-    before = contents(src, dst)
+    before = by_content(src, dst)
     with started(["sync", "m"], armed(env, case, log)) as proc:
         far = crashed(ran(proc), log, case, far=1)
     assert far == (case.variant == "ssh" and case.point.startswith("agent.")), "the far agent runs that point"
@@ -245,13 +235,13 @@ def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_s
     tether(["sync", "l"], env, check_rc=0)
     if when == "start":
         pending(src, "src")
-    before = contents(src, dst)
+    before = by_content(src, dst)
     status = Dirs.from_env(env).runtime / "jobs" / "l.status.json"
     with started(["run", "l"], armed(env, case, log)) as proc:
         if when == "batch":  # the start's full pass done, the watcher sees these
             wait_for(lambda: proc.poll() is not None or _full_passes(status) >= 1, DEADLINE_S, "the first full pass")
             pending(src, "live")
-            before |= contents(src)
+            before |= by_content(src)
         wait_for(lambda: proc.poll() is not None or reached(log), DEADLINE_S, "the crash")
         if proc.poll() is None:  # the far agent died; the job reconnects (and the arming kills it
             proc.send_signal(signal.SIGTERM)  # again there), so it is stopped as a user would
@@ -285,7 +275,7 @@ def test_bisync(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dic
     (a / "keep.txt").write_text("keep.txt edited on a\n")  # both sides: a conflict
     (b / "keep.txt").write_text("keep.txt edited on b, longer\n")
     (b / "d1/b.txt").write_text("b.txt edited on b\n")
-    before = contents(a, b)
+    before = by_content(a, b)
     with started(args, armed(env, case, log)) as proc:
         crashed(ran(proc), log, case, far=1)
     again = tether(args, env)  # one pass converges: 0, or 3 with the conflict copy still to look at
@@ -302,7 +292,7 @@ def test_locations(case: Case, tmp_path: Path, tether_env: dict[str, str], tethe
     (tether_home / "config").mkdir(parents=True, exist_ok=True)
     (tether_home / "config" / "locations.toml").write_text(f'[sets.s]\nworking = ["{w}"]\nbackup = ["{b}"]\n')
     pending(b, "backup")
-    before = contents(w, b)
+    before = by_content(w, b)
     args: list[str | Path] = ["work", "-m", "-D", "--from", b, w]
     with started(args, armed(env, case, log)) as proc:
         crashed(ran(proc), log, case)
