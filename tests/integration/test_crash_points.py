@@ -129,6 +129,12 @@ def check_nothing_lost(before: dict[bytes, str], roots: tuple[Path, ...]) -> Non
     assert not lost, f"lost (neither live nor kept): {lost}"
 
 
+def check_whole(before: dict[bytes, str], roots: tuple[Path, ...]) -> None:
+    """Right after the kill: every file under a final name holds a content that existed whole."""
+    torn = [f"{r.name}/{rel}" for r in roots for rel, data in files(r).items() if data not in before]
+    assert not torn, f"half-written files visible under their final names: {torn}"
+
+
 def check_no_temps(*roots: Path) -> None:
     temps = [*rsync_temps(*roots), *(p for r in roots for p in find_named_prefix(r, TMP_PREFIX))]
     assert not temps, f"temporary files visible under a final name's folder: {temps}"
@@ -216,6 +222,7 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
     with started(["sync", "m"], armed(env, case, log)) as proc:
         far = crashed(ran(proc), log, case, far=1)
     assert far == (case.variant == "ssh" and case.point.startswith("agent.")), "the far agent runs that point"
+    check_whole(before, (src, dst))
     tether(["sync", "m"], env, check_rc=0)
     assert (files(src) == files(dst)) if case.variant == "rclone" else (diff_trees(src, dst) == [])  # no modes there
     check_nothing_lost(before, (src, dst))
@@ -246,6 +253,7 @@ def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_s
         if proc.poll() is None:  # the far agent died; the job reconnects (and the arming kills it
             proc.send_signal(signal.SIGTERM)  # again there), so it is stopped as a user would
         assert crashed(ran(proc), log, case, far=0) == ssh, "the far agent runs that point"
+    check_whole(before, (src, dst))
     with running(env, "l"):
         if over == "rclone":  # no modes or folder times there
             wait_for(lambda: files(src) == files(dst), DEADLINE_S, "the remote to match the source")
@@ -278,6 +286,7 @@ def test_bisync(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dic
     before = by_content(a, b)
     with started(args, armed(env, case, log)) as proc:
         crashed(ran(proc), log, case, far=1)
+    check_whole(before, (a, b))
     again = tether(args, env)  # one pass converges: 0, or 3 with the conflict copy still to look at
     assert again.returncode in (0, 3) and files(a) == files(b), f"exit {again.returncode}\n{again.stderr}"
     check_nothing_lost(before, (a, b))
@@ -296,6 +305,7 @@ def test_locations(case: Case, tmp_path: Path, tether_env: dict[str, str], tethe
     args: list[str | Path] = ["work", "-m", "-D", "--from", b, w]
     with started(args, armed(env, case, log)) as proc:
         crashed(ran(proc), log, case)
+    check_whole(before, (w, b))
     tether(args, env, check_rc=0)
     assert diff_trees(b, w) == []
     check_nothing_lost(before, (w, b))
