@@ -48,6 +48,56 @@ RACY_NS = 2_000_000_000  # without a filesystem clock: an mtime this close to ou
 TICK_MARGIN_NS = 10_000_000  # below the lock's own mtime: clocks coarser than one kernel tick are read as 2 s FAT
 MAX_HEADER = 64 << 20
 
+
+# The tests' crash seam (tether/crashpoints.py names every point): TETHER_CRASH_AT=NAME[:N] kills
+# the process that reaches NAME for the N-th time with SIGKILL, after appending NAME to the file
+# TETHER_CRASH_LOG names. Read once here; over ssh the client arms the far agent in its hello.
+def _armed(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    name, _, nth = spec.partition(":")
+    return name, int(nth) if nth.isdigit() and int(nth) > 0 else 1
+
+
+_CRASH_AT = _armed(os.environ.get("TETHER_CRASH_AT"))
+_CRASH_LOG = os.environ.get("TETHER_CRASH_LOG")
+_crash_reached = 0
+
+
+def crashpoint(name: str) -> None:
+    """Nothing unless a test armed this very point (one global None check)."""
+    if _CRASH_AT is not None and _CRASH_AT[0] == name:
+        _crash(name)
+
+
+def _crash(name: str) -> None:
+    global _crash_reached
+    _crash_reached += 1
+    assert _CRASH_AT is not None
+    if _crash_reached < _CRASH_AT[1]:
+        return
+    if _CRASH_LOG:
+        fd = os.open(_CRASH_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{name} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+    os.kill(os.getpid(), 9)  # SIGKILL: no handler, no finally, no flush runs
+
+
+def crash_arming() -> dict[str, str]:
+    """What a client passes in its hello so that a far agent dies at the same point."""
+    if _CRASH_AT is None:
+        return {}
+    return {"crash_at": f"{_CRASH_AT[0]}:{_CRASH_AT[1]}", "crash_log": _CRASH_LOG or ""}
+
+
+def _arm(spec: str | None, log: str | None) -> None:
+    global _CRASH_AT, _CRASH_LOG
+    if spec:
+        _CRASH_AT, _CRASH_LOG = _armed(spec), log or None
+
+
 _FRAME = struct.Struct(">II")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NAME_MAX = 255
@@ -471,6 +521,7 @@ class Ops:
                 if not link:
                     raise
                 kept = _keep_as(sfd, name, vfd, naming)  # no hard links here (or a dir): moved
+            crashpoint("agent.keep_version")
             own = parse_version(kept)
             if keep > 0 and own is not None:
                 mine = [(n, v[1], v[2]) for n, v in _versions_in(vfd) if v[0] == own[0]]
@@ -1888,6 +1939,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
         out.write(encode_frame({"id": rid, "ok": False, "error": "the first message must be hello with a root"}))
         out.flush()
         return 2
+    _arm(args.get("crash_at"), args.get("crash_log"))
     try:
         ops = Ops(to_bytes(args["root"]), create=bool(args.get("create")))
     except OpError as e:

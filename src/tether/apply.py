@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from tether import hooks
 from tether.agent_remote import read_meta
 from tether.config import LiveOptions
+from tether.crashpoints import crashpoint
 from tether.endpoints import Endpoint
 from tether.errors import TetherError
 from tether.hooks import NO_HOOKS, PassClock, PassHooks
@@ -140,6 +141,7 @@ class Applier:
         outcome = self.mirror.sync_target(
             self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True, checksum=checksum
         )
+        crashpoint("live.full_pass")
         self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)
@@ -174,6 +176,7 @@ class Applier:
             elif kind == "write":
                 writes += group
             i = j
+        crashpoint("live.before_writes")
         if writes:
             self._writes(writes, res)
         self._fix_dirs(res.touched_dirs)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from tether.apply import AGENT_BATCH, Applier, BatchResult
 from tether.coalesce import for_target
 from tether.config import LiveOptions
+from tether.crashpoints import crashpoint
 from tether.endpoints import as_rclone, by_rsync
 from tether.errors import TetherError
 from tether.events import NO_EVENTS, Event, EventLog, pass_end, shown_path
@@ -223,6 +224,7 @@ class TargetWorker(threading.Thread):
                 with self.cond:
                     self.cond.wait_for(self.stopping.is_set, timeout=backoff)
                 continue
+            crashpoint("live.applied")
             backoff = 0.0
             st = self.status
             self._said(work, full, res)

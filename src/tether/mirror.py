@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether import agent_remote
+from tether.crashpoints import crashpoint
 from tether.endpoints import Endpoint, Local, Rclone, ReplicaSpec, as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
@@ -199,7 +200,11 @@ class Mirror:
         clock: PassClock | None = None,
         checksum: bool = False,
     ) -> TargetOutcome:
+        if not dry_run:
+            crashpoint("mirror.planned")
         res = self._run(self._argv(spec, target, dry_run=dry_run, checksum=checksum), target, clock=clock)
+        if not dry_run:
+            crashpoint("mirror.synced")
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)
@@ -373,7 +378,10 @@ class Mirror:
             return self.remote_pass(self, spec, remote, dry_run=dry_run, force=force)
         target = reached
         out = self.sync_target(spec, target, dry_run=dry_run, force=force, clock=clock)
-        if spec.trash and not dry_run and (out.files or out.deleted):
+        # filed at every pass that reached the target, not only one that changed something: a pass
+        # killed between its rsync run and the filing leaves versions in INCOMING, where no one
+        # lists or restores them
+        if spec.trash and not dry_run and (out.ok or out.files or out.deleted):
             try:
                 self.fold_trash(target, spec.trash_days)
             except TetherError as e:

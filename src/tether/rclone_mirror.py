@@ -26,6 +26,7 @@ from typing import cast
 
 from tether.apply import Applier, BatchResult
 from tether.config import LiveOptions
+from tether.crashpoints import crashpoint
 from tether.endpoints import Endpoint, Rclone
 from tether.errors import TetherError
 from tether.filters import Filter
@@ -268,6 +269,7 @@ def _apply(spec: MirrorSpec, agent: RcloneTarget, plan: Plan) -> None:
     if spec.trash and plan.replace:
         with agent._lock:
             agent.keep_versions(plan.replace, VERSIONS)
+    crashpoint("rclone.before_copy")
     for d in plan.mkdir:
         agent.call("mkdir", path=d)
     with agent._lock:

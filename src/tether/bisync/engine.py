@@ -20,6 +20,7 @@ from typing import Any
 from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
 from tether.bisync.replica import META, TMP, VERSIONS, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
+from tether.crashpoints import crashpoint
 from tether.errors import LockedError, TetherError
 from tether.filters import Filter
 from tether.hooks import PassClock
@@ -234,6 +235,7 @@ class Pass:
             return
         if opts.after_scan is not None:
             opts.after_scan()
+        crashpoint("bisync.planned")
         self._execute(actions)
         self._housekeeping()
 
@@ -303,6 +305,7 @@ class Pass:
 
     def _tick(self, n: int = 1) -> None:
         self.done += n
+        crashpoint("bisync.between_actions")
         if self.opts.crash_after is not None and self.done >= self.opts.crash_after:
             raise Crash(f"injected crash after {self.done} actions")
 
@@ -432,6 +435,7 @@ class Pass:
             if a.note.startswith("conflict: "):
                 self.losers.add(a.path)
         results = self._transfer(3 - to, to, items)
+        crashpoint("bisync.transferred")
         rows = []
         for a, res in zip(group, results, strict=True):
             if isinstance(res, Exception):
@@ -618,6 +622,7 @@ class Pass:
         except AgentError as e:
             self._fail(a, e)
             return
+        crashpoint("bisync.conflict_copy")
         self.state.add_conflict(a.path, a.copy_name, a.note)
         self.report.conflicts.append(_conflict_doc(a))
         got = self._transfer(win, lose, [(a.path, a.path, a.winner, None)])[0]

@@ -226,6 +226,8 @@ class _Run:
     def _apply(self, plan: Plan) -> bool:
         name = f"{LOCATIONS_JOB}{plan.set_name}"
         if not plan.actions:  # nothing to do: no events written, but the summary counts it
+            for left in execute.fold_leftovers(plan.dest):  # what an interrupted run kept
+                self.note(left)
             self.said += [Event("pass-begin", name, shown(plan.dest)), pass_end(name, shown(plan.dest), True)]
             return True
         from tether import alerts  # alerts.toml's, for every job: a set has no job file of its own

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tether.agent_remote import INCOMING, VERSIONS, Ops
+from tether.crashpoints import crashpoint
 from tether.locations.config import STATE_DIR
 from tether.locations.plan import Action, Entry, Op, Plan, paths
 from tether.transport.rsync import explain_rsync_failure
@@ -176,6 +177,7 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
         except OSError as e:
             out.errors.append(f"cannot move aside {os.fsdecode(a.rel)}: {e.strerror or e}")
     todo = copies(plan)
+    crashpoint("locations.moved_aside")
     if todo and not out.errors:
         proc = subprocess.run(rsync_argv(plan, binary), input=paths(todo), capture_output=True)
         if proc.returncode == 0:
@@ -184,14 +186,23 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
         else:
             err = proc.stderr.decode("utf-8", "backslashreplace")
             out.errors, out.hint = explain_rsync_failure(proc.returncode, err, None)
-    if plan.keep_versions and todo:
-        folded = Ops(os.fsencode(plan.dest)).fold_trash(INCOMING, VERSIONS)
-        out.errors += [f"a kept version stays in {os.fsdecode(INCOMING)}: {f['error']}" for f in folded["failed"]]
+        crashpoint("locations.copied")
+    out.errors += fold_leftovers(plan.dest)
     for path, times in untouched.items():
         with contextlib.suppress(OSError):
             os.utime(path, ns=times, follow_symlinks=False)
     purge(plan.dest, plan.keep_versions)
     return out
+
+
+def fold_leftovers(dest: str) -> list[str]:
+    """File in the versions tree what rsync kept in .tether/incoming: this run's, or a run's
+    killed between its copy and the filing (there no one lists or restores it). Called by
+    every run, one with nothing to copy included; the errors name what stays there."""
+    if not os.path.isdir(_join(dest, INCOMING)):
+        return []
+    folded = Ops(os.fsencode(dest)).fold_trash(INCOMING, VERSIONS)
+    return [f"a kept version stays in {os.fsdecode(INCOMING)}: {f['error']}" for f in folded["failed"]]
 
 
 def _untouched_parents(plan: Plan) -> dict[bytes, tuple[int, int]]:

@@ -313,7 +313,7 @@ class _SshAgent(AgentClient):
 
     def _hello(self, root: str, create: bool) -> None:
         """Name the root, read the greeting and the hello's reply."""
-        args = {"version": PROTOCOL_VERSION, "root": root, "create": create}
+        args = {"version": PROTOCOL_VERSION, "root": root, "create": create, **agent_remote.crash_arming()}
         self._send(encode_frame({"id": 0, "op": "hello", "args": args}))
         junk = 0
         while True:
