@@ -22,7 +22,8 @@ if str(_REPO_ROOT) not in sys.path:
 
 from tests.rig.sshd import SSHD, SshServer  # noqa: E402
 
-pytest_plugins = ["tests.rig.rclone"]  # rclone_sftp / rclone_webdav: a real backend on loopback
+# rclone_sftp / rclone_webdav: a real backend on loopback; the reliability scorecard
+pytest_plugins = ["tests.rig.rclone", "tests.rig.scorecard"]
 
 
 def _missing_ssh_tools() -> list[str]:

@@ -35,6 +35,7 @@ from tests.rig.live import running, wait_for, wait_same, write_job
 from tests.rig.rclone import REMOTE
 from tests.rig.run import contents as files
 from tests.rig.run import tether
+from tests.rig.scorecard import Card
 from tests.rig.sshd import SshServer
 from tether.agent_remote import TMP_PREFIX as _TMP_PREFIX
 from tether.crashpoints import BISYNC, LIVE, LOCATIONS, MIRROR, POINTS
@@ -123,9 +124,12 @@ def by_content(*roots: Path) -> dict[bytes, str]:
     return {data: f"{root.name}/{rel}" for root in roots for rel, data in files(root).items()}
 
 
-def check_nothing_lost(before: dict[bytes, str], roots: tuple[Path, ...]) -> None:
+def check_nothing_lost(before: dict[bytes, str], roots: tuple[Path, ...], card: Card, *, same: bool) -> None:
+    """Every content that existed before is live or kept; recorded on the scorecard (with
+    whether the replicas came out `same`) before anything is asserted."""
     have = set(by_content(*roots)) | {p.read_bytes() for r in roots for p in kept(r)}
     lost = [where for data, where in before.items() if data not in have]
+    card.checked(before, lost=len(lost), divergent=0 if same else 1)
     assert not lost, f"lost (neither live nor kept): {lost}"
 
 
@@ -209,7 +213,9 @@ def with_rclone_local(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", cases(MIRROR))
-def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]) -> None:
+def test_one_shot_mirror(
+    case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str], scorecard: Card
+) -> None:
     env, src, dst, log = tether_ssh_env, tmp_path / "src", tmp_path / "dst", tmp_path / "crash.log"
     seed_tree(src)
     target = {"local": str(dst), "ssh": f"{sshd.alias}:{dst}", "rclone": f"{REMOTE}:{dst}"}[case.variant]
@@ -224,13 +230,16 @@ def test_one_shot_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh
     assert far == (case.variant == "ssh" and case.point.startswith("agent.")), "the far agent runs that point"
     check_whole(before, (src, dst))
     tether(["sync", "m"], env, check_rc=0)
-    assert (files(src) == files(dst)) if case.variant == "rclone" else (diff_trees(src, dst) == [])  # no modes there
-    check_nothing_lost(before, (src, dst))
+    same = (files(src) == files(dst)) if case.variant == "rclone" else (diff_trees(src, dst) == [])  # no modes there
+    check_nothing_lost(before, (src, dst), scorecard, same=same)
+    assert same, diff_trees(src, dst)
     check_no_temps(src, dst)
 
 
 @pytest.mark.parametrize("case", cases(LIVE))
-def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]) -> None:
+def test_continuous_mirror(
+    case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str], scorecard: Card
+) -> None:
     env, src, dst, log = tether_ssh_env, tmp_path / "src", tmp_path / "dst", tmp_path / "crash.log"
     seed_tree(src)
     over, _, when = case.variant.rpartition("-")
@@ -255,11 +264,16 @@ def test_continuous_mirror(case: Case, tmp_path: Path, sshd: SshServer, tether_s
         assert crashed(ran(proc), log, case, far=0) == ssh, "the far agent runs that point"
     check_whole(before, (src, dst))
     with running(env, "l"):
-        if over == "rclone":  # no modes or folder times there
-            wait_for(lambda: files(src) == files(dst), DEADLINE_S, "the remote to match the source")
-        else:
-            wait_same(src, dst, DEADLINE_S)
-    check_nothing_lost(before, (src, dst))
+        try:
+            if over == "rclone":  # no modes or folder times there
+                wait_for(lambda: files(src) == files(dst), DEADLINE_S, "the remote to match the source")
+            else:
+                wait_same(src, dst, DEADLINE_S)
+            same = True
+        except AssertionError:
+            same = False
+    check_nothing_lost(before, (src, dst), scorecard, same=same)
+    assert same, diff_trees(src, dst)
     check_no_temps(src, dst)
 
 
@@ -272,7 +286,7 @@ def _full_passes(status: Path) -> int:
 
 
 @pytest.mark.parametrize("case", cases(BISYNC))
-def test_bisync(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str]) -> None:
+def test_bisync(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dict[str, str], scorecard: Card) -> None:
     env, a, b, log = tether_ssh_env, tmp_path / "a", tmp_path / "b", tmp_path / "crash.log"
     seed_tree(a)
     b.mkdir()
@@ -288,13 +302,13 @@ def test_bisync(case: Case, tmp_path: Path, sshd: SshServer, tether_ssh_env: dic
         crashed(ran(proc), log, case, far=1)
     check_whole(before, (a, b))
     again = tether(args, env)  # one pass converges: 0, or 3 with the conflict copy still to look at
+    check_nothing_lost(before, (a, b), scorecard, same=files(a) == files(b))
     assert again.returncode in (0, 3) and files(a) == files(b), f"exit {again.returncode}\n{again.stderr}"
-    check_nothing_lost(before, (a, b))
     check_no_temps(a, b)
 
 
 @pytest.mark.parametrize("case", cases(LOCATIONS))
-def test_locations(case: Case, tmp_path: Path, tether_env: dict[str, str], tether_home: Path) -> None:
+def test_locations(case: Case, tmp_path: Path, tether_env: dict[str, str], tether_home: Path, scorecard: Card) -> None:
     env, w, b, log = tether_env, tmp_path / "w", tmp_path / "b", tmp_path / "crash.log"
     seed_tree(w)
     shutil.copytree(w, b)
@@ -307,6 +321,6 @@ def test_locations(case: Case, tmp_path: Path, tether_env: dict[str, str], tethe
         crashed(ran(proc), log, case)
     check_whole(before, (w, b))
     tether(args, env, check_rc=0)
+    check_nothing_lost(before, (w, b), scorecard, same=diff_trees(b, w) == [])
     assert diff_trees(b, w) == []
-    check_nothing_lost(before, (w, b))
     check_no_temps(w, b)

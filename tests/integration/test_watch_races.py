@@ -15,6 +15,7 @@ from pathlib import Path
 from tests.rig.compare import assert_same_tree
 from tests.rig.live import running, status, write_job
 from tests.rig.run import tether
+from tests.rig.scorecard import Card
 from tests.rig.trees import make_tree
 
 
@@ -58,7 +59,27 @@ def wait(env: dict[str, str], name: str) -> None:
     tether(["wait", name, "--timeout", "300"], env, check_rc=0)
 
 
-def test_files_written_while_the_first_pass_runs_all_arrive(tmp_path: Path, tether_env: dict[str, str]) -> None:
+def snapshot(root: Path) -> dict[str, bytes]:
+    """path -> bytes, or a symlink's target (a dangling one included)."""
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            p = Path(dirpath) / n
+            out[str(p.relative_to(root))] = b"-> " + os.fsencode(os.readlink(p)) if p.is_symlink() else p.read_bytes()
+    return out
+
+
+def check(card: Card, src: Path, dst: Path) -> None:
+    """The target holds the source, on the scorecard before it is asserted."""
+    want, got = snapshot(src), snapshot(dst)
+    lost = sum(1 for rel, data in want.items() if got.get(rel) != data)
+    card.checked(want.values(), lost=lost, divergent=0 if want == got else 1)
+    assert_same_tree(src, dst)
+
+
+def test_files_written_while_the_first_pass_runs_all_arrive(
+    tmp_path: Path, tether_env: dict[str, str], scorecard: Card
+) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, 3000, seed=61, hostile=False)  # a first pass long enough to be raced
     (src / "late").mkdir()
@@ -68,10 +89,12 @@ def test_files_written_while_the_first_pass_runs_all_arrive(tmp_path: Path, teth
         begun.wait()
     with running(tether_env, "race"):
         wait(tether_env, "race")
-        assert_same_tree(src, dst)
+        check(scorecard, src, dst)
 
 
-def test_a_burst_past_the_kernels_event_queue_converges(tmp_path: Path, tether_env: dict[str, str]) -> None:
+def test_a_burst_past_the_kernels_event_queue_converges(
+    tmp_path: Path, tether_env: dict[str, str], scorecard: Card
+) -> None:
     """More events than fs.inotify.max_queued_events (16384 by default) while the job is not
     reading (stopped by SIGSTOP, as a suspended or starved process is): the kernel drops the
     rest and says so, and the job passes over the whole tree instead of missing them."""
@@ -84,6 +107,7 @@ def test_a_burst_past_the_kernels_event_queue_converges(tmp_path: Path, tether_e
         pid = status(tether_env, "burst")["pid"]
         burst = src / "burst"
         burst.mkdir()
+        wait(tether_env, "burst")  # the folder is watched: its files' events will queue up
         os.kill(pid, signal.SIGSTOP)
         try:
             with writing(burst, limit + 2000):
@@ -91,12 +115,14 @@ def test_a_burst_past_the_kernels_event_queue_converges(tmp_path: Path, tether_e
         finally:
             os.kill(pid, signal.SIGCONT)
         wait(tether_env, "burst")
-        assert_same_tree(src, dst)
+        check(scorecard, src, dst)
     log = (Path(tether_env["TETHER_HOME"]) / "state" / "logs" / "burst.log").read_text()
     assert log.count("full pass done") >= 2, log  # the start's, and the one standing in for the lost events
 
 
-def test_a_tree_moved_in_while_it_is_still_written_converges(tmp_path: Path, tether_env: dict[str, str]) -> None:
+def test_a_tree_moved_in_while_it_is_still_written_converges(
+    tmp_path: Path, tether_env: dict[str, str], scorecard: Card
+) -> None:
     src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
     src.mkdir()
     (outside / "tree" / "deep" / "er").mkdir(parents=True)
@@ -107,5 +133,5 @@ def test_a_tree_moved_in_while_it_is_still_written_converges(tmp_path: Path, tet
             begun.wait()
             os.rename(outside / "tree", src / "tree")  # the writer goes on in the moved folder
         wait(tether_env, "movein")
-        assert_same_tree(src, dst)
+        check(scorecard, src, dst)
         assert len(list((dst / "tree" / "deep" / "er").iterdir())) == 2000
