@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -42,6 +43,7 @@ from tether.transport.rclone_target import RcloneTarget
 log = logging.getLogger("tether")
 
 Entry = tuple[str, int, int]  # (type "f" or "d", size, mtime_ns)
+UNREAD: Entry = ("?", 0, 0)  # a source path that could not be read: the target's copy is left alone
 
 
 @dataclass
@@ -69,38 +71,83 @@ class Plan:
 
 def scan_source(root: str, flt: Filter, top: str = "") -> tuple[dict[str, Entry], list[str]]:
     """Every included entry below root (or below its subdirectory top, whose own path the caller
-    checked), paths relative to root; symlinks and names a remote cannot hold are left out and
-    listed in the second value with why."""
+    checked), paths relative to root; what a remote cannot hold (symlinks, special files, some
+    names) is left out, and what cannot be read is marked UNREAD: both listed in the second
+    value with why, so nothing is dropped without a word."""
     entries: dict[str, Entry] = {}
     skipped: list[str] = []
     stack = [top]
     while stack:
         top = stack.pop()
         try:
-            it = os.scandir(os.path.join(root, top) if top else root)
+            with os.scandir(os.path.join(root, top) if top else root) as it:
+                listing = list(it)
         except FileNotFoundError:
             continue
-        with it:
-            for e in it:
-                rel = f"{top}/{e.name}" if top else e.name
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                if flt.excluded(rel, is_dir):
-                    continue
-                why = _unstorable(rel)
-                if why is None and stat.S_ISLNK(st.st_mode):
-                    why = "a symlink (rclone remotes hold no symlinks)"
-                if why is not None:
-                    skipped.append(f"skipped {os.fsencode(rel).decode('utf-8', 'backslashreplace')}: {why}")
-                elif is_dir:
-                    entries[rel] = ("d", 0, 0)
-                    stack.append(rel)
-                elif stat.S_ISREG(st.st_mode):
-                    entries[rel] = ("f", st.st_size, st.st_mtime_ns)
+        except OSError as err:
+            entries[top] = UNREAD
+            skipped.append(f"skipped {_shown(top)}: {_unread(err)}")
+            continue
+        twins = _twins([e.name for e in listing])
+        for e in listing:
+            rel = f"{top}/{e.name}" if top else e.name
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                entries[rel] = UNREAD
+                skipped.append(f"skipped {_shown(rel)}: {_unread(err)}")
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if flt.excluded(rel, is_dir):
+                continue
+            why = _unstorable(rel) or twins.get(e.name) or _untyped(st.st_mode)
+            if why is None and stat.S_ISREG(st.st_mode) and not os.access(e.path, os.R_OK):
+                entries[rel] = UNREAD
+                why = _unread(PermissionError(13, os.strerror(13)))
+            if why is not None:
+                skipped.append(f"skipped {_shown(rel)}: {why}")
+            elif is_dir:
+                entries[rel] = ("d", 0, 0)
+                stack.append(rel)
+            else:
+                entries[rel] = ("f", st.st_size, st.st_mtime_ns)
     return entries, skipped
+
+
+def _shown(rel: str) -> str:
+    """A path on one line: bytes that are not UTF-8 and control characters escaped."""
+    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _unread(err: OSError) -> str:
+    return f"cannot be read ({err.strerror}); what the target holds there is left alone"
+
+
+def _untyped(mode: int) -> str | None:
+    if stat.S_ISLNK(mode):
+        return "a symlink (rclone remotes hold no symlinks)"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file or directory (rclone remotes hold neither devices, FIFOs nor sockets)"
+    return None
+
+
+def _twins(names: list[str]) -> dict[str, str]:
+    """Names of one folder that equal another once Unicode-normalised: rclone takes them for one
+    name, so one would overwrite the other; the NFC spelling goes, the others are left out."""
+    by_key: dict[str, list[str]] = {}
+    for n in names:
+        by_key.setdefault(unicodedata.normalize("NFC", n), []).append(n)
+    out: dict[str, str] = {}
+    for key, group in by_key.items():
+        if len(group) > 1:
+            kept = key if key in group else min(group)
+            for n in group:
+                if n != kept:
+                    out[n] = f"the same name as {_shown(kept)} once Unicode-normalised (rclone takes them for one)"
+    return out
 
 
 def _unstorable(rel: str) -> str | None:
@@ -144,10 +191,18 @@ def plan_pass(
             return True
         return flt.excluded(p, is_dir)
 
+    unread = {p for p, e in src.items() if e[0] == "?"}
+
+    def left_alone(p: str) -> bool:
+        if not unread:
+            return False
+        parts = p.split("/")
+        return any("/".join(parts[:i]) in unread for i in range(1, len(parts) + 1))
+
     # target entries the source has as the same type are left alone: only the others, in order
     others = [p for p, d in dst.items() if (s := src.get(p)) is None or s[0] != d[0]]
     for p in sorted(others):
-        if under_gone(p) or excluded(p, dst[p][0] == "d"):
+        if under_gone(p) or excluded(p, dst[p][0] == "d") or left_alone(p):
             continue
         t = dst[p][0]
         s = src.get(p)
@@ -166,7 +221,7 @@ def plan_pass(
         d = dst.get(p)
         if d == e and not gone:
             continue  # the same entry on the target (`same` holds for equal values)
-        if p in blocked:
+        if p in blocked or p in unread:
             continue
         if gone and (under_gone(p) or p in gone):
             d = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from tether.filters import Filter
-from tether.rclone_mirror import Entry, plan_pass
+from tether.rclone_mirror import UNREAD, Entry, _shown, plan_pass, scan_source
 
 
 def _same_within(precision: int):  # as RcloneTarget.same for a backend of that precision
@@ -61,3 +64,24 @@ def test_the_fast_mtime_parse_agrees_with_the_exact_one() -> None:
     for bad in ("2026-12-06T08:27:01.123456abcZ", "2026-12-06T08:27:01,500999911Z", "2026-12-06 08:27:01.500999911Z"):
         with pytest.raises(ValueError):  # datetime would take these (it ignores digits after the 6th)
             _mtime(bad)
+
+
+def test_a_path_the_scan_could_not_read_is_neither_copied_nor_removed_below() -> None:
+    src: dict[str, Entry] = {"d": ("d", 0, 0), "d/locked": UNREAD, "f": UNREAD, "new": ("f", 1, 1)}
+    dst: dict[str, Entry] = {"d": ("d", 0, 0), "d/locked": ("d", 0, 0), "d/locked/x": ("f", 1, 1), "f": ("f", 2, 2)}
+    plan = plan_pass(src, dst, Filter.build(), _same_within(1), delete=True, empty_dirs=True)
+    assert plan.remove == [] and plan.copy == ["new"]  # what the target holds there stays
+
+
+def test_the_scan_names_what_a_remote_cannot_hold_and_what_it_cannot_read(tmp_path: Path) -> None:
+    """Special files and Unicode twins used to vanish without a word; an unreadable folder ended
+    the pass with a traceback (as root the folder below is readable: chmod alone cannot show it)."""
+    os.mkfifo(tmp_path / "fifo")
+    for name in ("caf\u00e9", "cafe\u0301"):  # NFC, NFD
+        (tmp_path / name).write_text(name)
+    (tmp_path / "plain").write_text("x")
+    entries, skipped = scan_source(str(tmp_path), Filter.build())
+    assert sorted(entries) == ["caf\u00e9", "plain"]
+    assert skipped[0].startswith("skipped fifo: not a regular file or directory")
+    assert "once Unicode-normalised" in skipped[1] and len(skipped) == 2
+    assert _shown("new\nline") == "new\\nline"  # one line per path, whatever the name
