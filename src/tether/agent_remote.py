@@ -855,8 +855,11 @@ class Ops:
                     p = prefix + name
                     try:
                         st = de.stat(follow_symlinks=False)
-                    except OSError:
+                    except FileNotFoundError:
                         continue  # vanished under the walk: the next scan sees what became of it
+                    except OSError as e:  # a folder without execute permission: a name, no entry
+                        unreadable.append((p, e.strerror or str(e)))
+                        continue
                     m = st.st_mode
                     t = m >> 12
                     if t == 8:  # regular file
