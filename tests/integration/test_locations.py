@@ -182,6 +182,26 @@ def test_a_name_with_a_newline_is_listed_on_one_line_and_copied(tmp_path, tether
     assert saved.stat().st_mtime_ns == 2
 
 
+def test_a_file_deleted_since_the_plan_is_a_note_not_a_failure(tmp_path, tether_env, tether_home) -> None:
+    """rsync says 24 (vanished) for it: the backup of everything else is done, as a mirror says."""
+    w, b = tmp_path / "w", tmp_path / "b"
+    w.mkdir()
+    b.mkdir()
+    (w / "stays.txt").write_text("stays\n")
+    (w / "goes.txt").write_text("goes\n")
+    write_config(tether_home, f'[sets.s]\nworking = ["{w}"]\nbackup = ["{b}"]\n')
+    real = shutil.which("rsync")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rsync").write_text(f'#!/bin/sh\nrm -f -- "$GOES"\nexec {real} "$@"\n')  # after the plan
+    (bin_dir / "rsync").chmod(0o755)
+    env = tether_env | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "GOES": str(w / "goes.txt")}
+    proc = run(["backup", w], env, rc=0)
+    assert "1 copied" in proc.stdout, proc
+    assert "goes.txt" in proc.stderr and "nothing to copy" in proc.stderr
+    assert (b / "stays.txt").read_text() == "stays\n" and not (b / "goes.txt").exists()
+
+
 # ---------------------------------------------------------------- work, transfer, tree
 
 

@@ -12,7 +12,7 @@ from tests.rig.live import write_job_text
 from tests.rig.run import tether_unprivileged
 
 
-@pytest.mark.parametrize("job", ["bisync"])
+@pytest.mark.parametrize("job", ["bisync", "locations"])
 def test_a_folder_that_loses_its_execute_bit_is_skipped_and_nothing_below_it_deleted(
     tmp_path: Path, tether_env: dict[str, str], job: str
 ) -> None:

@@ -32,7 +32,7 @@ from tether.locations.config import (
     match_location,
     resolve_path,
 )
-from tether.locations.plan import Op, Plan, diff, display, render
+from tether.locations.plan import Op, Plan, diff, display, render, unread
 from tether.locations.prompt import Asker, NeedsAnswer, Stopped
 from tether.output import human_bytes, shown
 
@@ -164,6 +164,9 @@ class _Run:
     def _plan(self, job: Job) -> Plan:
         src = execute.scan(job.source.path, job.scopes)
         dst = execute.scan(job.dest.path, job.scopes)
+        for root, snap in ((job.source, src), (job.dest, dst)):
+            for rel in unread(snap):
+                self.say(f"skipped {display(rel)} in {root}: cannot be read (Permission denied); left as it is")
         actions = diff(src, dst, delete=self.deleting, dirs_only=self.verb == "tree")
         stamp = execute.new_stamp(job.dest.path)
         return Plan(
@@ -257,6 +260,8 @@ class _Run:
             self.said += [Event("pass-begin", name, shown(plan.dest)), *said]
         if failed:
             print(f"tether: error: {shown(failed)}", file=sys.stderr)
+        for path in out.vanished:
+            self.note(f"{shown(path)}: deleted since it was listed: nothing to copy")
         if out.ok and not failed:
             replaced = plan.count(Op.OVERWRITE) + plan.count(Op.DELETE)
             kept = f"; old versions in {shown(os.fsdecode(execute.versions_dir(plan)))}" if plan.keep_versions else ""

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from tether.agent_remote import INCOMING, VERSIONS, Ops
 from tether.crashpoints import crashpoint
 from tether.locations.config import STATE_DIR
-from tether.locations.plan import Action, Entry, Op, Plan, paths
-from tether.transport.rsync import explain_rsync_failure
+from tether.locations.plan import UNREAD, Action, Entry, Op, Plan, paths
+from tether.transport.rsync import PARTIAL, VANISHED, explain_rsync_failure
 
 BACKUPS = os.path.join(STATE_DIR, b"backups")  # the older layout: one folder per run, read and pruned still
 _STAMP_RE = re.compile(rb"^\d{8}-\d{6}(-\d+)?$")
@@ -34,11 +34,15 @@ def _entry(path: bytes) -> Entry | None:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
+    except PermissionError:  # in a folder without execute permission
+        return UNREAD
     mode = st.st_mode
     if stat.S_ISDIR(mode):
         return Entry("dir", 0, st.st_mtime_ns, stat.S_IMODE(mode))
     if stat.S_ISLNK(mode):
         return Entry("link", 0, 0, 0, os.readlink(path))
+    if stat.S_ISREG(mode) and not os.access(path, os.R_OK):
+        return UNREAD
     kind = "file" if stat.S_ISREG(mode) else "other"
     return Entry(kind, st.st_size, st.st_mtime_ns, stat.S_IMODE(mode))
 
@@ -69,7 +73,12 @@ def scan(root: str, scopes: Iterable[bytes]) -> dict[bytes, Entry]:
             if rel:
                 out[rel] = e
             if e.kind == "dir":
-                for name in os.listdir(_join(root, rel)):
+                try:
+                    names = os.listdir(_join(root, rel))
+                except PermissionError:
+                    out[rel] = UNREAD
+                    continue
+                for name in names:
                     if rel or name != STATE_DIR:
                         stack.append(os.path.join(rel, name) if rel else name)
     return out
@@ -147,6 +156,7 @@ class Outcome:
     removed: int = 0
     errors: list[str] = field(default_factory=list)
     hint: str | None = None
+    vanished: list[str] = field(default_factory=list)  # source paths deleted since the plan
 
     @property
     def ok(self) -> bool:
@@ -166,6 +176,21 @@ def _move_aside(plan: Plan, rel: bytes, why: str) -> None:
         os.unlink(path)
 
 
+_GONE = re.compile(r'(?:rsync: (?:\[sender\] )?link_stat "(.*)" failed: No such file or directory \(2\)'
+                   r'|file has vanished: "(.*)")$')  # fmt: skip
+
+
+def _gone(err: str) -> list[str] | None:
+    """The source paths rsync found deleted since the plan, when that is all it complains of."""
+    gone: list[str] = []
+    for line in err.splitlines():
+        if m := _GONE.match(line):
+            gone.append(m.group(1) or m.group(2))
+        elif line and not line.startswith(("rsync error: some files", "rsync warning: some files")):
+            return None
+    return gone
+
+
 def apply(plan: Plan, binary: str = "rsync") -> Outcome:
     """Move aside what goes, then one rsync for what comes; old versions are purged last."""
     out = Outcome(plan.dest)
@@ -180,8 +205,11 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
     crashpoint("locations.moved_aside")
     if todo and not out.errors:
         proc = subprocess.run(rsync_argv(plan, binary), input=paths(todo), capture_output=True)
-        if proc.returncode == 0:
-            out.copied = sum(1 for a in todo if not a.is_dir)
+        err = proc.stderr.decode("utf-8", "backslashreplace")
+        gone = _gone(err) if proc.returncode in (PARTIAL, VANISHED) else None
+        if proc.returncode == 0 or gone is not None:  # a file deleted since the plan: nothing to copy
+            out.vanished = gone or []
+            out.copied = sum(1 for a in todo if not a.is_dir) - len(out.vanished)
             _set_dir_times(plan, todo)
         else:
             err = proc.stderr.decode("utf-8", "backslashreplace")

@@ -41,7 +41,12 @@ class Entry:
         )
 
 
+UNREAD = Entry("unread")  # a path the scan could not read: no action touches it or what lies below
 Snapshot = Mapping[bytes, Entry]  # path relative to the location root -> Entry
+
+
+def unread(snap: Snapshot) -> list[bytes]:
+    return sorted(rel for rel, e in snap.items() if e.kind == "unread")
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,13 @@ def _differs(s: Entry, d: Entry) -> Op | None:
 def diff(src: Snapshot, dst: Snapshot, *, delete: bool, dirs_only: bool = False) -> tuple[Action, ...]:
     """rsync's quick check (size and mtime), in sorted order: parents before children."""
     out: list[Action] = []
+    untouched = [r + b"/" for r in [*unread(src), *unread(dst)]]
     for rel in sorted(set(src) | set(dst)):
         s, d = src.get(rel), dst.get(rel)
+        if (s is not None and s.kind == "unread") or (d is not None and d.kind == "unread"):
+            continue
+        if untouched and any(rel.startswith(u) for u in untouched):
+            continue
         if dirs_only:
             if s is not None and s.kind == "dir" and d is None:
                 out.append(Action(Op.CREATE, rel, s, None))
