@@ -125,8 +125,10 @@ def to_wire(value: bytes) -> str:
 
 
 def show(path: bytes) -> str:
-    """A path for messages: readable, with undecodable bytes escaped."""
-    return path.decode("utf-8", "backslashreplace")
+    """A path for messages, on one line: undecodable bytes and control characters escaped
+    (a name with a newline would split a message, and a reader's line, in two)."""
+    text = path.decode("utf-8", "backslashreplace")
+    return "".join(c if " " <= c != "\x7f" else repr(c)[1:-1] for c in text)
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from tether.agent_remote import (
     encode_frame,
     read_frame,
     serve,
+    show,
     to_bytes,
     to_wire,
     version_name,
@@ -708,3 +709,9 @@ def test_a_directory_already_there_is_what_install_was_to_make(ops: Ops, root: b
     with pytest.raises(agent_remote.OpError, match="appeared during the pass") as e:
         ops.install(b"f", "d", None, b".tether/backups")
     assert e.value.errno == errno.EEXIST
+
+
+def test_a_path_in_a_message_stays_on_one_line() -> None:
+    """bisync to an rclone remote printed a name with a newline raw, across two lines."""
+    assert show(b"new\nline") == "new\\nline" and show(b"tab\there\x7f") == "tab\\there\\x7f"
+    assert show(b"caf\xe9") == "caf\\xe9" and show("café".encode()) == "café"
