@@ -156,6 +156,16 @@ def test_first_run_never_deletes_and_hashes_each_pair_once() -> None:
     assert sorted(asked) == sorted(p for p in now1 if p in now2)
 
 
+def test_what_could_not_be_read_is_said_even_on_a_first_run() -> None:
+    """Nothing was recorded under it, so no path there came up as changed: it went unsaid."""
+    now1 = {b"locked": D, b"ok": F(1)}
+    plan = reconcile({}, _side({}, 0, now1), _side({}, 1, {}), hashes=lambda ps: {}, now=0,
+                     unreadable=[(1, b"locked/inside"), (1, b"locked/other")])  # fmt: skip
+    assert plan.skipped == [(b"locked/inside", "could not be read: left alone on both sides"),
+                            (b"locked/other", "could not be read: left alone on both sides")]  # fmt: skip
+    assert sorted(a.path for a in plan.actions) == [b"locked", b"ok"]
+
+
 PRESENT = [F(1), F(2), F(2, ino=55), F(3, size=20), D, L]
 KINDS: list[Entry | None] = [None, *PRESENT]
 

@@ -243,6 +243,11 @@ def reconcile(
     _keep_dirs_with_survivors(
         plan, side1, side2, lambda q, loser: conflict_name(q, hosts[loser - 1], now, lambda n: n in side1 or n in side2)
     )
+    told = {p for p, _why in plan.skipped}
+    for _side, top in blocked:  # said even where nothing was recorded there yet (a first pass)
+        if top not in told:
+            told.add(top)
+            plan.skipped.append((top, "could not be read: left alone on both sides"))
     return plan
 
 
