@@ -66,3 +66,23 @@ def tether_env(tether_home: Path) -> dict[str, str]:
 def tether_ssh_env(tether_env: dict[str, str], sshd: SshServer) -> dict[str, str]:
     """tether_env plus TETHER_SSH_CONFIG for the worker's sshd."""
     return sshd.env(tether_env)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The hostile catalogue's table, when its tests ran (their reports carry their verdicts)."""
+    import json
+
+    from tests.rig.hostile import scorecard
+
+    cases = []
+    for outcome in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            for key, value in getattr(rep, "user_properties", []):
+                if key == "hostile":
+                    doc = json.loads(value)
+                    cases.append((doc["job"], doc["table"]))
+    if cases:
+        cases.sort(key=lambda c: ["mirror", "continuous", "bisync", "locations"].index(c[0]))
+        terminalreporter.section("hostile catalogue: E exact, S skipped with its reason, F failed, K known")
+        for line in scorecard(cases):
+            terminalreporter.write_line(line)
