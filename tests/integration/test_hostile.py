@@ -18,7 +18,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from tests.rig.bisync_pair import slow_rsync
 from tests.rig.hostile import CATALOGUE, GONE_OR_WHOLE, GROW, KNOWN, VANISH, WHOLE, Entry, Skipped, build
 from tests.rig.rclone import REMOTE, RcloneServer
 from tests.rig.run import find_named, tether_unprivileged
+from tests.rig.scorecard import Card
 from tests.rig.sshd import SshServer
 
 LOCAL_REMOTE = "hostilelocal"  # an rclone remote of the local backend, defined by variables
@@ -216,6 +217,22 @@ def judge(job: str, src: bytes, replicas: list[Replica], output: str) -> dict[st
     return table
 
 
+def _score(card: Card, src: bytes, replicas: list[Replica], table: dict[str, dict[str, str]]) -> None:
+    """On the reliability scorecard, before the asserts: the source files judged, on each replica;
+    lost: an entry missing where it should be exact; divergent: any other failure or known finding."""
+    contents: list[bytes] = []
+    lost = divergent = 0
+    for r in replicas:
+        for e in CATALOGUE:
+            got = table[r.label][e.key]
+            p = os.path.join(src, e.path)
+            if os.path.isfile(p) and not os.path.islink(p) and os.access(p, os.R_OK):
+                contents.append(Path(os.fsdecode(p)).read_bytes())
+            lost += got.startswith("failed: missing")
+            divergent += got.startswith(("failed", "known")) and not got.startswith("failed: missing")
+    card.checked(contents, lost=lost, divergent=divergent)
+
+
 # ---------------------------------------------------------------- cases
 
 
@@ -316,7 +333,8 @@ def test_every_entry_meets_its_verdict(
     rclone_sftp: RcloneServer,
     job: str,
     labels: tuple[str, ...],
-    record_property,
+    record_property: Callable[[str, object], None],
+    scorecard: Card,
 ) -> None:
     world.env["TETHER_SSH_CONFIG"] = str(sshd.ssh_config)
     if any(lb == "rclone-sftp" for lb in labels):
@@ -328,6 +346,7 @@ def test_every_entry_meets_its_verdict(
 
     table = judge(job, os.fsencode(world.src), replicas, output)
     record_property("hostile", json.dumps({"job": job, "table": table}))
+    _score(scorecard, os.fsencode(world.src), replicas, table)
     failed = {f"{lb}/{k}": v for lb, row in table.items() for k, v in row.items() if v.startswith("failed")}
     assert not failed, f"{json.dumps(failed, indent=1)}\noutput:\n{_short(output)}"
     for p, before in kept.items():
