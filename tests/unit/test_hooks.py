@@ -5,6 +5,7 @@ Real programs (true, false, sh) run here; they are quick, and the environment is
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,8 +17,10 @@ DUMP = [sys.executable, "-c", "import json, os, sys; json.dump(dict(os.environ),
 
 
 def seen(path: Path) -> dict[str, str]:
+    """The TETHER_ variables the hook was given, leaving out what the test run itself holds
+    (the scorecard's TETHER_SCORECARD_DIR, inherited like any variable)."""
     env: dict[str, str] = json.loads(path.read_text())
-    return {k: v for k, v in env.items() if k.startswith("TETHER_")}
+    return {k: v for k, v in env.items() if k.startswith("TETHER_") and os.environ.get(k) != v}
 
 
 def test_before_and_after_are_told_the_job_the_event_the_status_and_the_counts(tmp_path: Path) -> None:
