@@ -299,6 +299,8 @@ def rclone_pass(
         out.changes = plan.itemized()
         out.seconds = time.perf_counter() - began
         return out, skipped
+    if spec.delete and not dst:  # an empty target is tether's from its first file: a pass that fails
+        known.add(target.key(), str(spec.source))  # halfway (a file gone meanwhile) leaves no stranger's
     try:
         _apply(spec, agent, plan)
     except (RcError, TetherError, OSError) as e:
