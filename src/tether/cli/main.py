@@ -23,6 +23,7 @@ Each family imports common and, where it hands over, a family below it; nothing 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +35,14 @@ from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_USAGE, TetherError
 from tether.output import shown
 
+# the families that add their own parsers: (module, its function taking the subparsers)
+FAMILIES = (
+    ("tether.cli.service", "add_parsers"), ("tether.locations.parsers", "add_parsers"),
+    ("tether.cli.bisync", "add_parsers"), ("tether.cli.importer", "add_parser"), ("tether.cli.versions", "add_parser"),
+    ("tether.cli.restore", "add_parser"), ("tether.cli.systemd", "add_parser"), ("tether.cli.events", "add_parser"),
+    ("tether.cli.alerts", "add_parser"), ("tether.cli.doctor", "add_parser"), ("tether.cli.serve", "add_parser"),
+    ("tether.cli.wait", "add_parser"),
+)  # fmt: skip
 # a command of one module: where its handler is, imported only when that command runs
 COMMANDS = {
     "versions": ("tether.cli.versions", "cmd_versions"),
@@ -90,42 +99,8 @@ def build_parser() -> Parser:
     s.add_argument("name", nargs="?")
     s.add_argument("--all", action="store_true", help="every job once, in turn; the failed ones listed, exit 1")
     add_run_options(s)
-    from tether.cli.service import add_parsers as add_service_parsers
-
-    add_service_parsers(sub)
-    from tether.locations.parsers import add_parsers as add_locations_parsers
-
-    add_locations_parsers(sub)
-    from tether.cli.bisync import add_parsers as add_bisync_parsers
-
-    add_bisync_parsers(sub)
-    from tether.cli.importer import add_parser as add_import_parser
-
-    add_import_parser(sub)
-    from tether.cli.versions import add_parser as add_versions_parser
-
-    add_versions_parser(sub)
-    from tether.cli.restore import add_parser as add_restore_parser
-
-    add_restore_parser(sub)
-    from tether.cli.systemd import add_parser as add_systemd_parser
-
-    add_systemd_parser(sub)
-    from tether.cli.events import add_parser as add_events_parser
-
-    add_events_parser(sub)
-    from tether.cli.alerts import add_parser as add_alert_parser
-
-    add_alert_parser(sub)
-    from tether.cli.doctor import add_parser as add_doctor_parser
-
-    add_doctor_parser(sub)
-    from tether.cli.serve import add_parser as add_serve_parser
-
-    add_serve_parser(sub)
-    from tether.cli.wait import add_parser as add_wait_parser
-
-    add_wait_parser(sub)
+    for module, adds in FAMILIES:  # each family's parsers, in the order `tether --help` lists them
+        getattr(importlib.import_module(module), adds)(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -160,8 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.cli import service
 
             return service.handle(args, dirs)
-        import importlib
-
         module, func = COMMANDS[args.command]  # the parser knows no other command
         handler: Callable[[argparse.Namespace, Dirs], int] = getattr(importlib.import_module(module), func)
         return handler(args, dirs)
