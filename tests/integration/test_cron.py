@@ -185,7 +185,12 @@ def _run_until_idle(env: dict[str, str], name: str, *flags: str) -> str:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: status(env, name)["rows"][0]["target_state"] == "idle", 60, "the first pass")
+
+        def idle() -> bool:  # this run's status, not the last words of the run before it
+            doc = status(env, name)
+            return doc["pid"] == proc.pid and doc["rows"][0]["target_state"] == "idle"
+
+        wait_for(idle, 60, "the first pass")
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
