@@ -188,7 +188,7 @@ def _run_until_idle(env: dict[str, str], name: str, *flags: str) -> str:
 
         def idle() -> bool:  # this run's status, not the last words of the run before it
             doc = status(env, name)
-            return doc["pid"] == proc.pid and doc["rows"][0]["target_state"] == "idle"
+            return bool(doc["pid"] == proc.pid and doc["rows"][0]["target_state"] == "idle")
 
         wait_for(idle, 60, "the first pass")
     finally:
