@@ -1,3 +1,3 @@
-from tether.cli import entry
+from tether.launch import entry
 
 entry()

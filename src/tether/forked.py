@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from tether.errors import TetherError
 
 
-def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start fn() in a forked child; the returned function waits for its (marshal-able) result."""
+class Forked:
+    """A forked child computing one result: call to wait for it, or cancel."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+
+    def __call__(self) -> Any:
+        with os.fdopen(self.fd, "rb") as f:
+            data = f.read()
+        os.waitpid(self.pid, 0)
+        if not data:
+            raise TetherError("the scan process died")
+        ok, result = marshal.loads(data)
+        if not ok:
+            raise TetherError(f"scan failed: {result}")
+        return result
+
+    def cancel(self) -> None:
+        """Kill the child and reap it: its result is not wanted."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.close(self.fd)
+        os.waitpid(self.pid, 0)
+
+
+def forked(fn: Callable[[], Any]) -> Forked:
+    """Start fn() in a forked child; the result (marshal-able) is had by calling what this returns."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: compute, send, leave without running any of the parent's cleanup
         code = 0
         try:
-            os.close(r)
+            # hold no descriptor of the parent's but stdio and the result pipe: a pipe another thread there
+            # is reading (a Popen waiting for its child's exec) would otherwise wait for this child
+            os.closerange(3, w)
+            os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
             try:
                 data = marshal.dumps((True, fn()))
             except BaseException as e:
@@ -28,16 +58,4 @@ def forked(fn: Callable[[], Any]) -> Callable[[], Any]:
             code = 1
         os._exit(code)
     os.close(w)
-
-    def wait() -> Any:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        os.waitpid(pid, 0)
-        if not data:
-            raise TetherError("the scan process died")
-        ok, result = marshal.loads(data)
-        if not ok:
-            raise TetherError(f"scan failed: {result}")
-        return result
-
-    return wait
+    return Forked(pid, r)

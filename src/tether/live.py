@@ -311,7 +311,7 @@ class LiveMirror:
             if reached is not None:
                 applier = Applier(reached, spec, opts, mirror, ssh, pass_hooks)
             else:  # rsync cannot reach it: its own scan and bulk sends, the same agent words for the rest
-                from tether.rclone_mirror import RcloneApplier
+                from tether.rclone_live import RcloneApplier
 
                 assert remote is not None
                 applier = RcloneApplier(remote, spec, opts, mirror, ssh, pass_hooks)

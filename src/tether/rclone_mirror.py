@@ -14,36 +14,28 @@ words to RcloneTarget; only bulk sends (new directories, big batches) go by `syn
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
-import os
-import stat
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
-from tether.apply import Applier, BatchResult
-from tether.config import LiveOptions
+from tether import rclone_scan
 from tether.crashpoints import crashpoint
-from tether.endpoints import Endpoint, Rclone
+from tether.endpoints import Rclone
 from tether.errors import TetherError
 from tether.filters import Filter
-from tether.forked import forked
-from tether.hooks import NO_HOOKS, PassClock, PassHooks
 from tether.mirror import MAX_LISTED, VERSIONS, Mirror, MirrorSpec, TargetOutcome, check_source
-from tether.ssh import SshOptions
+from tether.rclone_scan import Entry, scan_source
 from tether.state import KnownTargets
+from tether.transport import rclone_lsf
 from tether.transport.agent import AgentError
-from tether.transport.rclone_agent import _CONTROL, RcError
-from tether.transport.rclone_target import RcloneTarget
+from tether.transport.rclone_agent import RcError
+from tether.transport.rclone_bin import rclone_program
+from tether.transport.rclone_lsf import Listing
+from tether.transport.rclone_target import RcloneTarget, precision_text
 
 log = logging.getLogger("tether")
-
-Entry = tuple[str, int, int]  # (type "f" or "d", size, mtime_ns)
-UNREAD: Entry = ("?", 0, 0)  # a source path that could not be read: the target's copy is left alone
 
 
 @dataclass
@@ -67,97 +59,6 @@ class Plan:
         out += [f"cd+++++++++ {p}/" for p in self.mkdir]
         out += [f">f{'.st......' if p in replaced else '+++++++++'} {p}" for p in self.copy]
         return out
-
-
-def scan_source(root: str, flt: Filter, top: str = "") -> tuple[dict[str, Entry], list[str]]:
-    """Every included entry below root (or below its subdirectory top, whose own path the caller
-    checked), paths relative to root; what a remote cannot hold (symlinks, special files, some
-    names) is left out, and what cannot be read is marked UNREAD: both listed in the second
-    value with why, so nothing is dropped without a word."""
-    entries: dict[str, Entry] = {}
-    skipped: list[str] = []
-    stack = [top]
-    while stack:
-        top = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, top) if top else root) as it:
-                listing = list(it)
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            entries[top] = UNREAD
-            skipped.append(f"skipped {_shown(top)}: {_unread(err)}")
-            continue
-        twins = _twins([e.name for e in listing])
-        for e in listing:
-            rel = f"{top}/{e.name}" if top else e.name
-            try:
-                st = e.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as err:
-                entries[rel] = UNREAD
-                skipped.append(f"skipped {_shown(rel)}: {_unread(err)}")
-                continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if flt.excluded(rel, is_dir):
-                continue
-            why = _unstorable(rel) or twins.get(e.name) or _untyped(st.st_mode)
-            if why is None and stat.S_ISREG(st.st_mode) and not os.access(e.path, os.R_OK):
-                entries[rel] = UNREAD
-                why = _unread(PermissionError(13, os.strerror(13)))
-            if why is not None:
-                skipped.append(f"skipped {_shown(rel)}: {why}")
-            elif is_dir:
-                entries[rel] = ("d", 0, 0)
-                stack.append(rel)
-            else:
-                entries[rel] = ("f", st.st_size, st.st_mtime_ns)
-    return entries, skipped
-
-
-def _shown(rel: str) -> str:
-    """A path on one line: bytes that are not UTF-8 and control characters escaped."""
-    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
-
-
-def _unread(err: OSError) -> str:
-    return f"cannot be read ({err.strerror}); what the target holds there is left alone"
-
-
-def _untyped(mode: int) -> str | None:
-    if stat.S_ISLNK(mode):
-        return "a symlink (rclone remotes hold no symlinks)"
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return "not a regular file or directory (rclone remotes hold neither devices, FIFOs nor sockets)"
-    return None
-
-
-def _twins(names: list[str]) -> dict[str, str]:
-    """Names of one folder that equal another once Unicode-normalised: rclone takes them for one
-    name, so one would overwrite the other; the NFC spelling goes, the others are left out."""
-    by_key: dict[str, list[str]] = {}
-    for n in names:
-        by_key.setdefault(unicodedata.normalize("NFC", n), []).append(n)
-    out: dict[str, str] = {}
-    for key, group in by_key.items():
-        if len(group) > 1:
-            kept = key if key in group else min(group)
-            for n in group:
-                if n != kept:
-                    out[n] = f"the same name as {_shown(kept)} once Unicode-normalised (rclone takes them for one)"
-    return out
-
-
-def _unstorable(rel: str) -> str | None:
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not valid UTF-8 (rclone remotes keep UTF-8 names)"
-    if _CONTROL.search(rel):
-        return "a control character in the name (rclone's encodings do not keep it)"
-    return None
 
 
 def plan_pass(
@@ -242,6 +143,17 @@ def plan_pass(
     return plan
 
 
+def _coarser(agent: RcloneTarget, printed_ns: int) -> Callable[[int, int, int, int], bool]:
+    """agent.same at the coarser of the backend's precision and the listing's printed one."""
+
+    def same(size: int, mtime_ns: int, item_size: int, item_mtime_ns: int) -> bool:
+        if size != item_size:
+            return False
+        return not agent.keeps_mtimes or abs(mtime_ns - item_mtime_ns) < max(agent.precision_ns, printed_ns)
+
+    return same
+
+
 def _exactly(size: int, mtime_ns: int, item_size: int, item_mtime_ns: int) -> bool:
     return size == item_size and mtime_ns == item_mtime_ns
 
@@ -260,19 +172,26 @@ def rclone_pass(
     dry_run: bool,
     force: bool,
     scanned: tuple[dict[str, Entry], list[str]] | None = None,
-    listed: dict[str, Entry] | None = None,
+    listed: Listing | dict[str, Entry] | None = None,
+    connect: Callable[[], RcloneTarget] | None = None,
 ) -> tuple[TargetOutcome, list[str]]:
     """One pass to target (agent None: the target root does not exist yet, for a dry run); the
     outcome and the source entries left out (symlinks, names a remote cannot hold).  `scanned`:
-    the source's scan and `listed` the target's listing, when the caller made them already."""
+    the source's scan and `listed` the target's listing, when the caller made them already.
+    With a Listing (`rclone lsf`'s) and `connect`, rcd is started only when there is work."""
     began = time.perf_counter()
     name = str(target)
     src, skipped = scanned if scanned is not None else scan_source(spec.source.path, spec.filter)
+    quick = None
+    if isinstance(listed, Listing):
+        quick, listed = listed, listed.entries
     try:
         dst = listed if listed is not None else agent.listing() if agent is not None else {}
     except (RcError, TetherError) as e:
         return TargetOutcome(name, False, errors=[f"cannot list {name}: {e}"]), skipped
     same: Callable[[int, int, int, int], bool] = agent.same if agent is not None else _exactly
+    if quick:
+        same = quick.same if agent is None else _coarser(agent, quick.precision_ns)
     empty_dirs = agent.empty_dirs if agent is not None else True
     plan = plan_pass(src, dst, spec.filter, same, delete=spec.delete, empty_dirs=empty_dirs)
     out = TargetOutcome(name, True, files=len(plan.copy), deleted=len(plan.remove), bytes=plan.bytes)
@@ -295,6 +214,18 @@ def rclone_pass(
                      "extra files",
             )  # fmt: skip
             return out, skipped
+    if agent is None and connect is not None and not dry_run:
+        if not (plan.copy or plan.remove or plan.mkdir):  # nothing to write: no rcd at all
+            if spec.delete:
+                known.add(target.key(), str(spec.source))
+            out.seconds = time.perf_counter() - began
+            return out, skipped
+        try:
+            agent = connect()
+        except AgentError as e:
+            return TargetOutcome(name, False, errors=[str(e)], hint=e.hint), skipped
+        # judged again with what rcd says of the backend (its precision, whether it keeps empty dirs)
+        return rclone_pass(spec, target, agent, known, dry_run=False, force=force, scanned=(src, skipped), listed=quick)
     if dry_run or agent is None:
         out.changes = plan.itemized()
         out.seconds = time.perf_counter() - began
@@ -334,191 +265,54 @@ def _apply(spec: MirrorSpec, agent: RcloneTarget, plan: Plan) -> None:
 
 
 def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool, force: bool) -> TargetOutcome:
-    """`tether mirror`/`tether sync` to an rclone remote: its own rcd for this pass."""
+    """`tether mirror`/`tether sync` to an rclone remote: listed by `rclone lsf` (see
+    transport/rclone_lsf.py) while the source is walked in a forked child (a walk in this process
+    would hand the GIL back and forth with the listing's parse at every stat); its own rcd for
+    this pass when there is something to write, or when lsf could not list."""
     check_source(spec.source)
+    quick = rclone_lsf.take(rclone_program(), str(target))
+    scanning = rclone_scan.take(spec.source.path, spec.filter)
+    agents: list[RcloneTarget] = []
+    waited = False  # for the walk: else it is cancelled on the way out
 
-    def connect_and_list() -> tuple[RcloneTarget, dict[str, Entry] | Exception]:
-        agent = RcloneTarget.connect(f"{target.remote}:", target.path, create=not dry_run, version_later=True)
-        try:
-            try:
-                listed: dict[str, Entry] | Exception = agent.listing()
-            except (RcError, TetherError) as e:  # reported by the pass, which lists again
-                listed = e
-            agent.check_version()  # before anything is written
-        except BaseException:
-            agent.close()
-            raise
-        return agent, listed
+    def connect() -> RcloneTarget:
+        agents.append(RcloneTarget.connect(f"{target.remote}:", target.path, create=not dry_run, version_later=True))
+        agents[-1].check_version()  # before anything is written
+        return agents[-1]
 
-    # The source is walked in a forked child while a thread here starts rclone and reads its listing:
-    # a walk in this process would hand the GIL back and forth with the listing's parse at every stat.
-    scanning = forked(lambda: scan_source(spec.source.path, spec.filter))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        connecting = pool.submit(connect_and_list)
-        try:
-            try:
-                scanned: tuple[dict[str, Entry], list[str]] = scanning()
-            except TetherError:  # the child failed: walk here, where its error is raised as it is
-                scanned = scan_source(spec.source.path, spec.filter)
-        except BaseException:  # the walk failed: the target's rcd must not outlive the pass
-            with contextlib.suppress(Exception):
-                connecting.result()[0].close()
-            raise
-        listed: dict[str, Entry] | None = None
-        try:
-            agent, got = connecting.result()
-            listed = got if isinstance(got, dict) else None
-        except AgentError as e:
-            if not (dry_run and e.errno == 2):
-                return TargetOutcome(str(target), False, errors=[str(e)], hint=e.hint)
-            agent = None  # a dry run to a target not made yet: everything would be sent
     try:
+        listed: Listing | dict[str, Entry] | None = quick.result()
+        if listed is None:  # rcd lists, and says why lsf could not
+            try:
+                with contextlib.suppress(RcError, TetherError):  # reported by the pass, which lists again
+                    listed = connect().listing()
+            except AgentError as e:
+                if not (dry_run and e.errno == 2):
+                    return TargetOutcome(str(target), False, errors=[str(e)], hint=e.hint)
+                listed = {}  # a dry run to a target not made yet: everything would be sent
+        waited = True
+        try:
+            scanned: tuple[dict[str, Entry], list[str]] = scanning()
+        except TetherError:  # the child failed: walk here, where its error is raised as it is
+            scanned = scan_source(spec.source.path, spec.filter)
+        agent = agents[0] if agents else None
         if agent is not None and mirror.verbose:
             mirror.verbose(agent.capabilities_note())
         out, skipped = rclone_pass(
-            spec, target, agent, mirror.known, dry_run=dry_run, force=force, scanned=scanned, listed=listed
-        )
+            spec, target, agent, mirror.known, dry_run=dry_run, force=force, scanned=scanned, listed=listed,
+            connect=connect if agent is None else None,
+        )  # fmt: skip
+        if mirror.verbose and isinstance(listed, Listing):
+            said = agents[0].capabilities_note() if agents else "nothing to write, so no rcd was started"
+            mirror.verbose(f"{target}: listed by rclone lsf, mtimes to {precision_text(listed.precision_ns)}; {said}")
     finally:
-        if agent is not None:
+        quick.cancel()
+        if not waited:
+            scanning.cancel()
+        for agent in agents:
             agent.close()
     if skipped:
         out.ok = False
         out.errors += _listed(skipped)
         out.hint = out.hint or "exclude them, or rename them, to mirror to this remote"
     return out
-
-
-class _RcloneSends(Mirror):
-    """The Applier's bulk sends (new subtrees, big batches) as one sync/copy through the agent."""
-
-    def __init__(self, mirror: Mirror, applier: RcloneApplier) -> None:
-        super().__init__(mirror.rsync, mirror.known, verbose=mirror.verbose)
-        self.applier = applier
-
-    def _files_below(self, spec: MirrorSpec, paths: list[str]) -> tuple[list[str], list[str], int]:
-        """(files, empty dirs, bytes) at or below these source paths, as the filter admits them."""
-        files: list[str] = []
-        dirs: list[str] = []
-        size = 0
-        for top in paths:
-            full = os.path.join(spec.source.path, top)
-            try:
-                st = os.lstat(full)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                files.append(top)
-                size += st.st_size
-            elif stat.S_ISDIR(st.st_mode) and not spec.filter.path_excluded(top, True):
-                below, _skipped = scan_source(spec.source.path, spec.filter, top)
-                files += [p for p, e in below.items() if e[0] == "f"]
-                size += sum(e[1] for e in below.values())
-                parents = {p.rpartition("/")[0] for p in below} | {top.rpartition("/")[0]}
-                dirs += [p for p, e in [(top, ("d", 0, 0)), *below.items()] if e[0] == "d" and p not in parents]
-        return files, dirs, size
-
-    def _send(self, spec: MirrorSpec, paths: list[str]) -> TargetOutcome:
-        agent = self.applier.rclone_agent()
-        files, dirs, size = self._files_below(spec, paths)
-        out = TargetOutcome(str(self.applier.target), True, files=len(files), bytes=size)
-        try:
-            if spec.trash:
-                with agent._lock:
-                    agent.keep_versions(files, VERSIONS)
-            if agent.empty_dirs:
-                for d in dirs:
-                    agent.call("mkdir", path=d)
-            with agent._lock:
-                agent.copy_files(spec.source.path, files, size)
-        except (RcError, TetherError, OSError) as e:
-            out.ok = False
-            out.errors.append(str(e))
-        return out
-
-    def send_paths(self, spec: MirrorSpec, target: object, paths: list[str], *, changed: bool = False) -> TargetOutcome:
-        return self._send(spec, paths)
-
-    def send_subtree(self, spec: MirrorSpec, target: object, rel: str) -> TargetOutcome:
-        return self._send(spec, [rel])
-
-
-class RcloneApplier(Applier):
-    """The continuous mirror's Applier for an rclone target: the same agent words, an RcloneTarget
-    behind them, and bulk sends and full passes through its rcd."""
-
-    def __init__(
-        self,
-        target: Rclone,
-        spec: MirrorSpec,
-        opts: LiveOptions,
-        mirror: Mirror,
-        ssh: SshOptions,
-        pass_hooks: PassHooks = NO_HOOKS,
-    ) -> None:
-        # the base class hands its target only to the Mirror's rsync runs, which _RcloneSends replaces
-        super().__init__(cast(Endpoint, target), spec, opts, mirror, ssh, pass_hooks)
-        self.rclone = target
-        self.known = mirror.known
-        self.mirror = _RcloneSends(mirror, self)
-        self._said: set[str] = set()  # what was logged once for this job run
-
-    def _once(self, text: str) -> None:
-        if text not in self._said:
-            self._said.add(text)
-            if text.startswith("skipped"):
-                log.warning("%s: %s", self.target, text)
-            else:
-                log.info("%s", text)
-
-    def rclone_agent(self) -> RcloneTarget:
-        if self._agent is None:
-            agent = RcloneTarget.connect(f"{self.rclone.remote}:", self.rclone.path, create=True)
-            self._agent = agent
-            self._once(agent.capabilities_note())
-            if self.spec.bwlimit:
-                self._once(f"{self.target}: bwlimit is not applied to rclone targets")
-        assert isinstance(self._agent, RcloneTarget)
-        return self._agent
-
-    def agent(self) -> RcloneTarget:
-        return self.rclone_agent()
-
-    def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
-        """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a
-        pass through rcd compares what the backend keeps, size and mtime; nor is the clock:
-        one pass is one batch of calls.)"""
-        out, skipped = rclone_pass(self.spec, self.rclone, self.agent(), self.known, dry_run=False, force=False)
-        for s in skipped:
-            self._once(s)
-        if not out.ok:
-            raise TetherError("; ".join(out.errors) or "full pass failed", out.hint)
-        if self.spec.trash:
-            self.agent().call("prune_versions", versions_root=VERSIONS, days=self.opts.trash_days)
-        return BatchResult(out.files, out.bytes)
-
-    def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:
-        """As for other targets, with mtimes compared as far as the backend keeps them."""
-        try:
-            st = os.lstat(os.path.join(self.src, rel))
-        except FileNotFoundError:
-            return True
-        if stat.S_ISDIR(st.st_mode):
-            return moved.get("type") == "d"
-        if moved.get("type") != "f" or not stat.S_ISREG(st.st_mode):
-            return False
-        size, mtime = moved.get("size"), moved.get("mtime_ns")
-        if not isinstance(size, int) or not isinstance(mtime, int):
-            return False
-        return self.agent().same(st.st_size, st.st_mtime_ns, size, mtime)
-
-    def _fix_dirs(self, dirs: set[str]) -> None:
-        """A remote keeps no directory modes; the mirror compares files."""
-
-    def _fold_trash(self) -> None:
-        """Versions are moved into the trash as they are replaced: nothing to file afterwards."""
-
-    def _housekeeping(self, paths: list[str], recursive: bool) -> None:
-        """permissions and owners are refused for rclone targets when the job is loaded."""
-
-    def final_owner(self) -> None:
-        """As _housekeeping."""

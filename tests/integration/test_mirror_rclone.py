@@ -27,6 +27,8 @@ from tests.rig.rclone import REMOTE, S3_BUCKET, RcloneServer
 from tests.rig.run import contents, tether, tether_json
 from tether.transport.rclone_agent import parse_mtime
 from tether.transport.rclone_bin import rclone_program
+from tether.transport.rclone_lsf import QuickList
+from tether.transport.rclone_target import RcloneTarget
 
 BACKENDS = ["local", "sftp", "webdav", "s3"]
 PRECISION_NS = {"local": 1, "sftp": 10**9, "webdav": None, "s3": 1}  # None: no mtimes kept
@@ -112,6 +114,71 @@ def test_one_shot_mirror_is_exact_with_hostile_names(tmp_path: Path, backend: Ba
     _exact(backend, src, rel)
     again = tether_json(["mirror", src, backend.spec(rel)], backend.env)
     assert again["_rc"] == 0 and again["targets"][0]["files"] == 0 and again["targets"][0]["deleted"] == 0, again
+
+
+def test_the_lsf_listing_is_the_rcd_listing_at_the_backend_precision(
+    tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-shot pass reads the target from `rclone lsf` and decides from it alone when there
+    is nothing to send: it must hold what rcd's listing holds, at a precision no finer than the
+    backend's (else a changed file could pass for the same)."""
+    src = tmp_path / "src"
+    _tree(src, [*HOSTILE, "d/e/deep.bin", "co,mma.txt"])
+    (src / "empty dir").mkdir()
+    rel = f"lsf-{secrets.token_hex(4)}"
+    assert tether_json(["mirror", src, backend.spec(rel)], backend.env)["_rc"] == 0
+    for k, v in backend.env.items():
+        monkeypatch.setenv(k, v)
+    quick = QuickList(rclone_program(), backend.spec(rel)).result()
+    agent = RcloneTarget.connect(f"{REMOTE}:", f"{backend.prefix}{rel}", create=False)
+    try:
+        by_rcd = agent.listing()
+        assert quick is not None
+        assert quick.entries.keys() == by_rcd.keys() and len(by_rcd) >= len(HOSTILE) + 3
+        for p, (t, size, mtime) in by_rcd.items():
+            assert quick.entries[p][:2] == (t, size), p
+            assert abs(quick.entries[p][2] - mtime) < quick.precision_ns, p
+        if agent.keeps_mtimes:
+            assert quick.precision_ns == agent.precision_ns
+    finally:
+        agent.close()
+
+
+def test_a_rerun_with_nothing_to_send_starts_no_rcd_and_an_edit_below_a_second_is_sent(
+    tmp_path: Path, backend: Backend
+) -> None:
+    src = tmp_path / "src"
+    _tree(src, ["a.txt", "d/b.txt"])
+    rel = f"rerun-{secrets.token_hex(4)}"
+    tether(["mirror", src, backend.spec(rel)], backend.env, check_rc=0)
+    again = tether(["mirror", "-v", src, backend.spec(rel)], backend.env, check_rc=0)
+    idle = "nothing to write, so no rcd was started"
+    if PRECISION_NS[backend.name] is None:  # no mtimes kept: only rcd can say so, and the sizes match
+        assert idle not in again.stderr + again.stdout and "0 files updated" in again.stdout, again
+        return
+    assert idle in again.stderr + again.stdout, again
+    precision = PRECISION_NS[backend.name] or 1
+    st = os.stat(src / "d" / "b.txt")
+    moved = st.st_mtime_ns + max(precision, 1000)  # 1 µs later on a backend that keeps ns
+    os.utime(src / "d" / "b.txt", ns=(st.st_atime_ns, moved))
+    doc = tether_json(["mirror", src, backend.spec(rel)], backend.env)
+    assert doc["_rc"] == 0 and doc["targets"][0]["files"] == 1, doc
+    assert abs(backend.listing(rel)["d/b.txt"][1] - moved) < precision
+
+
+def test_a_filter_on_the_command_line_holds_for_the_early_walk(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """`tether mirror` starts walking SRC before its options are parsed only when it has no filter."""
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(f"[{REMOTE}]\ntype = local\n")
+    env = tether_env | {"RCLONE_CONFIG": str(conf)}
+    src = tmp_path / "src"
+    _tree(src, ["keep.txt", "skip.log", "d/skip.log"])
+    dst = tmp_path / "dst"
+    tether(["mirror", "--exclude", "*.log", src, f"{REMOTE}:{dst}"], env, check_rc=0)
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")) == ["d", "keep.txt"]
+    tether(["mirror", "-n", src, f"{REMOTE}:{dst}", "--no-delete"], env, check_rc=0)  # flags only: walked early
+    tether(["mirror", src, f"{REMOTE}:{dst}"], env, check_rc=0)
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")) == ["d", "d/skip.log", "keep.txt", "skip.log"]
 
 
 def test_names_a_remote_cannot_keep_are_reported_and_the_rest_synced(tmp_path: Path, backend: Backend) -> None:

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from tether.filters import Filter
-from tether.rclone_mirror import UNREAD, Entry, _shown, plan_pass, scan_source
+from tether.rclone_mirror import plan_pass
+from tether.rclone_scan import UNREAD, Entry, _shown, scan_source
 
 
 def _same_within(precision: int):  # as RcloneTarget.same for a backend of that precision

@@ -38,10 +38,8 @@ def run_pass(
     starts the agents that run commands on targets."""
     import time
 
-    from tether.transport import rcd
-
     if args.dry_run or not (pass_hooks and pass_hooks.before):  # else after it: it may make the remote reachable
-        _prestart_rcd(spec.targets)
+        _prestart_rclone(spec.targets)
     recorder = None
     if args.summary:
         from tether.events import NO_EVENTS
@@ -52,7 +50,7 @@ def run_pass(
     try:
         return _run_pass(spec, args, dirs, ssh, pass_hooks, events, python)
     finally:
-        rcd.drop_prestarted()
+        _drop_prestarted()
         if recorder is not None:  # a pass that raised is told too, before its error
             from tether.summary import paragraph
 
@@ -62,15 +60,24 @@ def run_pass(
             print(paragraph(shown(title), recorder.seen, time.monotonic() - started, kept_in=kept_in), flush=True)
 
 
-def _prestart_rcd(targets: Sequence[ReplicaSpec]) -> None:
-    """Start an rcd for each rclone target now: rclone's start (60-90 ms) then overlaps loading
-    the mirror machinery, and the target's connect takes it (see transport/rcd.py)."""
-    remotes = sum(1 for t in targets if t.kind == "rclone")
+def _drop_prestarted() -> None:
+    """End what `_prestart_rclone` started and no pass took (and an rcd a failed listing started)."""
+    from tether.transport import rcd, rclone_lsf
+
+    rclone_lsf.drop()
+    rcd.drop_prestarted()
+
+
+def _prestart_rclone(targets: Sequence[ReplicaSpec]) -> None:
+    """Start listing each rclone target now: rclone's start (60-90 ms) and its walk then overlap
+    loading the mirror machinery, and the pass takes the listing (see transport/rclone_lsf.py)."""
+    remotes = [t for t in targets if t.kind == "rclone"]
     if remotes:
-        from tether.transport import rcd
+        from tether.transport import rclone_lsf
         from tether.transport.rclone_bin import rclone_program
 
-        rcd.prestart(rclone_program(), remotes)
+        for t in remotes:
+            rclone_lsf.prelist(rclone_program(), str(t))
 
 
 def _run_pass(
@@ -262,16 +269,15 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
     flt = Filter.build(exclude_from=args.exclude_from, ordered=getattr(args, "rules", None) or [])
     if args.watch:
         return _watch(args, dirs, source, targets, flt)
-    from tether.transport import rcd
 
-    _prestart_rcd(targets)  # rclone starts while the rest loads
+    _prestart_rclone(targets)  # rclone starts while the rest loads
     try:
         from tether.mirror import MirrorSpec
 
         spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
         return run_pass(spec, args, dirs, SshOptions.from_env(dirs))
     finally:
-        rcd.drop_prestarted()
+        _drop_prestarted()
 
 
 def _watch(args: argparse.Namespace, dirs: Dirs, source: Local, targets: list[ReplicaSpec], flt: Filter) -> int:

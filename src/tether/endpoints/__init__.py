@@ -13,9 +13,9 @@ from tether.endpoints.rclone import (
     by_rsync,
     check_pair,
     parse_replica,
-    rclone_remotes,
 )
 from tether.endpoints.spec import AnyEndpoint, Endpoint, Local, Ssh, as_local, check_overlap, is_inside, parse_endpoint
+from tether.transport.rclone_bin import rclone_remotes
 
 __all__ = [
     "AnyEndpoint", "Caps", "Endpoint", "Local", "Rclone", "ReplicaSpec", "Ssh", "as_local", "as_rclone", "by_rsync",

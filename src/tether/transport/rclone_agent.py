@@ -34,7 +34,6 @@ import contextlib
 import datetime
 import errno
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -49,7 +48,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from tether.agent_remote import (
     PROTOCOL_VERSION,
@@ -67,7 +66,10 @@ from tether.errors import LockedError
 from tether.transport import rcd
 from tether.transport.agent import AgentClient, AgentDown, AgentError, Request
 from tether.transport.lock_seen import Clock, LocksSeen, boot_clock
-from tether.transport.rclone_bin import rclone_program
+from tether.transport.rclone_bin import CONTROL, rclone_program
+
+if TYPE_CHECKING:
+    import http.client
 
 MIN_VERSION = (1, 60)
 LOCK_STALE_S = 600.0  # a lock from another host seen unchanged this long (by this host's clock) is abandoned
@@ -87,7 +89,6 @@ _ADDRESS = re.compile(rb"Serving remote control on (http://[^\s/]+)")
 _TIME = re.compile(r"(\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 _HOLDER = re.compile(r"\(host (.*), pid (\d+)\)\s*$")
 _STAMP = re.compile(r"[0-9]{8}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 Item = dict[str, Any]  # one operations/list or operations/stat item
 
 
@@ -405,7 +406,11 @@ class RcloneAgent(AgentClient):
 
     def _post(self, method: str, target: str, body: bytes, ctype: str) -> dict[str, Any]:
         """POST on a kept-alive connection (http.client, not urllib: urllib opens and closes one per
-        call, a TIME_WAIT socket each, which a big sync could run out of); never via a proxy."""
+        call, a TIME_WAIT socket each, which a big sync could run out of); never via a proxy.
+        Imported here: http.client brings ssl and email (~40 ms), which a pass that never calls
+        rcd (nothing to send) should not pay."""
+        import http.client
+
         if self._down is not None:
             raise self._down
         headers = {"Content-Type": ctype, "Authorization": self._auth}
@@ -444,6 +449,8 @@ class RcloneAgent(AgentClient):
                 if time.monotonic() - since < _IDLE_S:
                     return conn, True
                 conn.close()
+        import http.client
+
         host, _, port = self._url.removeprefix("http://").rpartition(":")
         return http.client.HTTPConnection(host, int(port)), False
 
@@ -606,7 +613,7 @@ class RcloneAgent(AgentClient):
             rel = p.decode("utf-8")
         except UnicodeDecodeError:
             raise OpError(errno.EILSEQ, f"{show(p)}: not valid UTF-8; rclone remotes keep UTF-8 names") from None
-        if _CONTROL.search(rel):  # rclone's name encodings turn them into other characters (\n into U+240A)
+        if CONTROL.search(rel):  # rclone's name encodings turn them into other characters (\n into U+240A)
             raise OpError(errno.EILSEQ, f"{show(p)}: control characters in names do not survive rclone")
         return rel
 

@@ -83,7 +83,7 @@ class RcloneTarget(RcloneAgent):
         if not self.keeps_mtimes:
             times = "keeps no mtimes: files are compared by size only"
         elif self.precision_ns > 1:
-            times = f"keeps mtimes to {_precision(self.precision_ns)}: compared within that"
+            times = f"keeps mtimes to {precision_text(self.precision_ns)}: compared within that"
         else:
             times = "keeps mtimes to the ns"
         move = "server-side moves" if self.can_move else "no server-side moves: renames copy and delete"
@@ -325,7 +325,7 @@ def _mtime(text: str) -> int:
     return parse_mtime(text)
 
 
-def _precision(ns: int) -> str:
+def precision_text(ns: int) -> str:
     for unit, n in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
         if ns >= n:
             return f"{ns / n:g} {unit}"

@@ -1,0 +1,162 @@
+"""The continuous mirror to an rclone remote: the same Applier as for local and ssh targets,
+speaking the same agent words to RcloneTarget; only bulk sends (new directories, big batches) go
+by `sync/copy`, and its periodic full pass is rclone_mirror's pass.  Apart from the one-shot pass
+so that a one-shot mirror loads none of the continuous machinery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import cast
+
+from tether.apply import Applier, BatchResult
+from tether.config import LiveOptions
+from tether.endpoints import Endpoint, Rclone
+from tether.errors import TetherError
+from tether.hooks import NO_HOOKS, PassClock, PassHooks
+from tether.mirror import VERSIONS, Mirror, MirrorSpec, TargetOutcome
+from tether.rclone_mirror import rclone_pass
+from tether.rclone_scan import scan_source
+from tether.ssh import SshOptions
+from tether.transport.rclone_agent import RcError
+from tether.transport.rclone_target import RcloneTarget
+
+log = logging.getLogger("tether")
+
+
+class _RcloneSends(Mirror):
+    """The Applier's bulk sends (new subtrees, big batches) as one sync/copy through the agent."""
+
+    def __init__(self, mirror: Mirror, applier: RcloneApplier) -> None:
+        super().__init__(mirror.rsync, mirror.known, verbose=mirror.verbose)
+        self.applier = applier
+
+    def _files_below(self, spec: MirrorSpec, paths: list[str]) -> tuple[list[str], list[str], int]:
+        """(files, empty dirs, bytes) at or below these source paths, as the filter admits them."""
+        files: list[str] = []
+        dirs: list[str] = []
+        size = 0
+        for top in paths:
+            full = os.path.join(spec.source.path, top)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.append(top)
+                size += st.st_size
+            elif stat.S_ISDIR(st.st_mode) and not spec.filter.path_excluded(top, True):
+                below, _skipped = scan_source(spec.source.path, spec.filter, top)
+                files += [p for p, e in below.items() if e[0] == "f"]
+                size += sum(e[1] for e in below.values())
+                parents = {p.rpartition("/")[0] for p in below} | {top.rpartition("/")[0]}
+                dirs += [p for p, e in [(top, ("d", 0, 0)), *below.items()] if e[0] == "d" and p not in parents]
+        return files, dirs, size
+
+    def _send(self, spec: MirrorSpec, paths: list[str]) -> TargetOutcome:
+        agent = self.applier.rclone_agent()
+        files, dirs, size = self._files_below(spec, paths)
+        out = TargetOutcome(str(self.applier.target), True, files=len(files), bytes=size)
+        try:
+            if spec.trash:
+                with agent._lock:
+                    agent.keep_versions(files, VERSIONS)
+            if agent.empty_dirs:
+                for d in dirs:
+                    agent.call("mkdir", path=d)
+            with agent._lock:
+                agent.copy_files(spec.source.path, files, size)
+        except (RcError, TetherError, OSError) as e:
+            out.ok = False
+            out.errors.append(str(e))
+        return out
+
+    def send_paths(self, spec: MirrorSpec, target: object, paths: list[str], *, changed: bool = False) -> TargetOutcome:
+        return self._send(spec, paths)
+
+    def send_subtree(self, spec: MirrorSpec, target: object, rel: str) -> TargetOutcome:
+        return self._send(spec, [rel])
+
+
+class RcloneApplier(Applier):
+    """The continuous mirror's Applier for an rclone target: the same agent words, an RcloneTarget
+    behind them, and bulk sends and full passes through its rcd."""
+
+    def __init__(
+        self,
+        target: Rclone,
+        spec: MirrorSpec,
+        opts: LiveOptions,
+        mirror: Mirror,
+        ssh: SshOptions,
+        pass_hooks: PassHooks = NO_HOOKS,
+    ) -> None:
+        # the base class hands its target only to the Mirror's rsync runs, which _RcloneSends replaces
+        super().__init__(cast(Endpoint, target), spec, opts, mirror, ssh, pass_hooks)
+        self.rclone = target
+        self.known = mirror.known
+        self.mirror = _RcloneSends(mirror, self)
+        self._said: set[str] = set()  # what was logged once for this job run
+
+    def _once(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            if text.startswith("skipped"):
+                log.warning("%s: %s", self.target, text)
+            else:
+                log.info("%s", text)
+
+    def rclone_agent(self) -> RcloneTarget:
+        if self._agent is None:
+            agent = RcloneTarget.connect(f"{self.rclone.remote}:", self.rclone.path, create=True)
+            self._agent = agent
+            self._once(agent.capabilities_note())
+            if self.spec.bwlimit:
+                self._once(f"{self.target}: bwlimit is not applied to rclone targets")
+        assert isinstance(self._agent, RcloneTarget)
+        return self._agent
+
+    def agent(self) -> RcloneTarget:
+        return self.rclone_agent()
+
+    def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
+        """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a
+        pass through rcd compares what the backend keeps, size and mtime; nor is the clock:
+        one pass is one batch of calls.)"""
+        out, skipped = rclone_pass(self.spec, self.rclone, self.agent(), self.known, dry_run=False, force=False)
+        for s in skipped:
+            self._once(s)
+        if not out.ok:
+            raise TetherError("; ".join(out.errors) or "full pass failed", out.hint)
+        if self.spec.trash:
+            self.agent().call("prune_versions", versions_root=VERSIONS, days=self.opts.trash_days)
+        return BatchResult(out.files, out.bytes)
+
+    def _as_in_source(self, rel: str, moved: dict[str, object]) -> bool:
+        """As for other targets, with mtimes compared as far as the backend keeps them."""
+        try:
+            st = os.lstat(os.path.join(self.src, rel))
+        except FileNotFoundError:
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            return moved.get("type") == "d"
+        if moved.get("type") != "f" or not stat.S_ISREG(st.st_mode):
+            return False
+        size, mtime = moved.get("size"), moved.get("mtime_ns")
+        if not isinstance(size, int) or not isinstance(mtime, int):
+            return False
+        return self.agent().same(st.st_size, st.st_mtime_ns, size, mtime)
+
+    def _fix_dirs(self, dirs: set[str]) -> None:
+        """A remote keeps no directory modes; the mirror compares files."""
+
+    def _fold_trash(self) -> None:
+        """Versions are moved into the trash as they are replaced: nothing to file afterwards."""
+
+    def _housekeeping(self, paths: list[str], recursive: bool) -> None:
+        """permissions and owners are refused for rclone targets when the job is loaded."""
+
+    def final_owner(self) -> None:
+        """As _housekeeping."""
