@@ -1,8 +1,10 @@
 """Continuous mirror: tether against lsyncd (and plain rsync) on the same machine, same work.
 
-Usage: .venv/bin/python -m bench.live [--only latency,narrow,burst,rename,fanout,idle,scale]
+Usage: .venv/bin/python -m bench.live [--only latency,narrow,burst,rename,fanout,idle,scale] [--rounds N]
 Each case prints tether's figure, the peer's, and the limit from issue 4. Needs root for the
-tmpfs scratch (else it runs on disk) and lsyncd for the side-by-side rows.
+tmpfs scratch (else it runs on disk) and lsyncd for the side-by-side rows.  With
+TETHER_BENCH_BASE (bench/common.py), the burst runs `--rounds` times for each build, the two
+builds alternating, and ends with both medians.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from tests.rig.sshd import ALIAS_DOWN, SshServer
 from tests.rig.trees import make_tree, touch_files
 
-from bench.common import TETHER, scratch
+from bench.common import BASE, TETHER, scratch
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -88,9 +90,10 @@ class Bench:
         self.work, self.server = work, server
         self.env = server.env(dict(os.environ, TETHER_HOME=str(work / "home")))
         self.n = 0
+        self.cmd = TETHER  # the build that runs (BASE for the base build's rounds)
 
     def tether(self, *args: str) -> str:
-        p = subprocess.run([*TETHER, *args], env=self.env, capture_output=True, text=True)
+        p = subprocess.run([*self.cmd, *args], env=self.env, capture_output=True, text=True)
         if p.returncode:
             raise SystemExit(f"bench: tether {' '.join(args)} failed: {p.stderr}")
         return p.stdout
@@ -205,9 +208,11 @@ def case_narrow(b: Bench) -> None:
     )
 
 
-def case_burst(b: Bench) -> None:
+def case_burst(b: Bench) -> float:
     print("burst: a 20,000-file archive extracted into the watched tree, until converged on the ssh target")
     src, dst, stage = b.work / "burst", b.work / "burst-dst", b.work / "stage"
+    for old in (src, dst, stage, b.work / "burst-rsync"):  # another round's
+        shutil.rmtree(old, ignore_errors=True)
     src.mkdir()
     make_tree(stage, 20_000, seed=34, total_bytes=20_000 * 2000, hostile=False)
     archive = b.work / "burst.tar"
@@ -239,6 +244,23 @@ def case_burst(b: Bench) -> None:
     plain = time.perf_counter() - t
     print(f"  tether converged {after:.2f} s after the burst; plain rsync of the subtree {plain:.2f} s; "
           f"ratio {after / plain:.2f} (limit 1.3)")  # fmt: skip
+    return after
+
+
+def burst_against_base(b: Bench, rounds: int) -> None:
+    """The burst for this build and the base build, alternating, so a busy machine weighs on both."""
+    assert BASE is not None
+    took: dict[str, list[float]] = {"this build": [], "base build": []}
+    for r in range(rounds):
+        for name, cmd in (("this build", TETHER), ("base build", BASE))[:: 1 if r % 2 == 0 else -1]:
+            b.cmd = cmd
+            print(f"[{name}, round {r + 1}]", end=" ")
+            took[name].append(case_burst(b))
+    b.cmd = TETHER
+    ours, base = (statistics.median(took[k]) for k in ("this build", "base build"))
+    print(f"  burst medians of {rounds}: this build {ours:.2f} s, base build {base:.2f} s, ratio {ours / base:.2f}"
+          f" (limit 1.05); this build {', '.join(f'{x:.2f}' for x in took['this build'])}; base build "
+          f"{', '.join(f'{x:.2f}' for x in took['base build'])}")  # fmt: skip
 
 
 def case_rename(b: Bench) -> None:
@@ -323,12 +345,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join([*CASES, "idle"]))
     ap.add_argument("--idle-seconds", type=float, default=60.0)
+    ap.add_argument("--rounds", type=int, default=3, help="burst rounds per build with TETHER_BENCH_BASE")
     args = ap.parse_args()
     with scratch(6000) as work, SshServer.start(work / "sshd") as server:
         b = Bench(work, server)
         for name in args.only.split(","):
             if name == "idle":
                 case_idle(b, args.idle_seconds)
+            elif name == "burst" and BASE:
+                burst_against_base(b, args.rounds)
             else:
                 CASES[name](b)
     return 0
