@@ -6,6 +6,7 @@ so that a one-shot mirror loads none of the continuous machinery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -29,9 +30,12 @@ log = logging.getLogger("tether")
 class _RcloneSends(Mirror):
     """The Applier's bulk sends (new subtrees, big batches) as one sync/copy through the agent."""
 
+    SENT_MAX = 200_000  # versions remembered as sent (see _send); forgotten at each full pass or beyond this
+
     def __init__(self, mirror: Mirror, applier: RcloneApplier) -> None:
         super().__init__(mirror.rsync, mirror.known, verbose=mirror.verbose)
         self.applier = applier
+        self.sent: dict[str, tuple[int, int, int]] = {}  # path -> (size, mtime_ns, ctime_ns) it had when sent
 
     def _files_below(self, spec: MirrorSpec, paths: list[str]) -> tuple[list[str], list[str], int]:
         """(files, empty dirs, bytes) at or below these source paths, as the filter admits them."""
@@ -56,8 +60,20 @@ class _RcloneSends(Mirror):
         return files, dirs, size
 
     def _send(self, spec: MirrorSpec, paths: list[str]) -> TargetOutcome:
+        """One sync/copy of the files at or below paths, but those unchanged since this worker sent
+        them: the events of files written while a bulk copy ran arrive after it, and sending them
+        again would, in trash mode, keep each one's identical copy as a version (a copy and a
+        delete each on an object store).  Unchanged means the same size, mtime and ctime: no write,
+        `touch` or `cp -p` leaves a ctime as it was, so a file changed meanwhile is always sent."""
         agent = self.applier.rclone_agent()
-        files, dirs, size = self._files_below(spec, paths)
+        files, dirs, _size = self._files_below(spec, paths)
+        stamps: dict[str, tuple[int, int, int]] = {}
+        for f in files:
+            with contextlib.suppress(OSError):  # gone: rclone reports it, as before
+                st = os.lstat(os.path.join(spec.source.path, f))
+                stamps[f] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        files = [f for f in files if f not in stamps or self.sent.get(f) != stamps[f]]
+        size = sum(stamps[f][0] for f in files if f in stamps)
         out = TargetOutcome(str(self.applier.target), True, files=len(files), bytes=size)
         try:
             if spec.trash:
@@ -71,6 +87,10 @@ class _RcloneSends(Mirror):
         except (RcError, TetherError, OSError) as e:
             out.ok = False
             out.errors.append(str(e))
+            return out
+        if len(self.sent) + len(files) > self.SENT_MAX:
+            self.sent.clear()
+        self.sent.update((f, stamps[f]) for f in files if f in stamps)
         return out
 
     def send_paths(self, spec: MirrorSpec, target: object, paths: list[str], *, changed: bool = False) -> TargetOutcome:
@@ -97,7 +117,7 @@ class RcloneApplier(Applier):
         super().__init__(cast(Endpoint, target), spec, opts, mirror, ssh, pass_hooks)
         self.rclone = target
         self.known = mirror.known
-        self.mirror = _RcloneSends(mirror, self)
+        self.mirror = self.sends = _RcloneSends(mirror, self)
         self._said: set[str] = set()  # what was logged once for this job run
 
     def _once(self, text: str) -> None:
@@ -125,6 +145,7 @@ class RcloneApplier(Applier):
         """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a
         pass through rcd compares what the backend keeps, size and mtime; nor is the clock:
         one pass is one batch of calls.)"""
+        self.sends.sent.clear()  # the pass compares every file with the target itself
         out, skipped = rclone_pass(self.spec, self.rclone, self.agent(), self.known, dry_run=False, force=False)
         for s in skipped:
             self._once(s)

@@ -25,7 +25,7 @@ import os
 import tempfile
 from typing import Any
 
-from tether.agent_remote import OpError, show, to_bytes
+from tether.agent_remote import OpError, show, to_bytes, version_stamp
 from tether.transport.rclone_agent import (
     NO_MTIME_NS,
     Item,
@@ -34,10 +34,12 @@ from tether.transport.rclone_agent import (
     _entry,
     _join,
     _parent,
+    _version_name,
     parse_mtime,
 )
 
 LISTERS = 4  # recursive list calls at once in a listing
+KEEPERS = 8  # server-side moves at once when a batch keeps the versions it replaces
 
 
 class RcloneTarget(RcloneAgent):
@@ -148,19 +150,33 @@ class RcloneTarget(RcloneAgent):
         return self.keep_version(rel, trash_root, why, move=lambda src, dst: self._move_any(src, dst, item))
 
     def keep_versions(self, rels: list[str], trash_root: str) -> None:
-        """Before a batch replaces these files: keep the target's current versions."""
+        """Before a batch replaces these files: keep the target's current versions.  Each folder
+        and its versions folder are listed once, the names chosen here, and the moves made a few
+        at once: one at a time, with a listing each, an object store took ~0.2 s a file."""
         by_dir: dict[str, list[str]] = {}
         for rel in rels:
             folder, name = _parent(rel)
             by_dir.setdefault(folder, []).append(name)
         troot = self._rel(trash_root)
+        moves: list[tuple[str, str, Item]] = []
         for folder, names in by_dir.items():  # one listing per folder, not a stat per file
             there = {str(it["Name"]): it for it in self._list(folder)} if len(names) > 1 else None
+            vdir = _join(troot, folder)
+            taken: set[str] | None = None  # the versions folder's names, listed when first needed
+            stamp = version_stamp().decode()
             for name in names:
                 rel = _join(folder, name)
                 item = there.get(name) if there is not None else self._stat(rel)
-                if item is not None:
-                    self.keep(rel, item, troot)
+                if item is None:
+                    continue
+                if taken is None:
+                    taken = {str(it["Name"]) for it in self._list(vdir)}
+                dest = _version_name(name, "replaced", stamp, taken)
+                taken.add(dest)
+                moves.append((rel, _join(vdir, dest), item))
+        with concurrent.futures.ThreadPoolExecutor(min(KEEPERS, len(moves)) or 1) as pool:
+            for _ in pool.map(lambda m: self._move_any(*m), moves):
+                pass
 
     def copy_files(self, src_root: str, rels: list[str], sizes: int = 0) -> None:
         """Send these files (paths relative to the local src_root) in one sync/copy."""
