@@ -30,9 +30,7 @@ SMALL_FILES = 12  # written one by one, each timed to every healthy host
 SLOWER = 1.2  # the healthy hosts' median latency with a host cut, at most this times the one without
 FLOOR_S = 0.025  # a difference below this is noise, not a slowdown
 LOSS_FLOOR_S = 0.5  # nor one this small where a loss (an RTO, 0.2 s) or two may fall
-# shorter than ssh's keepalive (ServerAliveInterval 15 s, 3 missed): a cut past that kills the
-# job's agents, and a running bisync job does not open them again (issue 15, item 2's report)
-BISYNC_CUT_S = 5.0
+BISYNC_CUT_S = 5.0  # shorter than ssh's keepalive (15 s, 3 missed): the channels live on
 CONVERGE_S = 180  # a cut host: ssh retransmits after the link is back, then a full pass
 
 
@@ -225,17 +223,42 @@ def test_a_cut_host_never_slows_the_others_and_converges_when_back(
     assert not any(slower), "; ".join(filter(None, slower))
 
 
-def test_a_bisync_with_a_namespaced_host_converges_across_a_cut(
-    tmp_path: Path, tether_env: dict[str, str], net: Net, card: Card
-) -> None:
-    host = net.hosts[0]
+@contextlib.contextmanager
+def bisyncing(tmp_path: Path, env: dict[str, str], host: Host, name: str) -> Iterator[tuple[Path, Path]]:
+    """A running bisync job between a local replica and one on `host`, its first pass done."""
     a, b = tmp_path / "a", tmp_path / "b"
     make_tree(a, 40, seed=73, hostile=False)
     shutil.copytree(a, b, symlinks=True)
-    env = net.env(tether_env)
-    write_job_text(env, "bi", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{host.alias}:{b}"\n')
-    with running(env, "bi"):
-        wait_for(lambda: (status(env, "bi").get("targets") or [{}])[0].get("passes", 0) >= 1, 120, "the first pass")
+    write_job_text(env, name, f'kind = "bisync"\npath1 = "{a}"\npath2 = "{host.alias}:{b}"\n')
+    with running(env, name):
+        wait_for(lambda: (status(env, name).get("targets") or [{}])[0].get("passes", 0) >= 1, 120, "the first pass")
+        yield a, b
+
+
+def write_both(a: Path, b: Path, want: dict[str, bytes]) -> None:
+    """New files on each side and an edit on the far one, all recorded in `want`."""
+    for i in range(5):
+        for side, root in (("a", a), ("b", b)):
+            want[f"from-{side}-{i}.txt"] = f"{side} {i}\n".encode()
+            put(root, f"from-{side}-{i}.txt", want[f"from-{side}-{i}.txt"])
+    want["before.txt"] = b"edited on b while away\n"
+    (b / "before.txt").write_bytes(want["before.txt"])
+
+
+def settled(card: Card, want: dict[str, bytes], a: Path, b: Path) -> None:
+    """Both replicas hold every change, on the scorecard before it is asserted."""
+    got_a, got_b = contents(a), contents(b)
+    lost = sum(1 for rel, data in want.items() if got_a.get(rel) != data or got_b.get(rel) != data)
+    card.checked(want.values(), lost=lost, divergent=0 if got_a == got_b else 1)
+    assert got_a == want
+    assert_same_tree(a, b)
+
+
+def test_a_bisync_with_a_namespaced_host_converges_across_a_cut(
+    tmp_path: Path, tether_env: dict[str, str], net: Net, card: Card
+) -> None:
+    host, env = net.hosts[0], net.env(tether_env)
+    with bisyncing(tmp_path, env, host, "bi") as (a, b):
         put(a, "before.txt", b"before the cut\n")
         wait_for(lambda: (b / "before.txt").exists(), 60, "a change before the cut")
         put(a, "big-a.bin", os.urandom(BIG + BIG // 2))  # over 4 MB: by rsync, staged in .tether/tmp
@@ -244,19 +267,31 @@ def test_a_bisync_with_a_namespaced_host_converges_across_a_cut(
         host.cut()
         cut_end = time.monotonic() + BISYNC_CUT_S
         try:
-            for i in range(5):  # on both sides while the link is down
-                for side, root in (("a", a), ("b", b)):
-                    want[f"from-{side}-{i}.txt"] = f"{side} {i}\n".encode()
-                    put(root, f"from-{side}-{i}.txt", want[f"from-{side}-{i}.txt"])
-            want["before.txt"] = b"edited on b during the cut\n"
-            (b / "before.txt").write_bytes(want["before.txt"])
+            write_both(a, b, want)
             time.sleep(max(0.0, cut_end - time.monotonic()))  # the scenario: the link down this long
             assert not (b / "from-a-0.txt").exists() and not (a / "from-b-0.txt").exists(), "a file crossed the cut"
         finally:
             host.restore()
         wait_for(lambda: holding(want, a, b), CONVERGE_S, "both replicas to hold every change")
-    got_a, got_b = contents(a), contents(b)
-    lost = sum(1 for rel, data in want.items() if got_a.get(rel) != data or got_b.get(rel) != data)
-    card.checked(want.values(), lost=lost, divergent=0 if got_a == got_b else 1)
-    assert got_a == want
-    assert_same_tree(a, b)
+    settled(card, want, a, b)
+
+
+def test_a_bisync_whose_connection_died_opens_it_again(
+    tmp_path: Path, tether_env: dict[str, str], net: Net, card: Card
+) -> None:
+    """A cut past ssh's keepalive ends the job's ssh channels for good. Stopping the host's sshd
+    (its sessions killed) ends them at once: the same state, without waiting 45 s for it."""
+    host, env = net.hosts[1], net.env(tether_env)
+    assert host.server is not None
+    with bisyncing(tmp_path, env, host, "reopen") as (a, b):
+        put(a, "before.txt", b"before the outage\n")
+        wait_for(lambda: (b / "before.txt").exists(), 60, "a change before the outage")
+        want = contents(a)
+        host.server.stop()
+        try:
+            write_both(a, b, want)
+            wait_for(lambda: bool(status(env, "reopen")["targets"][0].get("last_error")), 60, "the job to see it")
+        finally:
+            host.server.restart()
+        wait_for(lambda: holding(want, a, b), CONVERGE_S, "both replicas to hold every change")
+    settled(card, want, a, b)
