@@ -315,6 +315,8 @@ def _serve(
         for t in threads:
             t.start()
         last_full = last_poll = time.monotonic()
+        failed = False  # the last pass failed as a whole (a side locked, unreachable): what it was to
+        # look at is no longer in the feed, so full passes follow every POLL_LOST until one works
         try:
             while not stop.is_set():
                 dead = [str(r) for r in (r1, r2, w1, w2) if r.down]
@@ -326,7 +328,7 @@ def _serve(
                 if wait_asked is not None:
                     waiting.append(wait_asked)
                     feed.add((), full=True)
-                if now - last_full >= (POLL_LOST if blind.is_set() else job.interval):
+                if now - last_full >= (POLL_LOST if blind.is_set() or failed else job.interval):
                     feed.add((), full=True)
                 if feed.lost and now - last_poll >= POLL_LOST:
                     last_poll = now
@@ -338,9 +340,11 @@ def _serve(
                 full = full or not narrowable
                 try:
                     rep = one_pass(job, dirs, replicas=(r1, r2), state=state, narrow=None if full else tops)
+                    failed = False
                 except TetherError as e:
                     log.error("pass failed: %s", e)
                     rep = Report(str(job.path1), str(job.path2), errors=[str(e)])
+                    failed = True
                 if full:
                     last_full = time.monotonic()
                     if waiting and rep.ok:
