@@ -22,13 +22,13 @@ from tests.rig.netns import Host, Net, hosts, unavailable
 from tests.rig.scorecard import Card
 from tests.rig.trees import make_tree
 
-# one worker makes the hosts once for the module (with --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("netns")
-
 BIG = 4 << 20  # a few MB: about 2 s on a link of 16 Mbit/s, long enough to be cut halfway
-SMALL_FILES = 12  # written one by one, each timed to every healthy host
+SMALL_FILES = 12  # written one by one in each round, each timed to every healthy host
+ROUNDS = (False, True, True, False)  # whether the victim is cut
+POLL_S = 0.002  # how often an arrival is looked for: finer than the 20 ms of wait_for, which the
+# latencies (60 to 100 ms) would fall into steps of
 SLOWER = 1.2  # the healthy hosts' median latency with a host cut, at most this times the one without
-FLOOR_S = 0.025  # a difference below this is noise, not a slowdown
+FLOOR_S = 0.025  # a difference below this is noise, not a slowdown (nor one below the rounds' own)
 LOSS_FLOOR_S = 0.5  # nor one this small where a loss (an RTO, 0.2 s) or two may fall
 BISYNC_CUT_S = 5.0  # shorter than ssh's keepalive (15 s, 3 missed): the channels live on
 CONVERGE_S = 180  # a cut host: ssh retransmits after the link is back, then a full pass
@@ -36,6 +36,7 @@ CONVERGE_S = 180  # a cut host: ssh retransmits after the link is back, then a f
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    """Made once per worker that runs this module (about a second per host)."""
     why = unavailable()
     if why:
         pytest.skip(why)
@@ -96,13 +97,14 @@ def arrivals(targets: list[Path], name: str, size: int, began: float) -> list[fl
         except OSError:
             return False
 
-    def everywhere() -> bool:
+    deadline = time.monotonic() + 120
+    while len(seen) < len(targets):
         for t in targets:
             if t not in seen and holds(t):
                 seen[t] = time.monotonic() - began
-        return len(seen) == len(targets)
-
-    wait_for(everywhere, 120, f"{name} on every healthy host")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after 120 s waiting for {name} on {len(targets) - len(seen)} hosts")
+        time.sleep(POLL_S)
     return [seen[t] for t in targets]
 
 
@@ -152,10 +154,9 @@ class Timed(NamedTuple):
     small: list[float]  # each small file, to each healthy host
 
 
-def _phase(src: Path, healthy: list[Path], victim: Host, victim_dst: Path, *, cut: bool) -> Timed:
+def _phase(src: Path, healthy: list[Path], victim: Host, victim_dst: Path, *, cut: bool, tag: str) -> Timed:
     """A big file is sent everywhere; with `cut`, the victim's link goes down while its share is
     under way. The healthy hosts' copies are timed, then small files written one by one."""
-    tag = "cut" if cut else "whole"
     big = f"big-{tag}.bin"
     began = time.monotonic()
     put(src, big, os.urandom(BIG))
@@ -181,6 +182,8 @@ def no_slower(what: str, without: float, cut: float, floor: float) -> str | None
 def test_a_cut_host_never_slows_the_others_and_converges_when_back(
     tmp_path: Path, tether_env: dict[str, str], net: Net, card: Card
 ) -> None:
+    """The healthy hosts' latency with the victim cut mid-transfer, against rounds without the cut
+    (same job, same hosts): the median within 1.2 times, and no file or transfer held up."""
     src = tmp_path / "src"
     make_tree(src, 40, seed=72, hostile=False)
     dsts = {h.alias: tmp_path / h.alias for h in net.hosts}
@@ -193,29 +196,36 @@ def test_a_cut_host_never_slows_the_others_and_converges_when_back(
             wait_same(src, d, 120)
         put(src, "warm.txt", b"warm\n")  # every connection is up before anything is timed
         arrivals(list(dsts.values()), "warm.txt", 5, time.monotonic())
-        whole = _phase(src, healthy, victim, dsts[victim.alias], cut=False)
-        wait_same(src, dsts[victim.alias], 120)
-        try:
-            during = _phase(src, healthy, victim, dsts[victim.alias], cut=True)
-            assert not (dsts[victim.alias] / "small-cut-0.txt").exists(), "the cut host got a file: no cut"
-        finally:
-            victim.restore()
-        down = status(env, "cut")["targets"][-1]
-        wait_same(src, dsts[victim.alias], CONVERGE_S)
+        whole, during, down, apart = Timed([], []), Timed([], []), "", []
+        # without, with, with, without: a machine growing busier or quieter meanwhile (other tests
+        # on the other core) weighs on both alike
+        for n, cut in enumerate(ROUNDS):
+            try:
+                got = _phase(src, healthy, victim, dsts[victim.alias], cut=cut, tag=f"{n}")
+                assert not cut or not (dsts[victim.alias] / f"small-{n}-0.txt").exists(), "no cut: the file arrived"
+                down = down or (status(env, "cut")["targets"][-1]["state"] if cut else "")
+            finally:
+                victim.restore()
+            apart += [] if cut else [statistics.median(got.small)]
+            (during if cut else whole).big.extend(got.big)
+            (during if cut else whole).small.extend(got.small)
+            wait_same(src, dsts[victim.alias], CONVERGE_S)  # back, and caught up, before the next round
         for d in dsts.values():
             wait_same(src, d, 60)
     for d in dsts.values():
         check(card, src, d)
     med = statistics.median
+    noise = max(FLOOR_S, abs(apart[0] - apart[-1]))  # as far apart as two rounds without a cut
     print(
         f"{net.mechanism}; relay stalls {net.stalls}\n"
         f"healthy hosts, no cut / one host cut: small-file latency median {med(whole.small) * 1000:.0f} / "
         f"{med(during.small) * 1000:.0f} ms, slowest {max(whole.small) * 1000:.0f} / "
         f"{max(during.small) * 1000:.0f} ms ({len(whole.small)} each); {BIG >> 20} MB file median "
-        f"{med(whole.big):.2f} / {med(during.big):.2f} s; the cut host's state then: {down.get('state')}"
+        f"{med(whole.big):.2f} / {med(during.big):.2f} s; the cut host's state then: {down}; the rounds without a "
+        f"cut {apart[0] * 1000:.0f} and {apart[-1] * 1000:.0f} ms"
     )
     slower = [
-        no_slower("small files, median", med(whole.small), med(during.small), FLOOR_S),
+        no_slower("small files, median", med(whole.small), med(during.small), noise),
         # a file that waited on the cut host would take seconds (ssh's timeouts); a lost chunk 0.2 s
         no_slower("small files, slowest", max(whole.small), max(during.small), LOSS_FLOOR_S),
         no_slower("the big file, median", med(whole.big), med(during.big), LOSS_FLOOR_S),
