@@ -20,6 +20,7 @@ from tests.rig.run import tether_json
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 from tether.agent_remote import Ops
+from tether.bisync.replica import LOCK
 
 
 def _replicas(
@@ -197,3 +198,20 @@ def test_a_replica_root_swapped_in_is_watched_from_then_on(tmp_path: Path, tethe
         (a / "sentinel.txt").write_text("x\n")
         wait_for(lambda: (b / "sentinel.txt").exists(), 60, "a later edit")
     assert not (b / "old-only.txt").exists()
+
+
+def test_a_pass_that_failed_as_a_whole_is_tried_again(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """A pass refused at its start (a side locked by another run) took its paths from the feed:
+    it is tried again once the lock is gone, not left to the next interval (an hour here)."""
+    a, b, path2, env = _replicas(tmp_path, None, tether_env, remote=False)
+    _job(env, "again", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\n')
+    with running(env, "again"):
+        wait_for(lambda: (b / "keep.txt").exists() and _target(env, "again")["passes"] >= 1, 60, "the first pass")
+        other = Ops(str(b))
+        try:
+            other.lock(LOCK, "another run")
+            (a / "while-locked.txt").write_text("made while the other run held the lock\n")
+            wait_for(lambda: "in use" in (_target(env, "again").get("last_error") or ""), 60, "the pass refused")
+        finally:
+            other.close()
+        wait_for(lambda: (b / "while-locked.txt").exists(), 60, "the pass tried again")

@@ -25,6 +25,7 @@ SUITES = {  # test module -> the scorecard's row
     "test_crash_points": "crash points (kill -9, restart)",
     "test_watch_races": "watch races",
     "test_hostile": "hostile input",
+    "test_netns": "network namespaces (delay, loss, cut)",
 }
 
 
@@ -37,6 +38,13 @@ class Card:
         data = list(contents)
         doc = {"nodeid": self.nodeid, "files": len(data), "bytes": sum(map(len, data)), "lost": lost,
                "divergent": divergent}  # fmt: skip
+        self._write(doc)
+
+    def note(self, text: str) -> None:
+        """A line under the table: how a case was run where it could not be run as asked."""
+        self._write({"nodeid": self.nodeid, "note": text})
+
+    def _write(self, doc: dict[str, Any]) -> None:
         where = Path(os.environ[ENV]) if os.environ.get(ENV) else None
         if where is not None:
             with open(where / f"{os.getpid()}.jsonl", "a") as f:
@@ -91,6 +99,8 @@ def table(outcomes: dict[str, str], records: list[dict[str, Any]], skips: dict[s
         row = rows[_suite(nodeid) or "?"]
         row["cases"] += 1
         row[outcome] += 1
+    notes = sorted({f"{_suite(r['nodeid']) or '?'}: {r['note']}" for r in records if "note" in r})
+    records = [r for r in records if "note" not in r]
     for r in records:
         row = rows[_suite(r["nodeid"]) or "?"]
         for k in ("files", "bytes", "lost", "divergent"):
@@ -106,6 +116,7 @@ def table(outcomes: dict[str, str], records: list[dict[str, Any]], skips: dict[s
         padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
         out.append("  " + "  ".join(padded))
     out += [f"  skipped {n}: {why}" for n, why in sorted(skips.items())]
+    out += [f"  note, {n}" for n in notes]
     return out
 
 

@@ -84,10 +84,10 @@ def _openssh_version() -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def _port_accepts(port: int) -> bool:
-    """True once something listens on 127.0.0.1:port."""
+def _port_accepts(host: str, port: int) -> bool:
+    """True once something listens on host:port."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -98,9 +98,11 @@ class SshServer:
 
     alias: str = ALIAS
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", wrap: Sequence[str] = ()) -> None:
         """Lay out paths only; use :meth:`start` to actually get a server."""
         self.workdir = workdir
+        self.host = host  # the address sshd listens on and the aliases connect to
+        self.wrap = list(wrap)  # a command sshd runs under (`ip netns exec NS`: a host of its own)
         self.port = 0
         self.down_port = 0
         self.ssh_config = workdir / "ssh_config"
@@ -119,8 +121,19 @@ class SshServer:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, workdir: Path, extra_config: Sequence[str] = (), *, fast_shell: bool = False) -> SshServer:
+    def start(
+        cls,
+        workdir: Path,
+        extra_config: Sequence[str] = (),
+        *,
+        fast_shell: bool = False,
+        host: str = "127.0.0.1",
+        wrap: Sequence[str] = (),
+    ) -> SshServer:
         """Generate keys/configs in *workdir*, start sshd and wait until ``ssh true`` works.
+
+        host and wrap: listen on another address, with sshd started under a command such as
+        ``ip netns exec NS`` (tests/rig/netns.py: a host in a network namespace of its own).
 
         fast_shell: sessions get an empty HOME (sshd's SetEnv, which wins over the account's),
         so the login shell reads no rc file: a host whose shell starts in milliseconds, where
@@ -136,7 +149,7 @@ class SshServer:
             setenv = [w for line in extra_config if line.startswith("SetEnv ") for w in line.split()[1:]]
             rest = [line for line in extra_config if not line.startswith("SetEnv ")]
             extra_config = [" ".join(["SetEnv", f"HOME={home}", *setenv]), *rest]
-        server = cls(workdir)
+        server = cls(workdir, host, wrap)
         server._make_keys()
         # Free-port discovery is racy against other workers: retry on bind failure.
         last_error: SshServerError | None = None
@@ -250,7 +263,7 @@ class SshServer:
     def _write_configs(self, extra_config: Sequence[str]) -> None:
         """sshd_config, known_hosts for the current port, and the client ssh_config."""
         server_lines = [
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {self.host}",
             f"Port {self.port}",
             f"HostKey {self.host_key}",
             f"PidFile {self.pid_file}",
@@ -273,12 +286,12 @@ class SshServer:
         self.sshd_config.write_text("\n".join(server_lines) + "\n")
 
         host_pub = self.host_key.with_name(self.host_key.name + ".pub").read_text().split()
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        self.known_hosts.write_text(f"[{self.host}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
 
         def block(alias: str, port: int, key: Path, known_hosts: Path) -> str:
             return (
                 f"Host {alias}\n"
-                f"    HostName 127.0.0.1\n"
+                f"    HostName {self.host}\n"
                 f"    Port {port}\n"
                 f"    User {self.user}\n"
                 f"    IdentityFile {key}\n"
@@ -314,7 +327,7 @@ class SshServer:
             raise SshServerError("ssh client not installed")
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(self.sshd_config)],
+                [*self.wrap, str(SSHD), "-D", "-e", "-f", str(self.sshd_config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -325,7 +338,7 @@ class SshServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise SshServerError(f"sshd exited with {self._proc.returncode} on port {self.port}:\n{self.log()}")
-            if _port_accepts(self.port):
+            if _port_accepts(self.host, self.port):
                 remaining = max(1.0, deadline - time.monotonic())
                 try:
                     r = self.run_ssh("true", timeout=remaining)

@@ -147,6 +147,14 @@ class Replica:
     def __str__(self) -> str:
         return f"{self.label} ({self.endpoint})"
 
+    @property
+    def down(self) -> bool:
+        """Its agent could not connect, or its channel died since (ssh gave up on the host): this
+        replica must be opened again."""
+        if self._thread is not None and self._thread.is_alive():
+            return False  # still connecting: the first call waits for it
+        return self._error is not None or (self._agent is not None and self._agent.down)
+
     def close(self, wait: bool = True) -> None:
         """wait=False: an ssh agent is left to end by itself (its lock was released already)."""
         if self._thread is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import threading
 import time
@@ -172,6 +173,7 @@ def _one_pass(
 
 
 POLL_LOST = 2.0  # how often a directory that could not be watched is looked at instead
+REOPEN_MAX = 30.0  # the longest pause between attempts to open a dead channel again
 MAX_NARROW = 2000  # more dirty paths than this: one full pass is cheaper than naming them all
 
 
@@ -238,61 +240,95 @@ def run_forever(
     both sides, decided by the same table as a full pass.  A full pass runs at start, every
     `interval` seconds (the safety net, and how rclone sides are polled), and whenever a watch
     says it may have missed something (a queue overflow, a moved root).  `tether wait` (`asked`)
-    gets a full pass begun after it asked: its report's `answered` says so."""
-    import logging
-
-    from tether.agent_remote import to_bytes
-
+    gets a full pass begun after it asked: its report's `answered` says so.  A channel that dies
+    (ssh gave up on a host gone longer than its keepalive) is opened again, both sides' with it,
+    after a pause that doubles up to REOPEN_MAX; a full pass follows.  Only the first opening's
+    failure ends the job: the replicas were reachable once."""
     log = logging.getLogger("tether.bisync")
     state = State(state_path(dirs, job))
     feed = Feed()
+    waiting: list[int] = []  # the times of the waits the next full pass answers
+    pause, served = 0.0, False
     try:
-        with opened(job, dirs, state) as (r1, r2), opened(job, dirs, state) as (w1, w2):  # a watch blocks its channel
-            watched = [w for w in (w1, w2) if w.endpoint.caps.events]
-            narrowable = len(watched) == 2  # an rclone side has no change feed: every pass is full
+        while not stop.is_set():
+            try:
+                _serve(job, dirs, state, feed, stop, on_pass, on_watch, asked, waiting, log)
+                served, pause = True, 0.0
+            except TetherError as e:
+                if not served:
+                    raise
+                log.error("cannot open the replicas again: %s", e)
+                on_pass(Report(str(job.path1), str(job.path2), errors=[str(e)]))
+            if stop.is_set():
+                break
+            pause = min(REOPEN_MAX, pause * 2 or 0.5)
+            feed.add((), full=True)  # what changed while a side was away was not seen
+            stop.wait(pause)
+    finally:
+        state.close()
 
-            def lose(w: Replica, lost: list[tuple[bytes, str]]) -> None:
-                for d, why in lost:
-                    log.warning("cannot watch %s on %s (%s): looked at every %g s instead", shown(d), w, why, POLL_LOST)
-                with feed.cv:
-                    feed.lost.update(d for d, _why in lost)
 
-            watches = 0
-            for w in watched:
-                n, lost = start_watch(w, job)
-                watches += n
-                lose(w, lost)
-            if on_watch is not None:
-                on_watch(watches)
+def _serve(
+    job: BisyncJob, dirs: Dirs, state: State, feed: Feed, stop: threading.Event, on_pass: Callable[[Report], None],
+    on_watch: Callable[[int], None] | None, asked: Asked | None, waiting: list[int], log: logging.Logger,
+) -> None:  # fmt: skip
+    """Watch and pass over one opening of the replicas, until stopped or until a channel dies."""
+    from tether.agent_remote import to_bytes
 
-            def watch(w: Replica) -> None:
-                while not stop.is_set():
-                    try:
-                        res = w.call("watch", timeout=1.0)
-                    except TetherError as e:
+    with opened(job, dirs, state) as (r1, r2), opened(job, dirs, state) as (w1, w2):  # a watch blocks its channel
+        watched = [w for w in (w1, w2) if w.endpoint.caps.events]
+        narrowable = len(watched) == 2  # an rclone side has no change feed: every pass is full
+
+        def lose(w: Replica, lost: list[tuple[bytes, str]]) -> None:
+            for d, why in lost:
+                log.warning("cannot watch %s on %s (%s): looked at every %g s instead", shown(d), w, why, POLL_LOST)
+            with feed.cv:
+                feed.lost.update(d for d, _why in lost)
+
+        watches = 0
+        for w in watched:
+            n, lost = start_watch(w, job)
+            watches += n
+            lose(w, lost)
+        if on_watch is not None:
+            on_watch(watches)
+        done = threading.Event()  # this opening is over
+
+        def watch(w: Replica) -> None:
+            while not (stop.is_set() or done.is_set()):
+                try:
+                    res = w.call("watch", timeout=1.0)
+                except TetherError as e:
+                    if not done.is_set():
                         log.error("watching %s failed: %s; a full pass every %g s instead", w, e, POLL_LOST)
-                        blind.set()
-                        feed.add((), full=True)
-                        return
-                    lose(w, [(to_bytes(d), why) for d, why, _code in res.get("lost", [])])
-                    if res["paths"] or res["full"]:
-                        if res["full"]:
-                            log.info("a watch on %s may have missed changes: a full pass", w)
-                        feed.add(map(to_bytes, res["paths"]), res["full"])
+                    blind.set()
+                    feed.add((), full=True)
+                    return
+                lose(w, [(to_bytes(d), why) for d, why, _code in res.get("lost", [])])
+                if res["paths"] or res["full"]:
+                    if res["full"]:
+                        log.info("a watch on %s may have missed changes: a full pass", w)
+                    feed.add(map(to_bytes, res["paths"]), res["full"])
 
-            blind = threading.Event()
-            threads = [threading.Thread(target=watch, args=(w,), daemon=True) for w in watched]
-            for t in threads:
-                t.start()
-            last_full = last_poll = time.monotonic()
-            waiting: list[int] = []  # the times of the waits the next full pass answers
+        blind = threading.Event()
+        threads = [threading.Thread(target=watch, args=(w,), daemon=True) for w in watched]
+        for t in threads:
+            t.start()
+        last_full = last_poll = time.monotonic()
+        failed = False  # the last pass failed as a whole (a side locked, unreachable): what it was to
+        # look at is no longer in the feed, so full passes follow every POLL_LOST until one works
+        try:
             while not stop.is_set():
+                dead = [str(r) for r in (r1, r2, w1, w2) if r.down]
+                if dead:
+                    log.warning("lost the connection to %s: opening it again", ", ".join(sorted(set(dead))))
+                    return
                 now = time.monotonic()
                 wait_asked = asked.take() if asked is not None else None
                 if wait_asked is not None:
                     waiting.append(wait_asked)
                     feed.add((), full=True)
-                if now - last_full >= (POLL_LOST if blind.is_set() else job.interval):
+                if now - last_full >= (POLL_LOST if blind.is_set() or failed else job.interval):
                     feed.add((), full=True)
                 if feed.lost and now - last_poll >= POLL_LOST:
                     last_poll = now
@@ -304,17 +340,19 @@ def run_forever(
                 full = full or not narrowable
                 try:
                     rep = one_pass(job, dirs, replicas=(r1, r2), state=state, narrow=None if full else tops)
+                    failed = False
                 except TetherError as e:
                     log.error("pass failed: %s", e)
                     rep = Report(str(job.path1), str(job.path2), errors=[str(e)])
+                    failed = True
                 if full:
                     last_full = time.monotonic()
                     if waiting and rep.ok:
-                        rep.answered, waiting = max(waiting), []
+                        rep.answered = max(waiting)
+                        waiting.clear()
                 rep.narrow, rep.looked = not full, 0 if full else len(tops)
                 on_pass(rep)
-            stop.set()
+        finally:
+            done.set()
             for t in threads:
                 t.join(timeout=3)
-    finally:
-        state.close()

@@ -193,6 +193,11 @@ class AgentClient:
                 raise
         return [self._outcome(r) for r in replies]
 
+    @property
+    def down(self) -> bool:
+        """The channel is gone: only a new connection helps (an in-process agent never goes)."""
+        return False
+
     def close(self) -> None:
         """Release the channel; safe to call twice."""
 
@@ -438,6 +443,10 @@ class _SshAgent(AgentClient):
             )
         self._down = down
         return down
+
+    @property
+    def down(self) -> bool:
+        return self._down is not None
 
     def close(self) -> None:
         """Close stdin (the agent exits at EOF), wait a little, kill if it does not."""
