@@ -77,11 +77,14 @@ class TargetWorker(threading.Thread):
         self.lost = False
         self.last_submit = 0.0
         # for `tether wait`: submissions counted, how many the batch or pass in flight covers
-        # (None when none is), and the waits not answered yet as (submissions then, their time)
+        # (None when none is), and the waits not answered yet as (submissions then, their time,
+        # the count of full passes that must have ended: one pending or running when asked)
         self.submitted = 0
         self.covering: int | None = None
-        self.waits: list[tuple[int, int]] = []
+        self.waits: list[tuple[int, int, int]] = []
         self._applied = 0  # the submissions the last successful batch or pass covered
+        self.in_full = False  # the pass in flight is a full one
+        self.fulls_done = 0
 
     def hold(self) -> None:
         """Drop what was queued (it describes a tree that is no longer the source) and wait."""
@@ -119,15 +122,18 @@ class TargetWorker(threading.Thread):
         """`tether wait` asked at `asked` (ns), after everything before it was submitted: answer
         now if nothing is pending or in flight, else once what is submitted has been applied."""
         with self.cond:
-            self.waits.append((self.submitted, asked))
+            # a full pass pending or running covers what no event names (the first pass, one
+            # after a lost queue): the wait is answered after it, even with nothing submitted
+            need = self.fulls_done + 1 if self.full or self.in_full else 0
+            self.waits.append((self.submitted, asked, need))
             self._answer_waits()
 
     def _answer_waits(self) -> None:
         """With the lock held: stamp caught_up with the latest wait that is covered."""
         idle = not (self.pending or self.full or self.held) and self.covering is None
-        done = [t for seq, t in self.waits if idle or seq <= self._applied]
+        done = [t for seq, t, need in self.waits if idle or (seq <= self._applied and self.fulls_done >= need)]
         if done:
-            self.waits = [(seq, t) for seq, t in self.waits if t > max(done)]
+            self.waits = [w for w in self.waits if w[1] > max(done)]
             self.board.update(self.status, caught_up=max(done), force=True)
 
     def request_full(self) -> None:
@@ -168,6 +174,7 @@ class TargetWorker(threading.Thread):
             full = full or self.full
             self.full = False
             self.covering = self.submitted
+            self.in_full = full
         return ([] if full else batch), full
 
     def run(self) -> None:
@@ -181,6 +188,7 @@ class TargetWorker(threading.Thread):
                 batch, self.pending = self.pending, []
                 full, self.full = self.full, False
                 self.covering = self.submitted
+                self.in_full = full
             # bulk or not by what the batch comes to: a source that keeps making and deleting
             # temporary files sends many events that cancel out, and never goes quiet
             work = [] if full else coalesce(batch)
@@ -189,7 +197,7 @@ class TargetWorker(threading.Thread):
                 work = [] if full else coalesce(batch)
             if full and self.source_moved():
                 with self.cond:
-                    self.covering = None
+                    self.covering, self.in_full = None, False
                 continue  # the job is about to watch the new source, then asks for this pass again
             with self.cond:
                 lost = full and self.lost  # this pass stands in for what was dropped
@@ -218,7 +226,7 @@ class TargetWorker(threading.Thread):
                 with self.cond:
                     self.full = not self.held  # whatever this batch held, a full pass will converge it
                     self.lost = self.lost or lost or not full
-                    self.covering = None
+                    self.covering, self.in_full = None, False
                     state = WAITING if self.held else DOWN if down else RETRYING
                 self.board.update(self.status, state=state, last_error=msg, last_error_at=time.time(), force=True)
                 with self.cond:
@@ -232,6 +240,8 @@ class TargetWorker(threading.Thread):
                 left = len(self.pending)
                 held = self.held
                 self._applied, self.covering = self.covering or self._applied, None
+                self.fulls_done += full
+                self.in_full = False
                 self._answer_waits()
             if full:
                 st.full_passes += 1

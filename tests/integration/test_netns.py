@@ -17,6 +17,7 @@ from typing import NamedTuple
 import pytest
 
 from tests.rig.compare import assert_same_tree
+from tests.rig.compare import snapshot as contents
 from tests.rig.live import running, status, wait_for, wait_same, write_job, write_job_text
 from tests.rig.netns import Host, Net, hosts, unavailable
 from tests.rig.scorecard import Card
@@ -51,32 +52,12 @@ def card(scorecard: Card, net: Net) -> Card:
     return scorecard
 
 
-def contents(root: Path) -> dict[str, bytes]:
-    """path -> bytes, or a symlink's target, leaving out tether's own .tether."""
-    out = {}
-    for dirpath, dirs, names in os.walk(root):
-        if Path(dirpath) == root and ".tether" in dirs:
-            dirs.remove(".tether")
-        for n in names:
-            p = Path(dirpath) / n
-            out[str(p.relative_to(root))] = b"-> " + os.fsencode(os.readlink(p)) if p.is_symlink() else p.read_bytes()
-    return out
-
-
 def holding(want: dict[str, bytes], *roots: Path) -> bool:
     """Every root holds exactly `want` (a tree changing under the walk: not yet)."""
     try:
         return all(contents(r) == want for r in roots)
     except OSError:
         return False
-
-
-def check(card: Card, src: Path, dst: Path) -> None:
-    """The target holds the source, on the scorecard before it is asserted."""
-    want, got = contents(src), contents(dst)
-    lost = sum(1 for rel, data in want.items() if got.get(rel) != data)
-    card.checked(want.values(), lost=lost, divergent=0 if want == got else 1)
-    assert_same_tree(src, dst)
 
 
 def put(root: Path, rel: str, data: bytes) -> Path:
@@ -146,7 +127,7 @@ def test_a_continuous_mirror_reaches_four_hosts(
         for d in dsts:
             wait_same(src, d, 120)
     for d in dsts:
-        check(card, src, d)
+        card.same_tree(src, d)
 
 
 class Timed(NamedTuple):
@@ -213,7 +194,7 @@ def test_a_cut_host_never_slows_the_others_and_converges_when_back(
         for d in dsts.values():
             wait_same(src, d, 60)
     for d in dsts.values():
-        check(card, src, d)
+        card.same_tree(src, d)
     med = statistics.median
     noise = max(FLOOR_S, abs(apart[0] - apart[-1]))  # as far apart as two rounds without a cut
     print(

@@ -42,6 +42,20 @@ def test_after_wait_every_target_holds_the_source(
         assert doc["caught_up"] is True and doc["behind"] == []
 
 
+def test_a_wait_asked_while_the_first_pass_runs_is_answered_after_it(
+    tmp_path: Path, tether_env: dict[str, str]
+) -> None:
+    """Nothing changed since the job started, so no change is queued: the first full pass is what
+    brings the target level, and the wait is answered only once it has ended (it was answered at
+    once, the target half-written: found by the scorecard, whose snapshot met rsync's temp files)."""
+    src, near = tmp_path / "src", tmp_path / "near"
+    make_tree(src, 300, seed=43, hostile=False)
+    write_job_text(tether_env, "slow", f'source = "{src}"\ntargets = ["{near}"]\nbefore = ["sleep", "2"]\n')
+    with running(tether_env, "slow"):
+        tether(["wait", "slow", "--timeout", "120"], tether_env, check_rc=0)
+        assert_same_tree(src, near)
+
+
 def test_a_target_that_cannot_catch_up_fails_the_wait_naming_it(tmp_path: Path, tether_ssh_env: dict[str, str]) -> None:
     src, near = small_pair(tmp_path)
     write_job_text(tether_ssh_env, "site", f'source = "{src}"\ntargets = ["{near}", "{ALIAS_DOWN}:/srv/x"]\n')

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.rig.compare import assert_same_tree
 from tests.rig.live import running, status, write_job
 from tests.rig.run import tether
 from tests.rig.scorecard import Card
@@ -59,24 +58,6 @@ def wait(env: dict[str, str], name: str) -> None:
     tether(["wait", name, "--timeout", "300"], env, check_rc=0)
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    """path -> bytes, or a symlink's target (a dangling one included)."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            p = Path(dirpath) / n
-            out[str(p.relative_to(root))] = b"-> " + os.fsencode(os.readlink(p)) if p.is_symlink() else p.read_bytes()
-    return out
-
-
-def check(card: Card, src: Path, dst: Path) -> None:
-    """The target holds the source, on the scorecard before it is asserted."""
-    want, got = snapshot(src), snapshot(dst)
-    lost = sum(1 for rel, data in want.items() if got.get(rel) != data)
-    card.checked(want.values(), lost=lost, divergent=0 if want == got else 1)
-    assert_same_tree(src, dst)
-
-
 def test_files_written_while_the_first_pass_runs_all_arrive(
     tmp_path: Path, tether_env: dict[str, str], scorecard: Card
 ) -> None:
@@ -89,7 +70,7 @@ def test_files_written_while_the_first_pass_runs_all_arrive(
         begun.wait()
     with running(tether_env, "race"):
         wait(tether_env, "race")
-        check(scorecard, src, dst)
+        scorecard.same_tree(src, dst)
 
 
 def test_a_burst_past_the_kernels_event_queue_converges(
@@ -115,7 +96,7 @@ def test_a_burst_past_the_kernels_event_queue_converges(
         finally:
             os.kill(pid, signal.SIGCONT)
         wait(tether_env, "burst")
-        check(scorecard, src, dst)
+        scorecard.same_tree(src, dst)
     log = (Path(tether_env["TETHER_HOME"]) / "state" / "logs" / "burst.log").read_text()
     assert log.count("full pass done") >= 2, log  # the start's, and the one standing in for the lost events
 
@@ -133,5 +114,5 @@ def test_a_tree_moved_in_while_it_is_still_written_converges(
             begun.wait()
             os.rename(outside / "tree", src / "tree")  # the writer goes on in the moved folder
         wait(tether_env, "movein")
-        check(scorecard, src, dst)
+        scorecard.same_tree(src, dst)
         assert len(list((dst / "tree" / "deep" / "er").iterdir())) == 2000

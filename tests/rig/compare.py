@@ -140,3 +140,15 @@ def assert_same_tree(
         shown = "\n  ".join(diffs[:MAX_REPORTED])
         more = f"\n  ... and {len(diffs) - MAX_REPORTED} more" if len(diffs) > MAX_REPORTED else ""
         raise AssertionError(f"trees differ ({len(diffs)} differences):\n  {shown}{more}\n  a={a}\n  b={b}")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """path -> bytes, or a symlink's target (dangling ones too), leaving out tether's own .tether."""
+    out = {}
+    for dirpath, dirs, names in os.walk(root):
+        if Path(dirpath) == root and ".tether" in dirs:
+            dirs.remove(".tether")
+        for n in names:
+            p = Path(dirpath) / n
+            out[str(p.relative_to(root))] = b"-> " + os.fsencode(os.readlink(p)) if p.is_symlink() else p.read_bytes()
+    return out

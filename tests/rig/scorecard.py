@@ -40,6 +40,17 @@ class Card:
                "divergent": divergent}  # fmt: skip
         self._write(doc)
 
+    def same_tree(self, src: Path, dst: Path) -> None:
+        """The target holds the source: on the scorecard first, then asserted."""
+        from tests.rig.compare import assert_same_tree, snapshot
+
+        want, got = snapshot(src), snapshot(dst)
+        lost = sum(1 for rel, data in want.items() if got.get(rel) != data)
+        self.checked(want.values(), lost=lost, divergent=0 if want == got else 1)
+        missing = sorted(rel for rel, data in want.items() if got.get(rel) != data)
+        assert want == got, f"{lost} lost (e.g. {missing[:5]}), {len(got.keys() - want.keys())} extra"  # as recorded
+        assert_same_tree(src, dst)
+
     def note(self, text: str) -> None:
         """A line under the table: how a case was run where it could not be run as asked."""
         self._write({"nodeid": self.nodeid, "note": text})
