@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import threading
 import time
@@ -107,3 +108,28 @@ def test_a_bad_log_key_names_its_line(tmp_path: Path, bad: str) -> None:
     f.write_text(f'source = "{tmp_path}"\ntargets = ["/tmp/x"]\n{bad}\n')
     with pytest.raises(ConfigError, match=r"j\.toml:3"):
         load_job(f, "j")
+
+
+def test_following_through_many_quick_rotations_never_repeats_or_reorders_a_line(tmp_path: Path) -> None:
+    """A busy job rotates while the follower looks at which files exist; a look that ran during a
+    rotation once read an older file again (a full suite beside a busy core: 65 lines told of 60)."""
+    import logging.handlers
+
+    path = tmp_path / "busy.log"
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=120, backupCount=5)
+    got: list[int] = []
+    done = threading.Event()
+    follower = threading.Thread(target=follow, args=(path, None, lambda ln: got.append(int(ln)), done.is_set, 0.0001))
+    follower.start()
+    try:
+        for i in range(4000):
+            handler.emit(logging.makeLogRecord({"msg": str(i)}))
+        deadline = time.monotonic() + 30
+        while (not got or got[-1] != 3999) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        done.set()
+        follower.join(30)
+        handler.close()
+    assert got and got[-1] == 3999
+    assert all(a < b for a, b in itertools.pairwise(got)), [(a, b) for a, b in itertools.pairwise(got) if a >= b][:5]

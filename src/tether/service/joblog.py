@@ -201,12 +201,9 @@ def _open_next(path: Path, done: int | None, resume: int | None = None) -> Any:
     rotation order; the oldest kept when `done` was dropped already (or is -1: nothing read
     yet). None while no file exists."""
     while True:
-        files = []  # (inode, path), oldest first
-        for p in [*(rotated(path, n) for n in range(MAX_LOG_KEEP, 0, -1)), path]:
-            try:
-                files.append((os.stat(p).st_ino, p))
-            except FileNotFoundError:
-                continue
+        files = _kept(path)  # (inode, path), oldest first
+        while (again := _kept(path)) != files:  # a rotation ran during the look: its order is no order
+            files = again
         if not files:
             return None
         inodes = [ino for ino, _ in files]
@@ -226,6 +223,17 @@ def _open_next(path: Path, done: int | None, resume: int | None = None) -> Any:
         if os.fstat(f.fileno()).st_ino == want[0]:  # no rotation between the look and the open
             return f
         f.close()
+
+
+def _kept(path: Path) -> list[tuple[int, Path]]:
+    """The log's files as (inode, path), oldest first, as one look saw them."""
+    files = []
+    for p in [*(rotated(path, n) for n in range(MAX_LOG_KEEP, 0, -1)), path]:
+        try:
+            files.append((os.stat(p).st_ino, p))
+        except FileNotFoundError:
+            continue
+    return files
 
 
 def _each(lines: Iterable[bytes], emit: Callable[[bytes], None]) -> None:
