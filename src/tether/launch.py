@@ -26,12 +26,9 @@ def entry() -> None:
         code = main(argv)
     finally:
         if early:
-            from tether import rclone_scan
-            from tether.transport import rcd, rclone_lsf
+            from tether.cli.mirror import drop_prestarted
 
-            rclone_scan.drop()
-            rclone_lsf.drop()
-            rcd.drop_prestarted()
+            drop_prestarted()
     finish(code)
 
 

@@ -15,6 +15,7 @@ words to RcloneTarget; only bulk sends (new directories, big batches) go by `syn
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -143,17 +144,6 @@ def plan_pass(
     return plan
 
 
-def _coarser(agent: RcloneTarget, printed_ns: int) -> Callable[[int, int, int, int], bool]:
-    """agent.same at the coarser of the backend's precision and the listing's printed one."""
-
-    def same(size: int, mtime_ns: int, item_size: int, item_mtime_ns: int) -> bool:
-        if size != item_size:
-            return False
-        return not agent.keeps_mtimes or abs(mtime_ns - item_mtime_ns) < max(agent.precision_ns, printed_ns)
-
-    return same
-
-
 def _exactly(size: int, mtime_ns: int, item_size: int, item_mtime_ns: int) -> bool:
     return size == item_size and mtime_ns == item_mtime_ns
 
@@ -190,8 +180,8 @@ def rclone_pass(
     except (RcError, TetherError) as e:
         return TargetOutcome(name, False, errors=[f"cannot list {name}: {e}"]), skipped
     same: Callable[[int, int, int, int], bool] = agent.same if agent is not None else _exactly
-    if quick:
-        same = quick.same if agent is None else _coarser(agent, quick.precision_ns)
+    if quick is not None:
+        same = quick.same if agent is None else functools.partial(agent.same, at_least=quick.precision_ns)
     empty_dirs = agent.empty_dirs if agent is not None else True
     plan = plan_pass(src, dst, spec.filter, same, delete=spec.delete, empty_dirs=empty_dirs)
     out = TargetOutcome(name, True, files=len(plan.copy), deleted=len(plan.remove), bytes=plan.bytes)

@@ -50,7 +50,7 @@ def run_pass(
     try:
         return _run_pass(spec, args, dirs, ssh, pass_hooks, events, python)
     finally:
-        _drop_prestarted()
+        drop_prestarted()
         if recorder is not None:  # a pass that raised is told too, before its error
             from tether.summary import paragraph
 
@@ -60,10 +60,13 @@ def run_pass(
             print(paragraph(shown(title), recorder.seen, time.monotonic() - started, kept_in=kept_in), flush=True)
 
 
-def _drop_prestarted() -> None:
-    """End what `_prestart_rclone` started and no pass took (and an rcd a failed listing started)."""
+def drop_prestarted() -> None:
+    """End what `_prestart_rclone` or tether/launch.py started and no pass took (and an rcd a
+    failed listing started)."""
+    from tether import rclone_scan
     from tether.transport import rcd, rclone_lsf
 
+    rclone_scan.drop()
     rclone_lsf.drop()
     rcd.drop_prestarted()
 
@@ -277,7 +280,7 @@ def cmd_mirror(args: argparse.Namespace, dirs: Dirs) -> int:
         spec = MirrorSpec(source, tuple(targets), flt, delete=not args.no_delete, bwlimit=args.bwlimit)
         return run_pass(spec, args, dirs, SshOptions.from_env(dirs))
     finally:
-        _drop_prestarted()
+        drop_prestarted()
 
 
 def _watch(args: argparse.Namespace, dirs: Dirs, source: Local, targets: list[ReplicaSpec], flt: Filter) -> int:

@@ -73,12 +73,13 @@ class RcloneTarget(RcloneAgent):
     def keeps_mtimes(self) -> bool:
         return self.precision_ns < NO_MTIME_NS
 
-    def same(self, size: int, mtime_ns: int, item_size: int, item_mtime_ns: int) -> bool:
+    def same(self, size: int, mtime_ns: int, item_size: int, item_mtime_ns: int, at_least: int = 1) -> bool:
         """Whether a target file is the source's version, as far as this backend can tell: equal
-        size, and mtimes equal within the backend's precision where it keeps mtimes at all."""
+        size, and mtimes equal within the backend's precision (or `at_least`, a listing's own,
+        where that is coarser) where it keeps mtimes at all."""
         if size != item_size:
             return False
-        return not self.keeps_mtimes or abs(mtime_ns - item_mtime_ns) < max(self.precision_ns, 1)
+        return not self.keeps_mtimes or abs(mtime_ns - item_mtime_ns) < max(self.precision_ns, at_least)
 
     def capabilities_note(self) -> str:
         """What this backend cannot keep, in one line for the log (said once per job start)."""
