@@ -315,7 +315,7 @@ class LiveMirror:
         events.in_background()
         self.workers = []
         for t in spec.targets:
-            st = TargetStatus(str(t))
+            st = TargetStatus(str(t), state=SYNCING)  # its first full pass is due: not idle before it ran
             board.status.targets.append(st)
             reached, remote = by_rsync(t), as_rclone(t)
             if reached is not None:

@@ -198,11 +198,11 @@ def run_job_live(job: BisyncJob, dirs: Dirs, status_path: Path) -> int:
     import threading
 
     from tether.bisync.runner import run_forever
-    from tether.service.status import JobStatus, StatusBoard, TargetStatus
+    from tether.service.status import SYNCING, JobStatus, StatusBoard, TargetStatus
     from tether.service.wait import Asked
 
     log = logging.getLogger("tether")
-    target = TargetStatus(str(job.path2))
+    target = TargetStatus(str(job.path2), state=SYNCING)  # the first pass is due: not idle before it ran
     board = StatusBoard(status_path, JobStatus(job.name, os.getpid(), str(job.path1), time.time(), targets=[target]))
     stop = threading.Event()
     passes = full = looked = 0
