@@ -3,6 +3,7 @@ parser), its token, and its page in a real headless Chromium."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -167,10 +168,12 @@ def test_a_token_guards_every_route_and_other_addresses_need_one(tmp_path: Path,
         assert get(url + "?token=s3cret-token")[0] == 200  # the page, as a link
         assert get(url + "api/status?token=s3cret-token")[0] == 401  # the data wants the header
         assert get(url + "elsewhere", "s3cret-token")[0] == 404
-    # with a token, any address; asked here only through loopback
+    # with a token, any address; asked here only through loopback. Started as a shell starts
+    # `tether serve &`, with SIGINT ignored: kill -INT still stops it
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether", "serve", "--host", "0.0.0.0", "--port", "0", "--token-file", str(token_file)],
         env=tether_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         assert proc.stdout is not None

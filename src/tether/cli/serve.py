@@ -59,7 +59,10 @@ def cmd_serve(args: argparse.Namespace, dirs: Dirs) -> int:
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # leaves serve_forever in this thread; the finally closes the socket
 
+    # SIGINT too, not left to Python's default: a shell starts a background command with SIGINT
+    # ignored, and Python keeps an inherited ignore (as a running job does, Ctrl-C and kill -INT stop it)
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     print(server.url(), flush=True)  # the first line: what scripts and tests read
     print(f"tether serve: status of jobs in {dirs.config / 'jobs'}; Ctrl-C stops", flush=True)
     try:
