@@ -390,6 +390,7 @@ class LiveMirror:
     def _watch(self) -> Watcher:
         watcher = Watcher(self.spec.source.path, self.spec.filter)
         watcher.start()
+        watcher.wake_on_signals()  # a stop or a `tether wait` taken by a worker thread ends its wait too
         self._watcher = watcher
         self.board.update(state="running", message=None, watches=watcher.watch_count, force=True)
         return watcher

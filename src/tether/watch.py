@@ -151,6 +151,7 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll.register(self._wake_r, select.POLLIN)
         self._woken = False
+        self._signals = False  # the process's signal wakeup fd is this pipe (see wake_on_signals)
         self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched
         self._root_lost = False  # the watched root itself moved, was deleted or unmounted
         self._parent_wd = -1  # the folder holding the root path, for events naming the root
@@ -202,6 +203,20 @@ class Watcher:
         woken, self._woken = self._woken, False
         return woken
 
+    def wake_on_signals(self) -> None:
+        """Let any signal end a read() in progress, from the main thread (the only one allowed).
+
+        A signal sent to the process may be taken by another of its threads; then the main
+        thread's poll() goes on sleeping and the Python handler (a stop, `tether wait`) waits
+        for the next event, an hour at worst. The interpreter also writes each signal's number
+        to its wakeup fd, whichever thread took it: made this pipe, that ends the poll."""
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and self._wake_w >= 0:
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            self._signals = True
+
     def _take_wake(self) -> bool:
         try:
             return bool(os.read(self._wake_r, 64))
@@ -216,6 +231,14 @@ class Watcher:
         self._paths.clear()
         self._wds.clear()
         self._held.clear()
+        if self._signals:  # never leave the interpreter writing into a closed (and reused) fd
+            import signal
+
+            try:
+                signal.set_wakeup_fd(-1)
+            except ValueError:  # not the main thread: the pipe stays open rather than be reused
+                return
+            self._signals = False
         fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1  # wake() never sees a closed fd
         for fd in fds:
             if fd >= 0:

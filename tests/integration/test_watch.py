@@ -360,3 +360,33 @@ def test_a_symlinked_root_is_watched_where_it_leads_and_a_new_link_target_is_not
         os.rename(tmp_path / "next", tmp_path / "current")
         assert Change("rescan", "") in gather(w, lambda got: bool(got))  # at once, from the parent's watch
         assert w.root_changed()
+
+
+def test_a_signal_taken_by_another_thread_still_ends_a_read(tmp_path: Path) -> None:
+    """A stop or a `tether wait` signal may be taken by any thread of the job: the loop blocked in
+    read() must wake all the same, or the wait (found: `tether wait` timing out after 120 s with
+    every target idle) lasts until the next event."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Python runs signal handlers in the main thread only, and this test runs in another")
+    handled: list[int] = []
+    old = signal.signal(signal.SIGUSR2, lambda signum, _frame: handled.append(signum))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, args=(60,))  # a worker, idle
+    other.start()
+    (tmp_path / "w").mkdir()
+    try:
+        with Watcher(str(tmp_path / "w"), Filter()) as w:
+            w.wake_on_signals()
+            assert other.ident is not None
+            threading.Timer(0.2, signal.pthread_kill, (other.ident, signal.SIGUSR2)).start()
+            assert w.read(60) == []
+            assert w.take_woken(), "read() ended by its timeout, not by the signal"
+        assert handled == [signal.SIGUSR2]
+        assert signal.set_wakeup_fd(-1) == -1  # closing the watcher gave the wakeup fd back
+    finally:
+        release.set()
+        other.join(10)
+        signal.signal(signal.SIGUSR2, old)
