@@ -1049,6 +1049,27 @@ class Ops:
             raise OpError(errno.ESTALE, f"{show(p)} changed during the pass")
         return st
 
+    def _clear_dir(
+        self, dfd: int, name: bytes, parts: list[bytes], p: bytes, broot: bytes, why: bytes,
+        leftovers: list[list[Any]] | None, got: Result,
+    ) -> None:  # fmt: skip
+        """Make way for a file where a folder the pass emptied stands. What it still holds is
+        either excluded by the job (`leftovers`, its rules: no pass will ever empty it, so it goes
+        whole into the versions, as a replaced file would) or was made during the pass (kept
+        in place: the next pass sees it)."""
+        try:
+            os.rmdir(name, dir_fd=dfd)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if leftovers is None or not _only_excluded(dfd, name, p, _Rules(leftovers)):
+            raise OpError(
+                errno.ENOTEMPTY,
+                f"{show(p)}: the folder here holds files made during the pass; it stays, the next pass looks again",
+            )
+        got["kept"] = to_wire(self._keep_version(dfd, name, parts, broot, why))
+
     def _entry(self, dfd: int, name: bytes) -> list[Any]:
         """One entry in scan form (without path and link)."""
         st = os.lstat(name, dir_fd=dfd)
@@ -1075,6 +1096,7 @@ class Ops:
         digest: bool = False,
         meta: Result | None = None,
         why: str = "replaced",
+        leftovers: list[list[Any]] | None = None,
     ) -> Result:
         """Create or replace path with a file, symlink or directory, if it is still as planned.
 
@@ -1104,7 +1126,7 @@ class Ops:
                 return {**got, "meta_errors": refused} if refused else got
             if st is not None:
                 if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(name, dir_fd=dfd)  # ENOTEMPTY: something still lives there, nothing is lost
+                    self._clear_dir(dfd, name, parts, p, broot, why_b, leftovers, got)
                 elif kind == "d":
                     self._keep_version(dfd, name, parts, broot, why_b, link=True, keep=keep)
                     os.unlink(name, dir_fd=dfd)
@@ -1684,6 +1706,26 @@ def _remove_at(dfd: int, name: bytes) -> bool:
         for _, _, fd in stack:
             os.close(fd)
     return True
+
+
+def _only_excluded(dfd: int, name: bytes, rel: bytes, rules: _Rules) -> bool:
+    """Whether the folder `name` of dfd (the replica's `rel`) holds nothing the rules let through
+    (at any depth; an empty folder is something: a pass would have synced it)."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        if not entries:
+            return False
+        for sub, is_dir in entries:
+            path = rel + b"/" + os.fsencode(sub)
+            if rules.excluded(path, is_dir):
+                continue
+            if not is_dir or not _only_excluded(fd, os.fsencode(sub), path, rules):
+                return False
+        return True
+    finally:
+        os.close(fd)
 
 
 class _Rules:

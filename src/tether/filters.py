@@ -173,6 +173,11 @@ class Filter(NamedTuple):
                 return True
         return self.excluded(relpath, is_dir)
 
+    def agent_rules(self) -> list[list[object]]:
+        """The rules as the far-side agent applies them (it has no copy of this module): where it
+        places watches, and what a folder to be replaced may hold."""
+        return [[r.regex.pattern, r.include, r.dir_only] for r in self.rules]
+
     @property
     def anchored(self) -> bool:
         """Whether some rule is tied to the tree root (it means something else in a subtree)."""

@@ -591,6 +591,44 @@ def test_deleted_folder_holding_only_excluded_files_converges(pair: Pair) -> Non
         assert "d/keep.txt" not in t
 
 
+def test_a_file_replaces_a_folder_that_holds_only_excluded_files(pair: Pair) -> None:
+    """path1 turns folder d into a file; path2's d still holds an excluded cache file. Found by the
+    stress test: every pass failed with "install d: Directory not empty". The folder goes whole
+    into the versions, its excluded file with it, and the file takes its place."""
+    v = Versions()
+    old = v.id_of(_synced(pair, v, **{"d/a": 50})["d/a"])
+    assert old is not None
+    save(pair.b / "d" / "cache.tmp", v.make(30))
+    cache = v.count
+    shutil.rmtree(pair.a / "d")
+    save(pair.a / "d", v.make(40))
+    now = v.count
+    rep = pair.run()
+    assert rep.ok and any("held only files this job excludes" in w for w in rep.warnings), str(rep.to_json())
+    assert (pair.b / "d").is_file() and v.id_of((pair.b / "d").read_bytes()) == now
+    check_converged(pair, v, {old, cache, now}, _names("d", "d/a", "d/cache.tmp"))
+
+
+def test_a_folder_that_gets_a_new_file_during_the_pass_is_not_replaced(pair: Pair) -> None:
+    """The same, but the file in path2's folder is one the job syncs, saved after the scan: the
+    folder stays where it is (nothing the user sees moves), the pass says so, the next converges."""
+    v = Versions()
+    _synced(pair, v, **{"d/a": 50})
+    shutil.rmtree(pair.a / "d")
+    save(pair.a / "d", v.make(40))
+    made: list[int] = []
+
+    def users_save() -> None:
+        save(pair.b / "d" / "new.txt", v.make(20))
+        made.append(v.count)
+
+    rep = pair.run(after_scan=users_save)
+    assert not rep.ok and any("made during the pass" in e for e in rep.errors), rep.to_json()
+    assert (pair.b / "d" / "new.txt").is_file()
+    clean_pass(pair)
+    check_converged(pair, v, set(made), _names("d", "d/a", "d/new.txt"))
+
+
 def test_folder_deleted_the_day_a_file_of_its_name_was_trashed_converges(pair: Pair) -> None:
     """Beyond the brief (the machine found it): `x` deleted as a file, made again as a folder
     and deleted again the same day; the folder's file must reach the trash like the first did."""

@@ -459,6 +459,8 @@ class Pass:
         }  # fmt: skip
         if e.type == "l":
             args["target"] = wire(e.link or b"")
+        if exp is not None and exp.type == "d" and e.type != "d" and self.opts.filter.rules:
+            args["leftovers"] = self.opts.filter.agent_rules()  # what the emptied folder may still hold
         return args
 
     def _transfer(self, frm: int, to: int, items: Sequence[Item]) -> list[Entry | Exception]:
@@ -510,6 +512,7 @@ class Pass:
             sent.append(k)
         for k, r in zip(sent, dst.pipeline(reqs), strict=True):
             out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"], items[k][2].link)
+            self._kept_folder(dst, items[k][1], r)
             if not isinstance(r, AgentError) and r.get("meta_errors"):  # the copy landed, not all it keeps
                 self.report.errors += [f"{dst}: {m}" for m in r["meta_errors"]]
         for k in big:  # what rsync or rclone brings is not read here: its digest is unknown
@@ -578,6 +581,7 @@ class Pass:
                     reqs.append(("install", args, b""))
                 for k, r in zip(ready, dst.pipeline(reqs), strict=True):
                     out[k] = r if isinstance(r, AgentError) else entry_of(r["entry"])
+                    self._kept_folder(dst, items[k][1], r)
                     if not isinstance(r, AgentError) and r.get("digest"):
                         self.held[items[k][1]] = (r["digest"], r["digest"])
         finally:
@@ -606,9 +610,19 @@ class Pass:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(os.path.join(dst.root, staged))
                 out.append(entry_of(got["entry"]))
+                self._kept_folder(dst, dp, got)
             except (AgentError, OSError) as err:
                 out.append(err)
         return out
+
+    def _kept_folder(self, dst: Replica, dp: bytes, r: object) -> None:
+        """Said when an install found a folder holding only excluded files where its entry goes:
+        that folder was kept whole as a version (the agent's install, `leftovers`)."""
+        if isinstance(r, dict) and r.get("kept"):
+            self.report.warnings.append(
+                f"{dst}: {shown(dp)}: the folder there held only files this job excludes; kept whole in"
+                f" {shown(os.fsencode(r['kept']))}"
+            )
 
     def _conflict(self, a: Action) -> None:
         """keep-both: the loser's side renames its version aside, then each side gets the other's."""

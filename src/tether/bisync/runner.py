@@ -212,11 +212,6 @@ def tops_of(paths: Iterable[bytes]) -> list[bytes]:
     return out
 
 
-def watch_rules(job: BisyncJob) -> list[list[object]]:
-    """The job's filter as the agent applies it where watches are placed."""
-    return [[r.regex.pattern, r.include, r.dir_only] for r in job.filter.rules]
-
-
 def start_watch(w: Replica, job: BisyncJob) -> tuple[int, list[tuple[bytes, str]]]:
     """Place the watches before the first pass (nothing written meanwhile is missed).  A tree
     that needs more watches than the kernel allows is refused as the mirror refuses it."""
@@ -224,7 +219,7 @@ def start_watch(w: Replica, job: BisyncJob) -> tuple[int, list[tuple[bytes, str]
     from tether.watch import too_many_watches
     from tether.watchlimit import max_user_watches
 
-    res = w.call("watch", timeout=0, rules=watch_rules(job))
+    res = w.call("watch", timeout=0, rules=job.filter.agent_rules())
     lost = [(to_bytes(d), why, code) for d, why, code in res.get("lost", [])]
     if any(code == errno.ENOSPC for _d, _w, code in lost):
         raise too_many_watches(str(w), int(res.get("watches", 0)) + len(lost), max_user_watches())

@@ -846,9 +846,12 @@ class RcloneAgent(AgentClient):
         keep: int = 10,
         source: str | bytes | None = None,
         why: str = "replaced",
+        leftovers: list[list[Any]] | None = None,
     ) -> dict[str, Any]:
         """Create or replace path with a file (from data or the local file source) or a dir, if it
-        is still as planned; a replaced file goes to the backups first.  Mode cannot be kept."""
+        is still as planned; a replaced file goes to the backups first.  Mode cannot be kept.
+        A folder that still holds files (`leftovers`: excluded ones) is not replaced here: the
+        install fails and says so; the local agent keeps such a folder as a version instead."""
         rel = self._rel(path)
         if kind == "l":
             raise OpError(errno.EOPNOTSUPP, f"{rel}: symlinks cannot be stored on {self.remote_name}")
