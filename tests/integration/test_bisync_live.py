@@ -215,3 +215,35 @@ def test_a_pass_that_failed_as_a_whole_is_tried_again(tmp_path: Path, tether_env
         finally:
             other.close()
         wait_for(lambda: (b / "while-locked.txt").exists(), 60, "the pass tried again")
+
+
+def test_sync_of_a_running_job_follows_the_pass_it_is_in(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """`tether sync NAME` while NAME runs and its pass holds the replicas' lock: this pass is
+    taken after that one, not refused with exit 4 (found in a busy-suite run). A lock held by
+    anything else than the job's own service is still refused at once."""
+    import threading
+
+    a, b, path2, env = _replicas(tmp_path, None, tether_env, remote=False)
+    _job(env, "notes", f'kind = "bisync"\npath1 = "{a}"\npath2 = "{path2}"\ninterval = 3600\n')
+    other = Ops(str(b))
+    other.lock(LOCK, "another run")  # as the job's own pass would hold it
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tether", "sync", "notes"], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 4 and "in use" in proc.stderr, proc.stderr  # no service: refused at once
+    finally:
+        other.close()
+    with running(env, "notes"):
+        wait_for(lambda: (b / "keep.txt").exists() and _target(env, "notes")["passes"] >= 1, 60, "the first pass")
+        (a / "new.txt").write_text("for the sync\n")
+        other = Ops(str(b))
+        other.lock(LOCK, "the job's pass")
+        release = threading.Timer(1.0, other.close)
+        release.start()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "tether", "sync", "notes"], env=env, capture_output=True,
+                                  text=True, timeout=300)  # fmt: skip
+        finally:
+            release.join()
+        assert proc.returncode == 0, proc.stderr
+        assert "in a pass: this one follows it" in proc.stderr and (b / "new.txt").exists()

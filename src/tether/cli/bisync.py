@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,8 @@ def run_once(
     try:
         from tether.bisync.runner import one_pass, report_events
 
-        rep = one_pass(job, dirs, dry_run=dry_run, force=force, tweak=_test_seam())
+        rep = _pass_beside_service(job, dirs, quiet, lambda: one_pass(job, dirs, dry_run=dry_run, force=force,
+                                                                       tweak=_test_seam()))  # fmt: skip
         said += report_events(job, rep)
         return print_report(rep, as_json, quiet)
     except Exception as e:
@@ -139,6 +141,35 @@ def run_once(
 
             whole = f"{job.path1} <-> {job.path2}"
             print(paragraph(shown(summary), said, time.monotonic() - started, whole=whole), flush=True)
+
+
+SERVICE_PASS_WAIT = 300.0  # how long `tether sync NAME` waits for the running NAME's pass to end
+
+
+def _pass_beside_service(job: BisyncJob, dirs: Dirs, quiet: bool, run: Callable[[], Report]) -> Report:
+    """run(), which takes the replicas' locks. When they are held by this job's own service (it
+    is in a pass: `tether sync NAME` while NAME runs), the pass is taken after it, not refused;
+    any other holder (another run, another host) is refused at once with exit 4, as before."""
+    from tether.errors import LockedError
+    from tether.service.daemon import JobPaths
+    from tether.service.locks import PidLock
+
+    deadline: float | None = None
+    while True:
+        try:
+            return run()
+        except LockedError:
+            service = PidLock(JobPaths.of(dirs, job.name).pid).holder()
+            if service is None or service == os.getpid():
+                raise
+            if deadline is None:
+                deadline = time.monotonic() + SERVICE_PASS_WAIT
+                if not quiet:
+                    print(f"tether: {job.name} is running (pid {service}) and in a pass: this one follows it"
+                          f" (waiting up to {SERVICE_PASS_WAIT:g} s)", file=sys.stderr)  # fmt: skip
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)  # the lock has no queue: look again
 
 
 def cmd_conflicts(args: argparse.Namespace, dirs: Dirs) -> int:
