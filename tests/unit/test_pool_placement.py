@@ -49,8 +49,9 @@ def test_a_batch_never_takes_a_member_over_its_cap_or_under_its_reserve(
         assert before[i].up, "a file placed on a member that is down"
         if m.cap is not None:
             assert before[i].used + added <= m.cap
-        if before[i].free is not None:
-            assert before[i].free - added >= m.reserve
+        free = before[i].free
+        if free is not None:
+            assert free - added >= m.reserve
         assert rooms[i].used == before[i].used + added  # counted as it was placed
     assert set(got.where) | set(got.unplaced) == set(sizes) and not set(got.where) & set(got.unplaced)
     for p in got.unplaced:  # refused only when no member had room for it (room only shrinks)
@@ -96,7 +97,7 @@ def test_by_path_keeps_a_folder_on_one_member_and_moves_only_the_new_members_sha
     folders = [f"dir{i}" for i in range(600)]
     first = {d: choose(f"{d}/x", 1, three, [Room(), Room(), Room()], "by-path") for d in folders}
     assert all(choose(f"{d}/y", 5, three, [Room(), Room(), Room()], "by-path") == first[d] for d in folders)
-    assert sorted({*first.values()}) == [0, 1, 2]
+    assert {*first.values()} == {0, 1, 2}
     four = [*three, Member("d:")]
     then = {d: choose(f"{d}/x", 1, four, [Room(), Room(), Room(), Room()], "by-path") for d in folders}
     moved = [d for d in folders if then[d] != first[d]]
