@@ -1,0 +1,175 @@
+"""Pools: several members used as one, with real rclone and real backends (the local one, and
+rclone's own s3, sftp and webdav servers on loopback): placement keeps every cap, the pool's
+one view is the source byte for byte, a full pool refuses what fits nowhere, and the definition
+is checked like any of tether's files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.rig.live import running, wait_for, write_job
+from tests.rig.rclone import REMOTE, RcloneServer
+from tests.rig.run import contents, tether, tether_json
+from tether.transport.rclone_bin import rclone_program
+
+KB = 1024
+
+
+def _tree(root: Path, files: dict[str, int], seed: int = 0) -> None:
+    for i, (rel, size) in enumerate(files.items()):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bytes([(seed + i) % 251]) * size)
+
+
+def _members(roots: list[Path]) -> dict[str, bytes]:
+    """The pool's one view, made by hand from its members: path -> bytes, each path on one member."""
+    out: dict[str, bytes] = {}
+    for r in roots:
+        for p, data in contents(r).items():
+            assert p not in out, f"{p} is on two members"
+            out[p] = data
+    return out
+
+
+def _used(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+def test_a_pool_is_defined_checked_and_shown(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    m = [tmp_path / f"m{i}" for i in range(3)]
+    for d in m[:2]:
+        d.mkdir()
+    (m[0] / "old.bin").write_bytes(b"x" * 1000)
+    tether(["pool", "create", "box", *map(str, m), "--cap", f"{m[0]}=40M", "--reserve", f"{m[1]}=1G"], tether_env,
+           check_rc=0)  # fmt: skip
+    doc = tether_json(["pool", "status", "box", "--json"], tether_env, check_rc=0)
+    rows = {r["name"]: r for r in doc["members"]}
+    assert rows[str(m[0])] | {"free": 0, "total": 0} == {"name": str(m[0]), "up": True, "files": 1, "used": 1000,
+                                                        "free": 0, "total": 0, "cap": 40 * 2**20, "reserve": 0,
+                                                        "error": ""}  # fmt: skip
+    assert rows[str(m[1])]["reserve"] == 2**30 and rows[str(m[1])]["free"] > 0
+    assert rows[str(m[2])]["up"] and rows[str(m[2])]["files"] == 0  # nothing put there yet: empty, not down
+    assert doc["total"]["files"] == 1 and doc["total"]["members_down"] == 0
+    assert tether_json(["pool", "list", "--json"], tether_env, check_rc=0)["pools"][0]["name"] == "box"
+    # bad input: said, nothing written
+    for args, words in (
+        (["pool", "create", "box", str(m[0])], "pass --force"),
+        (["pool", "create", "two", str(m[0]), str(m[0])], "given twice"),
+        (["pool", "create", "two", str(m[0]), "--cap", "nowhere=1G"], "is not a member"),
+        (["pool", "create", "two", str(m[0]), "--cap", f"{m[0]}=lots"], "is not a size"),
+        (["pool", "create", "bad/name", str(m[0])], "not a valid pool name"),
+        (["pool", "status", "nope"], "no pool named 'nope'"),
+    ):
+        proc = tether(args, tether_env, check_rc=2)
+        assert words in proc.stderr, (args, proc.stderr)
+    assert sorted(p.name for p in (Path(tether_env["TETHER_HOME"]) / "config" / "pools").iterdir()) == ["box.toml"]
+    (Path(tether_env["TETHER_HOME"]) / "config" / "pools" / "box.toml").write_text(
+        f'members = ["{m[0]}"]\npolicy = "fullest"\n'
+    )
+    proc = tether(["pool", "status", "box"], tether_env, check_rc=2)
+    assert "box.toml:2: policy must be one of most-free, least-used, by-path" in proc.stderr
+
+
+@pytest.mark.parametrize("policy", ["most-free", "least-used", "by-path"])
+def test_a_mirror_into_a_capped_pool_places_every_file_under_the_caps(
+    tmp_path: Path, tether_env: dict[str, str], policy: str
+) -> None:
+    src = tmp_path / "src"
+    files = {f"d{d}/f{i}.bin": (i % 7 + 1) * 10 * KB for d in range(6) for i in range(12)}  # ~2.3 MB
+    _tree(src, files)
+    m = [tmp_path / f"m{i}" for i in range(3)]
+    cap = 1000 * KB
+    tether(["pool", "create", "p", *map(str, m), "--policy", policy, *(f"--cap={x}={cap}" for x in m)], tether_env,
+           check_rc=0)  # fmt: skip
+    tether(["mirror", src, "pool:p"], tether_env, check_rc=0)
+    assert _members([d for d in m if d.exists()]) == contents(src)  # every file, once, byte for byte
+    assert all(_used(d) <= cap for d in m if d.exists())
+    if policy == "by-path":  # a folder's files together
+        for d in range(6):
+            assert sum((x / f"d{d}").is_dir() for x in m if x.exists()) >= 1
+    again = tether(["mirror", src, "pool:p", "-v"], tether_env, check_rc=0)
+    assert "0 files updated" in again.stdout and "no rcd was started" in again.stderr + again.stdout
+    # an edit, a rename, a delete: the pool follows, caps still hold
+    (src / "d0" / "f0.bin").write_bytes(b"e" * 30 * KB)
+    os.rename(src / "d1", src / "d1-renamed")
+    (src / "d2" / "f3.bin").unlink()
+    tether(["mirror", src, "pool:p"], tether_env, check_rc=0)
+    assert _members([d for d in m if d.exists()]) == contents(src)
+    assert all(_used(d) <= cap for d in m if d.exists())
+
+
+def test_a_full_pool_sends_nothing_of_what_fits_nowhere_and_says_so(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    _tree(src, {f"f{i}.bin": 300 * KB for i in range(8)})  # 2.4 MB into 2 x 1 MB
+    m = [tmp_path / "m0", tmp_path / "m1"]
+    tether(["pool", "create", "small", *map(str, m), *(f"--cap={x}=1M" for x in m)], tether_env, check_rc=0)
+    proc = tether(["mirror", src, "pool:small"], tether_env, check_rc=1)
+    assert "pool small is full: no member can take" in proc.stdout + proc.stderr
+    assert "tether pool status small" in proc.stdout + proc.stderr
+    held = _members([d for d in m if d.exists()])
+    assert len(held) == 6 and all(held[p] == (src / p).read_bytes() for p in held)  # whole files only
+    assert all(_used(d) <= 2**20 for d in m)
+
+
+def _renamed(env: dict[str, str], name: str) -> dict[str, str]:
+    """A served backend's variables for a remote called `name` (each member its own remote)."""
+    old = f"RCLONE_CONFIG_{REMOTE.upper()}_"
+    return {k.replace(old, f"RCLONE_CONFIG_{name.upper()}_"): v for k, v in env.items() if k.startswith(old)}
+
+
+def test_a_pool_of_real_backends_is_one_exact_folder(
+    tmp_path: Path,
+    tether_env: dict[str, str],
+    rclone_bulk_s3: RcloneServer,
+    rclone_bulk_sftp: RcloneServer,
+    rclone_bulk_webdav: RcloneServer,
+) -> None:
+    """s3 says no free space (rclone's union cannot rank it by room): it is counted, and takes its
+    share; sftp and webdav as rclone serves them; a local disk. One mirror, one continuous job."""
+    tag = os.urandom(4).hex()
+    env = {**tether_env, "RCLONE_CONFIG": str(rclone_bulk_s3.config)}
+    env |= _renamed(rclone_bulk_s3.env(), "ps3") | _renamed(rclone_bulk_sftp.env(), "psftp")
+    env |= _renamed(rclone_bulk_webdav.env(), "pdav")
+    local = tmp_path / "disk"
+    members = [f"ps3:bucket/pool-{tag}", f"psftp:pool-{tag}", f"pdav:pool-{tag}", str(local)]
+    served = [rclone_bulk_s3.root / "bucket" / f"pool-{tag}", rclone_bulk_sftp.root / f"pool-{tag}",
+              rclone_bulk_webdav.root / f"pool-{tag}", local]  # fmt: skip
+    tether(["pool", "create", "mix", *members, "--policy", "least-used"], env, check_rc=0)
+    src = tmp_path / "src"
+    _tree(src, {f"d{d}/f{i}.txt": 2 * KB + i for d in range(4) for i in range(10)} | {"top.txt": 5})
+    tether(["mirror", src, "pool:mix"], env, check_rc=0)
+    assert _members([s for s in served if s.exists()]) == contents(src)
+    assert sum(1 for s in served if s.exists() and contents(s)) == 4  # least-used spread it over all four
+    status = tether_json(["pool", "status", "mix", "--json"], env, check_rc=0)
+    assert [r["up"] for r in status["members"]] == [True] * 4 and status["total"]["files"] == 41
+    # the continuous mirror carries a create, an edit, a folder's rename and a delete
+    write_job(env, "cloud", src, ["pool:mix"], interval=0)
+    with running(env, "cloud"):
+        wait_for(lambda: _members([s for s in served if s.exists()]) == contents(src), 60, "the first pass")
+        (src / "new.txt").write_text("new\n")
+        (src / "d0" / "f1.txt").write_text("edited\n")
+        os.rename(src / "d1", src / "d1-moved")
+        (src / "d2" / "f2.txt").unlink()
+
+        def same() -> bool:
+            try:
+                return _members([s for s in served if s.exists()]) == contents(src)
+            except FileNotFoundError:
+                return False
+
+        wait_for(same, 90, "the pool to follow the source")
+    listed = subprocess.run([rclone_program(), "lsjson", "-R", "--files-only", "--exclude", "/.tether/**",
+                             "--config", "/dev/null", *_union_arg(members)], env=env, capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert sorted(i["Path"] for i in json.loads(listed.stdout)) == sorted(contents(src))  # rclone's one view
+
+
+def _union_arg(members: list[str]) -> list[str]:
+    ups = " ".join(f'"{m}"' for m in members)
+    return [f":union,upstreams='{ups}':"]
