@@ -190,8 +190,7 @@ def rclone_pass(
     if spec.delete and not force:
         lost = plan.destructive()
         if not src and plan.remove:
-            out = TargetOutcome(name, False, refused=True, hint="is the source's disk mounted? pass --force if "
-                                "the target really should be emptied", errors=[
+            out = TargetOutcome(name, False, refused=True, hint=target.empty_source_hint, errors=[
                                 f"refused: the source is empty and mirroring would delete {len(plan.remove)} "
                                 "entries on the target"])  # fmt: skip
             return out, skipped

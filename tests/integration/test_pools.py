@@ -173,3 +173,51 @@ def test_a_pool_of_real_backends_is_one_exact_folder(
 def _union_arg(members: list[str]) -> list[str]:
     ups = " ".join(f'"{m}"' for m in members)
     return [f":union,upstreams='{ups}':"]
+
+
+def _pushed(tmp_path: Path, env: dict[str, str]) -> tuple[Path, list[Path]]:
+    """A source pushed by job `push` into pool `home` of three capped local members."""
+    src = tmp_path / "src"
+    _tree(src, {f"d{d}/f{i}.bin": 20 * KB + i for d in range(3) for i in range(8)} | {"a b/ü q'.txt": 9})
+    m = [tmp_path / f"m{i}" for i in range(3)]
+    tether(["pool", "create", "home", *map(str, m), *(f"--cap={x}=300K" for x in m)], env, check_rc=0)
+    write_job(env, "push", src, ["pool:home"])
+    tether(["sync", "push"], env, check_rc=0)
+    assert _members([d for d in m if d.exists()]) == contents(src)
+    return src, m
+
+
+def test_a_mounted_pool_is_one_folder_byte_for_byte(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    from tether.pools.mount import fuse_missing
+
+    why = fuse_missing()
+    if why is not None:
+        pytest.skip(f"FUSE cannot be used here: {why}")
+    src, _m = _pushed(tmp_path, tether_env)
+    view = tmp_path / "view"
+    tether(["pool", "mount", "home", view], tether_env, check_rc=0)
+    try:
+        assert contents(view) == contents(src)  # through FUSE, every byte
+        assert "mounted at" in tether(["pool", "mount", "home", tmp_path / "other"], tether_env, check_rc=2).stderr
+    finally:
+        tether(["pool", "umount", "home"], tether_env, check_rc=0)
+    assert not os.path.ismount(view)
+    assert "is not mounted" in tether(["pool", "umount", "home"], tether_env, check_rc=2).stderr
+
+
+def test_after_a_reinstall_the_pool_is_imported_not_emptied(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """msync's workflow: the source folder is back, empty. The job refuses to empty the pool and
+    names the import; the import brings back everything; the job's next pass sends nothing."""
+    src, m = _pushed(tmp_path, tether_env)
+    for p in sorted(src.rglob("*"), reverse=True):
+        p.rmdir() if p.is_dir() else p.unlink()
+    proc = tether(["sync", "push"], tether_env, check_rc=1)
+    assert "the source is empty" in proc.stdout + proc.stderr and "tether pool import home" in proc.stdout + proc.stderr
+    assert len(_members([d for d in m if d.exists()])) == 25  # nothing of the pool was touched
+    assert "not an empty folder" in tether(["pool", "import", "home", m[0]], tether_env, check_rc=2).stderr
+    src.rmdir()
+    out = tether(["pool", "import", "home", src], tether_env, check_rc=0).stdout
+    assert "25 files" in out
+    assert contents(src) == _members([d for d in m if d.exists()])
+    again = tether(["sync", "push", "-v"], tether_env, check_rc=0)
+    assert "0 files updated" in again.stdout

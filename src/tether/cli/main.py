@@ -16,7 +16,7 @@
     cli/doctor.py     doctor
     cli/serve.py      serve
     cli/wait.py       wait
-    cli/pools.py      pool create, list, status, remove
+    cli/pools.py      pool create, list, status, remove, mount, umount, import
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """

@@ -1,4 +1,4 @@
-"""`tether pool create|list|status|remove`: several storages used as one (pools/)."""
+"""`tether pool create|list|status|remove|mount|umount|import`: several storages used as one (pools/)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,20 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
     r = ps.add_parser("remove", help="forget a pool's definition (its members' files stay)")
     r.add_argument("name")
+    m = ps.add_parser("mount", help="the whole pool as one read-only folder (rclone mount, FUSE)")
+    m.add_argument("name")
+    m.add_argument("dir", metavar="DIR", help="an empty folder (made if missing)")
+    m.add_argument("--cache-size", default="1G", metavar="SIZE", help="the VFS cache's size, under tether's state dir")
+    ps.add_parser("umount", help="unmount a mounted pool").add_argument("name")
+    i = ps.add_parser("import", help="everything in the pool copied into an empty folder (after a reinstall)")
+    i.add_argument("name")
+    i.add_argument("dir", metavar="DIR", help="an empty folder (made if missing)")
 
 
 def cmd_pool(args: argparse.Namespace, dirs: Dirs) -> int:
-    return {"create": _create, "list": _list, "status": _status, "remove": _remove}[args.action](args, dirs)
+    actions = {"create": _create, "list": _list, "status": _status, "remove": _remove, "mount": _mount,
+               "umount": _umount, "import": _import}  # fmt: skip
+    return actions[args.action](args, dirs)
 
 
 def _pairs(items: list[str], flag: str, members: list[str]) -> dict[str, int]:
@@ -130,4 +140,38 @@ def _remove(args: argparse.Namespace, dirs: Dirs) -> int:
     except FileNotFoundError:
         raise UsageError(f"no pool named {args.name!r}", "`tether pool list` shows the pools") from None
     print(f"pool {args.name}: definition removed; the files on its members stay")
+    return EXIT_OK
+
+
+def _mount(args: argparse.Namespace, dirs: Dirs) -> int:
+    from pathlib import Path
+
+    from tether.pools.definition import load_pool
+    from tether.pools.mount import mount
+    from tether.schema import parse_size
+
+    if parse_size(args.cache_size) is None:
+        raise UsageError(f"--cache-size {args.cache_size!r} is not a size", "write like 500M or 2G")
+    where = mount(dirs, load_pool(dirs, args.name), Path(args.dir), args.cache_size)
+    print(f"pool {args.name} mounted at {shown(str(where))} (read-only); `tether pool umount {args.name}` unmounts it")
+    return EXIT_OK
+
+
+def _umount(args: argparse.Namespace, dirs: Dirs) -> int:
+    from tether.pools.definition import check_name
+    from tether.pools.mount import umount
+
+    where = umount(dirs, check_name(args.name))
+    print(f"pool {args.name} unmounted from {shown(str(where))}")
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace, dirs: Dirs) -> int:
+    from pathlib import Path
+
+    from tether.pools.definition import load_pool
+    from tether.pools.mount import import_pool
+
+    files, size = import_pool(load_pool(dirs, args.name), Path(args.dir))
+    print(f"pool {args.name}: {files} files ({_size(size)}) imported into {shown(args.dir)}")
     return EXIT_OK

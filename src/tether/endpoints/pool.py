@@ -44,6 +44,11 @@ class PoolEnd(NamedTuple):
         return None
 
     @property
+    def empty_source_hint(self) -> str:
+        return (f"is the source's disk mounted? After a reinstall, bring the pool back first: `tether pool import"
+                f" {self.name} SOURCE`; pass --force only if the pool really should be emptied")  # fmt: skip
+
+    @property
     def fs(self) -> str:
         """The pool at this path, as rclone's command line takes it."""
         return f"{self.remote}:{self.path}"

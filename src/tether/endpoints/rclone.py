@@ -41,6 +41,11 @@ class Rclone(NamedTuple):
         return None
 
     @property
+    def empty_source_hint(self) -> str:
+        """What to say when an empty source would empty this target (the pass is refused)."""
+        return "is the source's disk mounted? pass --force if the target really should be emptied"
+
+    @property
     def fs(self) -> str:
         """The remote at this path, as rclone's command line takes it."""
         return f"{self.remote}:{self.path}"
