@@ -221,3 +221,41 @@ def test_after_a_reinstall_the_pool_is_imported_not_emptied(tmp_path: Path, teth
     assert contents(src) == _members([d for d in m if d.exists()])
     again = tether(["sync", "push", "-v"], tether_env, check_rc=0)
     assert "0 files updated" in again.stdout
+
+
+def test_a_bisync_between_a_folder_and_a_pool_places_what_it_sends(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """Both ways: new files on either side, an edit, a delete, a conflict (both versions kept);
+    what reaches the pool is placed under the caps (by-path: a folder on one member)."""
+    a = tmp_path / "a"
+    _tree(a, {f"d{d}/f{i}.bin": 30 * KB for d in range(4) for i in range(5)})
+    m = [tmp_path / f"m{i}" for i in range(3)]
+    tether(["pool", "create", "two", *map(str, m), "--policy", "by-path", *(f"--cap={x}=700K" for x in m)],
+           tether_env, check_rc=0)  # fmt: skip
+
+    def view() -> dict[str, bytes]:
+        return _members([d for d in m if d.exists()])
+
+    tether(["bisync", a, "pool:two"], tether_env, check_rc=0)
+    assert view() == contents(a) and all(_used(d) <= 700 * KB for d in m if d.exists())
+    for d in range(4):  # by-path: each folder's files on one member (its folder may be on others, empty)
+        assert sum(any((x / f"d{d}").glob("*")) for x in m if (x / f"d{d}").is_dir()) == 1
+    holder = next(x for x in m if (x / "d0" / "f0.bin").exists())
+    (holder / "d0" / "f0.bin").write_bytes(b"pool side\n")  # an edit on the pool's side (on its member)
+    os.utime(holder / "d0" / "f0.bin", (2e9, 2e9))
+    (a / "d1" / "f1.bin").write_bytes(b"local side\n")
+    (a / "d2" / "f2.bin").unlink()
+    (a / "new").mkdir()
+    (a / "new" / "n.txt").write_text("new\n")
+    (a / "d3" / "f3.bin").write_bytes(b"both, local\n")
+    other = next(x for x in m if (x / "d3" / "f3.bin").exists())
+    (other / "d3" / "f3.bin").write_bytes(b"both, pool side\n")
+    doc = tether_json(["bisync", a, "pool:two", "--json"], tether_env, check_rc=0)
+    assert doc["conflicts"] and doc["conflicts"][0]["path"] == "d3/f3.bin"
+    assert view() == contents(a)
+    assert (a / "d0" / "f0.bin").read_bytes() == b"pool side\n" and "d2/f2.bin" not in contents(a)
+    kept = [c["copy"] for c in doc["conflicts"]]
+    assert {(a / k).read_bytes() for k in kept} | {(a / "d3" / "f3.bin").read_bytes()} == {
+        b"both, local\n", b"both, pool side\n"}  # fmt: skip
+    assert all(_used(d) <= 700 * KB for d in m if d.exists())
+    again = tether_json(["bisync", a, "pool:two", "--json"], tether_env, check_rc=0)
+    assert again["plan"] == []

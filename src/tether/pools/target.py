@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import os
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from tether.agent_remote import OpError
 from tether.errors import TetherError
 from tether.pools.definition import Pool
 from tether.pools.placement import Room, place
@@ -39,6 +42,7 @@ class PoolTarget(RcloneTarget):
         self._rooms: list[Room] | None = None
         self._holders: dict[str, tuple[int, int]] = {}  # path under the root -> (member, size there)
         self._versioned: set[str] = set()  # paths whose old version was kept (it stays on its member)
+        self._uploading = threading.local()  # the member a bisync install's upload goes to (see _place)
 
     @classmethod
     def open(cls, pool: Pool, remote: str, root: str, *, create: bool, version_later: bool = False) -> PoolTarget:
@@ -226,3 +230,29 @@ class PoolTarget(RcloneTarget):
                     room.used -= size
                     if room.free is not None:
                         room.free += size
+
+    # ------------------------------------------------------------------ bisync's install, placed
+
+    def _place(self, local: str, rel: str, before: Callable[[], None], replace: bool = False) -> bool:
+        """bisync's install: the upload (staged, or straight to rel) goes to the member placement
+        chooses; the move into place then happens through the union, on that member."""
+        size = os.lstat(local).st_size
+        by_member, leaving, unplaced = self._placed([(rel, size)])
+        if unplaced:
+            raise OpError(errno.ENOSPC, str(self._full(unplaced, {rel: size})))
+        (i,) = by_member
+        self._uploading.member = i
+        try:
+            placed = super()._place(local, rel, before, replace)
+        finally:
+            self._uploading.member = None
+        if placed:
+            self._drop_old(leaving)
+        return placed
+
+    def _upload(self, local: str, rel: str, fresh: bool = True) -> None:
+        i = getattr(self._uploading, "member", None)
+        if i is None:
+            super()._upload(local, rel, fresh)
+        else:
+            self._copy("/", local.lstrip("/"), self._member_fs(i), rel, fresh)
