@@ -141,6 +141,10 @@ class RcloneApplier(Applier):
     def agent(self) -> RcloneTarget:
         return self.rclone_agent()
 
+    def degraded(self) -> str | None:
+        agent = self._agent
+        return agent.degraded() if isinstance(agent, RcloneTarget) else None
+
     def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
         """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a
         pass through rcd compares what the backend keeps, size and mtime; nor is the clock:

@@ -259,3 +259,62 @@ def test_a_bisync_between_a_folder_and_a_pool_places_what_it_sends(tmp_path: Pat
     assert all(_used(d) <= 700 * KB for d in m if d.exists())
     again = tether_json(["bisync", a, "pool:two", "--json"], tether_env, check_rc=0)
     assert again["plan"] == []
+
+
+def test_a_member_down_for_30_s_during_a_continuous_mirror(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """rclone's sftp server as one member, stopped for 30 s: the job says so, the other members
+    take the new files, nothing of the absent member's is sent again; back, the pool holds the
+    source exactly, each file once (an edit made meanwhile wins, the old copy kept as a version)."""
+    import time
+
+    from tests.rig.live import status
+
+    server = RcloneServer.start(tmp_path / "srv", "sftp")
+    try:
+        env = {**tether_env, **_renamed(server.env(), "far"), "RCLONE_CONFIG": str(server.config)}
+        m = [tmp_path / "m0", tmp_path / "m1"]
+        far = server.root / "pool"
+        tether(["pool", "create", "p", *map(str, m), "far:pool", "--policy", "least-used"], env, check_rc=0)
+        src = tmp_path / "src"
+        _tree(src, {f"d{d}/f{i}.txt": 1000 + i for d in range(3) for i in range(10)})
+        roots = [*m, far]
+
+        def view() -> dict[str, bytes]:
+            return _members([r for r in roots if r.exists()])
+
+        write_job(env, "cloud", src, ["pool:p"], interval=0)
+        with running(env, "cloud"):
+            wait_for(lambda: view() == contents(src), 60, "the first pass")
+            on_far = sorted(contents(far))
+            assert len(on_far) >= 5  # least-used gave the far member its share
+            server.stop()
+            down_at = time.monotonic()
+            (src / "new").mkdir()
+            for i in range(5):
+                (src / "new" / f"n{i}.txt").write_text(f"made while far was away {i}\n")
+            (src / on_far[0]).write_text("edited while its member was away\n")
+            (src / on_far[1]).unlink()
+
+            def said() -> bool:
+                t = status(env, "cloud")["targets"][0]
+                return "far:pool cannot be reached" in (t.get("last_error") or "")
+
+            wait_for(said, 60, "the status to name the absent member")
+            wait_for(lambda: all(any((r / "new" / f"n{i}.txt").exists() for r in m) for i in range(5)), 60,
+                     "the other members to take the new files")  # fmt: skip
+            pool = tether_json(["pool", "status", "p", "--json"], env, check_rc=1)
+            assert [r["up"] for r in pool["members"]] == [True, True, False]
+            assert sorted(contents(far)) == on_far  # nothing reached it, nothing of it was sent elsewhere again
+            assert not any((r / on_far[2]).exists() for r in m)
+            wait_for(lambda: time.monotonic() - down_at >= 30, 40, "30 s of outage")
+            server.restart()
+            back = time.time()
+            wait_for(lambda: view() == contents(src), 120, "the pool to hold the source exactly")  # each file once
+
+            def whole() -> bool:
+                t = status(env, "cloud")["targets"][0]
+                return bool(t["state"] == "idle" and (t["last_success"] or 0) > max(back, t["last_error_at"] or 0))
+
+            wait_for(whole, 60, "a pass with every member")
+    finally:
+        server.stop()

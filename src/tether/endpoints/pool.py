@@ -8,6 +8,7 @@ capabilities: the mirror and bisync reach it as they reach any rclone remote.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -59,8 +60,11 @@ class PoolEnd(NamedTuple):
         from tether.pools.definition import load_pool
         from tether.pools.target import PoolTarget
 
-        return PoolTarget.open(load_pool(Dirs.from_env(), self.name), f"{self.remote}:", self.path, create=create,
-                               version_later=version_later)  # fmt: skip
+        dirs = Dirs.from_env()
+        index = (
+            dirs.state / "pools" / self.name / f"held-{zlib.crc32(self.path.encode('utf-8', 'surrogateescape')):08x}"
+        )
+        return PoolTarget.open(load_pool(dirs, self.name), self.path, index, create=create, version_later=version_later)
 
     def connector(self, ssh: SshOptions, python: str = "auto", *, create: bool = False) -> Callable[[], AgentClient]:
         return lambda: self.open_target(create=create)

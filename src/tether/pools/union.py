@@ -22,9 +22,10 @@ from tether.transport.rclone_bin import rclone_program
 META = ".tether"  # tether's own folder in each member (versions, locks): not the pool's files
 
 
-def union_fs(pool: Pool, path: str = "") -> str:
-    """The pool as one rclone remote, at `path` inside it."""
-    ups = " ".join(f'"{m.name}"' for m in pool.members)
+def union_fs(pool: Pool, path: str = "", without: frozenset[str] = frozenset()) -> str:
+    """The pool as one rclone remote, at `path` inside it; `without` the members that are down
+    (rclone refuses a union one of whose members cannot be set up)."""
+    ups = " ".join(f'"{m.name}"' for m in pool.members if m.name not in without)
     return f":union,upstreams='{ups}',create_policy=ff,action_policy=epall,search_policy=ff:{path}"
 
 
@@ -86,3 +87,19 @@ def pool_use(pool: Pool, timeout: float = 120.0) -> list[MemberUse]:
     """Every member's use, asked at once (a slow or unreachable member holds up only itself)."""
     with concurrent.futures.ThreadPoolExecutor(max(1, len(pool.members))) as ex:
         return list(ex.map(lambda m: member_use(m, timeout), pool.members))
+
+
+def probe(pool: Pool, timeout: float = 20.0) -> frozenset[str]:
+    """The members that cannot be reached now (all asked at once): listing a member's top level
+    is what every pass does first. A member folder not made yet is reachable."""
+
+    def down(m: Member) -> bool:
+        try:
+            argv = [rclone_program(), "lsf", "--max-depth", "1", "--dirs-only", member_fs(m)]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return True
+        return proc.returncode != 0 and "directory not found" not in proc.stderr
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(pool.members))) as ex:
+        return frozenset(m.name for m, d in zip(pool.members, ex.map(down, pool.members), strict=True) if d)
