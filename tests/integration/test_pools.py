@@ -318,3 +318,26 @@ def test_a_member_down_for_30_s_during_a_continuous_mirror(tmp_path: Path, tethe
             wait_for(whole, 60, "a pass with every member")
     finally:
         server.stop()
+
+
+def test_a_running_job_mounts_its_pool_and_stop_unmounts_it(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """The issue's case: 3 members capped at 40 MB, a 100 MB tree mirrored continuously: every file
+    placed, no member over its cap, and the pool mounted by the job shows the tree byte for byte."""
+    from tether.pools.mount import fuse_missing
+
+    why = fuse_missing()
+    if why is not None:
+        pytest.skip(f"FUSE cannot be used here: {why}")
+    src = tmp_path / "src"
+    _tree(src, {f"d{d:02d}/f{i}.bin": 400 * KB + d * 1000 + i for d in range(25) for i in range(10)})  # ~100 MB
+    m = [tmp_path / f"m{i}" for i in range(3)]
+    view = tmp_path / "view"
+    tether(["pool", "create", "big", *map(str, m), "--mount", str(view), *(f"--cap={x}=40M" for x in m)],
+           tether_env, check_rc=0)  # fmt: skip
+    write_job(tether_env, "fill", src, ["pool:big"], interval=0)
+    with running(tether_env, "fill"):
+        wait_for(lambda: os.path.ismount(view), 60, "the pool mounted by the job")
+        wait_for(lambda: _members([d for d in m if d.exists()]) == contents(src), 120, "every file placed")
+        assert all(_used(d) <= 40 * 2**20 for d in m)
+        wait_for(lambda: contents(view) == contents(src), 60, "the mounted view to show the whole tree")
+    assert not os.path.ismount(view)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from tether.dirs import Dirs
@@ -23,6 +24,8 @@ def add_parser(sub: Any) -> None:
                    help="the most of the pool's bytes MEMBER may hold, e.g. gdrive:tether=15G")  # fmt: skip
     c.add_argument("--reserve", action="append", default=[], metavar="MEMBER=SIZE",
                    help="free space to leave on MEMBER where its backend says its free space")  # fmt: skip
+    c.add_argument("--mount", metavar="DIR", help="mount the pool there while a job that uses it runs")
+    c.add_argument("--cache-size", default="1G", metavar="SIZE", help="the mount's VFS cache (default 1G)")
     c.add_argument("--force", action="store_true", help="replace a pool of that name")
     ps.add_parser("list", help="the pools defined").add_argument("--json", action="store_true")
     s = ps.add_parser("status", help="each member's use, free space, cap and reachability")
@@ -69,6 +72,7 @@ def _pairs(items: list[str], flag: str, members: list[str]) -> dict[str, int]:
 def _create(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.pools.definition import Pool, check_member, pool_file, save_pool
     from tether.pools.placement import Member
+    from tether.schema import parse_size
 
     members = [check_member(m) for m in args.members]
     if len(set(members)) != len(members):
@@ -77,7 +81,11 @@ def _create(args: argparse.Namespace, dirs: Dirs) -> int:
     file = pool_file(dirs, args.name)
     if file.exists() and not args.force:
         raise UsageError(f"a pool named {args.name!r} exists ({file})", "pass --force to replace its definition")
-    pool = Pool(args.name, tuple(Member(m, caps.get(m), reserves.get(m, 0)) for m in members), args.policy)
+    if parse_size(args.cache_size) is None:
+        raise UsageError(f"--cache-size {args.cache_size!r} is not a size", "write like 500M or 2G")
+    mount = os.path.abspath(args.mount) if args.mount else None
+    pool = Pool(args.name, tuple(Member(m, caps.get(m), reserves.get(m, 0)) for m in members), args.policy, mount,
+                args.cache_size)  # fmt: skip
     saved = save_pool(dirs, pool)
     print(f"pool {args.name}: {len(members)} members, policy {args.policy} ({shown(str(saved))})")
     return EXIT_OK

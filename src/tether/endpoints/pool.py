@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from tether.endpoints.caps import RCLONE, Caps
@@ -102,3 +102,8 @@ def parse_pool(spec: str) -> PoolEnd | None:
         return None
     pool = load_pool(dirs, name)
     return PoolEnd(name, path.strip("/"), union_fs(pool)[:-1])
+
+
+def pools_of(endpoints: Iterable[object]) -> list[PoolEnd]:
+    """The pools among a job's endpoints (what a running job mounts, where their pool says so)."""
+    return [e for e in endpoints if isinstance(e, PoolEnd)]

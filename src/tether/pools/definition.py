@@ -43,6 +43,9 @@ SCHEMA: Schema = {
     "policy": choice("policy", POLICIES),
     "caps": Key("a table of member = size", _sizes, 'caps = { "s3box:bucket/tether" = "40G" }', {}),
     "reserves": Key("a table of member = size", _sizes, 'reserves = { "gdrive:tether" = "2G" }', {}),
+    # mounted (read-only) while a job that uses the pool runs: `tether start` mounts, `stop` unmounts
+    "mount": Key("an absolute path", lambda v: isinstance(v, str) and v.startswith("/"), 'mount = "/mnt/pool"'),
+    "cache_size": Key("a size", lambda v: parse_size(v) is not None, 'cache_size = "2G"', "1G"),
 }  # fmt: skip
 
 
@@ -51,6 +54,8 @@ class Pool:
     name: str
     members: tuple[Member, ...]
     policy: str = POLICIES[0]
+    mount: str | None = None  # where a running job that uses it mounts it
+    cache_size: str = "1G"  # the mount's VFS cache
 
     def to_toml(self) -> str:
         """The file `tether pool create` writes (json quoting is TOML's basic string quoting)."""
@@ -64,6 +69,10 @@ class Pool:
             lines.append("caps = { " + ", ".join(caps) + " }")
         if reserves:
             lines.append("reserves = { " + ", ".join(reserves) + " }")
+        if self.mount:
+            lines.append(f"mount = {q(self.mount)}")
+        if self.cache_size != "1G":
+            lines.append(f"cache_size = {q(self.cache_size)}")
         return "\n".join(lines) + "\n"
 
 
@@ -105,13 +114,11 @@ def load_pool(dirs: Dirs, name: str) -> Pool:
         if unknown:
             raise doc.error(key, f"{key} names {unknown[0]!r}, which is not a member", "use a name from members")
     caps, reserves = doc["caps"], doc["reserves"]
-    return Pool(
-        name,
-        tuple(
-            Member(m, parse_size(caps[m]) if m in caps else None, parse_size(reserves.get(m, 0)) or 0) for m in members
-        ),
-        doc["policy"],
-    )
+
+    def member(m: str) -> Member:
+        return Member(m, parse_size(caps[m]) if m in caps else None, parse_size(reserves.get(m, 0)) or 0)
+
+    return Pool(name, tuple(member(m) for m in members), doc["policy"], doc["mount"], str(doc["cache_size"]))
 
 
 def save_pool(dirs: Dirs, pool: Pool) -> Path:

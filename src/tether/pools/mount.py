@@ -9,11 +9,14 @@ Which folder a pool is mounted on is noted in the runtime dir, so `umount NAME` 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tether.dirs import Dirs
@@ -107,3 +110,29 @@ def import_pool(pool: Pool, dest: Path) -> tuple[int, int]:
             files += 1
             size += os.lstat(os.path.join(d, n)).st_size
     return files, size
+
+
+@contextlib.contextmanager
+def mounted_while_running(dirs: Dirs, endpoints: Iterable[object]) -> Iterator[None]:
+    """For `tether run`: the pools among a job's endpoints that name a mount folder are mounted
+    there while the job runs (a pool mounted already stays as it is), and unmounted after."""
+    from tether.endpoints.pool import pools_of
+    from tether.pools.definition import load_pool
+
+    log = logging.getLogger("tether")
+    mine: list[str] = []
+    try:
+        for end in pools_of(endpoints):
+            pool = load_pool(dirs, end.name)
+            if pool.mount and pool.name not in mine and mounted_at(dirs, pool.name) is None:
+                mount(dirs, pool, Path(pool.mount), pool.cache_size)
+                mine.append(pool.name)
+                log.info("pool %s mounted at %s (read-only) while the job runs", pool.name, pool.mount)
+        yield
+    finally:
+        for name in mine:
+            try:
+                where = umount(dirs, name)
+                log.info("pool %s unmounted from %s", name, where)
+            except TetherError as e:
+                log.warning("pool %s: %s", name, e)
