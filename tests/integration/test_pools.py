@@ -37,6 +37,15 @@ def _members(roots: list[Path]) -> dict[str, bytes]:
     return out
 
 
+def _settled(roots: list[Path], src: Path) -> bool:
+    """For polling: the members hold the source, each file once (a walk that meets rclone's
+    temp file vanishing under it looks again)."""
+    try:
+        return _members([r for r in roots if r.exists()]) == contents(src)
+    except FileNotFoundError:
+        return False
+
+
 def _used(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
@@ -151,19 +160,13 @@ def test_a_pool_of_real_backends_is_one_exact_folder(
     # the continuous mirror carries a create, an edit, a folder's rename and a delete
     write_job(env, "cloud", src, ["pool:mix"], interval=0)
     with running(env, "cloud"):
-        wait_for(lambda: _members([s for s in served if s.exists()]) == contents(src), 60, "the first pass")
+        wait_for(lambda: _settled(served, src), 60, "the first pass")
         (src / "new.txt").write_text("new\n")
         (src / "d0" / "f1.txt").write_text("edited\n")
         os.rename(src / "d1", src / "d1-moved")
         (src / "d2" / "f2.txt").unlink()
 
-        def same() -> bool:
-            try:
-                return _members([s for s in served if s.exists()]) == contents(src)
-            except FileNotFoundError:
-                return False
-
-        wait_for(same, 90, "the pool to follow the source")
+        wait_for(lambda: _settled(served, src), 90, "the pool to follow the source")
     listed = subprocess.run([rclone_program(), "lsjson", "-R", "--files-only", "--exclude", "/.tether/**",
                              "--config", "/dev/null", *_union_arg(members)], env=env, capture_output=True, text=True,
                             check=True)  # fmt: skip
@@ -279,12 +282,9 @@ def test_a_member_down_for_30_s_during_a_continuous_mirror(tmp_path: Path, tethe
         _tree(src, {f"d{d}/f{i}.txt": 1000 + i for d in range(3) for i in range(10)})
         roots = [*m, far]
 
-        def view() -> dict[str, bytes]:
-            return _members([r for r in roots if r.exists()])
-
         write_job(env, "cloud", src, ["pool:p"], interval=0)
         with running(env, "cloud"):
-            wait_for(lambda: view() == contents(src), 60, "the first pass")
+            wait_for(lambda: _settled(roots, src), 60, "the first pass")
             on_far = sorted(contents(far))
             assert len(on_far) >= 5  # least-used gave the far member its share
             server.stop()
@@ -309,7 +309,7 @@ def test_a_member_down_for_30_s_during_a_continuous_mirror(tmp_path: Path, tethe
             wait_for(lambda: time.monotonic() - down_at >= 30, 40, "30 s of outage")
             server.restart()
             back = time.time()
-            wait_for(lambda: view() == contents(src), 120, "the pool to hold the source exactly")  # each file once
+            wait_for(lambda: _settled(roots, src), 120, "the pool to hold the source exactly")  # each file once
 
             def whole() -> bool:
                 t = status(env, "cloud")["targets"][0]
@@ -337,7 +337,7 @@ def test_a_running_job_mounts_its_pool_and_stop_unmounts_it(tmp_path: Path, teth
     write_job(tether_env, "fill", src, ["pool:big"], interval=0)
     with running(tether_env, "fill"):
         wait_for(lambda: os.path.ismount(view), 60, "the pool mounted by the job")
-        wait_for(lambda: _members([d for d in m if d.exists()]) == contents(src), 120, "every file placed")
+        wait_for(lambda: _settled(m, src), 120, "every file placed")
         assert all(_used(d) <= 40 * 2**20 for d in m)
         wait_for(lambda: contents(view) == contents(src), 60, "the mounted view to show the whole tree")
     assert not os.path.ismount(view)

@@ -286,29 +286,22 @@ class PoolTarget(RcloneTarget):
         mode: int = 0o644,
         mtime_ns: int | None = None,
         trash_root: str | bytes | None = None,
-        **_ignored: Any,
+        **ignored: Any,
     ) -> dict[str, Any]:
-        """One small file, to its member (kept version first, with trash_root)."""
+        """One small file, as for any remote, uploaded to the member placement chooses."""
         rel = self._rel(path)
         if trash_root is not None:
-            item = self._stat(rel)
-            if item is not None:
-                self.keep(rel, item, self._rel(trash_root))
-                self._versioned.add(rel)
+            self._versioned.add(rel)  # an old version, if there is one, stays on its member
         by_member, leaving, unplaced = self._placed([(rel, len(data))], {rel: mtime_ns or 0})
         if unplaced:
             raise self._full(unplaced, {rel: len(data)})
-        (i,) = by_member
-        local, _ = self._source_file(data, mtime_ns, None)
+        (self._uploading.member,) = by_member
         try:
-            self._copy("/", local.lstrip("/"), self._member_fs(i), rel)
+            got = super()._put_op(path, data, mode, mtime_ns, trash_root, **ignored)
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(local)
+            self._uploading.member = None
         self._drop_old(leaving)
-        self.uploaded_files += 1
-        self.uploaded_bytes += len(data)
-        return {"size": len(data)}
+        return got
 
     def keep_versions(self, rels: list[str], trash_root: str) -> None:
         super().keep_versions(rels, trash_root)
