@@ -305,6 +305,10 @@ def test_a_member_down_for_30_s_during_a_continuous_mirror(tmp_path: Path, tethe
             pool = tether_json(["pool", "status", "p", "--json"], env, check_rc=1)
             assert [r["up"] for r in pool["members"]] == [True, True, False]
             assert sorted(contents(far)) == on_far  # nothing reached it, nothing of it was sent elsewhere again
+            refused = tether(["pool", "import", "p", tmp_path / "back"], env, check_rc=1)
+            assert "far:pool cannot be reached" in refused.stderr and "--partial" in refused.stderr
+            tether(["pool", "import", "p", tmp_path / "back", "--partial"], env, check_rc=0)
+            assert contents(tmp_path / "back") == _members(m)  # what the others hold
             assert not any((r / on_far[2]).exists() for r in m)
             wait_for(lambda: time.monotonic() - down_at >= 30, 40, "30 s of outage")
             server.restart()

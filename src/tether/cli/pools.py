@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
     i = ps.add_parser("import", help="everything in the pool copied into an empty folder (after a reinstall)")
     i.add_argument("name")
     i.add_argument("dir", metavar="DIR", help="an empty folder (made if missing)")
+    i.add_argument("--partial", action="store_true", help="with a member away, import what the others hold")
 
 
 def cmd_pool(args: argparse.Namespace, dirs: Dirs) -> int:
@@ -180,6 +181,6 @@ def _import(args: argparse.Namespace, dirs: Dirs) -> int:
     from tether.pools.definition import load_pool
     from tether.pools.mount import import_pool
 
-    files, size = import_pool(load_pool(dirs, args.name), Path(args.dir))
+    files, size = import_pool(load_pool(dirs, args.name), Path(args.dir), args.partial)
     print(f"pool {args.name}: {files} files ({_size(size)}) imported into {shown(args.dir)}")
     return EXIT_OK

@@ -88,14 +88,23 @@ def umount(dirs: Dirs, name: str) -> Path:
     return where
 
 
-def import_pool(pool: Pool, dest: Path) -> tuple[int, int]:
+def import_pool(pool: Pool, dest: Path, partial: bool = False) -> tuple[int, int]:
     """Everything the pool holds (not tether's versions) copied into the empty folder dest, with
-    rclone's progress on a terminal; (files, bytes) there afterwards."""
+    rclone's progress on a terminal; (files, bytes) there afterwards. A member that cannot be
+    reached is named and the import refused, unless `partial` (what the others hold comes back)."""
+    from tether.pools.union import probe
+
     dest = dest.absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest} is not an empty folder",
                          "import restores a pool into an empty folder (after a reinstall): give a new one")  # fmt: skip
-    argv = [rclone_program(), "copy", union_fs(pool), str(dest), "--exclude", f"/{META}/**", "--create-empty-src-dirs"]
+    down = probe(pool)
+    if down and (not partial or len(down) == len(pool.members)):
+        away = ", ".join(sorted(down))
+        hint = "run the import again when it is back, or pass --partial to import what the others hold"
+        raise TetherError(f"pool {pool.name}: {away} cannot be reached; what lives only there would be missing", hint)
+    argv = [rclone_program(), "copy", union_fs(pool, without=down), str(dest), "--exclude", f"/{META}/**",
+            "--create-empty-src-dirs"]  # fmt: skip
     if sys.stderr.isatty():
         argv.append("--progress")
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=None if sys.stderr.isatty() else subprocess.DEVNULL,
