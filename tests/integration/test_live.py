@@ -312,9 +312,21 @@ def test_stop_kills_a_transfer_that_outlives_the_timeout_and_the_next_start_conv
     write_job(tether_env, "slow", src, [str(dst)], interval=0, bwlimit="100")
     tether(["start", "slow"], tether_env, check_rc=0)
     wait_same(src, dst)
+
+    def first_pass_over() -> bool:  # the tree can be equal before the pass that made it says so
+        t = status(tether_env, "slow")["targets"][0]
+        return bool(t["full_passes"] >= 1 and t["state"] == "idle")
+
+    wait_for(first_pass_over, 60, "the first pass to end")
     (tmp_path / "big.bin").write_bytes(os.urandom(4_000_000))  # 40 s at 100 KB/s
     (tmp_path / "big.bin").rename(src / "big.bin")  # whole at once: no half-written state to mirror
-    wait_for(lambda: status(tether_env, "slow")["targets"][0]["state"] == "syncing", 30, "the transfer to start")
+
+    def in_flight() -> bool:  # rsync's temp file of big.bin: its transfer, not the first pass, is running
+        return status(tether_env, "slow")["targets"][0]["state"] == "syncing" and any(
+            p.name.startswith(".big.bin.") for p in dst.iterdir()
+        )
+
+    wait_for(in_flight, 30, "the transfer to start")
     out = tether(["stop", "--timeout", "1", "slow"], tether_env, check_rc=0).stdout
     assert "was killed" in out
     assert not (dst / "big.bin").exists()  # never a half-written file under its name
