@@ -345,3 +345,19 @@ def test_a_running_job_mounts_its_pool_and_stop_unmounts_it(tmp_path: Path, teth
         assert all(_used(d) <= 40 * 2**20 for d in m)
         wait_for(lambda: contents(view) == contents(src), 60, "the mounted view to show the whole tree")
     assert not os.path.ismount(view)
+
+
+def test_a_pool_whose_member_is_inside_the_source_or_the_replica_is_refused(
+    tmp_path: Path, tether_env: dict[str, str]
+) -> None:
+    """A mirror into a pool one of whose members lies in its source would copy the pool into
+    itself; a bisync beside one of its own members would sync a tree into itself."""
+    src = tmp_path / "src"
+    _tree(src, {"a.txt": 10})
+    inner, outer = src / "cache", tmp_path / "m1"
+    tether(["pool", "create", "loop", str(inner), str(outer)], tether_env, check_rc=0)
+    proc = tether(["mirror", src, "pool:loop"], tether_env, check_rc=2)
+    assert f"target pool:loop is inside the source {src} (its folder {inner})" in proc.stderr
+    proc = tether(["bisync", outer, "pool:loop"], tether_env, check_rc=2)
+    assert "is a member of pool:loop" in proc.stderr
+    assert not inner.exists() and not (outer / "a.txt").exists()  # nothing written

@@ -27,6 +27,7 @@ class PoolEnd(NamedTuple):
     name: str
     path: str  # inside the pool
     remote: str  # the pool's union as rclone names a remote (the connection string, without its last ':')
+    local_folders: tuple[str, ...] = ()  # its members that are folders on this machine (overlap checks)
 
     @property
     def caps(self) -> Caps:
@@ -101,7 +102,8 @@ def parse_pool(spec: str) -> PoolEnd | None:
     if not pool_file(dirs, name).exists():
         return None
     pool = load_pool(dirs, name)
-    return PoolEnd(name, path.strip("/"), union_fs(pool)[:-1])
+    folders = tuple(m.name for m in pool.members if m.name.startswith("/"))
+    return PoolEnd(name, path.strip("/"), union_fs(pool)[:-1], folders)
 
 
 def pools_of(endpoints: Iterable[object]) -> list[PoolEnd]:

@@ -41,6 +41,10 @@ class Rclone(NamedTuple):
         return None
 
     @property
+    def local_folders(self) -> tuple[str, ...]:
+        return ()
+
+    @property
     def empty_source_hint(self) -> str:
         """What to say when an empty source would empty this target (the pass is refused)."""
         return "is the source's disk mounted? pass --force if the target really should be emptied"
@@ -116,6 +120,13 @@ def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
             )
         return
     if p1.local_path is not None or p2.local_path is not None:
+        local, other = (p1, p2) if p1.local_path is not None else (p2, p1)
+        here = os.path.realpath(local.local_path or "")
+        for folder in other.local_folders:  # a pool member on this machine: the same test
+            f = os.path.realpath(folder)
+            if f == here or f.startswith(here.rstrip("/") + "/") or here.startswith(f.rstrip("/") + "/"):
+                raise UsageError(f"{local} and {other} overlap: {f} is a member of {other}",
+                                 "give a folder outside the pool's members")  # fmt: skip
         return
     if not (p1.caps.rsync and p2.caps.rsync):
         raise UsageError(
