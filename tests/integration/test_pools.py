@@ -361,3 +361,28 @@ def test_a_pool_whose_member_is_inside_the_source_or_the_replica_is_refused(
     proc = tether(["bisync", outer, "pool:loop"], tether_env, check_rc=2)
     assert "is a member of pool:loop" in proc.stderr
     assert not inner.exists() and not (outer / "a.txt").exists()  # nothing written
+
+
+def test_a_path_on_two_members_keeps_the_copy_the_index_names(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """What a member's outage leaves behind: the same path on two members (the old copy on the
+    member that was away). The next write pass keeps the copy the placement index names and
+    moves the other into its member's versions: nothing deleted, each path once."""
+    import marshal
+    import zlib
+
+    m0, m1, src = tmp_path / "m0", tmp_path / "m1", tmp_path / "src"
+    _tree(src, {"f.txt": 300, "g.txt": 10})
+    (m0).mkdir()
+    (m0 / "f.txt").write_bytes(b"stale copy\n")  # first in the union: what its listing shows
+    (m1).mkdir()
+    (m1 / "f.txt").write_bytes((src / "f.txt").read_bytes())
+    tether(["pool", "create", "dup", str(m0), str(m1)], tether_env, check_rc=0)
+    index = Path(tether_env["TETHER_HOME"]) / "state" / "pools" / "dup" / f"held-{zlib.crc32(b''):08x}"
+    index.parent.mkdir(parents=True)
+    st = (m1 / "f.txt").stat()
+    index.write_bytes(marshal.dumps({"f.txt": (str(m1), st.st_size, st.st_mtime_ns)}))
+    tether(["mirror", src, "pool:dup", "--force"], tether_env, check_rc=0)  # its first pass: a stranger's pool
+    assert _members([m0, m1]) == contents(src)  # each path once, the source's bytes
+    assert (m1 / "f.txt").read_bytes() == (src / "f.txt").read_bytes() and not (m0 / "f.txt").exists()
+    kept = [p for p in (m0 / ".tether" / "versions").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in kept] == [b"stale copy\n"]

@@ -168,25 +168,22 @@ class PoolTarget(RcloneTarget):
                 said = known.get(path)
                 keep = next((c for c in copies if said and names[c[0]] == said[0]), max(copies, key=lambda c: c[2]))
                 for c in copies:
-                    if c is not keep and self._stale_aside(c[0], path):
-                        rooms[c[0]].used += 0  # still there, as a version: its bytes stay counted
+                    if c is not keep:  # kept as a version on its member: its bytes stay counted there
+                        self._stale_aside(c[0], path)
                 copies = [keep]
             self._holders[path] = copies[0]
         self._rooms = rooms
         self._keep_index()
         return rooms
 
-    def _stale_aside(self, i: int, path: str) -> bool:
+    def _stale_aside(self, i: int, path: str) -> None:
         """An older copy of path on member i (the pool holds a newer one elsewhere): moved into
-        that member's versions, where `tether versions` finds it."""
+        that member's versions, where `tether versions` finds it (left where it is if it cannot be)."""
         folder, name = _parent(path)
         dest = _join(VERSIONS.decode(), folder, _version_name(name, "replaced", version_stamp().decode(), set()))
-        try:
+        with contextlib.suppress(RcError):
             self._rc("operations/movefile", {"srcFs": self._member_fs(i), "srcRemote": path,
                                              "dstFs": self._member_fs(i), "dstRemote": dest})  # fmt: skip
-        except RcError:
-            return False
-        return True
 
     def listing(self) -> dict[str, tuple[str, int, int]]:
         """The union's listing, and the files of members that are down as the index knows them:
