@@ -67,6 +67,8 @@ class PoolTarget(RcloneTarget):
                              f"`tether pool status {pool.name}` shows each member")  # fmt: skip
         agent = cls.connect(union_fs(pool, without=down), root, create, version_later=version_later)
         agent.pool, agent.absent, agent.index = pool, down, index
+        agent.info["host"] = f"pool-{pool.name}"  # what a conflict copy made on this side is named after
+        agent.name = agent.remote_name = f"pool:{pool.name}" + (f"/{root}" if root else "")  # in messages
         return agent
 
     def degraded(self) -> str | None:
