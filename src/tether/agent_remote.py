@@ -1051,15 +1051,15 @@ class Ops:
 
     def _clear_dir(
         self, dfd: int, name: bytes, parts: list[bytes], p: bytes, broot: bytes, why: bytes,
-        leftovers: list[list[Any]] | None, got: Result,
-    ) -> None:  # fmt: skip
+        leftovers: list[list[Any]] | None,
+    ) -> bytes | None:  # fmt: skip
         """Make way for a file where a folder the pass emptied stands. What it still holds is
         either excluded by the job (`leftovers`, its rules: no pass will ever empty it, so it goes
-        whole into the versions, as a replaced file would) or was made during the pass (kept
-        in place: the next pass sees it)."""
+        whole into the versions, as a replaced file would: where it lies is returned) or was made
+        during the pass (kept in place: the next pass sees it)."""
         try:
             os.rmdir(name, dir_fd=dfd)
-            return
+            return None
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
@@ -1068,7 +1068,7 @@ class Ops:
                 errno.ENOTEMPTY,
                 f"{show(p)}: the folder here holds files made during the pass; it stays, the next pass looks again",
             )
-        got["kept"] = to_wire(self._keep_version(dfd, name, parts, broot, why))
+        return self._keep_version(dfd, name, parts, broot, why)
 
     def _entry(self, dfd: int, name: bytes) -> list[Any]:
         """One entry in scan form (without path and link)."""
@@ -1126,7 +1126,9 @@ class Ops:
                 return {**got, "meta_errors": refused} if refused else got
             if st is not None:
                 if stat.S_ISDIR(st.st_mode):
-                    self._clear_dir(dfd, name, parts, p, broot, why_b, leftovers, got)
+                    kept = self._clear_dir(dfd, name, parts, p, broot, why_b, leftovers)
+                    if kept is not None:
+                        got["kept"] = to_wire(kept)
                 elif kind == "d":
                     self._keep_version(dfd, name, parts, broot, why_b, link=True, keep=keep)
                     os.unlink(name, dir_fd=dfd)

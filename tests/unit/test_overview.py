@@ -60,6 +60,14 @@ def test_a_running_target_that_is_caught_up_has_no_lag_and_its_events_counted() 
     assert (v.watches, v.watch_limit, v.pid, v.state) == (7, 8192, 42, "running")
 
 
+def test_a_run_that_has_not_written_its_status_yet_is_starting_not_the_last_runs_idle() -> None:
+    """The pid lock is taken before the status file is written: until then the file is the last
+    run's (found: a test read "idle" from it and stopped the new run before its first pass)."""
+    v = build("m", 43, _status(), Tally().add_all(_events()), NOW)
+    assert v.state == "starting" and v.status_targets == [] and v.watches == 0
+    assert [(r.target, r.target_state) for r in v.rows] == [("/dst", None)]
+
+
 @pytest.mark.parametrize(
     ("target", "lag"),
     [
@@ -93,7 +101,7 @@ def test_a_bisync_jobs_whole_job_events_are_its_one_targets() -> None:
     said = [Event("pass-begin", "b", at=NOW - 3), Event("conflict", "b", "", "x", at=NOW - 2),
             pass_end("b", "", True, conflicts=1)]  # fmt: skip
     said[-1].at = NOW - 1
-    [r] = build("b", 7, _status(target="host:/b"), Tally().add_all(said), NOW).rows
+    [r] = build("b", 42, _status(target="host:/b"), Tally().add_all(said), NOW).rows
     assert (r.target, r.conflicts, r.last_pass and r.last_pass["ok"]) == ("host:/b", 1, True)
     [stopped] = build("b", None, None, Tally().add_all(said), NOW).rows
     assert (stopped.target, stopped.conflicts, stopped.last_success) == ("", 1, NOW - 1)

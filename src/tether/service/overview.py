@@ -225,6 +225,8 @@ def build(
     is when the job file was last written."""
     st = dict(status or {})
     running = pid is not None
+    if running and st.get("pid") != pid:  # the last run's words: this run has written none yet
+        st = {"state": "starting"}
     state = st.get("state", "stopped") if running else ("failed" if st.get("state") == "failed" else "stopped")
     live: list[dict[str, Any]] = list(st.get("targets") or []) if running else []
     # a running job's rows are its targets; a stopped one's, the targets its events name
