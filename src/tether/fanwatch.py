@@ -266,6 +266,7 @@ class _Fanotify:
 
 
 def _refusal(e: OSError, what: str, path: str) -> UsageError:
+    e = OSError(e.errno, os.strerror(e.errno)) if e.errno else e  # the message names `what` itself
     if e.errno == errno.EPERM:
         return UsageError(f"cannot watch {path} with fanotify: {what} needs CAP_SYS_ADMIN", "run as root")
     if e.errno in (errno.EINVAL, errno.ENOSYS):
@@ -426,8 +427,16 @@ class FanWatcher(BaseWatcher):
         its event: what comes after it resolves anew. Root's own events are settled here, as
         its handle may no longer resolve."""
         named: list[Named] = []
+        # With no directory renamed in the batch no path is mapped back: an event elsewhere on
+        # the filesystem can go as soon as its directory is known (the common, cheap case).
+        keep_all = any(ev.mask & FAN_RENAME and ev.mask & FAN_ONDIR for ev in events)
+        prefix = self.root if self.root.endswith("/") else self.root + "/"
         for ev in events:
             mask = ev.mask
+            if not keep_all and not mask & (FAN_RENAME | FAN_Q_OVERFLOW) and ev.dir_fh != self._root_fh:
+                d = self._resolve(ev.dir_fh)
+                if d is None or not (d.startswith(prefix) or d == self._parent):
+                    continue
             if mask & FAN_Q_OVERFLOW:
                 self._cache.clear()
                 out.append(Change(RESCAN, ""))
@@ -453,10 +462,12 @@ class FanWatcher(BaseWatcher):
         return named
 
     def _rel(self, path: str | None) -> str | None:
-        """The path relative to the root when strictly below it, else None."""
-        if path is None or not path.startswith(self.root) or path[len(self.root) : len(self.root) + 1] != "/":
+        """The path relative to the root when strictly below it, else None: the first test an
+        event from elsewhere on the filesystem meets, so a plain prefix check."""
+        prefix = self.root if self.root.endswith("/") else self.root + "/"
+        if path is None or not path.startswith(prefix) or len(path) == len(prefix):
             return None
-        return path[len(self.root) + 1 :]
+        return path[len(prefix) :]
 
     def _names_root(self, d: str | None, name: str) -> bool:
         return d == self._parent and name == self._root_name

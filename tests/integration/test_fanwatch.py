@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.errors import UsageError
 from tether.fanwatch import FanWatcher, fanotify_available
 from tether.filters import Filter
 from tether.watch import Change, Coalescer
@@ -369,3 +370,37 @@ def test_burst_below_the_queue_limit_reports_every_file(root: Path, watcher: Fan
         out += got
     assert Change("rescan", "") not in out
     assert files == {c.path for c in out} and all(c.kind == "write" for c in out)
+
+
+def test_a_filesystem_without_file_ids_is_refused_with_its_path() -> None:
+    reason = fanotify_available("/proc")
+    if reason is None or "CAP_SYS_ADMIN" in reason:
+        pytest.skip(f"cannot check here: {reason or '/proc takes a fanotify mark'}")
+    assert "/proc" in reason and "file ids" in reason
+    w = FanWatcher("/proc", Filter())
+    with pytest.raises(UsageError) as err:
+        w.start()
+    assert "/proc" in err.value.message and err.value.hint and err.value.code == 2
+    assert w.fileno() == -1
+    w.close()
+
+
+def test_without_cap_sys_admin_the_reason_says_so(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        reason = fanotify_available(str(tmp_path))
+    else:  # drop root in a child: the module is loaded already, nothing to read as nobody
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.close(r)
+                os.setgid(65534)
+                os.setuid(65534)
+                os.write(w, (fanotify_available(str(tmp_path)) or "").encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            reason = f.read().decode()
+        os.waitpid(pid, 0)
+    assert reason and "CAP_SYS_ADMIN" in reason and "run as root" in reason
