@@ -1063,7 +1063,7 @@ class Ops:
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-        if leftovers is None or not _only_excluded(dfd, name, p, _Rules(leftovers)):
+        if leftovers is None or not _only_excluded(dfd, name, p, Rules(leftovers)):
             raise OpError(
                 errno.ENOTEMPTY,
                 f"{show(p)}: the folder here holds files made during the pass; it stays, the next pass looks again",
@@ -1710,7 +1710,7 @@ def _remove_at(dfd: int, name: bytes) -> bool:
     return True
 
 
-def _only_excluded(dfd: int, name: bytes, rel: bytes, rules: _Rules) -> bool:
+def _only_excluded(dfd: int, name: bytes, rel: bytes, rules: Rules) -> bool:
     """Whether the folder `name` of dfd (the replica's `rel`) holds nothing the rules let through
     (at any depth; an empty folder is something: a pass would have synced it)."""
     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
@@ -1730,7 +1730,7 @@ def _only_excluded(dfd: int, name: bytes, rel: bytes, rules: _Rules) -> bool:
         os.close(fd)
 
 
-class _Rules:
+class Rules:
     """The job's exclude/include rules as the agent applies them where watches are placed:
     (regex, include, dir_only) triples compiled by tether's filters, last match wins."""
 
@@ -1770,7 +1770,7 @@ class _Inotify:
         self._ctypes = ctypes
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self.root = root
-        self.rules = _Rules(rules)
+        self.rules = Rules(rules)
         self.lost: list[tuple[bytes, str, int]] = []  # directories that could not be watched: why, errno
         self.full = self._moved_root = False
         self.fd = -1

@@ -94,6 +94,11 @@ class Applier:
             self._agent = self.target.connector(self.ssh, self.opts.python, create=True)()
         return self._agent
 
+    def degraded(self) -> str | None:
+        """Why this target works only in part (a pool member away), to be looked at again; None
+        when it is whole. A live worker then runs a full pass every RECHECK_S until it is."""
+        return None
+
     def reset(self) -> None:
         if self._agent is not None:
             with contextlib.suppress(Exception):

@@ -1,6 +1,6 @@
 """The `tether` program's first step, before the parser and the command families load.
 
-A one-shot `tether mirror SRC REMOTE:PATH` waits first of all for rclone's listing of the remote
+A one-shot `tether mirror SRC REMOTE:PATH` (or `pool:NAME`) waits first of all for rclone's listing of the remote
 (see transport/rclone_lsf.py) and for its own walk of SRC (rclone_scan.py).  Loading the parser
 and every family takes 40-90 ms; both are started here from a first look at the arguments, so
 that time overlaps them.  The walk is started only when nothing but flags follows `mirror` (no
@@ -45,8 +45,19 @@ def _list_early(argv: Sequence[str]) -> bool:
     from tether.transport.rclone_bin import rclone_program, rclone_remotes, remote_spec
 
     known = rclone_remotes()
-    specs = [r for a in argv[1:] if not a.startswith("-") and (r := remote_spec(a, known)) is not None]
-    if not specs:
+    fss = [f"{r[0]}:{r[1]}" for a in argv[1:] if not a.startswith("-") and (r := remote_spec(a, known)) is not None]
+    if any(a.startswith("pool:") for a in argv[1:]):  # a pool is listed as its union
+        from tether.endpoints.pool import parse_pool
+        from tether.errors import TetherError
+
+        for a in argv[1:]:
+            try:
+                pool = parse_pool(a)
+            except TetherError:  # said by the command itself, in its turn
+                continue
+            if pool is not None:
+                fss.append(pool.fs)
+    if not fss:
         return False
     places = [a for a in argv[1:] if not a.startswith("-")]
     if all(a in _FLAGS for a in argv[1:] if a.startswith("-")) and len(places) >= 2 and ":" not in places[0]:
@@ -58,6 +69,6 @@ def _list_early(argv: Sequence[str]) -> bool:
         rclone_scan.prescan(os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(places[0]))))
     from tether.transport import rclone_lsf
 
-    for name, path in specs:
-        rclone_lsf.prelist(rclone_program(), f"{name}:{path}")
+    for fs in fss:
+        rclone_lsf.prelist(rclone_program(), fs)
     return True

@@ -35,6 +35,7 @@ log = logging.getLogger("tether")
 
 QUEUE_LIMIT = 50_000  # more pending changes than this: a full pass is cheaper than the list
 BACKOFF_MAX = 10.0
+RECHECK_S = 10.0  # how often a target reached only in part (a pool member away) is looked at again
 SETTLE = 0.1  # a bulk batch waits for this much quiet: one transfer for a whole burst
 SETTLE_MAX = 5.0  # but never longer than this, for sources that are never quiet
 SOURCE_POLL = 0.25  # how often a job whose source is gone looks for it again
@@ -182,7 +183,11 @@ class TargetWorker(threading.Thread):
         while True:
             with self.cond:
                 while not self.stopping.is_set() and (self.held or (not self.pending and not self.full)):
-                    self.cond.wait()
+                    if self.applier.degraded() is None or self.held:
+                        self.cond.wait()
+                    elif not self.cond.wait(RECHECK_S):  # what was away may be back: open anew, a full pass
+                        self.applier.reset()
+                        self.full = True
                 if self.stopping.is_set():
                     break
                 batch, self.pending = self.pending, []
@@ -256,6 +261,9 @@ class TargetWorker(threading.Thread):
                 for why in res.errors:
                     log.warning("%s: %s", self.applier.target, why)
                 refused = {"last_error": res.errors[0] + more, "last_error_at": time.time()}
+            part = self.applier.degraded()
+            if part and not refused:  # reached in part: said in the status until it is whole again
+                refused = {"last_error": part, "last_error_at": time.time()}
             self.board.update(
                 st, state=WAITING if held else IDLE if not left else SYNCING, last_success=time.time(), pending=left,
                 bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True, **refused,

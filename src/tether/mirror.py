@@ -17,7 +17,7 @@ from typing import Protocol
 
 from tether import agent_remote
 from tether.crashpoints import crashpoint
-from tether.endpoints import Endpoint, Local, Rclone, ReplicaSpec, as_rclone, by_rsync
+from tether.endpoints import Endpoint, Local, RcloneReached, ReplicaSpec, as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.hooks import PassClock
@@ -108,7 +108,7 @@ def destructive(changes: list[str]) -> list[str]:
 
 class RemotePass(Protocol):
     def __call__(
-        self, mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool, force: bool
+        self, mirror: Mirror, spec: MirrorSpec, target: RcloneReached, *, dry_run: bool, force: bool
     ) -> TargetOutcome: ...
 
 

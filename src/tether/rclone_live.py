@@ -14,7 +14,7 @@ from typing import cast
 
 from tether.apply import Applier, BatchResult
 from tether.config import LiveOptions
-from tether.endpoints import Endpoint, Rclone
+from tether.endpoints import Endpoint, RcloneReached
 from tether.errors import TetherError
 from tether.hooks import NO_HOOKS, PassClock, PassHooks
 from tether.mirror import VERSIONS, Mirror, MirrorSpec, TargetOutcome
@@ -106,7 +106,7 @@ class RcloneApplier(Applier):
 
     def __init__(
         self,
-        target: Rclone,
+        target: RcloneReached,
         spec: MirrorSpec,
         opts: LiveOptions,
         mirror: Mirror,
@@ -130,7 +130,7 @@ class RcloneApplier(Applier):
 
     def rclone_agent(self) -> RcloneTarget:
         if self._agent is None:
-            agent = RcloneTarget.connect(f"{self.rclone.remote}:", self.rclone.path, create=True)
+            agent = self.rclone.open_target(create=True)
             self._agent = agent
             self._once(agent.capabilities_note())
             if self.spec.bwlimit:
@@ -140,6 +140,10 @@ class RcloneApplier(Applier):
 
     def agent(self) -> RcloneTarget:
         return self.rclone_agent()
+
+    def degraded(self) -> str | None:
+        agent = self._agent
+        return agent.degraded() if isinstance(agent, RcloneTarget) else None
 
     def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
         """(`checksum` is not honoured here: a remote's hashes are its backend's own, and a

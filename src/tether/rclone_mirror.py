@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from tether import rclone_scan
 from tether.crashpoints import crashpoint
-from tether.endpoints import Rclone
+from tether.endpoints import RcloneReached
 from tether.errors import TetherError
 from tether.filters import Filter
 from tether.mirror import MAX_LISTED, VERSIONS, Mirror, MirrorSpec, TargetOutcome, check_source
@@ -155,7 +155,7 @@ def _listed(lines: list[str]) -> list[str]:
 
 def rclone_pass(
     spec: MirrorSpec,
-    target: Rclone,
+    target: RcloneReached,
     agent: RcloneTarget | None,
     known: KnownTargets,
     *,
@@ -190,8 +190,7 @@ def rclone_pass(
     if spec.delete and not force:
         lost = plan.destructive()
         if not src and plan.remove:
-            out = TargetOutcome(name, False, refused=True, hint="is the source's disk mounted? pass --force if "
-                                "the target really should be emptied", errors=[
+            out = TargetOutcome(name, False, refused=True, hint=target.empty_source_hint, errors=[
                                 f"refused: the source is empty and mirroring would delete {len(plan.remove)} "
                                 "entries on the target"])  # fmt: skip
             return out, skipped
@@ -254,19 +253,19 @@ def _apply(spec: MirrorSpec, agent: RcloneTarget, plan: Plan) -> None:
         agent.copy_files(spec.source.path, plan.copy, plan.bytes)
 
 
-def one_shot(mirror: Mirror, spec: MirrorSpec, target: Rclone, *, dry_run: bool, force: bool) -> TargetOutcome:
+def one_shot(mirror: Mirror, spec: MirrorSpec, target: RcloneReached, *, dry_run: bool, force: bool) -> TargetOutcome:
     """`tether mirror`/`tether sync` to an rclone remote: listed by `rclone lsf` (see
     transport/rclone_lsf.py) while the source is walked in a forked child (a walk in this process
     would hand the GIL back and forth with the listing's parse at every stat); its own rcd for
     this pass when there is something to write, or when lsf could not list."""
     check_source(spec.source)
-    quick = rclone_lsf.take(rclone_program(), str(target))
+    quick = rclone_lsf.take(rclone_program(), target.fs)
     scanning = rclone_scan.take(spec.source.path, spec.filter)
     agents: list[RcloneTarget] = []
     waited = False  # for the walk: else it is cancelled on the way out
 
     def connect() -> RcloneTarget:
-        agents.append(RcloneTarget.connect(f"{target.remote}:", target.path, create=not dry_run, version_later=True))
+        agents.append(target.open_target(create=not dry_run, version_later=True))
         agents[-1].check_version()  # before anything is written
         return agents[-1]
 

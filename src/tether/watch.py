@@ -15,6 +15,7 @@ import errno
 import math
 import os
 import select
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ _MAX_READS = 64  # per drain: hand control back during an endless burst
 MAX_DELAY = 1.0  # the longest a window gathers after its first change, however busy the tree
 POLL_MAX_MS = 3_600_000  # the longest one poll() waits (a job whose interval is days would overflow it)
 MOVE_GRACE = 0.02  # how long a MOVED_FROM waits for its MOVED_TO before it counts as a delete
+# A window this short only pairs a save's events; the first change after a quiet moment then goes
+# at once when nothing in it is half done (see goes_at_once). A longer one is a user's wish to batch.
+QUICK_MAX_DELAY = 0.05
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,13 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top + "/")
 
 
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False  # gone already: its delete follows
+
+
 def root_identity(path: str) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the directory a path names now (symlinks followed, as rsync does), or
     None when there is none."""
@@ -146,6 +157,7 @@ class Watcher:
         self._wds: dict[str, int] = {}  # relative dir path -> wd
         self._held: list[_Event] = []  # from an unpaired MOVED_FROM on, waiting for its MOVED_TO
         self._held_since = 0.0
+        self._unclosed: set[str] = set()  # files created and not yet closed after writing
         self._rescan_on_dir_move = any(r.anchored and not r.pattern.startswith("**/") for r in flt.rules)
         # wake(): a pipe in the same poll set, so a stop request ends a wait with no timer
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -264,6 +276,16 @@ class Watcher:
     def holding(self) -> bool:
         """Whether a MOVED_FROM still waits for its pair (read() settles it within MOVE_GRACE)."""
         return bool(self._held)
+
+    @property
+    def settled(self) -> bool:
+        """Whether what was read is whole: no move half seen, no file created and still being
+        written (its CLOSE_WRITE not seen: a hard link never sends one, see forget_unclosed)."""
+        return not self._held and not self._unclosed
+
+    def forget_unclosed(self) -> None:
+        """After a window: a file still open is sent as it is now, and its close says it again."""
+        self._unclosed.clear()
 
     # -- watches -------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
@@ -439,10 +461,15 @@ class Watcher:
             elif ev.mask & IN_CREATE:
                 if is_dir:
                     self._watch_tree(rel)
+                elif _regular(self._abs(rel)):  # a symlink or a device node is whole when made
+                    self._unclosed.add(rel)
                 out.append(Change(WRITE, rel, is_dir, created=True))
             elif ev.mask & (IN_CLOSE_WRITE | IN_ATTRIB):
+                if ev.mask & IN_CLOSE_WRITE:
+                    self._unclosed.discard(rel)
                 out.append(Change(WRITE, rel))
             elif ev.mask & IN_DELETE:
+                self._unclosed.discard(rel)
                 out.append(Change(DELETE, rel, is_dir))
         return out, []
 
@@ -454,6 +481,7 @@ class Watcher:
         out.append(Change(WRITE, rel, is_dir))
 
     def _moved_out(self, rel: str, is_dir: bool, out: list[Change]) -> None:
+        self._unclosed.discard(rel)
         if is_dir:
             self._unwatch_tree(rel)  # its watches would follow it out of the tree
         if not self.flt.path_excluded(rel, is_dir):
@@ -465,6 +493,9 @@ class Watcher:
         elif self.flt.path_excluded(new, is_dir):
             self._moved_out(old, is_dir, out)
         else:
+            if old in self._unclosed:  # moved while still being written: its close names new
+                self._unclosed.discard(old)
+                self._unclosed.add(new)
             out.append(Change(MOVE, new, is_dir, old=old))
             if is_dir:
                 self._rename_tree(old, new)
@@ -475,17 +506,29 @@ class Watcher:
                     out.append(Change(RESCAN, ""))
 
 
+def goes_at_once(delay: float, quiet_for: float, settled: bool) -> bool:
+    """Whether a first change is handed on without a window: the window only pairs events, so
+    it costs nothing when nothing is pending. It goes at once after a quiet moment (no change
+    for `delay`: changes still streaming in are gathered) when nothing read is half done (a move
+    seen from one side, a new file still being written); never when the user set a longer
+    window to batch changes."""
+    return delay <= QUICK_MAX_DELAY and quiet_for >= delay and settled
+
+
 class Coalescer:
-    """Gathers changes for `delay` seconds after the first one (window), then hands a merged batch."""
+    """Gathers changes for `delay` seconds after the first one (window), then hands a merged
+    batch; the first change after a quiet moment goes at once (goes_at_once)."""
 
     def __init__(self, watcher: Watcher, delay: float = 0.05, max_delay: float = MAX_DELAY) -> None:
         self.watcher = watcher
         self.delay = delay
         self.max_delay = max_delay
+        self.last_change = -math.inf  # when the last batch's last change was read
+        self.at_once = 0  # batches handed without a window (for tests and the log)
 
     def next_batch(self, timeout: float | None) -> list[Change]:
-        """Wait up to `timeout` for a first change, then read until `delay` passes quietly or
-        `max_delay` since the first; [] on timeout."""
+        """Wait up to `timeout` for a first change, then (unless it goes at once) read until
+        `delay` passes quietly or `max_delay` since the first; [] on timeout."""
         end = None if timeout is None else time.monotonic() + timeout
         changes: list[Change] = []
         while not changes:
@@ -496,6 +539,10 @@ class Coalescer:
             if self.watcher.take_woken():
                 return coalesce(changes, transient=True)
         first = last = time.monotonic()
+        quiet_for, self.last_change = first - self.last_change, first
+        if goes_at_once(self.delay, quiet_for, self.watcher.settled):
+            self.at_once += 1
+            return coalesce(changes, transient=True)
         while True:
             now = time.monotonic()
             stop = min(last + self.delay, first + self.max_delay)
@@ -507,4 +554,6 @@ class Coalescer:
                 last = time.monotonic()
         while self.watcher.holding:  # settle a half-seen move rather than split it across batches
             changes += self.watcher.read(MOVE_GRACE)
+        self.last_change = last
+        self.watcher.forget_unclosed()
         return coalesce(changes, transient=True)

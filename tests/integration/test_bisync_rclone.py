@@ -103,3 +103,31 @@ def test_a_lock_taken_over_mid_pass_stops_the_pass_and_the_next_one_continues(
             assert (far / "one.txt").read_text() == "one\n"
     finally:
         state.close()
+
+
+def test_a_file_replaces_a_remote_folder_that_holds_only_excluded_files(
+    tmp_path: Path, tether_env: dict[str, str], rclone_sftp: RcloneServer
+) -> None:
+    """As on a local or ssh replica: path1 turns folder d into a file while the remote's d still
+    holds an excluded cache file; the folder goes whole into the remote's versions, the file
+    takes its place (before, every pass failed with "Directory not empty")."""
+    env = _env(tether_env, rclone_sftp)
+    name = f"pair-{secrets.token_hex(4)}"
+    remote, far = f"{REMOTE}:{name}", rclone_sftp.root / name
+    a = tmp_path / "a"
+    (a / "d").mkdir(parents=True)
+    (a / "d" / "x.txt").write_text("x\n")
+    for n in ("one", "two", "three"):  # so that one delete stays under max_delete
+        (a / n).write_text(n)
+    args: list[str | Path | bytes] = ["bisync", a, remote, "--exclude", "*.tmp"]
+    assert tether_json(args, env)["_rc"] == 0
+    (far / "d" / "cache.tmp").write_text("excluded\n")
+    import shutil
+
+    shutil.rmtree(a / "d")
+    (a / "d").write_text("now a file\n")
+    doc = tether_json(args, env)
+    assert doc["_rc"] == 0 and any("held only files this job excludes" in w for w in doc["warnings"]), str(doc)
+    assert (far / "d").read_text() == "now a file\n"
+    assert [p.read_text() for p in (far / ".tether" / "versions").rglob("cache.tmp")] == ["excluded\n"]
+    assert tether_json(args, env)["plan"] == []

@@ -89,7 +89,8 @@ SIDES = ("path1", "path2")
 POLICIES = ("keep-both", "newer", "path1", "path2")
 HOST = socket.gethostname()
 CONFLICT_PLACEHOLDER = b"{conflict}"
-CONFLICT_INFIX = rb"\.conflict-" + re.escape(HOST.encode()) + rb"-\d{8}-\d{6}"
+# a conflict copy is named after the side it was made on: this host, or the pool `sc` (pool runs)
+CONFLICT_INFIX = rb"\.conflict-(?:" + re.escape(HOST.encode()) + rb"|pool-sc)-\d{8}-\d{6}"
 SEAM_DEADLINE_S = 60.0  # generous: the seam is about ordering, not speed
 
 Entry = tuple[str, bytes]  # ("file", content) | ("link", target) | ("dir", b"") for empty dirs
@@ -311,10 +312,39 @@ def fmt(entry: Entry | None) -> str:
     return f"{kind} {text[:70]!r}{'...' if len(text) > 70 else ''}"
 
 
+# A path2 that is a pool: its root is the pool's first member, and these are the others. The
+# harness reads the pool as one tree (the members merged) and makes each change on the member
+# that holds the path, as a user of the pool's own folder would see it.
+POOL_MEMBERS: dict[Path, list[Path]] = {}
+POOL_SPEC: dict[Path, str] = {}  # root -> `pool:NAME`, what bisync is given
+
+
 def scan(root: Path, *, meta: bool = False) -> Tree:
     """Files (with content), symlinks (with target) and empty dirs under root, never following links.
 
-    The top-level ``.tether`` is skipped unless *meta*."""
+    The top-level ``.tether`` is skipped unless *meta*. A pool's members are merged: a path on two
+    members is reported as a problem entry, and a folder is empty only if it is empty on all."""
+    if root not in POOL_MEMBERS:
+        return _scan(root, meta=meta)
+    out: Tree = {}
+    folders: set[bytes] = set()
+    for member in [root, *POOL_MEMBERS[root]]:
+        if not member.exists():
+            continue
+        for k, v in _scan(member, meta=meta).items():
+            if v[0] == "dir":
+                folders.add(k)
+            elif k in out:
+                out[k] = ("on two members", v[1])
+            else:
+                out[k] = v
+    for d in folders:
+        if not any(k.startswith(d + b"/") for k in out):
+            out[d] = ("dir", b"")
+    return out
+
+
+def _scan(root: Path, *, meta: bool = False) -> Tree:
     out: Tree = {}
     rb = os.fsencode(root)
     stack = [b""]
@@ -426,40 +456,68 @@ def _remove(p: bytes) -> None:
         shutil.rmtree(p)
 
 
+def _holder(root: Path, rel: bytes) -> bytes:
+    """The member of a pool that holds rel, else the one holding its nearest folder, else the
+    first; for a plain folder, the folder itself."""
+    members = [os.fsencode(m) for m in [root, *POOL_MEMBERS.get(root, [])]]
+    for probe in [rel, *(rel.rsplit(b"/", k)[0] for k in range(1, rel.count(b"/") + 1))]:
+        for m in members:
+            if os.path.lexists(os.path.join(m, probe)):
+                return m
+    return members[0]
+
+
 def apply_ops(root: Path, ops: list[Op]) -> None:
-    rb = os.fsencode(root)
     for op in ops:
         verb = next(v for v in OP_KEYS if v in op)
-        p = os.path.join(rb, name(op[verb]))
-        if verb == "write":
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            if os.path.islink(p):
-                os.unlink(p)
-            with open(p, "wb") as fh:
-                fh.write(str(op["content"]).encode())
-            t = int(op.get("mtime", T_CHANGE))
-            os.utime(p, (t, t))
-        elif verb == "delete":
-            _remove(p)
-        elif verb == "rmdir":
-            os.rmdir(p)
-        elif verb == "mkdir":
-            os.makedirs(p, exist_ok=True)
-        elif verb == "rename":
-            dest = os.path.join(rb, name(op["to"]))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            os.rename(p, dest)
-        elif verb == "symlink":
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            if os.path.islink(p):
-                os.unlink(p)
-            os.symlink(name(op["target"]), p)
-            t = int(op.get("mtime", T_CHANGE))
-            os.utime(p, (t, t), follow_symlinks=False)
-        elif verb == "clear":
-            for n in os.listdir(rb):
-                if n != META:
-                    _remove(os.path.join(rb, n))
+        if root in POOL_MEMBERS and verb in ("delete", "rmdir", "clear"):  # on every member holding it
+            for m in [root, *POOL_MEMBERS[root]]:
+                if verb == "clear" or os.path.lexists(os.path.join(os.fsencode(m), name(op[verb]))):
+                    _apply_op(m, op, verb)
+            continue
+        if root in POOL_MEMBERS and verb == "rename":  # on every member holding a part of it
+            held = [m for m in [root, *POOL_MEMBERS[root]] if os.path.lexists(os.path.join(os.fsencode(m),
+                                                                                      name(op[verb])))]  # fmt: skip
+            for m in held:
+                _apply_op(m, op, verb, merge=len(held) > 1)
+            continue
+        _apply_op(Path(os.fsdecode(_holder(root, name(op[verb])))), op, verb)
+
+
+def _apply_op(root: Path, op: Op, verb: str, merge: bool = False) -> None:
+    rb = os.fsencode(root)
+    p = os.path.join(rb, name(op[verb]))
+    if verb == "write":
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        if os.path.islink(p):
+            os.unlink(p)
+        with open(p, "wb") as fh:
+            fh.write(str(op["content"]).encode())
+        t = int(op.get("mtime", T_CHANGE))
+        os.utime(p, (t, t))
+    elif verb == "delete":
+        _remove(p)
+    elif verb == "rmdir":
+        os.rmdir(p)
+    elif verb == "mkdir":
+        os.makedirs(p, exist_ok=True)
+    elif verb == "rename":
+        dest = os.path.join(rb, name(op["to"]))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if merge and os.path.isdir(dest):  # a folder spread over members, renamed on each
+            os.rmdir(dest)
+        os.rename(p, dest)
+    elif verb == "symlink":
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        if os.path.islink(p):
+            os.unlink(p)
+        os.symlink(name(op["target"]), p)
+        t = int(op.get("mtime", T_CHANGE))
+        os.utime(p, (t, t), follow_symlinks=False)
+    elif verb == "clear":
+        for n in os.listdir(rb):
+            if n != META:
+                _remove(os.path.join(rb, n))
 
 
 def state_snapshot(env: dict[str, str]) -> dict[str, bytes]:
@@ -478,7 +536,7 @@ def state_snapshot(env: dict[str, str]) -> dict[str, bytes]:
 
 
 def bisync_args(sc: Scenario, roots: dict[str, Path], *, under_test: bool) -> list[str | Path | bytes]:
-    args: list[str | Path | bytes] = ["bisync", roots["path1"], roots["path2"]]
+    args: list[str | Path | bytes] = ["bisync", roots["path1"], POOL_SPEC.get(roots["path2"], roots["path2"])]
     if sc.conflict is not None:
         args += ["--conflict", sc.conflict]
     if sc.max_delete is not None:
@@ -606,7 +664,7 @@ def check_conflicts(sc: Scenario, doc: dict[str, Any], label: str) -> None:
         assert c.get("policy") == sc.policy, f"{label}: conflict policy should be {sc.policy!r}: {c}\n{describe(doc)}"
         if sc.policy == "keep-both" and not sc.dry_run:
             stem, ext = os.path.splitext(os.path.basename(str(c.get("path"))))
-            rx = re.escape(stem) + r"\.conflict-" + re.escape(HOST) + r"-\d{8}-\d{6}" + re.escape(ext)
+            rx = re.escape(stem) + r"\.conflict-(?:" + re.escape(HOST) + r"|pool-sc)-\d{8}-\d{6}" + re.escape(ext)
             copy = os.path.basename(str(c.get("copy")))
             assert re.fullmatch(rx, copy), f"{label}: conflict copy name {copy!r} is not {rx!r}\n{describe(doc)}"
 
@@ -647,13 +705,49 @@ def test_scenario_files_are_well_formed() -> None:
     assert len(set(numbers)) == len(numbers), f"duplicate scenario numbers: {numbers}"
 
 
+def _cannot_keep(sc: Scenario) -> str | None:
+    """What of a scenario an rclone replica (a pool) cannot keep, if anything: symlinks, and names
+    that are not UTF-8 or hold control characters (rclone refuses both, and tether says so)."""
+    specs = [sc.initial, *sc.expect.trees.values()]
+    ops = [op for side_ops in [*sc.changes.values(), *(sc.during or {}).values()] for op in side_ops]
+    if any(t.links for t in specs) or any("symlink" in op for op in ops):
+        return "symlinks (rclone stores none)"
+    names = [n for t in specs for n, _e in t.entries()] + [name(str(op[v])) for op in ops for v in OP_KEYS if v in op]
+    for n in names:
+        try:
+            text = n.decode("utf-8")
+        except UnicodeDecodeError:
+            return "names that are not UTF-8"
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            return "names with control characters"
+    return None
+
+
+@pytest.mark.parametrize("replica", ["local", "pool"])
 @pytest.mark.parametrize("scenario_file", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
-def test_scenario(scenario_file: Path, tmp_path: Path, tether_env: dict[str, str]) -> None:
+def test_scenario(scenario_file: Path, replica: str, tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """Every scenario with path2 a local folder, and with path2 a pool of two members (the first
+    holding the initial tree, so that new files are placed on the second, the least used)."""
     sc = load_scenario(scenario_file)
+    why = _cannot_keep(sc) if replica == "pool" else None
+    if why:
+        pytest.skip(f"a pool, as any rclone remote, cannot keep what the scenario needs: {why}")
     env = tether_env
     roots = {side: tmp_path / side for side in SIDES}
     for side in SIDES:
         build_tree(roots[side], sc.initial)
+    if replica == "pool":
+        other = tmp_path / "path2-member2"
+        tether(["pool", "create", "sc", roots["path2"], other, "--policy", "least-used"], env, check_rc=0)
+        POOL_MEMBERS[roots["path2"]], POOL_SPEC[roots["path2"]] = [other], "pool:sc"
+    try:
+        _run_scenario(sc, roots, env, tmp_path)
+    finally:
+        POOL_MEMBERS.pop(roots["path2"], None)
+        POOL_SPEC.pop(roots["path2"], None)
+
+
+def _run_scenario(sc: Scenario, roots: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:
 
     if not sc.first_run:
         doc = run_pass(sc, roots, env, under_test=False)

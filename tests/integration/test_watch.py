@@ -6,6 +6,7 @@ so a read that follows sees them all, and no test depends on timing beyond gener
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -86,6 +87,39 @@ def test_files_created_modified_chmodded_and_deleted(root: Path, watcher: Watche
     os.unlink(root / "tmp")
     # created and gone within the window: said, for each target to judge (for_target)
     assert Coalescer(watcher).next_batch(0.3) == [Change("delete", "tmp", created=True)]
+
+
+def test_a_whole_first_change_goes_without_the_window(root: Path, watcher: Watcher) -> None:
+    """The window only pairs events: a change that is whole goes at once; a file still being
+    written, or a hard link (whose close never comes), waits the window; a user's long window
+    is always waited."""
+    co = Coalescer(watcher, delay=0.05)
+    write(root / "f")
+    assert co.next_batch(DEADLINE) == [Change("write", "f", created=True)]
+    assert co.at_once == 1
+    fd = os.open(root / "open", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"half")
+        co.last_change = -math.inf  # however quiet it was before: the file is not whole
+        assert co.next_batch(DEADLINE) == [Change("write", "open", created=True)]
+        assert co.at_once == 1
+    finally:
+        os.close(fd)
+    co.last_change = -math.inf
+    assert co.next_batch(DEADLINE) == [Change("write", "open")]  # its close: whole now
+    assert co.at_once == 2
+    os.link(root / "f", root / "hard")
+    co.last_change = -math.inf
+    assert co.next_batch(DEADLINE) == [Change("write", "hard", created=True)]
+    assert co.at_once == 2
+    os.chmod(root / "f", 0o600)  # after the window the link counts as whole: nothing waits on it
+    co.last_change = -math.inf
+    assert co.next_batch(DEADLINE) == [Change("write", "f")]
+    assert co.at_once == 3
+    slow = Coalescer(watcher, delay=0.2)
+    write(root / "g")
+    assert slow.next_batch(DEADLINE) == [Change("write", "g", created=True)]
+    assert slow.at_once == 0
 
 
 def test_new_tree_is_reported_whole_and_watched(root: Path, watcher: Watcher) -> None:

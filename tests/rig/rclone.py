@@ -70,11 +70,24 @@ class RcloneServer:
         server = cls(workdir, backend, dir_cache)
         server.root.mkdir(parents=True, exist_ok=True)
         server.config.write_text("")
+        (workdir / "authorized_keys").write_text("")
+        server._launch(0)
+        return server
+
+    def restart(self) -> None:
+        """Serve again after stop(), on the same port with the same credentials: a server back
+        after an outage, for clients that keep the remote's settings."""
+        assert self._proc is None and self.port, "stop() it first"
+        self._up.clear()
+        self._launch(self.port)
+
+    def _launch(self, port: int) -> None:
+        server, backend, workdir, dir_cache = self, self.backend, self.workdir, self.dir_cache
         keys = workdir / "authorized_keys"
-        keys.write_text("")
         argv = [
-            RCLONE, "serve", backend, str(server.root), "--addr", "127.0.0.1:0", "--config", str(server.config),
-            "--cache-dir", str(workdir / "cache"), "--dir-cache-time", dir_cache, "--log-level", "NOTICE",
+            RCLONE, "serve", backend, str(server.root), "--addr", f"127.0.0.1:{port}", "--config",
+            str(server.config), "--cache-dir", str(workdir / "cache"), "--dir-cache-time", dir_cache, "--log-level",
+            "NOTICE",
         ]  # fmt: skip
         if backend == "s3":  # buckets are the served dir's top-level folders; keys by env (ps shows argv)
             (server.root / S3_BUCKET).mkdir(exist_ok=True)
@@ -91,14 +104,13 @@ class RcloneServer:
         if not server._up.wait(START_DEADLINE_S) or not server.port:
             server.stop()
             raise RcloneServerError(f"rclone serve {backend} did not start:\n" + b"".join(server.log).decode())
-        return server
 
     def _read_log(self) -> None:
         """Learn the port from the log, then keep draining it so the server never blocks on stderr."""
         assert self._proc is not None and self._proc.stderr is not None
         for line in self._proc.stderr:
             self.log.append(line)
-            if not self.port and (m := _LISTENING.search(line)):
+            if not self._up.is_set() and (m := _LISTENING.search(line)):
                 self.port = int(m.group(1).rsplit(b":", 1)[1])
                 self._up.set()
         self._up.set()

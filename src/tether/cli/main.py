@@ -16,6 +16,7 @@
     cli/doctor.py     doctor
     cli/serve.py      serve
     cli/wait.py       wait
+    cli/pools.py      pool create, list, status, remove, mount, umount, import
 
 Each family imports common and, where it hands over, a family below it; nothing imports main.
 """
@@ -41,7 +42,7 @@ FAMILIES = (
     ("tether.cli.bisync", "add_parsers"), ("tether.cli.importer", "add_parser"), ("tether.cli.versions", "add_parser"),
     ("tether.cli.restore", "add_parser"), ("tether.cli.systemd", "add_parser"), ("tether.cli.events", "add_parser"),
     ("tether.cli.alerts", "add_parser"), ("tether.cli.doctor", "add_parser"), ("tether.cli.serve", "add_parser"),
-    ("tether.cli.wait", "add_parser"),
+    ("tether.cli.wait", "add_parser"), ("tether.cli.pools", "add_parser"),
 )  # fmt: skip
 # a command of one module: where its handler is, imported only when that command runs
 COMMANDS = {
@@ -53,6 +54,7 @@ COMMANDS = {
     "doctor": ("tether.cli.doctor", "cmd_doctor"),
     "serve": ("tether.cli.serve", "cmd_serve"),
     "wait": ("tether.cli.wait", "cmd_wait"),
+    "pool": ("tether.cli.pools", "cmd_pool"),
     "import-config": ("tether.cli.importer", "cmd_import"),
     "mirror": ("tether.cli.mirror", "cmd_mirror"),
     "sync": ("tether.cli.jobs", "cmd_sync"),

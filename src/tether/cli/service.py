@@ -99,8 +99,9 @@ def cmd_run(args: argparse.Namespace, dirs: Dirs) -> int:
     try:
         check_conflicts(dirs, job)
         from tether import alerts
+        from tether.pools.mount import mounted_while_running
 
-        with alerts.for_job(dirs, job):
+        with alerts.for_job(dirs, job), mounted_while_running(dirs, [*job.writes(), *job.reads()]):
             return _run_loaded(job, dirs, paths.status)
     finally:
         lock.release()

@@ -8,6 +8,7 @@ outside this package asks an endpoint what it can do, never which class it is (a
 from tether.endpoints.caps import Caps
 from tether.endpoints.rclone import (
     Rclone,
+    RcloneReached,
     ReplicaSpec,
     as_rclone,
     by_rsync,
@@ -18,6 +19,7 @@ from tether.endpoints.spec import AnyEndpoint, Endpoint, Local, Ssh, as_local, c
 from tether.transport.rclone_bin import rclone_remotes
 
 __all__ = [
-    "AnyEndpoint", "Caps", "Endpoint", "Local", "Rclone", "ReplicaSpec", "Ssh", "as_local", "as_rclone", "by_rsync",
-    "check_overlap", "check_pair", "is_inside", "parse_endpoint", "parse_replica", "rclone_remotes",
+    "AnyEndpoint", "Caps", "Endpoint", "Local", "Rclone", "RcloneReached", "ReplicaSpec", "Ssh", "as_local",
+    "as_rclone", "by_rsync", "check_overlap", "check_pair", "is_inside", "parse_endpoint", "parse_replica",
+    "rclone_remotes",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from tether.endpoints.caps import RCLONE, Caps
+from tether.endpoints.pool import PoolEnd, parse_pool
 from tether.endpoints.spec import AnyEndpoint, Endpoint, parse_endpoint
 from tether.errors import UsageError
 from tether.transport.rclone_bin import remote_spec
@@ -16,6 +17,7 @@ from tether.transport.rclone_bin import remote_spec
 if TYPE_CHECKING:
     from tether.ssh import SshOptions
     from tether.transport.agent import AgentClient
+    from tether.transport.rclone_target import RcloneTarget
 
 
 class Rclone(NamedTuple):
@@ -38,6 +40,26 @@ class Rclone(NamedTuple):
     def ssh_host(self) -> str | None:
         return None
 
+    @property
+    def local_folders(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def empty_source_hint(self) -> str:
+        """What to say when an empty source would empty this target (the pass is refused)."""
+        return "is the source's disk mounted? pass --force if the target really should be emptied"
+
+    @property
+    def fs(self) -> str:
+        """The remote at this path, as rclone's command line takes it."""
+        return f"{self.remote}:{self.path}"
+
+    def open_target(self, *, create: bool, version_later: bool = False) -> RcloneTarget:
+        """A mirror's writer into this remote (the agent, with the mirror's words)."""
+        from tether.transport.rclone_target import RcloneTarget
+
+        return RcloneTarget.connect(f"{self.remote}:", self.path, create, version_later=version_later)
+
     def connector(self, ssh: SshOptions, python: str = "auto", *, create: bool = False) -> Callable[[], AgentClient]:
         """How to open this endpoint's agent: tether's operations over `rclone rcd`."""
         from tether.transport.rclone_agent import RcloneAgent
@@ -59,24 +81,28 @@ class Rclone(NamedTuple):
         return f"{self.remote}:{self.path}"
 
 
-ReplicaSpec = Endpoint | Rclone
+ReplicaSpec = Endpoint | Rclone | PoolEnd
+RcloneReached = Rclone | PoolEnd  # what rclone reaches: a remote, or a pool's union
 
 
 def parse_replica(spec: str, *, base: str | None = None) -> ReplicaSpec:
-    """A local path, ssh `host:/path`, or rclone `remote:path`."""
+    """A local path, ssh `host:/path`, rclone `remote:path`, or a pool `pool:NAME[/path]`."""
+    pool = parse_pool(spec)
+    if pool is not None:
+        return pool
     remote = remote_spec(spec)
     return Rclone(*remote) if remote is not None else parse_endpoint(spec, base=base)
 
 
 def by_rsync(ep: ReplicaSpec) -> Endpoint | None:
     """The endpoint as rsync reaches it (a local folder or an ssh host), where rsync can."""
-    return None if isinstance(ep, Rclone) else ep
+    return ep if ep.caps.rsync else None  # type: ignore[return-value]
 
 
-def as_rclone(ep: AnyEndpoint) -> Rclone | None:
-    """The endpoint as an rclone remote, where it is one: the mirror reaches such a target through
-    its own scan and rcd (rsync cannot), which needs the remote's name."""
-    return ep if isinstance(ep, Rclone) else None
+def as_rclone(ep: AnyEndpoint) -> RcloneReached | None:
+    """The endpoint as rclone reaches it (a remote, or a pool's union), where it is one: the
+    mirror reaches such a target through its own scan and rcd (rsync cannot)."""
+    return ep if isinstance(ep, (Rclone, PoolEnd)) else None
 
 
 def _nested(a: str, b: str) -> bool:
@@ -94,6 +120,13 @@ def check_pair(p1: ReplicaSpec, p2: ReplicaSpec) -> None:
             )
         return
     if p1.local_path is not None or p2.local_path is not None:
+        local, other = (p1, p2) if p1.local_path is not None else (p2, p1)
+        here = os.path.realpath(local.local_path or "")
+        for folder in other.local_folders:  # a pool member on this machine: the same test
+            f = os.path.realpath(folder)
+            if f == here or f.startswith(here.rstrip("/") + "/") or here.startswith(f.rstrip("/") + "/"):
+                raise UsageError(f"{local} and {other} overlap: {f} is a member of {other}",
+                                 "give a folder outside the pool's members")  # fmt: skip
         return
     if not (p1.caps.rsync and p2.caps.rsync):
         raise UsageError(

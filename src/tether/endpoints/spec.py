@@ -67,6 +67,11 @@ class Local(NamedTuple):
         """The folder on this machine, for what only a local endpoint offers (None elsewhere)."""
         return self.path
 
+    @property
+    def local_folders(self) -> tuple[str, ...]:
+        """Every folder on this machine that writing here writes into (overlap checks)."""
+        return (self.path,)
+
     def __str__(self) -> str:
         return self.path
 
@@ -110,6 +115,10 @@ class Ssh(NamedTuple):
     def local_path(self) -> str | None:
         return None
 
+    @property
+    def local_folders(self) -> tuple[str, ...]:
+        return ()
+
     def rsync_arg(self) -> str:
         path = self.path.rstrip("/")
         return f"{self.host}:{path}/" if path else f"{self.host}:"
@@ -133,6 +142,8 @@ class AnyEndpoint(Protocol):
     def local_path(self) -> str | None: ...
     @property
     def ssh_host(self) -> str | None: ...
+    @property
+    def local_folders(self) -> tuple[str, ...]: ...
 
 
 class KeyedEndpoint(AnyEndpoint, Protocol):
@@ -179,16 +190,21 @@ def check_overlap(source: Local, targets: Sequence[KeyedEndpoint], what: str = "
         if k in seen:
             raise UsageError(f"{what} {t} is given twice", "list each target once")
         seen[k] = t
-        if t.local_path is None:
-            continue
-        dst = os.path.realpath(t.local_path)
-        if is_inside(dst, src):
-            raise UsageError(
-                f"{what} {t} is inside the source {source}",
-                "choose a target outside the source tree (or exclude it and use a sibling folder)",
-            )
-        if is_inside(src, dst):
-            raise UsageError(
-                f"the source {source} is inside the {what} {t}",
-                "mirroring would delete the source itself; choose a target beside it",
-            )
+        for folder in t.local_folders:
+            _refuse_nesting(source, src, t, os.path.realpath(folder), what)
+
+
+def _refuse_nesting(source: Local, src: str, t: KeyedEndpoint, dst: str, what: str) -> None:
+    """A target (or a local folder it writes into, a pool's member) and the source nested."""
+    if is_inside(dst, src):
+        raise UsageError(
+            f"{what} {t} is inside the source {source}"
+            + ("" if dst == os.path.realpath(str(t)) else f" (its folder {dst})"),
+            "choose a target outside the source tree (or exclude it and use a sibling folder)",
+        )
+    if is_inside(src, dst):
+        raise UsageError(
+            f"the source {source} is inside the {what} {t}"
+            + ("" if dst == os.path.realpath(str(t)) else f" (its folder {dst})"),
+            "mirroring would delete the source itself; choose a target beside it",
+        )

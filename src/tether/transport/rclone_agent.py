@@ -53,6 +53,7 @@ from typing import IO, TYPE_CHECKING, Any, Self
 from tether.agent_remote import (
     PROTOCOL_VERSION,
     OpError,
+    Rules,
     check_why,
     parse_version,
     prune_choice,
@@ -717,6 +718,33 @@ class RcloneAgent(AgentClient):
                 raise OpError(errno.ENOTEMPTY, f"delete {rel}: Directory not empty") from None
             raise
 
+    def _clear_dir(self, rel: str, broot: str, why: str, leftovers: list[list[Any]] | None) -> list[str]:
+        """Make way for a file where a folder the pass emptied stands, as the local agent does:
+        what it still holds is either excluded by the job (`leftovers`, its rules: the folder goes
+        whole into the versions: where it lies now is returned) or was made during the pass (it
+        stays; the next pass sees it)."""
+        try:
+            self._rmdir(rel)
+            return []
+        except OpError as e:
+            if e.errno != errno.ENOTEMPTY:
+                raise
+        if leftovers is None or not _only_excluded(rel, self._list(rel, recurse=True), Rules(leftovers)):
+            raise OpError(
+                errno.ENOTEMPTY,
+                f"{rel}: the folder here holds files made during the pass; it stays, the next pass looks again",
+            )
+        return [self.keep_version(rel, broot, why, move=self._move_dir)]
+
+    def _move_dir(self, src: str, dst: str) -> None:
+        def under(r: str) -> str:
+            return self.fs + ("" if self.fs.endswith((":", "/")) else "/") + r
+
+        self._rc("sync/move", {"srcFs": under(src), "dstFs": under(dst), "deleteEmptySrcDirs": True,
+                               "createEmptySrcDirs": True})  # fmt: skip
+        with contextlib.suppress(RcError):  # left where the backend moved file by file
+            self._rc("operations/rmdir", {"fs": self.fs, "remote": src})
+
     def keep_version(
         self, rel: str, root: str, why: str, keep: int = 0, move: Callable[[str, str], None] | None = None
     ) -> str:
@@ -850,8 +878,7 @@ class RcloneAgent(AgentClient):
     ) -> dict[str, Any]:
         """Create or replace path with a file (from data or the local file source) or a dir, if it
         is still as planned; a replaced file goes to the backups first.  Mode cannot be kept.
-        A folder that still holds files (`leftovers`: excluded ones) is not replaced here: the
-        install fails and says so; the local agent keeps such a folder as a version instead."""
+        A folder where the file goes is cleared as the local agent clears it (`_clear_dir`)."""
         rel = self._rel(path)
         if kind == "l":
             raise OpError(errno.EOPNOTSUPP, f"{rel}: symlinks cannot be stored on {self.remote_name}")
@@ -869,10 +896,12 @@ class RcloneAgent(AgentClient):
             return {"entry": self._entry_now(rel)}
         local, scratch = self._source_file(data, mtime_ns, source)
 
+        kept: list[str] = []  # a folder of excluded files kept as a version, said back
+
         def make_room() -> None:  # after the upload, right before the move into place
             item = self._check_expect(rel, expect)
             if item is not None and item.get("IsDir"):
-                self._rmdir(rel)
+                kept.extend(self._clear_dir(rel, broot, why, leftovers))
             elif item is not None:
                 self.keep_version(rel, broot, why, keep)
 
@@ -887,7 +916,7 @@ class RcloneAgent(AgentClient):
             if scratch:
                 with contextlib.suppress(OSError):
                     os.unlink(local)
-        return {"entry": self._entry_now(rel)}
+        return {"entry": self._entry_now(rel), **({"kept": kept[0]} if kept else {})}
 
     def _entry_op(self, path: str | bytes) -> dict[str, Any]:
         item = self._stat(self._rel(path))
@@ -1244,6 +1273,31 @@ class RcloneAgent(AgentClient):
 
     def _run_op(self, argv: list[str | bytes], timeout: float | None = None) -> dict[str, Any]:
         raise OpError(errno.EOPNOTSUPP, f"commands cannot run on an rclone remote ({self.remote_name})")
+
+
+def _only_excluded(rel: str, items: list[Item], rules: Rules) -> bool:
+    """Whether a folder's recursive listing (paths from the root) holds nothing the rules let
+    through: every file excluded or below an excluded folder, no other folder left empty."""
+    gone: list[str] = []  # excluded folders: what lies below them is theirs
+    kept_dirs: set[str] = set()
+    below: set[str] = set()
+    for it in sorted(items, key=lambda i: str(i["Path"])):
+        p = str(it["Path"])
+        if any(p.startswith(g + "/") for g in gone):
+            continue
+        parent = p.rpartition("/")[0]
+        while parent and parent != rel:
+            below.add(parent)
+            parent = parent.rpartition("/")[0]
+        raw = p.encode("utf-8", "surrogateescape")
+        if it.get("IsDir"):
+            if rules.excluded(raw, True):
+                gone.append(p)
+            else:
+                kept_dirs.add(p)
+        elif not rules.excluded(raw, False):
+            return False
+    return bool(items) and kept_dirs <= below
 
 
 def _digest_file(path: str) -> str:

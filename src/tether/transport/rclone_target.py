@@ -81,6 +81,10 @@ class RcloneTarget(RcloneAgent):
             return False
         return not self.keeps_mtimes or abs(mtime_ns - item_mtime_ns) < max(self.precision_ns, at_least)
 
+    def degraded(self) -> str | None:
+        """Why only part of this target can be reached now (a pool's member), else None."""
+        return None
+
     def capabilities_note(self) -> str:
         """What this backend cannot keep, in one line for the log (said once per job start)."""
         if not self.keeps_mtimes:
