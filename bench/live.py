@@ -1,6 +1,6 @@
 """Continuous mirror: tether against lsyncd (and plain rsync) on the same machine, same work.
 
-Usage: .venv/bin/python -m bench.live [--only latency,narrow,burst,rename,fanout,idle,scale] [--rounds N]
+Usage: .venv/bin/python -m bench.live [--only latency,narrow,burst,rename,fanout,fanout32,idle,scale] [--rounds N]
 Each case prints tether's figure, the peer's, and the limit from issue 4. Needs root for the
 tmpfs scratch (else it runs on disk) and lsyncd for the side-by-side rows.  With
 TETHER_BENCH_BASE (bench/common.py), the burst runs `--rounds` times for each build, the two
@@ -117,7 +117,9 @@ class Bench:
         return doc
 
     @contextlib.contextmanager
-    def lsyncd(self, src: Path, dst: Path, ssh: bool) -> Iterator[None]:
+    def lsyncd(self, src: Path, dst: Path, ssh: bool, direct: bool = False) -> Iterator[None]:
+        """lsyncd on the same work; `direct`: its default.direct mode (local targets: cp and mv
+        at once, no rsync), its fastest."""
         self.n += 1
         cfg = self.work / f"lsyncd{self.n}.lua"
         rsh = f"/usr/bin/ssh -F {self.server.ssh_config}"
@@ -125,7 +127,8 @@ class Bench:
             body = (f'sync{{default.rsyncssh, source="{src}", host="{self.server.alias}", targetdir="{dst}", delay=0,'
                     f' rsync={{rsh="{rsh}"}}, ssh={{_extra={{"-F", "{self.server.ssh_config}"}}}}}}')  # fmt: skip
         else:
-            body = f'sync{{default.rsync, source="{src}", target="{dst}", delay=0}}'
+            mode = "direct" if direct else "rsync"
+            body = f'sync{{default.{mode}, source="{src}", target="{dst}", delay=0}}'
         cfg.write_text(f'settings{{nodaemon=true, logfile="{self.work}/lsyncd{self.n}.log"}}\n{body}\n')
         proc = subprocess.Popen(["lsyncd", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -162,12 +165,13 @@ def case_latency(b: Bench) -> None:
         with b.tether_job(src, [spec]):
             poll(same_listing(src, dst), 120)
             xs = latency(b, src, dst)
-        row(f"tether  -> {label}", xs, "limit p50 <= 50 ms, p95 <= 120 ms" if ssh else "limit p50 <= 10 ms")
+        row(f"tether  -> {label}", xs, "limit p50 <= 5 ms" if ssh else "limit p50 <= 3 ms")
         if shutil.which("lsyncd"):
-            ldst = b.work / f"lat-{label}-lsyncd"
-            with b.lsyncd(src, ldst, ssh):
-                poll(same_listing(src, ldst), 120)
-                row(f"lsyncd (delay=0) -> {label}", latency(b, src, ldst))
+            for direct in (False, True) if not ssh else (False,):
+                ldst = b.work / f"lat-{label}-lsyncd{'-direct' if direct else ''}"
+                with b.lsyncd(src, ldst, ssh, direct):
+                    poll(same_listing(src, ldst), 120)
+                    row(f"lsyncd ({'direct' if direct else 'rsync'}, delay=0) -> {label}", latency(b, src, ldst))
 
 
 def case_scale(b: Bench) -> None:
@@ -315,6 +319,50 @@ def case_fanout(b: Bench) -> None:
         row(f"8 targets{', one down (7 measured)' if down else ''}", xs, "limit p95 <= 300 ms")
 
 
+def case_fanout32(b: Bench, n: int = 32) -> None:
+    """Issue 16: one source, n ssh targets, each its own sshd on a loopback port (so its own
+    host and its own agent channel); then one of them down."""
+    print(f"fan-out: {n} ssh targets, one sshd each; time until a 4 KB file is on all (30 samples)")
+    servers = [b.server]
+    try:
+        for i in range(1, n):
+            servers.append(SshServer.start(b.work / f"sshd-fan{i}"))
+        config = b.work / "ssh_config_fan"
+        blocks = [b.server.ssh_config.read_text()]
+        for i, s in enumerate(servers):  # each server's own alias block, renamed fan<i>
+            own = s.ssh_config.read_text().split("\nHost ")[0]
+            blocks.append(own.replace(f"Host {s.alias}\n", f"Host fan{i}\n", 1))
+        config.write_text("\n".join(blocks))
+        saved = b.env["TETHER_SSH_CONFIG"]
+        b.env["TETHER_SSH_CONFIG"] = str(config)
+        src = b.work / "fan32"
+        make_tree(src, 100, seed=37, hostile=False)
+        p95 = {}
+        for down in (False, True):
+            dsts = [b.work / f"fan32-{int(down)}-{i}" for i in range(n)]
+            specs = [f"fan{i}:{d}" for i, d in enumerate(dsts)]
+            if down:
+                specs[-1] = f"{ALIAS_DOWN}:/nowhere"
+                dsts = dsts[:-1]
+            with b.tether_job(src, specs):
+                for d in dsts:
+                    poll(same_listing(src, d), 300)
+                xs = []
+                data = os.urandom(4096)
+                for i in range(30):
+                    p = src / f"fan32-{int(down)}-{i}"
+                    p.write_bytes(data)
+                    xs.append(poll(functools.partial(all_have, [(d / p.name, 4096) for d in dsts]), 60))
+                    time.sleep(0.02)
+            p95[down] = pct(xs, 95)
+            row(f"{n} targets{f', one down ({n - 1} measured)' if down else ''}", xs, "limit p95 <= 100 ms")
+        print(f"  one down moves the others' p95 by {p95[True] / p95[False]:.2f}x (limit 1.20x)")
+        b.env["TETHER_SSH_CONFIG"] = saved
+    finally:
+        for s in servers[1:]:
+            s.stop()
+
+
 def case_idle(b: Bench, seconds: float) -> None:
     print(f"idle: watching 100,000 files in 4,000 directories, {seconds:.0f} s of quiet")
     src, dst = b.work / "idle", b.work / "idle-dst"
@@ -338,7 +386,7 @@ def case_idle(b: Bench, seconds: float) -> None:
 
 
 CASES = {"latency": case_latency, "scale": case_scale, "narrow": case_narrow, "burst": case_burst,
-         "rename": case_rename, "fanout": case_fanout}  # fmt: skip
+         "rename": case_rename, "fanout": case_fanout, "fanout32": case_fanout32}  # fmt: skip
 
 
 def main() -> int:

@@ -64,11 +64,17 @@ def tether_unprivileged(args: Sequence[str | Path], env: Mapping[str, str]) -> s
 
 
 def contents(root: Path) -> dict[str, bytes]:
-    """relative path -> bytes of every file under root, leaving out tether's own .tether."""
+    """relative path -> bytes of every file under root, leaving out tether's own .tether.
+
+    Polls call it while a sync still runs: a file gone between the listing and the read (an
+    rclone or rsync temp file renamed into place) is left out, as a later listing would."""
     out = {}
     for dirpath, dirs, names in os.walk(root):
         if Path(dirpath) == root and ".tether" in dirs:
             dirs.remove(".tether")
         for n in names:
-            out[str((Path(dirpath) / n).relative_to(root))] = (Path(dirpath) / n).read_bytes()
+            try:
+                out[str((Path(dirpath) / n).relative_to(root))] = (Path(dirpath) / n).read_bytes()
+            except FileNotFoundError:
+                continue
     return out
