@@ -128,10 +128,14 @@ def root_identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:
+class TooManyWatches(UsageError):
+    """The tree needs more inotify watches than the kernel gives: another backend may do."""
+
+
+def too_many_watches(root: str, needed: int, limit: int | None) -> TooManyWatches:
     want = max(65536, math.ceil(2 * needed / 65536) * 65536)
     have = f"fs.inotify.max_user_watches is {limit}" if limit is not None else "the kernel refused more"
-    return UsageError(
+    return TooManyWatches(
         f"watching {root} needs {needed} inotify watches (one per directory) but {have}",
         f"raise it: sysctl fs.inotify.max_user_watches={want}; to keep it after a reboot, put "
         f"the line fs.inotify.max_user_watches={want} in /etc/sysctl.d/90-tether.conf",
