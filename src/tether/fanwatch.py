@@ -385,7 +385,10 @@ class FanWatcher(BaseWatcher):
                 break
             if not buf:
                 break
-            out += parse_events(buf)
+            try:
+                out += parse_events(buf)
+            except ValueError:  # never seen: what the kernel wrote cannot be read, so compare all
+                out.append(RawEvent(FAN_Q_OVERFLOW))
         for ev in out:
             if ev.fd >= 0:
                 os.close(ev.fd)
