@@ -1,7 +1,7 @@
 """Scale: a continuous mirror and a bisync on a tree of a million files, beside rsync and unison.
 
 Usage: .venv/bin/python -m bench.scale [--files 1000000] [--dirs 50000] [--size 64]
-                                       [--only ready,idle,latency,bisync]
+                                       [--only ready,idle,latency,bisync,fanotify] [--fan-dirs 300000]
 
 One run, one generated tree (on tmpfs when root may mount one), the same work for each tool:
   ready     a continuous mirror started against a target that already matches, until its watches
@@ -13,6 +13,10 @@ One run, one generated tree (on tmpfs when root may mount one), the same work fo
             tree and in a 20,000-file tree watched the same way (p50 within 1.2x)
   bisync    a no-change bisync pass against unison's of the same pair: wall time, the peak
             resident size of the largest process, and the state each keeps on disk per file
+  fanotify  a tree of --fan-dirs directories (one file each): small-file latency with the inotify
+            watcher (the limit raised for it), then with fs.inotify.max_user_watches lowered to
+            10,000, where `watcher = "auto"` must take fanotify (p50 within 2x of inotify's). The
+            machine-wide limit is changed for the case and put back after it: run on a quiet machine.
 
 Peak memory is the largest process's (wait4's ru_maxrss: a forked scan counts as a process of
 its own), read for each tool the same way.  Every figure is printed with the command that made it.
@@ -111,6 +115,7 @@ class Scale:
         self.home = work / "home"
         self.env = server.env(dict(os.environ, TETHER_HOME=str(self.home)))
         self.n = 0
+        self.fan_dirs = 300_000
 
     def tether(self, *args: str) -> str:
         p = subprocess.run([*TETHER, *args], env=self.env, capture_output=True, text=True)
@@ -131,14 +136,15 @@ class Scale:
         return bool(st["state"] == "running" and t and all(x["full_passes"] >= 1 and x["state"] == "idle" for x in t))
 
     @contextlib.contextmanager
-    def job(self, src: Path, target: str) -> Iterator[tuple[str, float]]:
+    def job(self, src: Path, target: str, **extra: str) -> Iterator[tuple[str, float]]:
         """A continuous mirror job started; yields (its name, seconds until ready)."""
         self.n += 1
         name = f"s{self.n}"
         jobs = self.home / "config" / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
+        more = "".join(f"{k} = {json.dumps(v)}\n" for k, v in extra.items())
         (jobs / f"{name}.toml").write_text(f"source = {json.dumps(str(src))}\ntargets = [{json.dumps(target)}]\n"
-                                           "interval = 0\n")  # fmt: skip
+                                           f"interval = 0\n{more}")  # fmt: skip
         began = time.perf_counter()
         self.tether("start", name)
         try:
@@ -234,7 +240,44 @@ def case_bisync(s: Scale, src: Path, dst: Path) -> None:
     print(f"  ratio time {t['tether'] / t['unison']:.2f}, peak RSS {m['tether'] / m['unison']:.2f}")
 
 
-CASES = {"ready": case_ready, "idle": case_idle, "latency": case_latency, "bisync": case_bisync}
+WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+@contextlib.contextmanager
+def watch_limit(value: int) -> Iterator[None]:
+    """The machine-wide inotify limit set to `value` for the block, then put back."""
+    old = WATCHES.read_text().strip()
+    WATCHES.write_text(f"{value}\n")
+    try:
+        yield
+    finally:
+        WATCHES.write_text(f"{old}\n")
+
+
+def case_fanotify(s: Scale, _src: Path, _dst: Path) -> None:
+    dirs = s.fan_dirs
+    print(f"fanotify: a tree of {dirs:,} directories; a 4 KB file until on a local target (p50 limit 2x inotify's)")
+    src, dst = s.work / "fan-src", s.work / "fan-dst"
+    if not src.exists():
+        make_flat_tree(src, dirs, dirs, 64)
+        subprocess.run(["cp", "-a", f"{src}/.", str(dst)], check=True)
+    res = {}
+    for label, limit, extra in (("inotify", 2 * dirs + 65536, {"watcher": "inotify"}), ("auto", 10_000, {})):
+        with watch_limit(limit), s.job(src, str(dst), **extra) as (name, took):
+            log = (s.home / "state" / "logs" / f"{name}.log").read_text(errors="replace")
+            res[label] = one_latency(src, dst)
+        how = "fanotify" if "fanotify" in log else "inotify"
+        if label == "auto" and how != "fanotify":
+            raise SystemExit("bench: past the lowered limit the job did not watch with fanotify")
+        print(f"  {how:<9} limit {limit:>7,}  ready {took:6.2f} s   p50 {pct(res[label], 50) * 1000:6.2f} ms"
+              f"   p95 {pct(res[label], 95) * 1000:6.2f} ms")  # fmt: skip
+        shutil.rmtree(src / "lat", ignore_errors=True)
+        shutil.rmtree(dst / "lat", ignore_errors=True)
+    print(f"  ratio p50 fanotify/inotify {statistics.median(res['auto']) / statistics.median(res['inotify']):.2f}")
+
+
+CASES = {"ready": case_ready, "idle": case_idle, "latency": case_latency, "bisync": case_bisync,
+         "fanotify": case_fanotify}  # fmt: skip
 
 
 def main() -> int:
@@ -243,11 +286,12 @@ def main() -> int:
     ap.add_argument("--dirs", type=int, default=None, help="default: files / 20")
     ap.add_argument("--size", type=int, default=64, help="bytes per file")
     ap.add_argument("--only", default=",".join(CASES))
+    ap.add_argument("--fan-dirs", type=int, default=300_000, help="directories of the fanotify case's tree")
     args = ap.parse_args()
     dirs = args.dirs or max(1, args.files // 20)
     # tmpfs: a page per non-empty file and about 1 KB of inode, two trees and the small ones
     per_file = (4096 if args.size else 0) + 1024
-    size_mb = 2 * args.files * per_file // 2**20 + 2048
+    size_mb = 2 * (args.files + args.fan_dirs) * per_file // 2**20 + 2048
     with scratch(size_mb) as work, SshServer.start(work / "sshd") as server:
         src, dst = work / "src", work / "dst"
         began = time.perf_counter()
@@ -256,6 +300,7 @@ def main() -> int:
         print(f"tree: {args.files:,} files of {args.size} bytes in {dirs:,} directories, made and copied"
               f" in {time.perf_counter() - began:.1f} s")  # fmt: skip
         s = Scale(work, server, args.files)
+        s.fan_dirs = args.fan_dirs
         for name in args.only.split(","):
             CASES[name](s, src, dst)
     return 0

@@ -44,6 +44,8 @@ SCHEMA: Schema = {
     "delay": Key("a number of seconds (0 to 60)", lambda v: is_num(v) and 0 <= v <= 60, "delay = 0.005", 0.005),
     "interval": Key("a number of seconds (0 = only at start; at most a year)", lambda v: is_num(v) and 0 <= v <= YEAR,
                     "interval = 3600", 3600),
+    # inotify while the tree fits the watch limit, else fanotify (root), else the periodic passes
+    "watcher": choice("watcher", ("auto", "inotify", "fanotify")),
     "permissions": Key("a setfacl ACL spec", is_str, 'permissions = "u:www-data:rwX"'),
     "sync_owner": Key("an owner as user or user:group", is_owner, 'sync_owner = "deploy:deploy"'),
     "final_owner": Key("an owner as user or user:group", is_owner, 'final_owner = "www-data:www-data"'),
@@ -60,6 +62,7 @@ class LiveOptions:
 
     delay: float = 0.005  # event window: a save is a burst of events a few microseconds apart
     interval: float = 3600.0  # full pass period, the safety net; 0 = only at start
+    watcher: str = "auto"  # see watchers.py
     trash_days: int = 30
     permissions: str | None = None
     sync_owner: str | None = None
@@ -146,6 +149,7 @@ def build(doc: Doc, name: str) -> MirrorJob:
     live = LiveOptions(
         delay=float(doc["delay"]),
         interval=float(doc["interval"]),
+        watcher=doc["watcher"],
         trash_days=doc["trash_days"],
         permissions=doc["permissions"],
         sync_owner=doc["sync_owner"],

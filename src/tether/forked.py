@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (its fork handlers, registered now: see below)
 import contextlib
 import marshal
 import os
@@ -9,6 +10,11 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+# A module that registers fork handlers (concurrent.futures.thread: acquire a lock before a fork,
+# release it after) must not be imported first by one thread while another forks: the fork then
+# runs an "after" handler whose "before" never ran, and the parent prints "release unlocked
+# lock" with a traceback (seen with a pool's probe threads beside a bisync scan). Imported here,
+# it is registered before anything can fork.
 from tether.errors import TetherError
 
 

@@ -29,7 +29,8 @@ from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, Status
 from tether.service.wait import Asked
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentDown, AgentError
-from tether.watch import MAX_DELAY, MOVE_GRACE, Change, Coalescer, SourceMissing, Watcher, coalesce
+from tether.watch import MAX_DELAY, MOVE_GRACE, BaseWatcher, Change, Coalescer, SourceMissing, coalesce
+from tether.watchers import PassWatcher, open_watcher
 
 log = logging.getLogger("tether")
 
@@ -316,7 +317,7 @@ class LiveMirror:
         """`pass_hooks`: the job's before/after commands and time limits, for each full pass."""
         self.spec, self.opts, self.board = spec, opts, board
         self.stopping = threading.Event()
-        self._watcher: Watcher | None = None
+        self._watcher: BaseWatcher | None = None
         self.asked = Asked()  # by `tether wait`
         self.on_batch = on_batch
         self.events = events
@@ -339,7 +340,6 @@ class LiveMirror:
 
     def run(self) -> None:
         watcher = self._watch()  # before the first full pass, so nothing written during it is missed
-        log.info("watching %s (%d directories)", self.spec.source, watcher.watch_count)
         for w in self.workers:
             w.request_full()
             w.start()
@@ -380,7 +380,7 @@ class LiveMirror:
             self.stop()
 
     @staticmethod
-    def _drain(watcher: Watcher) -> list[Change]:
+    def _drain(watcher: BaseWatcher) -> list[Change]:
         """Every change the kernel has queued, a half-seen move settled."""
         out: list[Change] = []
         while got := watcher.read(0):
@@ -395,9 +395,11 @@ class LiveMirror:
         if self._watcher is not None:
             self._watcher.wake()
 
-    def _watch(self) -> Watcher:
-        watcher = Watcher(self.spec.source.path, self.spec.filter)
-        watcher.start()
+    def _watch(self) -> BaseWatcher:
+        watcher, how = open_watcher(self.spec.source.path, self.spec.filter, self.opts.watcher, self.opts.interval)
+        # no watcher: a warning, the job keeps the tree only at each full pass
+        log.log(logging.WARNING if isinstance(watcher, PassWatcher) else logging.INFO, "watching %s: %s",
+                self.spec.source, how)  # fmt: skip
         watcher.wake_on_signals()  # a stop or a `tether wait` taken by a worker thread ends its wait too
         self._watcher = watcher
         self.board.update(state="running", message=None, watches=watcher.watch_count, force=True)
@@ -414,7 +416,7 @@ class LiveMirror:
             return True
         return False
 
-    def _rewatch(self, old: Watcher) -> Watcher | None:
+    def _rewatch(self, old: BaseWatcher) -> BaseWatcher | None:
         """The source root was moved, deleted or replaced (a deploy's `mv site.new site`): drop
         what was queued from the old tree, wait while the path names no directory, watch the
         one it names now and start over with a full pass. None when stopped meanwhile."""
@@ -440,7 +442,7 @@ class LiveMirror:
                     self.board.update(state="waiting", message=msg, force=True)
                 self.stopping.wait(SOURCE_POLL)  # only while the source is missing
                 continue
-            log.info("watching %s again (%d directories); full pass", source, watcher.watch_count)
+            log.info("watching %s again; full pass", source)
             for w in self.workers:
                 w.resume_full()
             return watcher

@@ -19,13 +19,14 @@ import stat
 import struct
 import time
 from dataclasses import dataclass
+from typing import Self
 
 from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
 from tether.errors import UsageError
 from tether.filters import Filter
 from tether.watchlimit import max_user_watches
 
-__all__ = ["MAX_DELAY", "Change", "Coalescer", "Watcher", "coalesce"]
+__all__ = ["MAX_DELAY", "BaseWatcher", "Change", "Coalescer", "Watcher", "coalesce"]
 
 IN_ATTRIB = 0x4
 IN_CLOSE_WRITE = 0x8
@@ -127,10 +128,14 @@ def root_identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def too_many_watches(root: str, needed: int, limit: int | None) -> UsageError:
+class TooManyWatches(UsageError):
+    """The tree needs more inotify watches than the kernel gives: another backend may do."""
+
+
+def too_many_watches(root: str, needed: int, limit: int | None) -> TooManyWatches:
     want = max(65536, math.ceil(2 * needed / 65536) * 65536)
     have = f"fs.inotify.max_user_watches is {limit}" if limit is not None else "the kernel refused more"
-    return UsageError(
+    return TooManyWatches(
         f"watching {root} needs {needed} inotify watches (one per directory) but {have}",
         f"raise it: sysctl fs.inotify.max_user_watches={want}; to keep it after a reboot, put "
         f"the line fs.inotify.max_user_watches={want} in /etc/sysctl.d/90-tether.conf",
@@ -142,23 +147,18 @@ class SourceMissing(UsageError):
     out and not yet back (`mv src src.old && mv src.new src`), to be waited for."""
 
 
-class Watcher:
-    """Reports changes below `root` as Change records, excluded paths left out."""
+class BaseWatcher:
+    """What every watcher backend shares, so the Coalescer and the live loop take any of them:
+    the wake pipe in the poll set, signal wake-ups, the root's identity, the files still being
+    written, the context manager. A backend opens `_fd`, registers it in `_poll`, and reads."""
 
-    def __init__(self, root: str, flt: Filter, max_watches: int | None = None) -> None:
+    def __init__(self, root: str, flt: Filter) -> None:
         self.path = os.path.abspath(root)  # as configured; may be a symlink (current -> releases/7)
         self.root = self.path  # what is watched: where the path leads, from start() on
         self.flt = flt
-        self._max_watches = max_watches
-        self._ino = _Inotify()
         self._fd = -1
         self._poll = select.poll()
-        self._paths: dict[int, str] = {}  # wd -> relative dir path
-        self._wds: dict[str, int] = {}  # relative dir path -> wd
-        self._held: list[_Event] = []  # from an unpaired MOVED_FROM on, waiting for its MOVED_TO
-        self._held_since = 0.0
         self._unclosed: set[str] = set()  # files created and not yet closed after writing
-        self._rescan_on_dir_move = any(r.anchored and not r.pattern.startswith("**/") for r in flt.rules)
         # wake(): a pipe in the same poll set, so a stop request ends a wait with no timer
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll.register(self._wake_r, select.POLLIN)
@@ -166,35 +166,19 @@ class Watcher:
         self._signals = False  # the process's signal wakeup fd is this pipe (see wake_on_signals)
         self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched
         self._root_lost = False  # the watched root itself moved, was deleted or unmounted
-        self._parent_wd = -1  # the folder holding the root path, for events naming the root
-        self._root_name = os.fsencode(os.path.basename(self.path))
 
-    # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Watch every included directory; refuse before the first watch if the limit is short."""
-        if self._fd >= 0:
-            return
-        self._root_id = root_identity(self.path)
-        if self._root_id is None or not os.path.isdir(self.path):
-            raise SourceMissing(f"cannot watch {self.path}: not a directory")
-        self.root = os.path.realpath(self.path)  # inotify never follows a symlink: watch where it leads
-        needed = self.needed_watches()
-        limit = self._max_watches if self._max_watches is not None else max_user_watches()
-        if limit is not None and needed > limit:
-            raise too_many_watches(self.root, needed, limit)
-        try:
-            self._fd = self._ino.init()
-        except OSError as e:
-            raise UsageError(
-                f"cannot start inotify: {e.strerror}",
-                "too many inotify instances? sysctl fs.inotify.max_user_instances=1024",
-            ) from None
-        self._poll.register(self._fd, select.POLLIN)
-        # an unreadable parent: no such watch, the identity check at every batch still sees a swap
-        with contextlib.suppress(OSError):
-            if self._root_name:
-                self._parent_wd = self._ino.add_watch(self._fd, os.fsencode(os.path.dirname(self.path)), PARENT_MASK)
-        self._watch_tree("")
+        raise NotImplementedError
+
+    def read(self, timeout: float | None) -> list[Change]:
+        raise NotImplementedError
+
+    def needed_watches(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def watch_count(self) -> int:
+        raise NotImplementedError
 
     def fileno(self) -> int:
         return self._fd
@@ -240,9 +224,6 @@ class Watcher:
             self._poll.unregister(self._fd)
             os.close(self._fd)
             self._fd = -1
-        self._paths.clear()
-        self._wds.clear()
-        self._held.clear()
         if self._signals:  # never leave the interpreter writing into a closed (and reused) fd
             import signal
 
@@ -256,12 +237,76 @@ class Watcher:
             if fd >= 0:
                 os.close(fd)
 
-    def __enter__(self) -> Watcher:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def holding(self) -> bool:
+        """Whether part of a change is still awaited (read() settles it within MOVE_GRACE)."""
+        return False
+
+    @property
+    def settled(self) -> bool:
+        """Whether what was read is whole: no move half seen, no file created and still being
+        written (its CLOSE_WRITE not seen: a hard link never sends one, see forget_unclosed)."""
+        return not self.holding and not self._unclosed
+
+    def forget_unclosed(self) -> None:
+        """After a window: a file still open is sent as it is now, and its close says it again."""
+        self._unclosed.clear()
+
+
+class Watcher(BaseWatcher):
+    """Reports changes below `root` as Change records, excluded paths left out."""
+
+    def __init__(self, root: str, flt: Filter, max_watches: int | None = None) -> None:
+        super().__init__(root, flt)
+        self._max_watches = max_watches
+        self._ino = _Inotify()
+        self._paths: dict[int, str] = {}  # wd -> relative dir path
+        self._wds: dict[str, int] = {}  # relative dir path -> wd
+        self._held: list[_Event] = []  # from an unpaired MOVED_FROM on, waiting for its MOVED_TO
+        self._held_since = 0.0
+        self._rescan_on_dir_move = any(r.anchored and not r.pattern.startswith("**/") for r in flt.rules)
+        self._parent_wd = -1  # the folder holding the root path, for events naming the root
+        self._root_name = os.fsencode(os.path.basename(self.path))
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Watch every included directory; refuse before the first watch if the limit is short."""
+        if self._fd >= 0:
+            return
+        self._root_id = root_identity(self.path)
+        if self._root_id is None or not os.path.isdir(self.path):
+            raise SourceMissing(f"cannot watch {self.path}: not a directory")
+        self.root = os.path.realpath(self.path)  # inotify never follows a symlink: watch where it leads
+        needed = self.needed_watches()
+        limit = self._max_watches if self._max_watches is not None else max_user_watches()
+        if limit is not None and needed > limit:
+            raise too_many_watches(self.root, needed, limit)
+        try:
+            self._fd = self._ino.init()
+        except OSError as e:
+            raise UsageError(
+                f"cannot start inotify: {e.strerror}",
+                "too many inotify instances? sysctl fs.inotify.max_user_instances=1024",
+            ) from None
+        self._poll.register(self._fd, select.POLLIN)
+        # an unreadable parent: no such watch, the identity check at every batch still sees a swap
+        with contextlib.suppress(OSError):
+            if self._root_name:
+                self._parent_wd = self._ino.add_watch(self._fd, os.fsencode(os.path.dirname(self.path)), PARENT_MASK)
+        self._watch_tree("")
+
+    def close(self) -> None:
+        super().close()
+        self._paths.clear()
+        self._wds.clear()
+        self._held.clear()
 
     def needed_watches(self) -> int:
         """One watch per included directory below the root: what start() asks the kernel for,
@@ -276,16 +321,6 @@ class Watcher:
     def holding(self) -> bool:
         """Whether a MOVED_FROM still waits for its pair (read() settles it within MOVE_GRACE)."""
         return bool(self._held)
-
-    @property
-    def settled(self) -> bool:
-        """Whether what was read is whole: no move half seen, no file created and still being
-        written (its CLOSE_WRITE not seen: a hard link never sends one, see forget_unclosed)."""
-        return not self._held and not self._unclosed
-
-    def forget_unclosed(self) -> None:
-        """After a window: a file still open is sent as it is now, and its close says it again."""
-        self._unclosed.clear()
 
     # -- watches -------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
@@ -519,7 +554,7 @@ class Coalescer:
     """Gathers changes for `delay` seconds after the first one (window), then hands a merged
     batch; the first change after a quiet moment goes at once (goes_at_once)."""
 
-    def __init__(self, watcher: Watcher, delay: float = 0.05, max_delay: float = MAX_DELAY) -> None:
+    def __init__(self, watcher: BaseWatcher, delay: float = 0.05, max_delay: float = MAX_DELAY) -> None:
         self.watcher = watcher
         self.delay = delay
         self.max_delay = max_delay

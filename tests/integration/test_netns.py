@@ -10,7 +10,7 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +20,7 @@ from tests.rig.compare import assert_same_tree
 from tests.rig.compare import snapshot as contents
 from tests.rig.live import running, status, wait_for, wait_same, write_job, write_job_text
 from tests.rig.netns import Host, Net, hosts, unavailable
+from tests.rig.run import tether
 from tests.rig.scorecard import Card
 from tests.rig.trees import make_tree
 
@@ -226,6 +227,16 @@ def bisyncing(tmp_path: Path, env: dict[str, str], host: Host, name: str) -> Ite
         yield a, b
 
 
+def converged(env: dict[str, str], name: str, cond: Callable[[], bool]) -> None:
+    """Wait for both replicas to hold every change; if they never do, the job's own account
+    (its status and the end of its log) goes into the failure."""
+    try:
+        wait_for(cond, CONVERGE_S, "both replicas to hold every change")
+    except AssertionError as e:
+        said = tether(["status", name], env).stdout + tether(["log", name, "-n", "60"], env).stdout
+        raise AssertionError(f"{e}\n{said}") from None
+
+
 def write_both(a: Path, b: Path, want: dict[str, bytes]) -> None:
     """New files on each side and an edit on the far one, all recorded in `want`."""
     for i in range(5):
@@ -263,7 +274,7 @@ def test_a_bisync_with_a_namespaced_host_converges_across_a_cut(
             assert not (b / "from-a-0.txt").exists() and not (a / "from-b-0.txt").exists(), "a file crossed the cut"
         finally:
             host.restore()
-        wait_for(lambda: holding(want, a, b), CONVERGE_S, "both replicas to hold every change")
+        converged(env, "bi", lambda: holding(want, a, b))
     settled(card, want, a, b)
 
 
@@ -284,5 +295,5 @@ def test_a_bisync_whose_connection_died_opens_it_again(
             wait_for(lambda: bool(status(env, "reopen")["targets"][0].get("last_error")), 60, "the job to see it")
         finally:
             host.server.restart()
-        wait_for(lambda: holding(want, a, b), CONVERGE_S, "both replicas to hold every change")
+        converged(env, "reopen", lambda: holding(want, a, b))
     settled(card, want, a, b)

@@ -80,6 +80,8 @@ def test_the_watch_rule_takes_the_smaller_limit_and_keeps_a_margin() -> None:
     assert ns.fix is not None and "user.max_inotify_watches=65536" in ns.fix
     assert rules.watch_want(100_000) == 262_144
     assert rules.watch_rule([("/s", 10)], None, None).ok  # no /proc/sys: nothing to hold it against
+    fan = rules.watch_rule([("/s", 901)], 1000, None, None)  # past it, where fanotify can watch
+    assert fan.ok and "fanotify" in fan.detail
 
 
 def test_free_space_fails_under_1_percent_or_100_mib() -> None:

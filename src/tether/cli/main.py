@@ -95,6 +95,8 @@ def build_parser(command: str | None = None) -> Parser:
     m.add_argument("--bwlimit", metavar="RATE", help="bandwidth limit per target, rsync syntax (e.g. 5M)")
     m.add_argument("--watch", action="store_true", help="keep running: push every change as it happens")
     m.add_argument("--delay", type=number(0, 60), default=0.005, metavar="SEC", help="event window with --watch (0-60)")
+    m.add_argument("--watcher", choices=("auto", "inotify", "fanotify"), default="auto",
+                   help="with --watch: inotify while the tree fits the watch limit, else fanotify (root)")  # fmt: skip
     add_run_options(m)
 
     j = sub.add_parser("jobs", help="list the configured jobs")

@@ -300,6 +300,7 @@ def _watch(args: argparse.Namespace, dirs: Dirs, source: Local, targets: list[Re
     joblog.setup("", LogSettings(), quiet=args.quiet)
     status = dirs.runtime / "jobs" / f"adhoc-{os.getpid()}.status.json"
     try:
-        return run_live("mirror --watch", spec, LiveOptions(delay=args.delay), SshOptions.from_env(dirs), dirs, status)
+        opts = LiveOptions(delay=args.delay, watcher=args.watcher)
+        return run_live("mirror --watch", spec, opts, SshOptions.from_env(dirs), dirs, status)
     finally:
         status.unlink(missing_ok=True)

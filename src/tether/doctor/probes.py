@@ -121,7 +121,13 @@ def watch_trees(trees: list[tuple[str, Filter]]) -> Finding:
         finally:
             w.close()
     # each limit on its own: the fix names the one that binds
-    return rules.watch_rule(counted, max_user_watches((WATCHES_SYSCTL,)), max_user_watches((WATCHES_USERNS,)))
+    limits = max_user_watches((WATCHES_SYSCTL,)), max_user_watches((WATCHES_USERNS,))
+    finding = rules.watch_rule(counted, *limits)
+    if finding.ok:
+        return finding
+    from tether.fanwatch import fanotify_available
+
+    return rules.watch_rule(counted, *limits, fanotify_available(trees[0][0]))
 
 
 def rclone_program() -> Finding:

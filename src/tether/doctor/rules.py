@@ -155,10 +155,13 @@ def watch_want(needed: int) -> int:
     return max(65536, math.ceil(2 * needed / 65536) * 65536)
 
 
-def watch_rule(trees: Sequence[tuple[str, int]], global_limit: int | None, ns_limit: int | None) -> Finding:
+def watch_rule(
+    trees: Sequence[tuple[str, int]], global_limit: int | None, ns_limit: int | None, fanotify: str | None = ""
+) -> Finding:
     """The watches `tether start` takes (one per included directory of each watched tree, plus the
     margin) against the kernel's limit: the smaller of fs.inotify.max_user_watches and, where the
-    kernel has one, this user namespace's user.max_inotify_watches."""
+    kernel has one, this user namespace's user.max_inotify_watches. Past it a job with the default
+    `watcher = "auto"` watches with fanotify where it can (`fanotify`: None), which passes."""
     needed = sum(n for _, n in trees)
     where = ", ".join(f"{p} ({n} dirs)" for p, n in trees)
     limits = [x for x in (global_limit, ns_limit) if x is not None]
@@ -168,17 +171,21 @@ def watch_rule(trees: Sequence[tuple[str, int]], global_limit: int | None, ns_li
     want = needed + watch_margin(needed)
     if want <= limit:
         return passed(f"{where}: {needed} watches + {want - needed} spare within the limit {limit}")
+    if fanotify is None:
+        return passed(f"{where}: {needed} directories, past the inotify limit {limit}: watched with fanotify instead")
     raise_to = watch_want(want)
+    more = f"; fanotify, which needs no watch per directory, cannot run here: {fanotify}" if fanotify else ""
     if ns_limit is not None and ns_limit == limit and (global_limit is None or ns_limit < global_limit):
         return failed(
             f"{where}: needs {needed} inotify watches + {want - needed} spare, "
             f"but this user namespace allows {ns_limit} (user.max_inotify_watches)",
-            f"raise it from the namespace's owner (container host): sysctl -w user.max_inotify_watches={raise_to}",
+            f"raise it from the namespace's owner (container host): sysctl -w user.max_inotify_watches={raise_to}"
+            + more,
         )
     return failed(
         f"{where}: needs {needed} inotify watches + {want - needed} spare, but fs.inotify.max_user_watches is {limit}",
         f"sysctl -w fs.inotify.max_user_watches={raise_to}; to keep it, put fs.inotify.max_user_watches={raise_to} "
-        "in /etc/sysctl.d/90-tether.conf",
+        "in /etc/sysctl.d/90-tether.conf" + more,
     )
 
 
