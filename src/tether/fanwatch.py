@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import math
 import os
 import stat
 import struct
@@ -29,10 +28,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change
+from tether.coalesce import DELETE, RESCAN, WRITE, Change
 from tether.errors import UsageError
 from tether.filters import Filter
-from tether.watch import POLL_MAX_MS, BaseWatcher, SourceMissing, _regular, _under, root_identity
+from tether.watch import BaseWatcher, SourceMissing, _regular, _under, root_identity
 
 __all__ = ["FanWatcher", "Named", "RawEvent", "as_of_event_time", "fanotify_available", "parse_events"]
 
@@ -409,8 +408,7 @@ class FanWatcher(BaseWatcher):
             now = time.monotonic()
             if end is not None and now >= end:
                 return []
-            # at most an hour per poll (the loop looks again): poll() takes no more than 2^31 ms
-            self._poll.poll(POLL_MAX_MS if end is None else min(POLL_MAX_MS, max(0, math.ceil((end - now) * 1000))))
+            self._sleep_until(end)
 
     def _resolve(self, fh: bytes | None) -> str | None:
         if fh is None:
@@ -562,24 +560,6 @@ class FanWatcher(BaseWatcher):
         elif new_rel is not None:
             self._moved_in(new_rel, is_dir, out)
 
-    def _moved_in(self, rel: str, is_dir: bool, out: list[Change]) -> None:
-        if not self.flt.path_excluded(rel, is_dir):
-            out.append(Change(WRITE, rel, is_dir))
-
-    def _moved_out(self, rel: str, is_dir: bool, out: list[Change]) -> None:
-        self._unclosed.discard(rel)
-        if not self.flt.path_excluded(rel, is_dir):
-            out.append(Change(DELETE, rel, is_dir))
-
-    def _moved(self, old: str, new: str, is_dir: bool, out: list[Change]) -> None:
-        if self.flt.path_excluded(old, is_dir):
-            self._moved_in(new, is_dir, out)
-        elif self.flt.path_excluded(new, is_dir):
-            self._moved_out(old, is_dir, out)
-        else:
-            if old in self._unclosed:  # moved while still being written: its close names new
-                self._unclosed.discard(old)
-                self._unclosed.add(new)
-            out.append(Change(MOVE, new, is_dir, old=old))
-            if is_dir and self.flt.anchored:
-                out.append(Change(RESCAN, ""))  # anchored rules may judge the subtree anew by its new name
+    def _dir_renamed(self, old: str, new: str, out: list[Change]) -> None:
+        if self.flt.anchored:
+            out.append(Change(RESCAN, ""))  # anchored rules may judge the subtree anew by its new name

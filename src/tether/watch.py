@@ -259,6 +259,49 @@ class BaseWatcher:
         """After a window: a file still open is sent as it is now, and its close says it again."""
         self._unclosed.clear()
 
+    def _sleep_until(self, end: float | None) -> None:
+        """One wait in poll() for an event or a wake, up to `end`; at most an hour (the caller
+        looks again): poll() takes no more than 2^31 ms."""
+        now = time.monotonic()
+        self._poll.poll(POLL_MAX_MS if end is None else min(POLL_MAX_MS, max(0, math.ceil((end - now) * 1000))))
+
+    # -- moves, as every backend reports them (the hooks keep a backend's own bookkeeping) --
+    def _moved_in(self, rel: str, is_dir: bool, out: list[Change]) -> None:
+        if self.flt.path_excluded(rel, is_dir):
+            return
+        if is_dir:
+            self._dir_came(rel)
+        out.append(Change(WRITE, rel, is_dir))
+
+    def _moved_out(self, rel: str, is_dir: bool, out: list[Change]) -> None:
+        self._unclosed.discard(rel)
+        if is_dir:
+            self._dir_went(rel)
+        if not self.flt.path_excluded(rel, is_dir):
+            out.append(Change(DELETE, rel, is_dir))
+
+    def _moved(self, old: str, new: str, is_dir: bool, out: list[Change]) -> None:
+        if self.flt.path_excluded(old, is_dir):
+            self._moved_in(new, is_dir, out)
+        elif self.flt.path_excluded(new, is_dir):
+            self._moved_out(old, is_dir, out)
+        else:
+            if old in self._unclosed:  # moved while still being written: its close names new
+                self._unclosed.discard(old)
+                self._unclosed.add(new)
+            out.append(Change(MOVE, new, is_dir, old=old))
+            if is_dir:
+                self._dir_renamed(old, new, out)
+
+    def _dir_came(self, rel: str) -> None:
+        """A directory appeared in the tree (made or moved in)."""
+
+    def _dir_went(self, rel: str) -> None:
+        """A directory left the tree (moved out)."""
+
+    def _dir_renamed(self, old: str, new: str, out: list[Change]) -> None:
+        """A directory was renamed inside the tree (its MOVE is in `out` already)."""
+
 
 class Watcher(BaseWatcher):
     """Reports changes below `root` as Change records, excluded paths left out."""
@@ -435,8 +478,7 @@ class Watcher(BaseWatcher):
             if self._held:
                 due = self._held_since + MOVE_GRACE
                 wake = due if wake is None else min(wake, due)
-            # at most an hour per poll (the loop looks again): poll() takes no more than 2^31 ms
-            self._poll.poll(POLL_MAX_MS if wake is None else min(POLL_MAX_MS, max(0, math.ceil((wake - now) * 1000))))
+            self._sleep_until(wake)
 
     def _decode(self, events: list[_Event], settle: int) -> tuple[list[Change], list[_Event]]:
         """Events to changes, in order. A MOVED_FROM pairs with the MOVED_TO of the same cookie;
@@ -508,37 +550,19 @@ class Watcher(BaseWatcher):
                 out.append(Change(DELETE, rel, is_dir))
         return out, []
 
-    def _moved_in(self, rel: str, is_dir: bool, out: list[Change]) -> None:
-        if self.flt.path_excluded(rel, is_dir):
-            return
-        if is_dir:
-            self._watch_tree(rel)
-        out.append(Change(WRITE, rel, is_dir))
+    def _dir_came(self, rel: str) -> None:
+        self._watch_tree(rel)
 
-    def _moved_out(self, rel: str, is_dir: bool, out: list[Change]) -> None:
-        self._unclosed.discard(rel)
-        if is_dir:
-            self._unwatch_tree(rel)  # its watches would follow it out of the tree
-        if not self.flt.path_excluded(rel, is_dir):
-            out.append(Change(DELETE, rel, is_dir))
+    def _dir_went(self, rel: str) -> None:
+        self._unwatch_tree(rel)  # its watches would follow it out of the tree
 
-    def _moved(self, old: str, new: str, is_dir: bool, out: list[Change]) -> None:
-        if self.flt.path_excluded(old, is_dir):
-            self._moved_in(new, is_dir, out)
-        elif self.flt.path_excluded(new, is_dir):
-            self._moved_out(old, is_dir, out)
-        else:
-            if old in self._unclosed:  # moved while still being written: its close names new
-                self._unclosed.discard(old)
-                self._unclosed.add(new)
-            out.append(Change(MOVE, new, is_dir, old=old))
-            if is_dir:
-                self._rename_tree(old, new)
-                if self._rescan_on_dir_move:
-                    # Anchored rules may judge the subtree differently under its new name.
-                    self._unwatch_tree(new)
-                    self._watch_tree(new)
-                    out.append(Change(RESCAN, ""))
+    def _dir_renamed(self, old: str, new: str, out: list[Change]) -> None:
+        self._rename_tree(old, new)
+        if self._rescan_on_dir_move:
+            # Anchored rules may judge the subtree differently under its new name.
+            self._unwatch_tree(new)
+            self._watch_tree(new)
+            out.append(Change(RESCAN, ""))
 
 
 def goes_at_once(delay: float, quiet_for: float, settled: bool) -> bool:

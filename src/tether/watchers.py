@@ -6,14 +6,13 @@ the job's periodic full passes carry every change, said in the log with their in
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
 from tether.errors import UsageError
 from tether.fanwatch import FanWatcher, fanotify_available
 from tether.filters import Filter
-from tether.watch import POLL_MAX_MS, BaseWatcher, Change, SourceMissing, TooManyWatches, Watcher, root_identity
+from tether.watch import BaseWatcher, Change, SourceMissing, TooManyWatches, Watcher, root_identity
 
 WATCHERS = ("auto", "inotify", "fanotify")
 
@@ -37,7 +36,7 @@ class PassWatcher(BaseWatcher):
             now = time.monotonic()
             if end is not None and now >= end:
                 return []
-            self._poll.poll(POLL_MAX_MS if end is None else min(POLL_MAX_MS, max(0, math.ceil((end - now) * 1000))))
+            self._sleep_until(end)
 
     def needed_watches(self) -> int:
         return 0

@@ -12,17 +12,16 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.rig.watching import batch, gather, write
 from tether.errors import UsageError
 from tether.fanwatch import FanWatcher, fanotify_available
 from tether.filters import Filter
 from tether.watch import Change, Coalescer
-
-DEADLINE = 10.0
 
 
 @pytest.fixture
@@ -46,27 +45,6 @@ def watcher(root: Path) -> Iterator[FanWatcher]:
     w = watching(root)
     yield w
     w.close()
-
-
-def gather(w: FanWatcher, done: Callable[[list[Change]], bool]) -> list[Change]:
-    got: list[Change] = []
-    end = time.monotonic() + DEADLINE
-    while not done(got):
-        assert time.monotonic() < end, f"gave up waiting; got {got}"
-        got += w.read(0.1)
-    return got
-
-
-def batch(w: FanWatcher) -> list[Change]:
-    got = Coalescer(w).next_batch(DEADLINE)
-    assert got, "no events"
-    return got
-
-
-def write(p: Path | bytes, data: bytes = b"x") -> None:
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, data)
-    os.close(fd)
 
 
 def test_one_mark_whatever_the_tree(root: Path) -> None:

@@ -12,16 +12,15 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.rig.watching import DEADLINE, batch, gather, has, write
 from tether.errors import UsageError
 from tether.filters import Filter
 from tether.watch import Change, Coalescer, Watcher
-
-DEADLINE = 10.0
 
 
 @pytest.fixture
@@ -42,33 +41,6 @@ def watcher(root: Path) -> Iterator[Watcher]:
     w = watching(root)
     yield w
     w.close()
-
-
-def gather(w: Watcher, done: Callable[[list[Change]], bool]) -> list[Change]:
-    """Read until `done` holds for what arrived, or fail at the deadline."""
-    got: list[Change] = []
-    end = time.monotonic() + DEADLINE
-    while not done(got):
-        assert time.monotonic() < end, f"gave up waiting; got {got}"
-        got += w.read(0.1)
-    return got
-
-
-def batch(w: Watcher) -> list[Change]:
-    """The next coalesced batch: everything the operations before the call produced."""
-    got = Coalescer(w).next_batch(DEADLINE)
-    assert got, "no events"
-    return got
-
-
-def has(*wanted: Change) -> Callable[[list[Change]], bool]:
-    return lambda got: all(c in got for c in wanted)
-
-
-def write(p: Path | bytes, data: bytes = b"x") -> None:
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, data)
-    os.close(fd)
 
 
 def test_files_created_modified_chmodded_and_deleted(root: Path, watcher: Watcher) -> None:
