@@ -24,7 +24,7 @@ from typing import Self
 from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
 from tether.errors import UsageError
 from tether.filters import Filter
-from tether.watchlimit import max_user_watches
+from tether.watchlimit import binding_sysctl, max_user_watches
 
 __all__ = ["MAX_DELAY", "BaseWatcher", "Change", "Coalescer", "Watcher", "coalesce"]
 
@@ -134,12 +134,14 @@ class TooManyWatches(UsageError):
 
 def too_many_watches(root: str, needed: int, limit: int | None) -> TooManyWatches:
     want = max(65536, math.ceil(2 * needed / 65536) * 65536)
-    have = f"fs.inotify.max_user_watches is {limit}" if limit is not None else "the kernel refused more"
-    return TooManyWatches(
-        f"watching {root} needs {needed} inotify watches (one per directory) but {have}",
-        f"raise it: sysctl fs.inotify.max_user_watches={want}; to keep it after a reboot, put "
-        f"the line fs.inotify.max_user_watches={want} in /etc/sysctl.d/90-tether.conf",
-    )
+    sysctl = binding_sysctl(limit)
+    have = f"{sysctl} is {limit}" if limit is not None else "the kernel refused more"
+    if sysctl == "user.max_inotify_watches":  # a container's own: only its host can raise it
+        fix = f"raise it from the user namespace's owner (the container's host): sysctl -w {sysctl}={want}"
+    else:
+        fix = (f"raise it: sysctl {sysctl}={want}; to keep it after a reboot, put the line {sysctl}={want} in "
+               "/etc/sysctl.d/90-tether.conf")  # fmt: skip
+    return TooManyWatches(f"watching {root} needs {needed} inotify watches (one per directory) but {have}", fix)
 
 
 class SourceMissing(UsageError):

@@ -20,3 +20,12 @@ def max_user_watches(files: Sequence[str] = (WATCHES_SYSCTL, WATCHES_USERNS)) ->
         except (OSError, ValueError):
             pass
     return min(found) if found else None
+
+
+def binding_sysctl(limit: int | None) -> str:
+    """Which setting makes `limit`: this user namespace's where it is the lower one (raised from
+    the namespace's owner), else the machine's."""
+    host, ns = max_user_watches((WATCHES_SYSCTL,)), max_user_watches((WATCHES_USERNS,))
+    if limit is not None and ns == limit and (host is None or ns < host):
+        return "user.max_inotify_watches"
+    return "fs.inotify.max_user_watches"
