@@ -337,6 +337,8 @@ def fanotify_available(path: str) -> str | None:
 class FanWatcher(BaseWatcher):
     """Reports changes below `root` as Change records, like Watcher, from one filesystem mark."""
 
+    kind = "fanotify"
+
     def __init__(self, root: str, flt: Filter, cache_size: int = CACHE_SIZE) -> None:
         super().__init__(root, flt)
         self._fan = _Fanotify()

@@ -154,6 +154,8 @@ class BaseWatcher:
     the wake pipe in the poll set, signal wake-ups, the root's identity, the files still being
     written, the context manager. A backend opens `_fd`, registers it in `_poll`, and reads."""
 
+    kind = ""  # what `tether status` names it by
+
     def __init__(self, root: str, flt: Filter) -> None:
         self.path = os.path.abspath(root)  # as configured; may be a symlink (current -> releases/7)
         self.root = self.path  # what is watched: where the path leads, from start() on
@@ -307,6 +309,8 @@ class BaseWatcher:
 
 class Watcher(BaseWatcher):
     """Reports changes below `root` as Change records, excluded paths left out."""
+
+    kind = "inotify"
 
     def __init__(self, root: str, flt: Filter, max_watches: int | None = None) -> None:
         super().__init__(root, flt)

@@ -21,6 +21,8 @@ class PassWatcher(BaseWatcher):
     """Reports nothing: a tree no watcher can follow is kept by the periodic full passes. It
     still wakes on a stop and sees the root swapped, as the others do."""
 
+    kind = "none"
+
     def start(self) -> None:
         self._root_id = root_identity(self.path)
         if self._root_id is None or not os.path.isdir(self.path):

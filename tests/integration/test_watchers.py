@@ -46,7 +46,9 @@ def test_a_job_with_the_fanotify_watcher_follows_every_kind_of_change(
         (src / "d3" / "e3" / "f.txt").write_text("edited\n")
         wait_same(src, dst, DEADLINE)
         log = tether(["log", "w"], tether_env, check_rc=0).stdout
+        said = tether(["status", "w"], tether_env, check_rc=0).stdout
     assert "fanotify" in log, log
+    assert "fanotify, one filesystem mark" in said, said
 
 
 def in_userns(limit: int, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

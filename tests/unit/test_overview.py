@@ -124,6 +124,11 @@ def test_the_table_has_a_row_per_target_a_line_per_job_and_the_recent_errors() -
     assert "m: running (pid 42, 7 of 8192 watches); 1 conflicts, 2 errors in its events" in text
     assert "idle: stopped" in text
     assert text.index("recent errors:") > text.index("idle: stopped")
+    # a job past the inotify limit says what watches it instead of a count of 0
+    fan = table([build("f", 42, {**_status(), "watches": 0, "watcher": "fanotify"}, Tally(), NOW, limit=8192)], NOW)
+    assert "f: running (pid 42, fanotify, one filesystem mark)" in fan
+    none = table([build("p", 42, {**_status(), "watches": 0, "watcher": "none"}, Tally(), NOW, limit=8192)], NOW)
+    assert "p: running (pid 42, no watcher: its full passes only)" in none
     assert "m error [/dst] b - permission denied" in text and "m refused [/dst] - the source is empty" in text
 
 

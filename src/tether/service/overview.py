@@ -193,6 +193,7 @@ class JobView:
     recent_errors: list[dict[str, Any]]
     rows: list[Row]
     edited: bool = False  # the job file changed since the running job read it: a restart applies it
+    watcher: str = "inotify"  # a running job's: inotify, fanotify, or none (its full passes only)
 
 
 def _event_doc(e: Event) -> dict[str, Any]:
@@ -251,6 +252,7 @@ def build(
         [{k: v for k, v in p.items() if k != "seconds"} for p in passes if p],
         [_event_doc(e) for e in tally.recent], rows,
         running and edited_at is not None and edited_at > float(st.get("started") or edited_at),
+        str(st.get("watcher") or "inotify"),
     )  # fmt: skip
 
 
@@ -335,7 +337,8 @@ def to_json(view: JobView) -> dict[str, Any]:
     return {
         "job": view.job, "running": view.running, "pid": view.pid, "state": view.state, "message": view.message,
         "job_file_changed": view.edited,
-        "watches": view.watches, "targets": view.status_targets, "last_passes": view.last_passes,
+        "watches": view.watches, "watcher": view.watcher if view.running else None,
+        "targets": view.status_targets, "last_passes": view.last_passes,
         "started": view.started, "watch_limit": view.watch_limit, "conflicts": view.conflicts,
         "errors": view.errors, "recent_errors": view.recent_errors, "rows": [asdict(r) for r in view.rows],
     }  # fmt: skip
@@ -424,7 +427,8 @@ def table(views: Sequence[JobView], now: float) -> str:
         line = f"{v.job}: {v.state}"
         if v.running:
             limit = f" of {v.watch_limit}" if v.watch_limit else ""
-            line += f" (pid {v.pid}, {v.watches}{limit} watches)"
+            how = {"fanotify": "fanotify, one filesystem mark", "none": "no watcher: its full passes only"}
+            line += f" (pid {v.pid}, {how.get(v.watcher) or f'{v.watches}{limit} watches'})"
         if v.conflicts or v.errors:
             line += f"; {v.conflicts} conflicts, {v.errors} errors in its events"
         out.append(line)

@@ -42,7 +42,8 @@ class JobStatus:
     source: str
     started: float
     state: str = "starting"  # starting, running, waiting (for the source), stopping, stopped, failed
-    watches: int = 0
+    watches: int = 0  # inotify watches held
+    watcher: str = "inotify"  # or "fanotify" (one filesystem mark), "none" (the periodic passes only)
     targets: list[TargetStatus] = field(default_factory=list)
     message: str | None = None
 
