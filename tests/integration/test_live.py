@@ -50,8 +50,10 @@ def test_changes_reach_local_and_ssh_targets_hostile_names_included(
             f.write(b"x")
         wait_same(src, local)
         wait_same(src, remote)
-        st = status(tether_ssh_env, "j")
-        assert st["running"] and [t["state"] for t in st["targets"]] == ["idle", "idle"]
+        # the files are there before the batch that sent them has ended and said so
+        wait_for(lambda: [t["state"] for t in status(tether_ssh_env, "j")["targets"]] == ["idle", "idle"],
+                 60, "both targets idle")  # fmt: skip
+        assert status(tether_ssh_env, "j")["running"]
     assert find_named(tmp_path, b"pwned") == []
     assert status(tether_ssh_env, "j")["running"] is False
 

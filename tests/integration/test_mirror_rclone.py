@@ -88,9 +88,16 @@ def _exact(b: Backend, src: Path, rel: str) -> None:
     listed = b.listing(rel)
     assert sorted(listed) == sorted(want)
     precision = PRECISION_NS[b.name]
-    if precision is not None:
-        for p, (_size, mtime) in listed.items():
-            assert abs(mtime - os.stat(src / p).st_mtime_ns) < precision, p
+    if precision is None:
+        return
+
+    def off(listed: dict[str, tuple[int, int]]) -> list[str]:
+        return [p for p, (_size, mtime) in listed.items() if abs(mtime - os.stat(src / p).st_mtime_ns) >= precision]
+
+    # Once in a loaded full run rclone's s3 listing gave one file's mtime to the millisecond (as
+    # S3's own LastModified has it) where every listing before and after gives the nanosecond
+    # kept in its metadata: a mtime set wrong is off in the second listing too, a reading of it is not.
+    assert not (off(listed) and off(b.listing(rel))), off(listed)
 
 
 def test_one_shot_mirror_is_exact_with_hostile_names(tmp_path: Path, backend: Backend) -> None:
