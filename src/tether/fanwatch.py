@@ -404,11 +404,7 @@ class FanWatcher(BaseWatcher):
                 changes = self._decode(events)
                 if changes:
                     return changes
-            if self._take_wake():
-                self._woken = True
-                return []
-            now = time.monotonic()
-            if end is not None and now >= end:
+            if self._stop_waiting(end):
                 return []
             self._sleep_until(end)
 

@@ -29,7 +29,7 @@ from tether.service.status import DOWN, IDLE, RETRYING, SYNCING, WAITING, Status
 from tether.service.wait import Asked
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentDown, AgentError
-from tether.watch import MAX_DELAY, MOVE_GRACE, BaseWatcher, Change, Coalescer, SourceMissing, Watcher, coalesce
+from tether.watch import MAX_DELAY, MOVE_GRACE, BaseWatcher, Change, Coalescer, SourceMissing, coalesce
 from tether.watchers import PassWatcher, open_watcher
 
 log = logging.getLogger("tether")
@@ -402,8 +402,8 @@ class LiveMirror:
                 self.spec.source, how)  # fmt: skip
         watcher.wake_on_signals()  # a stop or a `tether wait` taken by a worker thread ends its wait too
         self._watcher = watcher
-        watches = watcher.watch_count if isinstance(watcher, Watcher) else 0  # inotify's, the ones with a limit
-        self.board.update(state="running", message=None, watches=watches, watcher=watcher.kind, force=True)
+        self.board.update(state="running", message=None, watches=watcher.inotify_watches, watcher=watcher.kind,
+                          force=True)  # fmt: skip
         return watcher
 
     def _source_moved(self) -> bool:

@@ -184,6 +184,11 @@ class BaseWatcher:
     def watch_count(self) -> int:
         raise NotImplementedError
 
+    @property
+    def inotify_watches(self) -> int:
+        """The inotify watches held: what counts against the kernel's limit (`tether status`)."""
+        return 0
+
     def fileno(self) -> int:
         return self._fd
 
@@ -263,6 +268,13 @@ class BaseWatcher:
         """After a window: a file still open is sent as it is now, and its close says it again."""
         self._unclosed.clear()
 
+    def _stop_waiting(self, end: float | None) -> bool:
+        """Whether read() ends empty now: woken (take_woken() then says so), or past `end`."""
+        if self._take_wake():
+            self._woken = True
+            return True
+        return end is not None and time.monotonic() >= end
+
     def _sleep_until(self, end: float | None) -> None:
         """One wait in poll() for an event or a wake, up to `end`; at most an hour (the caller
         looks again): poll() takes no more than 2^31 ms."""
@@ -311,6 +323,10 @@ class Watcher(BaseWatcher):
     """Reports changes below `root` as Change records, excluded paths left out."""
 
     kind = "inotify"
+
+    @property
+    def inotify_watches(self) -> int:
+        return self.watch_count
 
     def __init__(self, root: str, flt: Filter, max_watches: int | None = None) -> None:
         super().__init__(root, flt)
@@ -474,12 +490,9 @@ class Watcher(BaseWatcher):
                     self._held_since = now
                 if changes:
                     return changes
+            if self._stop_waiting(end):
+                return []
             now = time.monotonic()
-            if self._take_wake():
-                self._woken = True
-                return []
-            if end is not None and now >= end:
-                return []
             wake = end
             if self._held:
                 due = self._held_since + MOVE_GRACE

@@ -31,14 +31,9 @@ class PassWatcher(BaseWatcher):
 
     def read(self, timeout: float | None) -> list[Change]:
         end = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
-            if self._take_wake():
-                self._woken = True
-                return []
-            now = time.monotonic()
-            if end is not None and now >= end:
-                return []
+        while not self._stop_waiting(end):
             self._sleep_until(end)
+        return []
 
     def needed_watches(self) -> int:
         return 0
@@ -76,7 +71,8 @@ def open_watcher(root: str, flt: Filter, choice: str, interval: float) -> tuple[
         if choice == "inotify":
             raise
         over = e
-    how = fallback(over, fanotify_available(root), interval)
+    why_not = fanotify_available(root)
+    how = fallback(over, why_not, interval)
     if how == "fanotify":
         fan = FanWatcher(root, flt)
         _start(fan)
@@ -85,7 +81,7 @@ def open_watcher(root: str, flt: Filter, choice: str, interval: float) -> tuple[
     still.start()
     return still, (
         f"no watcher, a full pass every {interval:g} s: {over.message}, and fanotify cannot watch it here "
-        f"({fanotify_available(root)}); {over.hint}"
+        f"({why_not}); {over.hint}"
     )
 
 

@@ -22,10 +22,15 @@ def max_user_watches(files: Sequence[str] = (WATCHES_SYSCTL, WATCHES_USERNS)) ->
     return min(found) if found else None
 
 
+def namespace_binds(host: int | None, ns: int | None) -> bool:
+    """Whether this user namespace's limit is the one that binds (lower than the machine's):
+    then only the namespace's owner can raise it."""
+    return ns is not None and (host is None or ns < host)
+
+
 def binding_sysctl(limit: int | None) -> str:
-    """Which setting makes `limit`: this user namespace's where it is the lower one (raised from
-    the namespace's owner), else the machine's."""
+    """Which setting makes `limit`: this user namespace's where it is the lower one, else the machine's."""
     host, ns = max_user_watches((WATCHES_SYSCTL,)), max_user_watches((WATCHES_USERNS,))
-    if limit is not None and ns == limit and (host is None or ns < host):
+    if limit is not None and ns == limit and namespace_binds(host, ns):
         return "user.max_inotify_watches"
     return "fs.inotify.max_user_watches"

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tether.watchlimit import namespace_binds
+
 Version = tuple[int, ...]
 
 # rsync: tether's own command line says --secluded-args (the name since 3.2.6; older ones reject
@@ -175,7 +177,7 @@ def watch_rule(
         return passed(f"{where}: {needed} directories, past the inotify limit {limit}: watched with fanotify instead")
     raise_to = watch_want(want)
     more = f"; fanotify, which needs no watch per directory, cannot run here: {fanotify}" if fanotify else ""
-    if ns_limit is not None and ns_limit == limit and (global_limit is None or ns_limit < global_limit):
+    if namespace_binds(global_limit, ns_limit):
         return failed(
             f"{where}: needs {needed} inotify watches + {want - needed} spare, "
             f"but this user namespace allows {ns_limit} (user.max_inotify_watches)",

@@ -718,14 +718,14 @@ class RcloneAgent(AgentClient):
                 raise OpError(errno.ENOTEMPTY, f"delete {rel}: Directory not empty") from None
             raise
 
-    def _clear_dir(self, rel: str, broot: str, why: str, leftovers: list[list[Any]] | None) -> list[str]:
+    def _clear_dir(self, rel: str, broot: str, why: str, leftovers: list[list[Any]] | None) -> str | None:
         """Make way for a file where a folder the pass emptied stands, as the local agent does:
         what it still holds is either excluded by the job (`leftovers`, its rules: the folder goes
         whole into the versions: where it lies now is returned) or was made during the pass (it
         stays; the next pass sees it)."""
         try:
             self._rmdir(rel)
-            return []
+            return None
         except OpError as e:
             if e.errno != errno.ENOTEMPTY:
                 raise
@@ -734,13 +734,17 @@ class RcloneAgent(AgentClient):
                 errno.ENOTEMPTY,
                 f"{rel}: the folder here holds files made during the pass; it stays, the next pass looks again",
             )
-        return [self.keep_version(rel, broot, why, move=self._move_dir)]
+        return self.keep_version(rel, broot, why, move=self._move_dir)
+
+    def sub_fs(self, rel: str) -> str:
+        """The fs string of a directory below the root (for sync/move and sync/copy)."""
+        if not rel:
+            return self.fs
+        return self.fs + ("" if self.fs.endswith((":", "/")) else "/") + rel
 
     def _move_dir(self, src: str, dst: str) -> None:
-        def under(r: str) -> str:
-            return self.fs + ("" if self.fs.endswith((":", "/")) else "/") + r
-
-        self._rc("sync/move", {"srcFs": under(src), "dstFs": under(dst), "deleteEmptySrcDirs": True,
+        """A whole folder, server-side (file by file where the backend has no DirMove)."""
+        self._rc("sync/move", {"srcFs": self.sub_fs(src), "dstFs": self.sub_fs(dst), "deleteEmptySrcDirs": True,
                                "createEmptySrcDirs": True})  # fmt: skip
         with contextlib.suppress(RcError):  # left where the backend moved file by file
             self._rc("operations/rmdir", {"fs": self.fs, "remote": src})
@@ -901,7 +905,8 @@ class RcloneAgent(AgentClient):
         def make_room() -> None:  # after the upload, right before the move into place
             item = self._check_expect(rel, expect)
             if item is not None and item.get("IsDir"):
-                kept.extend(self._clear_dir(rel, broot, why, leftovers))
+                if (where := self._clear_dir(rel, broot, why, leftovers)) is not None:
+                    kept.append(where)
             elif item is not None:
                 self.keep_version(rel, broot, why, keep)
 

@@ -98,12 +98,6 @@ class RcloneTarget(RcloneAgent):
 
     # ------------------------------------------------------------------ helpers
 
-    def sub_fs(self, rel: str) -> str:
-        """The fs string of a directory below the root (for sync/move and sync/copy)."""
-        if not rel:
-            return self.fs
-        return self.fs + ("" if self.fs.endswith((":", "/")) else "/") + rel
-
     def listing(self) -> dict[str, tuple[str, int, int]]:
         """Every entry under the root but .tether: path -> (type, size, mtime_ns).  The top level
         first, then each top-level directory by its own recursive list call, a few at once: rcd
@@ -139,13 +133,7 @@ class RcloneTarget(RcloneAgent):
     def _move_any(self, src: str, dst: str, item: Item) -> None:
         """A server-side move of a file or a whole directory to a free name."""
         if item.get("IsDir"):
-            self._rc(
-                "sync/move",
-                {"srcFs": self.sub_fs(src), "dstFs": self.sub_fs(dst), "deleteEmptySrcDirs": True,
-                 "createEmptySrcDirs": True},
-            )  # fmt: skip
-            with contextlib.suppress(RcError):  # left where the backend moved file by file
-                self._rc("operations/rmdir", {"fs": self.fs, "remote": src})
+            self._move_dir(src, dst)
         else:
             self._move(src, dst)
         self.server_moves += 1
