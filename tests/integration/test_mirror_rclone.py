@@ -57,6 +57,24 @@ class Backend:
         )  # fmt: skip
         return {i["Path"]: (i["Size"], parse_mtime(i["ModTime"])) for i in json.loads(proc.stdout)}
 
+    def hidden_mtimes(self, rel: str, src: Path) -> set[str]:
+        """Files rclone serve s3 (1.75) lists with S3's LastModified, the source's mtime cut to the
+        millisecond, though the file it serves holds that mtime to the nanosecond, as sent.
+
+        Its HEAD then carries no mtime metadata. Seen with -vv about once in 25 fresh servers: the VFS
+        applies the sent mtime after the object is moved into place and its directory re-read. A
+        real object store keeps metadata with the object. tether, reading such a listing, sets the
+        mtime again, as it must for any mtime a backend reports changed.
+        """
+        if self.name != "s3":
+            return set()
+        hidden = set()
+        for p, (_size, mtime) in self.listing(rel).items():
+            sent = os.stat(src / p).st_mtime_ns
+            if mtime == sent // 1_000_000 * 1_000_000 != sent and os.stat(self.far(rel) / p).st_mtime_ns == sent:
+                hidden.add(p)
+        return hidden
+
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path, tether_env: dict[str, str]) -> Iterator[Backend]:
@@ -85,19 +103,42 @@ def _exact(b: Backend, src: Path, rel: str) -> None:
     """Paths and bytes as in src, and mtimes as close as the backend keeps them."""
     want = contents(src)
     assert contents(b.far(rel)) == want
-    listed = b.listing(rel)
-    assert sorted(listed) == sorted(want)
+    assert sorted(b.listing(rel)) == sorted(want)
+    _mtimes_as_sent(b, src, rel)
+
+
+def _mtimes_as_sent(b: Backend, src: Path, rel: str) -> None:
+    """Every listed mtime within the backend's precision of the source's, or hidden by the s3
+    server with the sent one on its disk; polled, as that server applies a sent mtime to its
+    file a moment after the upload returns."""
     precision = PRECISION_NS[b.name]
     if precision is None:
         return
+    wrong: list[str] = []
 
-    def off(listed: dict[str, tuple[int, int]]) -> list[str]:
-        return [p for p, (_size, mtime) in listed.items() if abs(mtime - os.stat(src / p).st_mtime_ns) >= precision]
+    def right() -> bool:
+        listed = b.listing(rel)
+        off = {p for p, (_size, mtime) in listed.items() if abs(mtime - os.stat(src / p).st_mtime_ns) >= precision}
+        wrong[:] = sorted(off - b.hidden_mtimes(rel, src))
+        return not wrong
 
-    # Once in a loaded full run rclone's s3 listing gave one file's mtime to the millisecond (as
-    # S3's own LastModified has it) where every listing before and after gives the nanosecond
-    # kept in its metadata: a mtime set wrong is off in the second listing too, a reading of it is not.
-    assert not (off(listed) and off(b.listing(rel))), off(listed)
+    try:
+        wait_for(right, 30, f"mtimes as sent on {b.name}")
+    except AssertionError:
+        raise AssertionError(f"mtimes not as sent on {b.name}: {wrong}") from None
+
+
+def _settled(b: Backend, src: Path, rel: str) -> None:
+    """A rerun sets again each mtime the s3 server hides (Backend.hidden_mtimes), and only those,
+    so that the counts a test asserts next are tether's and not the server's."""
+    for _ in range(3):
+        _mtimes_as_sent(b, src, rel)
+        hidden = b.hidden_mtimes(rel, src)
+        if not hidden:
+            return
+        doc = tether_json(["mirror", src, b.spec(rel)], b.env)
+        assert doc["_rc"] == 0 and doc["targets"][0]["files"] == len(hidden), (hidden, doc)
+    raise AssertionError(f"the s3 server still hides mtimes after 3 reruns: {b.hidden_mtimes(rel, src)}")
 
 
 def test_one_shot_mirror_is_exact_with_hostile_names(tmp_path: Path, backend: Backend) -> None:
@@ -110,6 +151,7 @@ def test_one_shot_mirror_is_exact_with_hostile_names(tmp_path: Path, backend: Ba
     _exact(backend, src, rel)
     if backend.name != "s3":  # an object store holds no empty directories
         assert backend.far(rel).joinpath("empty dir").is_dir()
+    _settled(backend, src, rel)
 
     # edits (one keeping size and mtime's second), a delete, a new file; a rerun sends only those
     (src / "a b.txt").write_bytes(b"edited, longer than before\n")
@@ -119,6 +161,7 @@ def test_one_shot_mirror_is_exact_with_hostile_names(tmp_path: Path, backend: Ba
     assert doc["_rc"] == 0, doc
     assert doc["targets"][0]["files"] == 2 and doc["targets"][0]["deleted"] == 1, doc
     _exact(backend, src, rel)
+    _settled(backend, src, rel)
     again = tether_json(["mirror", src, backend.spec(rel)], backend.env)
     assert again["_rc"] == 0 and again["targets"][0]["files"] == 0 and again["targets"][0]["deleted"] == 0, again
 
@@ -158,6 +201,7 @@ def test_a_rerun_with_nothing_to_send_starts_no_rcd_and_an_edit_below_a_second_i
     _tree(src, ["a.txt", "d/b.txt"])
     rel = f"rerun-{secrets.token_hex(4)}"
     tether(["mirror", src, backend.spec(rel)], backend.env, check_rc=0)
+    _settled(backend, src, rel)
     again = tether(["mirror", "-v", src, backend.spec(rel)], backend.env, check_rc=0)
     idle = "nothing to write, so no rcd was started"
     if PRECISION_NS[backend.name] is None:  # no mtimes kept: only rcd can say so, and the sizes match
