@@ -35,6 +35,29 @@ AGENT_BATCH = 256  # more files than this in one batch go to one rsync run inste
 SUBTREE_RUNS = 4  # up to this many new directories are sent by one plain rsync run each
 
 
+SLOW_PASS_S = 10.0  # a full pass that takes this long says where its time went
+
+
+class _Laps:
+    """Where a pass's time went, step by step: for a slow pass, the step to look at."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+        self._start = self._last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.steps.append((step, now - self._last))
+        self._last = now
+
+    @property
+    def total(self) -> float:
+        return self._last - self._start
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {took:.1f} s" for step, took in self.steps)
+
+
 @dataclass
 class BatchResult:
     files: int = 0
@@ -142,20 +165,29 @@ class Applier:
 
     def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
         started = time.time_ns()
+        laps = _Laps()
         self.agent()  # connected now, off the path of the first change
+        laps.lap("connect")
         outcome = self.mirror.sync_target(
             self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True, checksum=checksum
         )
+        laps.lap("rsync")
         crashpoint("live.full_pass")
         self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)
+        laps.lap("filing versions")
         if not outcome.ok:
             raise TetherError("; ".join(outcome.errors) or "full pass failed", outcome.hint)
         # rsync sets a directory's mtime as it was when listed: dirs changed just before or
         # during the pass get theirs set again, exactly
         self._fix_dirs({d for d in self._dirs_below("") if self._mtime_ns(d) >= started - 2_000_000_000})
+        laps.lap("directory times")
         self._housekeeping(["."], recursive=True)
+        laps.lap("housekeeping")
         if self.spec.trash:
             self.agent().call("prune_versions", versions_root=VERSIONS, days=self.opts.trash_days)
+            laps.lap("pruning versions")
+        if laps.total >= SLOW_PASS_S:
+            log.info("%s: the full pass took %.1f s: %s", self.target, laps.total, laps)
         return BatchResult(outcome.files, outcome.bytes)
 
     def apply(self, changes: Sequence[Change]) -> BatchResult:

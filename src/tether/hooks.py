@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from tether.errors import TetherError
+from tether.procs import run_captured
 
 # Runs a command somewhere else (a replica's root, through its agent), with extra environment:
 # (exit code, stderr), or None when it did not finish within the timeout.
@@ -94,9 +95,7 @@ def run_command(
     extra = dict(env or {})
     try:
         if remote is None:
-            proc = subprocess.run(
-                list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **extra}
-            )
+            proc = run_captured(list(argv), timeout=timeout, env={**os.environ, **extra})
             rc, err = proc.returncode, proc.stderr.decode("utf-8", "replace")
         else:
             got = remote(list(argv), timeout, extra)

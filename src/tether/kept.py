@@ -5,11 +5,11 @@ fetches one back."""
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import TYPE_CHECKING
 
 from tether.agent_remote import to_wire
 from tether.errors import TetherError
+from tether.procs import run_captured
 
 if TYPE_CHECKING:
     from tether.bisync.config import BisyncJob
@@ -56,7 +56,7 @@ class Root:
         if reached is not None:  # rsync keeps mode and mtime; the path goes as an argument, never a shell
             far = reached.rsync_root(self.endpoint.path or ".") + os.fsdecode(v.stored)
             argv = ["rsync", "-a", "--secluded-args", "-e", self.ssh.rsync_rsh(), "--", far, os.fsdecode(dest)]
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
+            proc = run_captured(argv)
             if proc.returncode != 0:
                 err = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
                 raise OSError(proc.returncode, f"rsync from {self.shown}: {err[0]}")

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import gc
 import os
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from tether.crashpoints import crashpoint
 from tether.errors import LockedError, TetherError
 from tether.filters import Filter
 from tether.hooks import PassClock
+from tether.procs import run_captured
 from tether.ssh import SshOptions
 
 Item = tuple[bytes, bytes, Entry, Entry | None]  # (source path, dest path, source entry, expected dest entry)
@@ -561,7 +561,7 @@ class Pass:
                 argv += [*self.opts.rsync_args, "--", src.rsync_root(), f"{dst.rsync_root()}{batch}/"]
                 listing = b"".join(items[k][0] + b"\0" for k in ready)
                 try:
-                    proc = subprocess.run(argv, input=listing, capture_output=True)
+                    proc = run_captured(argv, input=listing)
                 except OSError as why:
                     fail = TetherError(
                         f"cannot run rsync {self.opts.rsync!r}: {why.strerror}", "check the job's rsync key"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tether.doctor import rules
 from tether.doctor.rules import Finding, failed, passed
 from tether.filters import Filter
+from tether.procs import run_captured
 from tether.ssh import SshOptions, explain_ssh_failure
 
 RUN_TIMEOUT_S = 30.0
@@ -39,10 +40,7 @@ class Ran:
 
 def run(argv: list[str], *, input: bytes | None = None, timeout: float = RUN_TIMEOUT_S) -> Ran:
     try:
-        p = subprocess.run(
-            argv, input=input, capture_output=True, timeout=timeout, check=False,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )  # fmt: skip
+        p = run_captured(argv, input=input, timeout=timeout)
     except FileNotFoundError:
         return Ran(None, "", f"{argv[0]}: not found")
     except PermissionError:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from tether.agent_remote import INCOMING, VERSIONS, Ops
 from tether.crashpoints import crashpoint
 from tether.locations.config import STATE_DIR
 from tether.locations.plan import UNREAD, Action, Entry, Op, Plan, paths
+from tether.procs import run_captured
 from tether.transport.rsync import PARTIAL, VANISHED, explain_rsync_failure
 
 BACKUPS = os.path.join(STATE_DIR, b"backups")  # the older layout: one folder per run, read and pruned still
@@ -204,7 +204,7 @@ def apply(plan: Plan, binary: str = "rsync") -> Outcome:
     todo = copies(plan)
     crashpoint("locations.moved_aside")
     if todo and not out.errors:
-        proc = subprocess.run(rsync_argv(plan, binary), input=paths(todo), capture_output=True)
+        proc = run_captured(rsync_argv(plan, binary), input=paths(todo))
         err = proc.stderr.decode("utf-8", "backslashreplace")
         gone = _gone(err) if proc.returncode in (PARTIAL, VANISHED) else None
         if proc.returncode == 0 or gone is not None:  # a file deleted since the plan: nothing to copy

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tether.procs import run_captured
 from tether.ssh import SshOptions, explain_ssh_failure
 
 # rsync exit codes that still mean "the target holds a complete copy of what could be read"
@@ -214,11 +215,8 @@ class _Stopper:
 
 
 def _run_plain(argv: list[str], input: bytes | None, stopper: _Stopper) -> tuple[int, bytes, bytes]:
-    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
-    with subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        stopper.watch(proc)
-        out, err = proc.communicate(input)
-        return proc.returncode, out, err
+    proc = run_captured(argv, input=input, started=stopper.watch)  # no pipes: see tether.procs
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _run_with_progress(argv: list[str], progress: ProgressFn, stopper: _Stopper) -> tuple[int, bytes, bytes]:
