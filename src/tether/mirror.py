@@ -22,10 +22,11 @@ from tether.errors import TetherError, UsageError
 from tether.filters import META_DIR, Filter
 from tether.hooks import PassClock
 from tether.state import KnownTargets
-from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult, preserve_args
+from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult, literal_rule, preserve_args
 
 # Shown when a target that tether never wrote would lose files.
 MAX_LISTED = 20
+MAX_UNLISTED = 1000  # more unreadable places than this in one pass: rsync's safety stands (no deletions)
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,40 @@ class Mirror:
         if not dry_run:
             crashpoint("mirror.planned")
         res = self._run(self._argv(spec, target, dry_run=dry_run, checksum=checksum), target, clock=clock)
+        if res.deletes_skipped and spec.delete and not dry_run:
+            res = self._deletes_past_unlisted(spec, target, res, clock, checksum)
         if not dry_run:
             crashpoint("mirror.synced")
         if res.ok and not dry_run and spec.delete:
             self.known.add(target.key(), str(spec.source))
         return TargetOutcome.from_rsync(target, res)
+
+    def _deletes_past_unlisted(
+        self, spec: MirrorSpec, target: Endpoint, first: RsyncResult, clock: PassClock | None, checksum: bool
+    ) -> RsyncResult:
+        """rsync deleted nothing, as part of the source could not be listed (a directory without
+        read or search permission): one unreadable folder would keep every deletion in the tree
+        from the target for as long as it stays. The pass runs again with what could not be
+        listed excluded (so left as it is on the target, never deleted there), and deletes the
+        rest. Its errors still name what could not be read."""
+        root = os.fsencode(spec.source.path).rstrip(b"/")
+        rels = sorted({p[len(root) + 1 :] for p in first.unlisted if p.startswith(root + b"/")})
+        if not rels or len(rels) != len(set(first.unlisted)) or len(rels) > MAX_UNLISTED or first.stopped:
+            return first  # the root itself, something elsewhere, or too many to name: rsync's safety stands
+        argv = self._argv(spec, target, checksum=checksum)
+        cut = argv.index("--")
+        argv[cut:cut] = [f"--exclude={literal_rule(rel)}" for rel in rels]
+        again = self._run(argv, target, clock=clock)
+        if not again.ok and again.returncode not in (PARTIAL, MAX_DELETE_HIT):
+            return again
+        for key in ("files", "bytes", "deleted", "created"):
+            setattr(again, key, getattr(first, key) + getattr(again, key))
+        again.changes = first.changes + again.changes
+        if first.returncode == PARTIAL and again.returncode == 0:
+            again.returncode = PARTIAL
+        again.errors = first.errors + [e for e in again.errors if e not in first.errors]
+        again.hint = again.hint or first.hint
+        return again
 
     def _guarded(
         self,

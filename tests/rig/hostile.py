@@ -204,11 +204,6 @@ CATALOGUE: tuple[Entry, ...] = (
 # Findings not fixed on this branch, (entry, job kind, endpoint label) -> what happens: the test
 # reports them as K in the table instead of failing, so they stay in sight.
 KNOWN: Mapping[tuple[str, str, str], str] = {
-    # rsync skips --delete for a whole pass that met an I/O error (its safety), and the continuous
-    # mirror's full pass to an rsync target retries for good while a source file is unreadable:
-    # a deletion the watcher's ops missed then never reaches the target (live.py, not changed here)
-    ("vanishes", "continuous", "local"): "a deleted file may stay on the target while another is unreadable",
-    ("vanishes", "continuous", "ssh"): "as for local",
     # rclone's sync/copy fails its job for a file that vanished between its listing and its
     # open, and its job error names only one of its errors: the growing file, refused as 'being
     # updated' in the same job, is then left for the next pass without its reason shown

@@ -6,6 +6,7 @@ paths to the far side outside of any shell, so names are data, never code.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import subprocess
@@ -41,6 +42,15 @@ _STAT_RE = {
 _SKIP_RE = re.compile(r"^(.*) exists(?: \(([a-z ]+)\))?$")
 _DELETES_HELD_RE = re.compile(r"^Deletions stopped due to --max-delete limit \(([\d,.]+) skipped\)", re.M)
 _FILE_ERROR_RE = re.compile(r"^rsync: \[(?:sender|receiver|generator)\] (.*)$|^rsync: (.*\(\d+\))$", re.M)
+# a sender that could not list part of the source skips every deletion of the pass (its safety:
+# what it did not see would be deleted); these say which part, names escaped as \#ooo
+_DELETES_SKIPPED = b"IO error encountered -- skipping file deletion"
+_UNLISTED_RE = re.compile(
+    rb'^rsync: (?:\[sender\] )?(?:opendir "(.*)" failed|readlink_stat\("(.*)"\) failed|link_stat "(.*)" failed'
+    rb'|readdir\("(.*)"\)): ',
+    re.M,
+)
+_ESCAPE_RE = re.compile(rb"\\#([0-7]{3})")
 
 
 _PRESERVE_FLAGS = {"owner": "-o", "group": "-g", "acl": "-A", "xattr": "-X", "hardlinks": "-H"}
@@ -71,6 +81,10 @@ class RsyncResult:
     kept: list[tuple[str, str]] = field(default_factory=list)
     # deletions --max-delete held back: exit 25 says so too, unless a vanished file's 24 hides it
     deletes_held: int = 0
+    # the pass deleted nothing, as the source could not all be listed; `unlisted`: what not
+    # (paths as rsync's sender named them)
+    deletes_skipped: bool = False
+    unlisted: list[builtins.bytes] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     hint: str | None = None
     stopped: bool = False  # ended at its deadline (rsync removes its temporary file on the way out)
@@ -178,11 +192,28 @@ class Rsync:
         m = _DELETES_HELD_RE.search(err)
         if m:
             res.deletes_held = _num(m.group(1))
+        if _DELETES_SKIPPED in raw_out or _DELETES_SKIPPED in raw_err:  # rsync says it as info, on stdout
+            res.deletes_skipped = True
+            res.unlisted = [_unescape(next(g for g in m.groups() if g)) for m in _UNLISTED_RE.finditer(raw_err)]
         if returncode == MAX_DELETE_HIT:
             res.errors = [ln for ln in err.splitlines() if "max-delete" in ln][:1]
         elif returncode not in (0, VANISHED):
             res.errors, res.hint = explain_rsync_failure(returncode, err, host)
         return res
+
+
+def _unescape(name: bytes) -> bytes:
+    """A name as rsync printed it, with the bytes it escaped as \\#ooo put back."""
+    return _ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 8)]), name)
+
+
+def literal_rule(rel: bytes) -> str:
+    """An anchored filter pattern matching exactly the path rel (below the transfer's root):
+    rsync reads backslashes as escapes only in a pattern holding a wildcard character, so only
+    such a pattern gets its wildcards and backslashes escaped."""
+    if any(c in rel for c in b"*?["):
+        rel = re.sub(rb"([*?[\\])", rb"\\\1", rel)
+    return "/" + os.fsdecode(rel)
 
 
 ProgressFn = Callable[[int, int, str], None]
