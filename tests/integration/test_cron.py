@@ -137,8 +137,10 @@ def test_a_running_jobs_log_rotates_by_size_and_tether_log_reads_across(
     src.mkdir()
     write_job(tether_env, "busy", src, [str(dst)], interval=0, log_max_size="1K", log_keep=5, json_log=True)
     logs = Path(tether_env["TETHER_HOME"]) / "state" / "logs"
+    # every line from the log's start: with -n 0 a follower slower to start than the job (a busy
+    # machine) skipped the lines written before it looked, the first full pass's among them
     follower = subprocess.Popen(
-        [sys.executable, "-m", "tether", "log", "busy", "-f", "-n", "0"], env=tether_env, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "tether", "log", "busy", "-f", "-n", "1000"], env=tether_env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     followed: list[str] = []
