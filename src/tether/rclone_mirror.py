@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,12 +227,32 @@ def rclone_pass(
     except (RcError, TetherError, OSError) as e:
         out.ok = False
         out.errors.append(str(e))
+        out.errors += _moved_on(spec.source.path, plan.copy, src)
         out.seconds = time.perf_counter() - began
         return out, skipped
     if spec.delete:
         known.add(target.key(), str(spec.source))
     out.seconds = time.perf_counter() - began
     return out, skipped
+
+
+def _moved_on(root: str, rels: list[str], scanned: dict[str, Entry]) -> list[str]:
+    """After a copy that failed: the files it was to send that changed or went since the scan,
+    each named with why. rclone's copy job reports one error of many, and its words for a file
+    that grew while read ("source file is being updated") do not name the file."""
+    said = []
+    for rel in rels:
+        try:
+            st = os.lstat(os.path.join(root, rel))
+        except FileNotFoundError:
+            said.append(f"{rel}: vanished during the pass")
+            continue
+        except OSError:
+            continue
+        _kind, size, mtime_ns = scanned.get(rel, ("f", -1, -1))
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            said.append(f"{rel}: changed while it was sent; left for the next pass")
+    return said
 
 
 def _apply(spec: MirrorSpec, agent: RcloneTarget, plan: Plan) -> None:

@@ -195,21 +195,15 @@ CATALOGUE: tuple[Entry, ...] = (
           per_job={"bisync": _all(Skipped("could not be read"))}),
     Entry("grows", GROW, _grow, _all(WHOLE), race="grow", per_job=_SETTLED,
           why="deliberate: a copy is whole or left for the next pass with a word (bisync: 'changed during "
-              "the pass'; rclone refuses a file whose size changes while it reads: 'source file is being "
-              "updated', a message that does not name the file)"),
+              "the pass'; rclone refuses a file whose size changes while it reads, and tether names it: "
+              "'changed while it was sent')"),
     Entry("vanishes", VANISH, _file(VANISH), _all(GONE_OR_WHOLE), race="vanish", per_job=_SETTLED),
 )  # fmt: skip
 
 
 # Findings not fixed on this branch, (entry, job kind, endpoint label) -> what happens: the test
 # reports them as K in the table instead of failing, so they stay in sight.
-KNOWN: Mapping[tuple[str, str, str], str] = {
-    # rclone's sync/copy fails its job for a file that vanished between its listing and its
-    # open, and its job error names only one of its errors: the growing file, refused as 'being
-    # updated' in the same job, is then left for the next pass without its reason shown
-    ("grows", "mirror", "rclone-local"): "left out without its reason when another file vanished in the same copy",
-    ("grows", "mirror", "rclone-sftp"): "as for rclone-local",
-}
+KNOWN: Mapping[tuple[str, str, str], str] = {}
 
 
 def build(root: Path) -> bytes:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tether.filters import Filter
-from tether.rclone_mirror import plan_pass
+from tether.rclone_mirror import _moved_on, plan_pass
 from tether.rclone_scan import UNREAD, Entry, _shown, scan_source
 
 
@@ -86,3 +86,19 @@ def test_the_scan_names_what_a_remote_cannot_hold_and_what_it_cannot_read(tmp_pa
     assert skipped[0].startswith("skipped fifo: not a regular file or directory")
     assert "once Unicode-normalised" in skipped[1] and len(skipped) == 2
     assert _shown("new\nline") == "new\\nline"  # one line per path, whatever the name
+
+
+def test_after_a_failed_copy_each_file_that_changed_or_went_since_the_scan_is_named(tmp_path: Path) -> None:
+    """rclone's copy job reports one error of many, and its words for a growing file do not name it."""
+    for name in ("same", "grew", "gone", "touched"):
+        (tmp_path / name).write_bytes(b"x")
+    scanned = {n: ("f", 1, (tmp_path / n).stat().st_mtime_ns) for n in ("same", "grew", "gone", "touched")}
+    (tmp_path / "grew").write_bytes(b"xx")
+    (tmp_path / "gone").unlink()
+    os.utime(tmp_path / "touched", ns=(0, 5))
+    said = _moved_on(str(tmp_path), ["same", "grew", "gone", "touched"], scanned)
+    assert said == [
+        "grew: changed while it was sent; left for the next pass",
+        "gone: vanished during the pass",
+        "touched: changed while it was sent; left for the next pass",
+    ]
