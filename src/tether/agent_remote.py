@@ -764,29 +764,31 @@ class Ops:
 
     def run(self, argv: list[str | bytes], timeout: float | None = None, env: dict[str, str] | None = None) -> Result:
         """Run a program (argument list, no shell) in the root, stdin closed, output captured;
-        `env` is added to the agent's environment (a hook's TETHER_* variables)."""
+        `env` is added to the agent's environment (a hook's TETHER_* variables). The output goes
+        to unnamed files, not pipes, so a daemon the program leaves behind holding them is not
+        waited for (as tether.procs does on the near side; this file imports nothing of tether)."""
         import subprocess
+        import tempfile
 
         args = [to_bytes(a) for a in argv]
         if not args:
             raise OpError(errno.EINVAL, "run: empty argument list")
         full = None if not env else {**os.environ, **{str(k): str(v) for k, v in env.items()}}
-        try:
-            proc = subprocess.run(
-                args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=self.root, env=full
-            )
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout if isinstance(e.stdout, bytes) else b""
-            err = e.stderr if isinstance(e.stderr, bytes) else b""
-            return {"rc": None, "timed_out": True, "stdout": to_wire(out), "stderr": to_wire(err)}
-        except OSError as e:
-            raise OpError(e.errno, f"run {show(args[0])}: {e.strerror}") from None
-        return {
-            "rc": proc.returncode,
-            "timed_out": False,
-            "stdout": to_wire(proc.stdout),
-            "stderr": to_wire(proc.stderr),
-        }
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.root, env=full)
+            except OSError as e:
+                raise OpError(e.errno, f"run {show(args[0])}: {e.strerror}") from None
+            with proc:
+                try:
+                    rc: int | None = proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    rc = None
+            out.seek(0)
+            err.seek(0)
+            return {"rc": rc, "timed_out": rc is None, "stdout": to_wire(out.read()), "stderr": to_wire(err.read())}
 
     def df(self) -> Result:
         """Free (for unprivileged users) and total bytes of the root's filesystem."""

@@ -7,11 +7,13 @@ behaviour without ssh; the framing is exercised through `serve` on in-memory str
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime
 import errno
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -568,6 +570,19 @@ def test_run_passes_arguments_as_data_in_the_root(ops: Ops, root: bytes, tmp_pat
 def test_run_adds_the_given_environment_to_the_agents(ops: Ops) -> None:
     r = ops.run([b"sh", b"-c", b'printf "%s %s" "$TETHER_JOB" "${PATH:+has-path}"'], 10, {"TETHER_JOB": "a b;c"})
     assert to_bytes(r["stdout"]) == b"a b;c has-path"  # a hook's variables beside the agent's own PATH
+
+
+def test_run_returns_when_its_program_ends_though_a_daemon_it_left_holds_the_output(ops: Ops) -> None:
+    """A far-side hook that starts a daemon (`sleep 300 &` here) ends when the hook does; read
+    through pipes, the agent waited for the daemon, or the hook's timeout."""
+    r = ops.run([b"sh", b"-c", b"sleep 300 & echo $!; echo said >&2"], 60)
+    pid = int(to_bytes(r["stdout"]))
+    try:
+        assert r["rc"] == 0 and not r["timed_out"] and to_bytes(r["stderr"]) == b"said\n"
+        os.kill(pid, 0)  # still there: the run did not wait for it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_df_hello_and_version_mismatch(ops: Ops, root: bytes) -> None:
