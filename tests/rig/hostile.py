@@ -52,7 +52,6 @@ BISYNC_RCLONE = {
     "newline": Skipped("control characters in names do not survive rclone"),
     "non-utf8": Skipped("not valid UTF-8; rclone remotes keep UTF-8 names"),
     "link": Skipped("symlinks cannot be stored on"),
-    "twin": Skipped("once Unicode-normalised: left out there"),
 }
 
 
@@ -171,9 +170,9 @@ CATALOGUE: tuple[Entry, ...] = (
           why="deliberate on rclone: remotes take UTF-8 names only"),
     Entry("nfc-twin", b"twins/" + NFC, _file(b"twins/" + NFC, b"nfc\n"), _all(EXACT)),
     Entry("nfd-twin", b"twins/" + NFD, _file(b"twins/" + NFD, b"nfd\n"), _all(EXACT, rclone=RCLONE_TWIN),
-          per_job={"bisync": _all(EXACT, rclone=BISYNC_RCLONE["twin"])},
-          why="deliberate on rclone: rclone compares names NFC-normalised and some backends keep one of two "
-              "twins, so one would overwrite the other; the NFC spelling goes (bisync: the name already there)"),
+          per_job={"bisync": _all(EXACT)},
+          why="deliberate for the rclone mirror: rclone compares names NFC-normalised, so one twin would "
+              "overwrite the other; bisync's rclone agent keeps both where the backend does (see KNOWN)"),
     Entry("name-255", NAME_255, _file(NAME_255), _all(EXACT)),
     Entry("path-4000", DEEP, _deep, _all(EXACT)),
     Entry("fifo", b"special/fifo", _fifo, _all(EXACT, rclone=RCLONE_SPECIAL), why=_SPECIAL_WHY,

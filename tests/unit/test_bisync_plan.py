@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tether.bisync.plan import Entry, Plan, SideView, leave_out_twins, reconcile
+from tether.bisync.plan import Entry, Plan, SideView, reconcile
 
 S = 1_000_000_000
 
@@ -219,61 +219,3 @@ def test_racy_records_with_digests_tell_which_side_changed(edited: int) -> None:
     plan = reconcile(prev, _side(prev, 0, now), _side(prev, 1, now), hashes=hashes, now=0)
     assert [(a.kind, a.to) for a in plan.actions] == [("copy", 3 - edited)]
     assert asked == [b"x"]
-
-
-# ---------------------------------------------------------------- names one side takes for one
-
-NFC, NFD = "caf\u00e9".encode(), "cafe\u0301".encode()
-KELVIN = "\u212a".encode()  # KELVIN SIGN: NFC-normalised, the letter K
-
-
-def _twins(
-    prev: dict[bytes, Pair], now1: dict[bytes, Entry], now2: dict[bytes, Entry]
-) -> tuple[dict[bytes, bytes], list[tuple[str, bytes]]]:
-    plan, _ = plan_for(prev, now1, now2, lambda p: True)
-    out = leave_out_twins(plan, 2, _side(prev, 1, now2))
-    return out, sorted((a.kind, a.path) for a in plan.actions if a.to == 2)
-
-
-TWIN_ROWS = [
-    # (name, recorded, path1 now, path2 now, left out -> kept, actions left for path2)
-    ("both new: the NFC spelling goes", {}, {b"t/" + NFC: F(1), b"t/" + NFD: F(2), b"t": D}, {},
-     {b"t/" + NFD: b"t/" + NFC}, [("copy", b"t/" + NFC), ("mkdir", b"t")]),
-    ("the name path2 holds keeps it", {b"t/" + NFD: (F(1), F(1)), b"t": (D, D)},
-     {b"t/" + NFD: F(1), b"t/" + NFC: F(2), b"t": D}, {b"t/" + NFD: F(1), b"t": D}, {b"t/" + NFC: b"t/" + NFD}, []),
-    ("a renamed twin: the old name goes, the new one comes", {b"t/" + NFD: (F(1), F(1))},
-     {b"t/" + NFC: F(1)}, {b"t/" + NFD: F(1)}, {}, [("copy", b"t/" + NFC), ("delete", b"t/" + NFD)]),
-    ("twin folders: all below the one left out stays out", {},
-     {NFC: D, NFD: D, NFD + b"/a": F(1), NFD + b"/a/b": F(1), NFC + b"/a": F(2)}, {},
-     {NFD: NFC}, [("copy", NFC + b"/a"), ("mkdir", NFC)]),
-    ("no NFC spelling: the first in byte order", {}, {b"K": F(1), KELVIN: F(2)}, {}, {KELVIN: b"K"}, [("copy", b"K")]),
-    ("ASCII names only: nothing to do", {}, {b"a": F(1), b"A": F(2)}, {}, {}, [("copy", b"A"), ("copy", b"a")]),
-    ("twins in different folders are not twins", {}, {b"x/" + NFC: F(1), b"y/" + NFD: F(1), b"x": D, b"y": D}, {},
-     {}, [("copy", b"x/" + NFC), ("copy", b"y/" + NFD), ("mkdir", b"x"), ("mkdir", b"y")]),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("name", "prev", "now1", "now2", "out", "left"), TWIN_ROWS, ids=[r[0] for r in TWIN_ROWS])
-def test_a_side_that_takes_twins_for_one_name_gets_one_of_them(
-    name: str,
-    prev: dict[bytes, Pair],
-    now1: dict[bytes, Entry],
-    now2: dict[bytes, Entry],
-    out: dict[bytes, bytes],
-    left: list[tuple[str, bytes]],
-) -> None:
-    got_out, got_left = _twins(prev, now1, now2)
-    assert got_out == out
-    assert got_left == sorted(left)
-
-
-def test_left_out_twins_converge_the_next_pass_does_the_same() -> None:
-    """Twins made on path1 with path2 taking them for one: the second pass (path2 holding the
-    kept name, recorded) leaves the same twin out and plans nothing else."""
-    now1 = {b"t": D, b"t/" + NFC: F(1), b"t/" + NFD: F(2)}
-    out, _ = _twins({}, now1, {})
-    assert out == {b"t/" + NFD: b"t/" + NFC}
-    prev: dict[bytes, Pair] = {b"t": (D, D), b"t/" + NFC: (F(1), F(1))}
-    out, left = _twins(prev, now1, {b"t": D, b"t/" + NFC: F(1)})
-    assert out == {b"t/" + NFD: b"t/" + NFC}
-    assert left == []

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, leave_out_twins, ordered, reconcile
+from tether.bisync.plan import Action, Entry, Plan, Prev, Raw, SideView, ordered, reconcile
 from tether.bisync.replica import META, TMP, VERSIONS, AgentError, Replica, entry_of, shown, wire
 from tether.bisync.state import State
 from tether.crashpoints import crashpoint
@@ -224,11 +224,6 @@ class Pass:
             prev, sides[1], sides[2], policy=opts.policy, hashes=self._hashes,
             hosts=(self.r[1].host, self.r[2].host), unreadable=unreadable,
         )  # fmt: skip
-        for i in (1, 2):
-            if self.r[i].endpoint.caps.nfc_names:
-                for p, kept in sorted(leave_out_twins(plan, i, sides[i]).items()):
-                    why = f"on {self.r[i]}, the same name as {shown(kept)} once Unicode-normalised: left out there"
-                    plan.skipped.append((p, why))
         for p, why in plan.skipped:
             rep.skipped.append({"path": shown(p), "reason": why})
         actions = ordered(plan.actions)

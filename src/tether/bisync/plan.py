@@ -27,9 +27,7 @@ in its record where there is one, else with the other side; if they differ, that
 
 from __future__ import annotations
 
-import os
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -359,56 +357,6 @@ def _keep_dirs_with_survivors(plan: Plan, side1: Side, side2: Side, name_for: Ca
             act.copy_name = name_for(act.path, loser)
             act.note = "conflict: a file and a non-empty directory"
             plan.conflicts.append(act)
-
-
-def leave_out_twins(plan: Plan, to: int, there: Iterable[bytes]) -> dict[bytes, bytes]:
-    """For a side that takes names equal once NFC-normalised for one name (rclone): the names this
-    plan would make there that another name of the same folder, there or made too, already
-    stands for. Made both, the second would overwrite the first and the next pass would find one
-    where it left two, for ever. The name the side holds (and keeps) wins, else the NFC spelling,
-    else the first in byte order; the others' actions (and those below them) leave the plan.
-    Returns left out -> the name that stands for it. `there`: the side's paths, read only when
-    the plan makes a non-ASCII name there (no ASCII name can equal another once normalised but
-    for a few compatibility signs, which always sort with a non-ASCII twin)."""
-    made = {a.path for a in plan.actions if a.to == to and a.kind in ("copy", "mkdir") and a.expect is None}
-    if all(_base(p).isascii() for p in made):
-        return {}
-    going = {a.path for a in plan.actions if a.to == to and a.kind in ("delete", "rmdir")}
-    folders = {_folder(p) for p in made}
-    groups: dict[tuple[bytes, str], set[bytes]] = {}
-    held: set[bytes] = set()
-    for p in there:
-        if _folder(p) in folders and p not in going:
-            groups.setdefault(_nfc_key(p), set()).add(p)
-            held.add(p)
-    for p in made:
-        groups.setdefault(_nfc_key(p), set()).add(p)
-    out: dict[bytes, bytes] = {}
-    for (_folder_of, nfc), names in groups.items():
-        if len(names) < 2:
-            continue
-        have = names & held
-        spelled = [n for n in names if os.fsdecode(_base(n)) == nfc]
-        kept = min(have) if have else min(spelled) if spelled else min(names)
-        out.update((n, kept) for n in names - {kept} if n in made)
-    if out:
-        below = tuple(p + b"/" for p in out)
-        plan.actions[:] = [
-            a for a in plan.actions if a.to != to or (a.path not in out and not a.path.startswith(below))
-        ]
-    return out
-
-
-def _folder(p: bytes) -> bytes:
-    return p.rpartition(b"/")[0]
-
-
-def _base(p: bytes) -> bytes:
-    return p.rpartition(b"/")[2]
-
-
-def _nfc_key(p: bytes) -> tuple[bytes, str]:
-    return _folder(p), unicodedata.normalize("NFC", os.fsdecode(_base(p)))
 
 
 PHASES = {"conflict": 0, "delete": 1, "rmdir": 2, "mkdir": 3, "copy": 4, "meta": 4, "record": 5, "forget": 5}

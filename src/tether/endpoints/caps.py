@@ -19,7 +19,6 @@ class Caps(NamedTuple):
     locks: bool  # an advisory lock held by a live agent (else a lock file with a lease)
     commands: bool  # its agent runs a program in its root (a job's before/after there)
     mtime_ns: int  # the precision its mtimes keep, in ns (1 = exact)
-    nfc_names: bool = False  # names equal once Unicode-normalised (NFC) may be one name there
 
 
 POSIX = Caps(
@@ -32,5 +31,4 @@ SSH = POSIX._replace(in_process=False, far_agent=True)
 RCLONE = Caps(
     in_process=False, far_agent=False, rsync=False, events=False, moves=True, modes=False, owners=False,
     acls=False, xattrs=False, hardlinks=False, locks=False, commands=False, mtime_ns=1_000_000_000,
-    nfc_names=True,  # rclone compares names NFC-normalised, and some backends keep one of two twins
 )  # fmt: skip
