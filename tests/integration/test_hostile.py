@@ -211,7 +211,7 @@ def judge(job: str, src: bytes, replicas: list[Replica], output: str) -> dict[st
     for r in replicas:
         row = table.setdefault(r.label, {})
         for e in CATALOGUE:
-            got, why = observe(e, e.verdict(job, r.kind), src, os.fsencode(r.root), output)
+            got, why = observe(e, e.verdict(job, r.kind, r.label), src, os.fsencode(r.root), output)
             known = KNOWN.get((e.key, job, r.label))
             row[e.key] = got if got != "failed" else f"known: {known}" if known else f"failed: {why}"
     return table

@@ -651,7 +651,7 @@ def test_the_far_side_program_parses_as_python_3_8_and_imports_only_stdlib() -> 
     assert "tether" not in imported
     assert imported <= {"__future__", "collections", "contextlib", "ctypes", "datetime", "errno", "fcntl", "hashlib",
                         "grp", "json", "marshal", "os", "pwd", "re", "select", "socket", "stat", "struct",
-                        "subprocess", "sys", "time", "typing"}  # fmt: skip
+                        "subprocess", "sys", "tempfile", "time", "typing"}  # fmt: skip
 
 
 # ---------------------------------------------------------------------- the in-process client

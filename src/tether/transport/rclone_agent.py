@@ -45,6 +45,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -648,7 +649,7 @@ class RcloneAgent(AgentClient):
         item = self._stat(rel)
         if expect is None:
             if item is not None and not (dir_ok and item.get("IsDir")):
-                raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
+                raise self._appeared(rel)
             return item
         if item is None:
             raise OpError(errno.ENOENT, f"{rel} vanished during the pass")
@@ -656,6 +657,24 @@ class RcloneAgent(AgentClient):
         if t != expect[0] or (t != "d" and (size != expect[1] or mtime != expect[2])):
             raise OpError(errno.ESTALE, f"{rel} changed during the pass")
         return item
+
+    def _appeared(self, rel: str) -> OpError:
+        """Why a name the pass found free is taken: another client made it meanwhile, or the
+        remote takes it for a name it holds already that differs only in Unicode normalisation
+        (rclone's sftp server keeps one of two such twins, and its stat answers for either)."""
+        folder, name = _parent(rel)
+        held = [str(it.get("Name", "")) for it in self._list(folder)]
+        if name not in held:
+            key = unicodedata.normalize("NFC", name)
+            twin = next((n for n in held if unicodedata.normalize("NFC", n) == key), None)
+            if twin is not None:
+                shown_twin = f"{folder}/{twin}" if folder else twin
+                return OpError(
+                    errno.EEXIST,
+                    f"{rel}: {self.remote_name} takes it for {shown_twin}, the same name once Unicode-normalised;"
+                    " left out there",
+                )
+        return OpError(errno.EEXIST, f"{rel} appeared during the pass")
 
     def _still(self, rel: str, size: int, mtime_ns: int) -> None:
         self._check_expect(rel, ["f", size, mtime_ns])
@@ -915,7 +934,7 @@ class RcloneAgent(AgentClient):
                 self._check_expect(rel, expect)  # and before a long upload too, to fail early
             if not self._place(local, rel, make_room):
                 if expect is None:
-                    raise OpError(errno.EEXIST, f"{rel} appeared during the pass")
+                    raise self._appeared(rel)
                 raise OpError(errno.ESTALE, f"{rel} changed during the pass")
         finally:
             if scratch:
