@@ -221,9 +221,11 @@ class Mirror:
         listed excluded (so left as it is on the target, never deleted there), and deletes the
         rest. Its errors still name what could not be read."""
         root = os.fsencode(spec.source.path).rstrip(b"/")
-        rels = sorted({p[len(root) + 1 :] for p in first.unlisted if p.startswith(root + b"/")})
-        if not rels or len(rels) != len(set(first.unlisted)) or len(rels) > MAX_UNLISTED or first.stopped:
-            return first  # the root itself, something elsewhere, or too many to name: rsync's safety stands
+        if not first.unlisted or not all(p.startswith(root + b"/") for p in first.unlisted):
+            return first  # the root itself, or something elsewhere: rsync's safety stands
+        rels = sorted({p[len(root) + 1 :] for p in first.unlisted})
+        if len(rels) > MAX_UNLISTED:
+            return first  # too many to name: rsync's safety stands
         argv = self._argv(spec, target, checksum=checksum)
         cut = argv.index("--")
         argv[cut:cut] = [f"--exclude={literal_rule(rel)}" for rel in rels]

@@ -10,9 +10,11 @@ instead of pipes: the wait is for the program alone, and output of any size neve
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def run_captured(
@@ -26,13 +28,14 @@ def run_captured(
     """As `subprocess.run(argv, input=input, capture_output=True, timeout=timeout)`, stdin
     /dev/null without `input`; `started` sees the process (to stop it from a timer). OSError if
     it cannot start; TimeoutExpired after killing it at the timeout."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as stdin:
+    with contextlib.ExitStack() as files:
+        out, err = files.enter_context(tempfile.TemporaryFile()), files.enter_context(tempfile.TemporaryFile())
+        stdin: Any = subprocess.DEVNULL
         if input is not None:
+            stdin = files.enter_context(tempfile.TemporaryFile())
             stdin.write(input)
             stdin.seek(0)
-        proc = subprocess.Popen(
-            argv, stdin=stdin if input is not None else subprocess.DEVNULL, stdout=out, stderr=err, env=env
-        )
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, env=env)
         with proc:
             if started is not None:
                 started(proc)
