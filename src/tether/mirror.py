@@ -238,7 +238,10 @@ class Mirror:
         if first.returncode == PARTIAL and again.returncode == 0:
             again.returncode = PARTIAL
         again.errors = first.errors + [e for e in again.errors if e not in first.errors]
-        again.hint = again.hint or first.hint
+        again.hint = again.hint or (
+            "the rest was copied and deleted as the source says; what could not be read is left as it is "
+            "on the target: make it readable (or exclude it) and run again"
+        )
         return again
 
     def _guarded(
@@ -259,6 +262,11 @@ class Mirror:
         if not plan.ok and (plan.returncode != PARTIAL or plan.stopped):
             return TargetOutcome.from_rsync(target, plan)
         lost = destructive([c for c in plan.changes if c[12:] not in mine])
+        if not lost and not dry_run and not plan.changes and plan.ok:
+            # nothing to send, set or delete: the target holds the source already (a copy another
+            # tool made), so that look was the pass, and the target is tether's from now on
+            self.known.add(target.key(), str(spec.source))
+            return TargetOutcome.from_rsync(target, plan)
         if not lost:
             return TargetOutcome.from_rsync(target, plan) if dry_run else self._pass(spec, target, clock=clock)
         shown = lost[:MAX_LISTED] + ([f"... and {len(lost) - MAX_LISTED} more"] if len(lost) > MAX_LISTED else [])

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from tests.rig.compare import assert_same_tree
+from tests.rig.run import tether
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
 from tether.dirs import Dirs
@@ -137,3 +138,38 @@ def test_the_add_only_pass_tells_how_each_existing_file_compares_and_what_it_did
     assert sorted(res.kept) == [("changed.txt", "file change"), ("same.txt", "uptodate")]
     assert res.deletes_held == 1 and (dst / "extra.txt").exists()
     assert (dst / "new.txt").exists() and (dst / "changed.txt").read_text() == "CHANGED.TXT\n"
+
+
+def _rsync_runs(said: str) -> list[str]:
+    return [ln for ln in said.splitlines() if ln.startswith("+ rsync ")]
+
+
+def test_a_local_copy_another_tool_made_is_taken_over_by_one_look(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """A target that already holds the source (cp -a, lsyncd, a cron'd rsync): the look that
+    shows nothing to send, set or delete is the whole first pass (a million files: one rsync
+    pass, not two), and the target is tether's from then on, so a deletion goes through."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 40, seed=9, hostile=False)
+    subprocess.run(["cp", "-a", f"{src}/.", str(dst)], check=True)
+    first = tether(["mirror", "-v", src, dst], tether_env, check_rc=0)
+    runs = _rsync_runs(first.stderr)
+    assert len(runs) == 1 and "--dry-run" in runs[0], first.stderr
+    gone = next(p for p in sorted(src.rglob("*")) if p.is_file())
+    gone.unlink()
+    again = tether(["mirror", "-v", src, dst], tether_env, check_rc=0)
+    assert [r for r in _rsync_runs(again.stderr) if "--dry-run" in r] == [], "the target is tether's now"
+    assert_same_tree(src, dst)
+
+
+def test_a_local_copy_that_differs_is_looked_at_then_mirrored(tmp_path: Path, tether_env: dict[str, str]) -> None:
+    """The other way: one file newer in the source, so the look shows a change (not a loss) and
+    the pass that follows sends it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 40, seed=10, hostile=False)
+    subprocess.run(["cp", "-a", f"{src}/.", str(dst)], check=True)
+    (src / "added later.txt").write_text("new\n")
+    out = tether(["mirror", "-v", src, dst], tether_env, check_rc=0)
+    runs = _rsync_runs(out.stderr)
+    assert len(runs) == 2 and "--dry-run" in runs[0] and "--dry-run" not in runs[1], out.stderr
+    assert (dst / "added later.txt").read_text() == "new\n"
+    assert_same_tree(src, dst)
