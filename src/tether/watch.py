@@ -24,6 +24,7 @@ from typing import Self
 from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
 from tether.errors import UsageError
 from tether.filters import Filter
+from tether.leafdirs import is_leaf
 from tether.watchlimit import binding_sysctl, max_user_watches
 
 __all__ = ["MAX_DELAY", "BaseWatcher", "Change", "Coalescer", "Watcher", "coalesce"]
@@ -401,9 +402,13 @@ class Watcher(BaseWatcher):
         return out
 
     def _subdirs(self, d: str) -> list[str]:
-        """The included directories right below `d`; an unreadable or vanished `d` has none."""
+        """The included directories right below `d`; an unreadable or vanished `d` has none
+        (nor has a leaf, known by its link count without a listing: see leafdirs)."""
+        full = self._abs(d)
+        if is_leaf(full):
+            return []
         try:
-            with os.scandir(self._abs(d)) as it:
+            with os.scandir(full) as it:
                 return [
                     child
                     for e in it
