@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from tether.apply import AGENT_BATCH, Applier, BatchResult
 from tether.coalesce import for_target
@@ -208,7 +209,7 @@ class TargetWorker(threading.Thread):
             with self.cond:
                 lost = full and self.lost  # this pass stands in for what was dropped
                 self.lost = self.lost and not full
-            self.board.update(self.status, state=SYNCING, pending=len(batch), force=True)
+            self.board.update(self.status, state=SYNCING, pending=len(batch), soon=True)
             if full:
                 self.events.emit(Event("pass-begin", self.job, str(self.applier.target), detail="full pass"))
             began = time.monotonic()
@@ -256,7 +257,7 @@ class TargetWorker(threading.Thread):
             elif res.files or len(batch) > 1:
                 log.info("%s: %d changes: sent %d files (%d bytes) in %.3f s", self.applier.target, len(batch),
                          res.files, res.bytes, time.monotonic() - began)  # fmt: skip
-            refused: dict[str, object] = {}
+            refused: dict[str, Any] = {}  # last_error and its time
             if res.errors:  # the files arrived, some of their owners, ACLs or xattrs did not: said, not retried
                 more = f" (and {len(res.errors) - 1} more)" if len(res.errors) > 1 else ""
                 for why in res.errors:
@@ -267,7 +268,7 @@ class TargetWorker(threading.Thread):
                 refused = {"last_error": part, "last_error_at": time.time()}
             self.board.update(
                 st, state=WAITING if held else IDLE if not left else SYNCING, last_success=time.time(), pending=left,
-                bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, force=True, **refused,
+                bytes_sent=st.bytes_sent + res.bytes, files_sent=st.files_sent + res.files, soon=True, **refused,
             )  # fmt: skip
 
     def _said(self, work: Sequence[Change], full: bool, res: BatchResult) -> None:
