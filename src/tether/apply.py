@@ -23,7 +23,7 @@ from tether.crashpoints import crashpoint
 from tether.endpoints import Endpoint
 from tether.errors import TetherError
 from tether.hooks import NO_HOOKS, PassClock, PassHooks
-from tether.leafdirs import is_leaf
+from tether.leafdirs import dirs_below
 from tether.mirror import INCOMING, VERSIONS, Mirror, MirrorSpec
 from tether.ssh import SshOptions
 from tether.transport.agent import AgentClient, AgentError
@@ -470,26 +470,8 @@ class Applier:
         return more
 
     def _dirs_below(self, top: str) -> list[str]:
-        """`top` and the included directories below it (symlinks not followed); a leaf is known
-        by its link count, not listed (a full pass walks every folder of the tree)."""
-        out, stack = [], [top]
-        while stack:
-            rel = stack.pop()
-            out.append(rel)
-            full = os.path.join(self.src, rel) if rel else self.src
-            if is_leaf(full):
-                continue
-            prefix = rel + "/" if rel else ""
-            try:
-                with os.scandir(full) as it:
-                    stack += [
-                        prefix + e.name
-                        for e in it
-                        if e.is_dir(follow_symlinks=False) and not self.spec.filter.path_excluded(prefix + e.name, True)
-                    ]
-            except OSError:
-                continue  # gone or unreadable: nothing below it to set
-        return out
+        """`top` and the included directories below it (symlinks not followed)."""
+        return dirs_below(self.src, top, lambda rel: self.spec.filter.path_excluded(rel, True))
 
     def _mtime_ns(self, rel: str) -> int:
         try:

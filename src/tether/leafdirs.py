@@ -1,4 +1,4 @@
-"""Directories known to hold no subdirectory without listing them.
+"""Walks for the directories of a tree, without listing the folders that can hold none.
 
 On ext2/3/4, xfs and tmpfs a directory's link count is 2 plus its subdirectories, so one that
 says 2 has none: a walk for directories (watches to place, directory times to check) can skip
@@ -10,30 +10,28 @@ filesystem is known to keep it (`find` makes the same bet, and offers `-noleaf` 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import stat
+from collections.abc import Callable
 
-# statfs(2) f_type of the filesystems whose directory link counts are 2 + subdirectories
-_COUNTING = frozenset({0xEF53, 0x58465342, 0x01021994})  # ext2/3/4, xfs, tmpfs
+_COUNTING = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})  # link count = 2 + subdirectories
 
 _trusted: dict[int, bool] = {}  # st_dev -> whether its link counts are trusted
-_libc: ctypes.CDLL | None = None
 
 
-def _fs_type(path: str) -> int | None:
-    """statfs(2)'s f_type (the first field, a C long on Linux), or None when it cannot be read."""
-    global _libc
+def _fs_type(dev: int) -> str | None:
+    """The type of the filesystem mounted as device `dev` (/proc/self/mountinfo's field after
+    "-"), or None when no mount names it (a btrfs subvolume's own device number, no /proc)."""
+    want = f"{os.major(dev)}:{os.minor(dev)}"
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buf = ctypes.create_string_buffer(256)  # larger than struct statfs on every Linux ABI
-        if _libc.statfs(os.fsencode(path), buf) != 0:
-            return None
-        return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
-    except (OSError, AttributeError, ValueError):
-        return None
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == want and "-" in fields:
+                    return fields[fields.index("-") + 1]
+    except OSError:
+        pass
+    return None
 
 
 def is_leaf(path: str) -> bool:
@@ -48,5 +46,29 @@ def is_leaf(path: str) -> bool:
         return False
     trusted = _trusted.get(st.st_dev)
     if trusted is None:
-        trusted = _trusted[st.st_dev] = _fs_type(path) in _COUNTING
+        trusted = _trusted[st.st_dev] = _fs_type(st.st_dev) in _COUNTING
     return trusted
+
+
+def subdirs(root: str, rel: str, excluded: Callable[[str], bool]) -> list[str]:
+    """The directories right below `rel` (relative to `root`) that `excluded` lets through,
+    symlinks not followed; none below a leaf, or a `rel` that is gone or cannot be read."""
+    full = os.path.join(root, rel) if rel else root
+    if is_leaf(full):
+        return []
+    prefix = rel + "/" if rel else ""
+    try:
+        with os.scandir(full) as it:
+            return [p for e in it if e.is_dir(follow_symlinks=False) and not excluded(p := prefix + e.name)]
+    except OSError:
+        return []
+
+
+def dirs_below(root: str, top: str, excluded: Callable[[str], bool]) -> list[str]:
+    """`top` and every directory below it that `excluded` lets through (see subdirs)."""
+    out, stack = [], [top]
+    while stack:
+        rel = stack.pop()
+        out.append(rel)
+        stack += subdirs(root, rel, excluded)
+    return out

@@ -24,7 +24,7 @@ from typing import Self
 from tether.coalesce import DELETE, MOVE, RESCAN, WRITE, Change, coalesce
 from tether.errors import UsageError
 from tether.filters import Filter
-from tether.leafdirs import is_leaf
+from tether.leafdirs import dirs_below, subdirs
 from tether.watchlimit import binding_sysctl, max_user_watches
 
 __all__ = ["MAX_DELAY", "BaseWatcher", "Change", "Coalescer", "Watcher", "coalesce"]
@@ -394,28 +394,15 @@ class Watcher(BaseWatcher):
 
     def _dirs(self, top: str) -> list[str]:
         """Included directories at and below `top` (symlinks not followed)."""
-        out, stack = [], [top]
-        while stack:
-            d = stack.pop()
-            out.append(d)
-            stack += self._subdirs(d)
-        return out
+        return dirs_below(self.root, top, self._dir_excluded)
 
     def _subdirs(self, d: str) -> list[str]:
-        """The included directories right below `d`; an unreadable or vanished `d` has none
-        (nor has a leaf, known by its link count without a listing: see leafdirs)."""
-        full = self._abs(d)
-        if is_leaf(full):
-            return []
-        try:
-            with os.scandir(full) as it:
-                return [
-                    child
-                    for e in it
-                    if e.is_dir(follow_symlinks=False) and not self.flt.path_excluded(child := _join(d, e.name), True)
-                ]
-        except OSError:
-            return []
+        """The included directories right below `d` (none below a leaf, or an unreadable or
+        vanished `d`)."""
+        return subdirs(self.root, d, self._dir_excluded)
+
+    def _dir_excluded(self, rel: str) -> bool:
+        return self.flt.path_excluded(rel, True)
 
     def _watch_tree(self, top: str) -> None:
         """Watch `top` and every included directory below it: watch first, then list, so a

@@ -12,7 +12,7 @@ from tether.leafdirs import is_leaf
 
 
 def counting(path: Path) -> bool:
-    return leafdirs._fs_type(str(path)) in leafdirs._COUNTING
+    return leafdirs._fs_type(path.stat().st_dev) in leafdirs._COUNTING
 
 
 def test_only_a_folder_without_subfolders_is_a_leaf(tmp_path: Path) -> None:
@@ -37,11 +37,29 @@ def test_an_untrusted_filesystem_is_always_listed(tmp_path: Path, monkeypatch: p
     """btrfs, FUSE and network filesystems may say 2 for a folder with subfolders: never a leaf there."""
     (tmp_path / "leaf").mkdir()
     monkeypatch.setattr(leafdirs, "_trusted", {})
-    monkeypatch.setattr(leafdirs, "_fs_type", lambda _path: 0x9123683E)  # btrfs
+    monkeypatch.setattr(leafdirs, "_fs_type", lambda _dev: "btrfs")
     assert not is_leaf(str(tmp_path / "leaf"))
 
 
 def test_proc_is_not_trusted() -> None:
     """A real filesystem outside the list: /proc's folders are listed, whatever they say."""
-    assert leafdirs._fs_type("/proc") not in leafdirs._COUNTING
+    assert leafdirs._fs_type(os.lstat("/proc").st_dev) == "proc"
     assert not is_leaf("/proc/self/fd")
+
+
+def test_the_walk_finds_what_a_full_listing_finds(tmp_path: Path) -> None:
+    """Leaves skipped or not, the same folders as os.walk's, symlinks not followed, an excluded
+    folder left out with everything below it."""
+    for d in ("a/b/c", "a/d", "e", "skip/below", "f g/h"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "file").write_text("x")
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "e")
+    got = leafdirs.dirs_below(str(tmp_path), "", lambda rel: rel == "skip")
+    want = {""} | {
+        os.path.relpath(os.path.join(d, n), tmp_path)
+        for d, ds, _ in os.walk(tmp_path)
+        for n in ds
+        if not os.path.islink(os.path.join(d, n))
+    }
+    assert sorted(got) == sorted(w for w in want if w != "skip" and not w.startswith("skip/"))
+    assert sorted(leafdirs.dirs_below(str(tmp_path), "a", lambda _rel: False)) == ["a", "a/b", "a/b/c", "a/d"]
