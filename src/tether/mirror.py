@@ -262,7 +262,7 @@ class Mirror:
         if not plan.ok and (plan.returncode != PARTIAL or plan.stopped):
             return TargetOutcome.from_rsync(target, plan)
         lost = destructive([c for c in plan.changes if c[12:] not in mine])
-        if not lost and not dry_run and not plan.changes and plan.ok:
+        if not dry_run and plan.ok and not plan.changes:
             # nothing to send, set or delete: the target holds the source already (a copy another
             # tool made), so that look was the pass, and the target is tether's from now on
             self.known.add(target.key(), str(spec.source))
