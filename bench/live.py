@@ -69,13 +69,9 @@ def idle_since(status_file: Path, since: float) -> bool:
     return bool(t["state"] == "idle" and t["pending"] == 0 and (t["last_success"] or 0) > since)
 
 
-def all_have(items: list[tuple[Path, int]]) -> bool:
-    return all(has(p, n)() for p, n in items)
-
-
 def all_arrived(items: list[tuple[Path, int]]) -> Callable[[], bool]:
-    """Like all_have, but each check looks only at the targets the file has not reached yet: with
-    32 targets the poll itself would otherwise take a core of a 2-core machine from the transfer."""
+    """Whether every (path, size) is there, each check looking only at what was not there yet:
+    with 32 targets the poll itself would otherwise take a core of a 2-core machine from the transfer."""
     left = [(str(p), n) for p, n in items]
 
     def check() -> bool:
@@ -216,7 +212,7 @@ def case_narrow(b: Bench) -> None:
         for round_no in range(5):
             changed = touch_files(src, 10, seed=100 + round_no)
             sizes = [(dst / p.relative_to(src), p.stat().st_size) for p in changed]
-            times.append(poll(functools.partial(all_have, sizes), 60))
+            times.append(poll(all_arrived(sizes), 60))
     rsync_pass = []
     for _ in range(3):
         t = time.perf_counter()
@@ -331,7 +327,7 @@ def case_fanout(b: Bench) -> None:
             for i in range(30):
                 p = src / f"fan-{int(down)}-{i}"
                 p.write_bytes(data)
-                xs.append(poll(functools.partial(all_have, [(d / p.name, 4096) for d in dsts]), 30))
+                xs.append(poll(all_arrived([(d / p.name, 4096) for d in dsts]), 30))
                 time.sleep(0.02)
         row(f"8 targets{', one down (7 measured)' if down else ''}", xs, "limit p95 <= 300 ms")
 
