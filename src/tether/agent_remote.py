@@ -796,6 +796,16 @@ class Ops:
             st = os.statvfs(self.root)
         return {"free": st.f_bavail * st.f_frsize, "total": st.f_blocks * st.f_frsize}
 
+    def empty(self) -> Result:
+        """Whether the root holds nothing but tether's own folder: a first pass into it has
+        nothing of anyone's to look at before it writes (one round trip, not a listing)."""
+        with _oserrors("empty", self.root):
+            try:
+                with os.scandir(self.root) as it:
+                    return {"empty": all(e.name == META_DIR for e in it)}
+            except FileNotFoundError:
+                return {"empty": True}
+
     # ------------------------------------------------------------------ two-way sync (bisync)
 
     def scan_raw(
@@ -1889,6 +1899,7 @@ def _handlers(ops: Ops) -> dict[str, Callable[..., Any]]:
         "stat": lambda paths: {"entries": ops.stat(paths)},  # replies are always objects
         "run": ops.run,
         "df": ops.df,
+        "empty": ops.empty,
         "scan": ops.scan,
         "hash": ops.hash,
         "read": ops.read,

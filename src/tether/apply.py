@@ -167,11 +167,14 @@ class Applier:
     def _full_pass(self, clock: PassClock, checksum: bool = False) -> BatchResult:
         started = time.time_ns()
         laps = _Laps()
-        self.agent()  # connected now, off the path of the first change
+        # connected now, off the path of the first change; and a target that holds anything is
+        # looked at before the first pass writes to it (one round trip tells which)
+        empty = bool(self.agent().call("empty")["empty"])
         laps.lap("connect")
         outcome = self.mirror.sync_target(
-            self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True, checksum=checksum
-        )
+            self.spec, self.target, dry_run=False, force=False, clock=clock, watched=True, checksum=checksum,
+            target_empty=empty,
+        )  # fmt: skip
         laps.lap("rsync")
         crashpoint("live.full_pass")
         self._fold_trash()  # also what an earlier run left there (a crash, a failed fold)

@@ -332,19 +332,28 @@ class Mirror:
         clock: PassClock | None = None,
         watched: bool = False,
         checksum: bool = False,
+        target_empty: bool | None = None,
     ) -> TargetOutcome:
         """One target brought up to date; with a `clock`, stopped at the pass's max_time_hard.
         `watched`: the source is watched since before this pass (a continuous mirror), so what
         changes in it meanwhile reaches the target as events. `checksum`: files are compared by
-        content (rsync -c), for a pass that stands in for changes nobody saw."""
+        content (rsync -c), for a pass that stands in for changes nobody saw. `target_empty`:
+        whether the target holds nothing yet, when the caller already knows (an agent it holds
+        open asked in one round trip); None: a remote target is learned by an add-only pass."""
         if spec.delete and not force:
             refused = self._emptied_source(spec, target, clock)
             if refused:
                 return refused
         if force or not spec.delete or self.known.has(target.key(), str(spec.source)):
             return self._pass(spec, target, dry_run=dry_run, clock=clock, checksum=checksum)
-        if dry_run or target.caps.in_process:
-            if target.local_path is not None and _local_is_empty(target.local_path):
+        if target_empty is None and target.local_path is not None and (dry_run or target.caps.in_process):
+            target_empty = _local_is_empty(target.local_path)
+        if dry_run or target.caps.in_process or target_empty is not None:
+            # a new target is tether's from its first file; one that holds anything is looked at
+            # first, by a dry run that is the whole pass when it lists nothing (a continuous
+            # mirror's start on a matching million-file ssh target: 1.20x a bare rsync pass;
+            # the add-only pass below, one line per file, made it 2.05x)
+            if target_empty:
                 if spec.delete and not dry_run:  # tether's from its first file: a pass killed
                     self.known.add(target.key(), str(spec.source))  # halfway leaves no stranger's target
                 return self._pass(spec, target, dry_run=dry_run, clock=clock)
