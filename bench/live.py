@@ -334,8 +334,10 @@ def case_fanout(b: Bench) -> None:
 
 def case_fanout32(b: Bench, n: int = 32) -> None:
     """Issue 16: one source, n ssh targets, each its own sshd on a loopback port (so its own
-    host and its own agent channel); then one of them down."""
-    print(f"fan-out: {n} ssh targets, one sshd each; time until a 4 KB file is on all (30 samples)")
+    host and its own agent channel); then one of them down. A p95 is the tail of the samples:
+    the two set-ups alternate, twice each, 100 samples a run, so a busy moment of the machine
+    falls on both (with 30 samples, three runs of one set-up gave a p95 of 82, 93 and 108 ms)."""
+    print(f"fan-out: {n} ssh targets, one sshd each; time until a 4 KB file is on all (2 runs x 100 samples)")
     servers = [b.server]
     try:
         for i in range(1, n):
@@ -350,9 +352,9 @@ def case_fanout32(b: Bench, n: int = 32) -> None:
         b.env["TETHER_SSH_CONFIG"] = str(config)
         src = b.work / "fan32"
         make_tree(src, 100, seed=37, hostile=False)
-        p95 = {}
-        for down in (False, True):
-            dsts = [b.work / f"fan32-{int(down)}-{i}" for i in range(n)]
+        took: dict[bool, list[float]] = {False: [], True: []}
+        for run, down in enumerate((False, True, False, True)):
+            dsts = [b.work / f"fan32-{run}-{i}" for i in range(n)]
             specs = [f"fan{i}:{d}" for i, d in enumerate(dsts)]
             if down:
                 specs[-1] = f"{ALIAS_DOWN}:/nowhere"
@@ -360,16 +362,15 @@ def case_fanout32(b: Bench, n: int = 32) -> None:
             with b.tether_job(src, specs):
                 for d in dsts:
                     poll(same_listing(src, d), 300)
-                xs = []
                 data = os.urandom(4096)
-                for i in range(30):
-                    p = src / f"fan32-{int(down)}-{i}"
+                for i in range(100):
+                    p = src / f"fan32-{run}-{i}"
                     p.write_bytes(data)
-                    xs.append(poll(all_arrived([(d / p.name, 4096) for d in dsts]), 60, 0.001))
+                    took[down].append(poll(all_arrived([(d / p.name, 4096) for d in dsts]), 60, 0.001))
                     time.sleep(0.02)
-            p95[down] = pct(xs, 95)
+        for down, xs in took.items():
             row(f"{n} targets{f', one down ({n - 1} measured)' if down else ''}", xs, "limit p95 <= 100 ms")
-        print(f"  one down moves the others' p95 by {p95[True] / p95[False]:.2f}x (limit 1.20x)")
+        print(f"  one down moves the others' p95 by {pct(took[True], 95) / pct(took[False], 95):.2f}x (limit 1.20x)")
         b.env["TETHER_SSH_CONFIG"] = saved
     finally:
         for s in servers[1:]:
