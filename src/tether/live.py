@@ -62,10 +62,12 @@ class TargetWorker(threading.Thread):
         source_moved: Callable[[], bool] = lambda: False,
         events: EventLog = NO_EVENTS,
         job: str = "",
+        seen: Callable[[], float] = lambda: 0.0,
     ) -> None:
         super().__init__(name=f"target {applier.target}", daemon=True)
         self.applier, self.status, self.board, self.stopping = applier, status, board, stopping
         self.source_moved = source_moved  # true when the source root is not the watched one
+        self.seen = seen  # when the watcher last walked a new directory (a burst it reports no event of yet)
         self.events, self.job = events, job
         self.failing = False  # since the last error: said once, until a batch or pass succeeds
         self.cond = threading.Condition()
@@ -168,7 +170,7 @@ class TargetWorker(threading.Thread):
         deadline = time.monotonic() + SETTLE_MAX
         with self.cond:
             while not self.stopping.is_set():
-                quiet = time.monotonic() - self.last_submit
+                quiet = time.monotonic() - max(self.last_submit, self.seen())
                 if quiet >= SETTLE or time.monotonic() >= deadline:
                     break
                 self.cond.wait(SETTLE - quiet)
@@ -336,7 +338,9 @@ class LiveMirror:
                 assert remote is not None
                 applier = RcloneApplier(remote, spec, opts, mirror, ssh, pass_hooks)
             self.workers.append(
-                TargetWorker(applier, st, board, self.stopping, self._source_moved, events, board.status.job)
+                TargetWorker(
+                    applier, st, board, self.stopping, self._source_moved, events, board.status.job, self._last_seen
+                )
             )
 
     def run(self) -> None:
@@ -406,6 +410,10 @@ class LiveMirror:
         self.board.update(state="running", message=None, watches=watcher.inotify_watches, watcher=watcher.kind,
                           force=True)  # fmt: skip
         return watcher
+
+    def _last_seen(self) -> float:
+        watcher = self._watcher
+        return watcher.last_seen if watcher is not None else 0.0
 
     def _source_moved(self) -> bool:
         """For the workers, before a full pass: is the source root still the watched directory?

@@ -171,6 +171,11 @@ class BaseWatcher:
         self._signals = False  # the process's signal wakeup fd is this pipe (see wake_on_signals)
         self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched
         self._root_lost = False  # the watched root itself moved, was deleted or unmounted
+        # (monotonic) when a new directory was last walked to watch it: no event is read
+        # meanwhile, and a tar extracting into the tree keeps the walk going for as long as it
+        # makes folders. A worker holding a bulk transfer until the burst is over reads it, so
+        # that one rsync run carries the burst, not its first tenth (and a second run the rest)
+        self.last_seen = 0.0
 
     def start(self) -> None:
         raise NotImplementedError
@@ -410,6 +415,7 @@ class Watcher(BaseWatcher):
         stack = [top]
         while stack:
             d = stack.pop()
+            self.last_seen = time.monotonic()
             if self._add_watch(d):
                 stack += self._subdirs(d)
 
