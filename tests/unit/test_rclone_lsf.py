@@ -55,5 +55,7 @@ def test_rows_of_another_shape_are_no_listing() -> None:
     assert parse([["f", "1", ok], ["g", "1", ok + ".5"]]) is None  # two layouts
     assert parse([["f", "x", ok]]) is None  # a size that is not one
     assert parse([["f", "1", "2026-13-06 08:27:01"]]) is None  # a date that is not one
+    assert parse([["f", "1", "2026-12-06 24:00:01"]]) is None  # an hour that is not one
+    assert parse([["f", "1", "2026-12-06 08:2x:01"]]) is None  # a minute that is not one
     assert parse([["f", "1"]]) is None  # a field missing
     assert parse([["f", "1", ok, "extra"]]) is None

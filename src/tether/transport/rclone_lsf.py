@@ -27,7 +27,9 @@ from tether.transport import rcd
 Entry = tuple[str, int, int]  # (type "f" or "d", size, mtime_ns), as the mirror's planner takes them
 _SECOND = 10**9
 _EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
-_PAD = {w: "0" * (29 - w) for w in range(21, 30)}  # zeros that make a w-wide time's fraction 9 digits
+# "HH:MM" -> seconds into the day: one lookup instead of two int() calls a row (20,000 rows:
+# the parse is what a one-shot no-change pass waits for after rclone has finished printing)
+_HM = {f"{h:02d}:{m:02d}": (h * 60 + m) * 60 for h in range(24) for m in range(60)}
 
 
 class Listing:
@@ -50,7 +52,8 @@ def parse(rows: Iterable[list[str]]) -> Listing | None:
     when they are not in that shape or their times are coarser than a second."""
     entries: dict[str, Entry] = {}
     width = 0  # every time is printed with the same layout: its width is fixed by the first
-    minutes: dict[str, int] = {}  # "YYYY-MM-DD HH:MM" -> ns: times share their minutes widely
+    pad = ""  # zeros that make the seconds and the fraction together a count of ns
+    days: dict[str, int] = {}  # "YYYY-MM-DD" -> its first second: times share their days widely
     try:
         for path, size, when in rows:
             if len(when) != width:
@@ -59,18 +62,18 @@ def parse(rows: Iterable[list[str]]) -> Listing | None:
                 width = len(when)
                 if width != 19 and not 21 <= width <= 29:
                     return None  # coarser than a second
-            base = minutes.get(when[:16])
-            if base is None:
-                day = datetime.date.fromisoformat(when[:10]).toordinal() - _EPOCH_DAY
-                base = minutes[when[:16]] = ((day * 24 + int(when[11:13])) * 60 + int(when[14:16])) * 60 * _SECOND
-            # seconds and fraction as one number of ns: "SS" + the fraction's digits, padded to 9
-            ns = base + int(when[17:19] + when[20:] + _PAD[width]) if width > 19 else base + int(when[17:]) * _SECOND
+                pad = "0" * (29 - width if width > 19 else 9)
+            day = days.get(when[:10])
+            if day is None:
+                day = days[when[:10]] = (datetime.date.fromisoformat(when[:10]).toordinal() - _EPOCH_DAY) * 86400
+            # "SS" and the fraction's digits, padded to 9, are one number of ns
+            ns = (day + _HM[when[11:16]]) * _SECOND + int(when[17:19] + when[20:] + pad)
             if path[-1:] == "/":
                 if path != ".tether/":
                     entries[path[:-1]] = ("d", 0, 0)
             elif path[:8] != ".tether/":
                 entries[path] = ("f", int(size), ns)
-    except ValueError:  # a row of another shape, a time that is not one
+    except (ValueError, KeyError):  # a row of another shape, a time that is not one
         return None
     return Listing(entries, 10 ** (29 - width) if width > 19 else _SECOND)
 
