@@ -24,8 +24,6 @@ from tether.output import shown
 if TYPE_CHECKING:
     from tether.bisync.engine import Report
 
-COMMANDS = ("bisync", "conflicts")
-
 
 def add_parsers(sub: Any) -> None:
     b = sub.add_parser("bisync", help="two-way sync of two replicas, once (no job file needed)")

@@ -36,13 +36,26 @@ from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_USAGE, TetherError
 from tether.output import shown
 
-# the families that add their own parsers: (module, its function taking the subparsers)
-FAMILIES = (
-    ("tether.cli.service", "add_parsers"), ("tether.locations.parsers", "add_parsers"),
-    ("tether.cli.bisync", "add_parsers"), ("tether.cli.importer", "add_parser"), ("tether.cli.versions", "add_parser"),
-    ("tether.cli.restore", "add_parser"), ("tether.cli.systemd", "add_parser"), ("tether.cli.events", "add_parser"),
-    ("tether.cli.alerts", "add_parser"), ("tether.cli.doctor", "add_parser"), ("tether.cli.serve", "add_parser"),
-    ("tether.cli.wait", "add_parser"), ("tether.cli.pools", "add_parser"),
+# the families that add their own parsers: (module, its function taking the subparsers, the
+# commands it adds, and the module whose handle(args, dirs) runs them, or None where COMMANDS
+# names each command's handler). A command line names one family: only its parser is built
+# (each family's imports and parsers cost 5-30 ms, and `tether bisync` waited for all 13).
+# tests/unit/test_cli_families.py holds the commands to what the parsers add.
+FAMILIES: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
+    ("tether.cli.service", "add_parsers", ("run", "start", "stop", "restart", "status", "log"), "tether.cli.service"),
+    ("tether.locations.parsers", "add_parsers", ("backup", "work", "transfer", "tree", "locations"),
+     "tether.cli.locations"),
+    ("tether.cli.bisync", "add_parsers", ("bisync", "conflicts"), "tether.cli.bisync"),
+    ("tether.cli.importer", "add_parser", ("import-config",), None),
+    ("tether.cli.versions", "add_parser", ("versions",), None),
+    ("tether.cli.restore", "add_parser", ("restore",), None),
+    ("tether.cli.systemd", "add_parser", ("service",), None),
+    ("tether.cli.events", "add_parser", ("events",), None),
+    ("tether.cli.alerts", "add_parser", ("alert",), None),
+    ("tether.cli.doctor", "add_parser", ("doctor",), None),
+    ("tether.cli.serve", "add_parser", ("serve",), None),
+    ("tether.cli.wait", "add_parser", ("wait",), None),
+    ("tether.cli.pools", "add_parser", ("pool",), None),
 )  # fmt: skip
 # a command of one module: where its handler is, imported only when that command runs
 COMMANDS = {
@@ -66,9 +79,15 @@ COMMANDS = {
 OWN = ("mirror", "jobs", "check", "sync", "demo")  # the commands whose parsers are made here
 
 
+def family_of(command: str | None) -> tuple[str, str, tuple[str, ...], str | None] | None:
+    """The family that adds this command, if one does."""
+    return next((f for f in FAMILIES if command in f[2]), None)
+
+
 def build_parser(command: str | None = None) -> Parser:
-    """The whole parser; for one of this module's own commands, without the families' parsers
-    (a command line `mirror ...` never reaches them, and importing them all costs ~30 ms)."""
+    """The whole parser; for a command line that names a command, only the parsers it can reach
+    (this module's own, and its family's). No command, or one nobody adds (a typo), gets them
+    all: the help, and the error listing the commands, name every one."""
     p = Parser(prog="tether", description="Keep directories in sync, continuously and safely.")
     p.add_argument("--version", action="version", version=f"tether {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -108,7 +127,9 @@ def build_parser(command: str | None = None) -> Parser:
     s.add_argument("name", nargs="?")
     s.add_argument("--all", action="store_true", help="every job once, in turn; the failed ones listed, exit 1")
     add_run_options(s)
-    for module, adds in () if command in OWN else FAMILIES:  # in the order `tether --help` lists them
+    own = family_of(command)
+    families = () if command in OWN else (own,) if own is not None else FAMILIES
+    for module, adds, _commands, _handler in families:  # in the order `tether --help` lists them
         getattr(importlib.import_module(module), adds)(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
@@ -128,23 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tether.demo import run_demo
 
             return run_demo(keep=args.keep)
-        from tether.cli.service import SERVICE_COMMANDS
-        from tether.locations.parsers import COMMANDS as LOCATION_COMMANDS
-
-        if args.command in LOCATION_COMMANDS:
-            from tether.cli import locations
-
-            return locations.handle(args, dirs)
-        from tether.cli.bisync import COMMANDS as BISYNC_COMMANDS
-
-        if args.command in BISYNC_COMMANDS:
-            from tether.cli import bisync
-
-            return bisync.handle(args, dirs)
-        if args.command in SERVICE_COMMANDS:
-            from tether.cli import service
-
-            return service.handle(args, dirs)
+        family = family_of(args.command)
+        if family is not None and family[3] is not None:
+            handle: Callable[[argparse.Namespace, Dirs], int] = importlib.import_module(family[3]).handle
+            return handle(args, dirs)
         module, func = COMMANDS[args.command]  # the parser knows no other command
         handler: Callable[[argparse.Namespace, Dirs], int] = getattr(importlib.import_module(module), func)
         return handler(args, dirs)

@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # imported lazily at run time: other commands start faster wi
     from tether.mirror import MirrorSpec
     from tether.ssh import SshOptions
 
-SERVICE_COMMANDS = ("run", "start", "stop", "restart", "status", "log")
-
 
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("run", help="run a job continuously in the foreground (for systemd, containers)")

@@ -7,7 +7,6 @@ import argparse
 
 from tether.cli.common import add_quiet_options
 
-COMMANDS = {"backup", "work", "transfer", "tree", "locations"}
 ACTIONS = {
     "backup": "copy PATHs from the WORKING to every accessible BACKUP (never deletes there)",
     "work": "copy PATHs from a BACKUP into a WORKING",
