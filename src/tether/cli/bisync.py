@@ -149,14 +149,15 @@ def _pass_beside_service(job: BisyncJob, dirs: Dirs, quiet: bool, run: Callable[
     is in a pass: `tether sync NAME` while NAME runs), the pass is taken after it, not refused;
     any other holder (another run, another host) is refused at once with exit 4, as before."""
     from tether.errors import LockedError
-    from tether.service.daemon import JobPaths
-    from tether.service.locks import PidLock
 
     deadline: float | None = None
     while True:
         try:
             return run()
         except LockedError:
+            from tether.service.daemon import JobPaths  # only then: a pass that got its locks needs neither
+            from tether.service.locks import PidLock
+
             service = PidLock(JobPaths.of(dirs, job.name).pid).holder()
             if service is None or service == os.getpid():
                 raise
