@@ -351,7 +351,7 @@ class Mirror:
         if dry_run or target.caps.in_process or target_empty is not None:
             # a new target is tether's from its first file; one that holds anything is looked at
             # first, by a dry run that is the whole pass when it lists nothing (a continuous
-            # mirror's start on a matching million-file ssh target: 1.20x a bare rsync pass;
+            # mirror's start on a matching million-file ssh target: 1.15-1.20x a bare rsync pass;
             # the add-only pass below, one line per file, made it 2.05x)
             if target_empty:
                 if spec.delete and not dry_run:  # tether's from its first file: a pass killed
