@@ -797,14 +797,10 @@ class Ops:
         return {"free": st.f_bavail * st.f_frsize, "total": st.f_blocks * st.f_frsize}
 
     def empty(self) -> Result:
-        """Whether the root holds nothing but tether's own folder: a first pass into it has
-        nothing of anyone's to look at before it writes (one round trip, not a listing)."""
+        """Whether the root holds nothing: a first pass into it has nothing of anyone's to look
+        at before it writes (one round trip, not a listing)."""
         with _oserrors("empty", self.root):
-            try:
-                with os.scandir(self.root) as it:
-                    return {"empty": all(e.name == META_DIR for e in it)}
-            except FileNotFoundError:
-                return {"empty": True}
+            return {"empty": holds_nothing(self.root)}
 
     # ------------------------------------------------------------------ two-way sync (bisync)
 
@@ -1671,6 +1667,18 @@ def _link_free(sfd: int, name: bytes, dfd: int, base: bytes, naming: Callable[[i
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"no free name for {show(base)}")
+
+
+def holds_nothing(path: str | bytes) -> bool:
+    """Whether the directory at `path` holds nothing but tether's own folder (a path that does
+    not exist holds nothing; a file is not a directory that does)."""
+    try:
+        with os.scandir(to_bytes(path)) as it:
+            return all(e.name == META_DIR for e in it)
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        return False
 
 
 def _open_below(dfd: int, parts: list[bytes]) -> int:

@@ -19,7 +19,7 @@ from tether import agent_remote
 from tether.crashpoints import crashpoint
 from tether.endpoints import Endpoint, Local, RcloneReached, ReplicaSpec, as_rclone, by_rsync
 from tether.errors import TetherError, UsageError
-from tether.filters import META_DIR, Filter
+from tether.filters import Filter
 from tether.hooks import PassClock
 from tether.state import KnownTargets
 from tether.transport.rsync import MAX_DELETE_HIT, PARTIAL, Rsync, RsyncResult, literal_rule, preserve_args
@@ -286,7 +286,7 @@ class Mirror:
         self, spec: MirrorSpec, target: Endpoint, clock: PassClock | None = None
     ) -> TargetOutcome | None:
         """An empty source (an unmounted disk leaves an empty mount point) must not empty a target."""
-        if not _local_is_empty(spec.source.path):
+        if not agent_remote.holds_nothing(spec.source.path):
             return None
         plan = self._run(self._argv(spec, target, dry_run=True), target, clock=clock)
         if plan.stopped:
@@ -347,7 +347,7 @@ class Mirror:
         if force or not spec.delete or self.known.has(target.key(), str(spec.source)):
             return self._pass(spec, target, dry_run=dry_run, clock=clock, checksum=checksum)
         if target_empty is None and target.local_path is not None and (dry_run or target.caps.in_process):
-            target_empty = _local_is_empty(target.local_path)
+            target_empty = agent_remote.holds_nothing(target.local_path)
         if dry_run or target.caps.in_process or target_empty is not None:
             # a new target is tether's from its first file; one that holds anything is looked at
             # first, by a dry run that is the whole pass when it lists nothing (a continuous
@@ -438,13 +438,3 @@ class Mirror:
                 out.errors.append(f"the versions this pass kept are in {INCOMING}, not filed: {e}")
                 out.hint = out.hint or "the next pass files them"
         return out
-
-
-def _local_is_empty(path: str) -> bool:
-    try:
-        with os.scandir(path) as it:
-            return all(e.name == META_DIR for e in it)
-    except FileNotFoundError:
-        return True
-    except NotADirectoryError:
-        return False
