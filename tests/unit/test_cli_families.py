@@ -34,7 +34,7 @@ def test_a_command_line_builds_its_own_family_and_no_other() -> None:
 
 
 def test_the_help_and_a_typo_see_every_command() -> None:
-    every = {*OWN, *(c for f in FAMILIES for c in f[2])}
+    every = {*OWN, *(c for f in FAMILIES for c in f.commands)}
     for command in (None, "bisnyc", "--help"):
         assert commands_of(build_parser(command)) == every, command
     said = subprocess.run([sys.executable, "-m", "tether", "bisnyc"], capture_output=True, text=True)

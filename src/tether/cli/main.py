@@ -29,6 +29,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from tether import __version__
 from tether.cli.common import FilterAction, Parser, add_run_options, number
@@ -36,26 +37,34 @@ from tether.dirs import Dirs
 from tether.errors import EXIT_ERRORS, EXIT_USAGE, TetherError
 from tether.output import shown
 
-# the families that add their own parsers: (module, its function taking the subparsers, the
-# commands it adds, and the module whose handle(args, dirs) runs them, or None where COMMANDS
-# names each command's handler). A command line names one family: only its parser is built
-# (each family's imports and parsers cost 5-30 ms, and `tether bisync` waited for all 13).
-# tests/unit/test_cli_families.py holds the commands to what the parsers add.
-FAMILIES: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
-    ("tether.cli.service", "add_parsers", ("run", "start", "stop", "restart", "status", "log"), "tether.cli.service"),
-    ("tether.locations.parsers", "add_parsers", ("backup", "work", "transfer", "tree", "locations"),
-     "tether.cli.locations"),
-    ("tether.cli.bisync", "add_parsers", ("bisync", "conflicts"), "tether.cli.bisync"),
-    ("tether.cli.importer", "add_parser", ("import-config",), None),
-    ("tether.cli.versions", "add_parser", ("versions",), None),
-    ("tether.cli.restore", "add_parser", ("restore",), None),
-    ("tether.cli.systemd", "add_parser", ("service",), None),
-    ("tether.cli.events", "add_parser", ("events",), None),
-    ("tether.cli.alerts", "add_parser", ("alert",), None),
-    ("tether.cli.doctor", "add_parser", ("doctor",), None),
-    ("tether.cli.serve", "add_parser", ("serve",), None),
-    ("tether.cli.wait", "add_parser", ("wait",), None),
-    ("tether.cli.pools", "add_parser", ("pool",), None),
+
+class Family(NamedTuple):
+    """A family of commands that adds its own parsers. A command line names one family: only its
+    parser is built (each family's imports and parsers cost 5-30 ms, and `tether bisync` waited
+    for all 13). tests/unit/test_cli_families.py holds `commands` to what the parsers add."""
+
+    module: str  # where its parsers are added
+    adds: str  # the function there taking the subparsers
+    commands: tuple[str, ...]
+    handler: str | None  # the module whose handle(args, dirs) runs them; None: COMMANDS names each one's
+
+
+FAMILIES = (
+    Family("tether.cli.service", "add_parsers", ("run", "start", "stop", "restart", "status", "log"),
+           "tether.cli.service"),
+    Family("tether.locations.parsers", "add_parsers", ("backup", "work", "transfer", "tree", "locations"),
+           "tether.cli.locations"),
+    Family("tether.cli.bisync", "add_parsers", ("bisync", "conflicts"), "tether.cli.bisync"),
+    Family("tether.cli.importer", "add_parser", ("import-config",), None),
+    Family("tether.cli.versions", "add_parser", ("versions",), None),
+    Family("tether.cli.restore", "add_parser", ("restore",), None),
+    Family("tether.cli.systemd", "add_parser", ("service",), None),
+    Family("tether.cli.events", "add_parser", ("events",), None),
+    Family("tether.cli.alerts", "add_parser", ("alert",), None),
+    Family("tether.cli.doctor", "add_parser", ("doctor",), None),
+    Family("tether.cli.serve", "add_parser", ("serve",), None),
+    Family("tether.cli.wait", "add_parser", ("wait",), None),
+    Family("tether.cli.pools", "add_parser", ("pool",), None),
 )  # fmt: skip
 # a command of one module: where its handler is, imported only when that command runs
 COMMANDS = {
@@ -79,9 +88,9 @@ COMMANDS = {
 OWN = ("mirror", "jobs", "check", "sync", "demo")  # the commands whose parsers are made here
 
 
-def family_of(command: str | None) -> tuple[str, str, tuple[str, ...], str | None] | None:
+def family_of(command: str | None) -> Family | None:
     """The family that adds this command, if one does."""
-    return next((f for f in FAMILIES if command in f[2]), None)
+    return next((f for f in FAMILIES if command in f.commands), None)
 
 
 def build_parser(command: str | None = None) -> Parser:
@@ -129,8 +138,8 @@ def build_parser(command: str | None = None) -> Parser:
     add_run_options(s)
     own = family_of(command)
     families = () if command in OWN else (own,) if own is not None else FAMILIES
-    for module, adds, _commands, _handler in families:  # in the order `tether --help` lists them
-        getattr(importlib.import_module(module), adds)(sub)
+    for f in families:  # in the order `tether --help` lists them
+        getattr(importlib.import_module(f.module), f.adds)(sub)
     d = sub.add_parser("demo", help="mirror a sample tree to a local target and show what happened")
     d.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     return p
@@ -150,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(keep=args.keep)
         family = family_of(args.command)
-        if family is not None and family[3] is not None:
-            handle: Callable[[argparse.Namespace, Dirs], int] = importlib.import_module(family[3]).handle
+        if family is not None and family.handler is not None:
+            handle: Callable[[argparse.Namespace, Dirs], int] = importlib.import_module(family.handler).handle
             return handle(args, dirs)
         module, func = COMMANDS[args.command]  # the parser knows no other command
         handler: Callable[[argparse.Namespace, Dirs], int] = getattr(importlib.import_module(module), func)
