@@ -809,6 +809,7 @@ class Ops:
         skip: bytes = b".tether",
         known: dict[bytes, tuple[Any, ...]] | None = None,
         tops: list[bytes] | None = None,
+        floor: int | None = None,
     ) -> tuple[dict[bytes, tuple[Any, ...]], list[tuple[bytes, str]], list[bytes], int, int]:
         """Entries under the root, path -> (type, size, mtime_ns, mode, ino, link), as bytes.
         A file's "ino" is its inode number and change time together (ino << 64 | ctime_ns): no
@@ -821,12 +822,13 @@ class Ops:
         directory's size, mtime and inode are 0: its contents are compared path by path.
         Directories that cannot be listed come back separately: the caller must not read their
         absence as deletions.  Returns (entries, unreadable, gone, entries seen, and the mtime
-        from which on an entry is racily clean, see _racy_from).  (The loop is the hot path of a
+        from which on an entry is racily clean, see racy_from).  (The loop is the hot path of a
         pass: types are compared as st_mode >> 12, not via stat.S_IS*.)  With `tops`, a narrow
         scan: only those paths and, where they are directories, what lies below them (`known`
-        then holds what was recorded at or below them).
+        then holds what was recorded at or below them).  `floor`: racy_from as taken by the
+        caller just before it forked this scan (the child holds no lock descriptor to touch).
         """
-        t0 = self._racy_from()
+        t0 = self.racy_from() if floor is None else floor
         rows: dict[bytes, tuple[Any, ...]] = {}
         unreadable: list[tuple[bytes, str]] = []
         stack: list[bytes] = [b""] if tops is None else []
@@ -1302,7 +1304,7 @@ class Ops:
         self._clear_tmp()
         return {"locked": True}
 
-    def _racy_from(self) -> int:
+    def racy_from(self) -> int:
         """The mtime from which on a file seen by a scan starting now may share its mtime with an
         edit after it (git's "racily clean"). A lock held here, touched now, carries the
         filesystem's own clock, whatever its tick (FAT's 2 s) or its skew from ours (an NFS

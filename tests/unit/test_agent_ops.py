@@ -703,11 +703,11 @@ def test_racily_clean_is_judged_by_the_filesystem_s_own_clock(ops: Ops, root: by
     """Without a lock, our clock less 2 s; with one, the lock's mtime as it is touched at the scan:
     the clock that stamps the files, whatever its skew from ours."""
     before = time.time_ns()
-    assert before - agent_remote.RACY_NS <= ops._racy_from() <= time.time_ns() - agent_remote.RACY_NS
+    assert before - agent_remote.RACY_NS <= ops.racy_from() <= time.time_ns() - agent_remote.RACY_NS
     assert ops.lock(b".tether/lock", "test")["locked"]
     lock = os.path.join(root, b".tether", b"lock")
     os.utime(lock, ns=(0, 1_000_000_000 * 86400 + 123))  # as if that clock were a day after 1970
-    floor = ops._racy_from()  # touched again: the stamp moves to the filesystem's now
+    floor = ops.racy_from()  # touched again: the stamp moves to the filesystem's now
     assert floor == os.stat(lock).st_mtime_ns - agent_remote.TICK_MARGIN_NS
     os.utime(lock, ns=(0, 1_000_000_000 * 86400 + 123))
     assert ops.scan_raw()[4] == os.stat(lock).st_mtime_ns - agent_remote.TICK_MARGIN_NS

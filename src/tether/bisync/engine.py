@@ -679,7 +679,7 @@ class Pass:
 
 def _racy(e: Raw | None, t0: int | None, digest: str | None = None) -> Raw | None:
     """A file entry whose mtime is not safely older than its side's scan (t0, the agent's
-    _racy_from), marked by a negated inode, with its content digest where the pass knows it
+    racy_from), marked by a negated inode, with its content digest where the pass knows it
     (in the link's place, unused for files)."""
     if e is None or t0 is None or e[0] != "f" or e[4] < 0 or e[2] < t0:
         return None if e is None else tuple(e)

@@ -194,9 +194,12 @@ class Replica:
             if lock_owner is not None:
                 self.lock(lock_owner)
             ops = self.agent.ops  # type: ignore[attr-defined]
+            # the lock is touched here: a forked child closes every descriptor of ours, the lock's
+            # too, and would fall back to our clock less 2 s (re-hashing every recent file)
+            floor = ops.racy_from()
 
             def local() -> Any:
-                rows, bad, gone, count, t0 = ops.scan_raw(META.encode(), known(), tops)
+                rows, bad, gone, count, t0 = ops.scan_raw(META.encode(), known(), tops, floor)
                 return finish(rows, gone, count, [p for p, _why in bad], t0)
 
             if tops is not None:  # a few paths: a fork would cost more than the scan
