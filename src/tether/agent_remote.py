@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 
 TYPE_CHECKING = False  # not typing's: importing typing would cost every connection milliseconds
 if TYPE_CHECKING:  # only for the checker: `dict[...]` at run time would break python 3.8
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import IO, Any, TypeAlias
 
     Result: TypeAlias = dict[str, Any]
@@ -507,26 +507,29 @@ class Ops:
         when = stamp or version_stamp()
         with self._trash_dir(split_path(root), parts[:-1]) as (vfd, used):
             first = 0  # with a count to keep, never below a number this second already used: the
-            if keep > 0:  # pruning below would take a lower one freed by pruning for the oldest
+            listed: list[tuple[bytes, tuple[bytes, bytes, int, bytes]]] = []  # pruning below would
+            taken: set[bytes] | None = None  # take a lower one freed by pruning for the oldest
+            if keep > 0:  # the folder is listed once: its names are the free-name look, and prune
+                names = [os.fsencode(n) for n in os.listdir(vfd)]
+                taken = set(names)
+                listed = _versions_of(names)
                 own = parse_version(version_name(parts[-1], why, when))
-                first = 1 + max(
-                    (v[2] for _n, v in _versions_in(vfd) if own and v[0] == own[0] and v[1] == when), default=-1
-                )
+                first = 1 + max((v[2] for _n, v in listed if own and v[0] == own[0] and v[1] == when), default=-1)
 
             def naming(n: int) -> list[bytes]:  # this reason's name first; the others' keep N in order
                 mine = version_name(parts[-1], why, when, first + n)
                 return [mine, *(version_name(parts[-1], w, when, first + n) for w in WHYS if w != why)]
 
             try:
-                kept = _keep_as(sfd, name, vfd, naming, link=link)
+                kept = _keep_as(sfd, name, vfd, naming, link=link, taken=taken)
             except OSError:
                 if not link:
                     raise
-                kept = _keep_as(sfd, name, vfd, naming)  # no hard links here (or a dir): moved
+                kept = _keep_as(sfd, name, vfd, naming, taken=taken)  # no hard links here (or a dir): moved
             crashpoint("agent.keep_version")
             own = parse_version(kept)
-            if keep > 0 and own is not None:
-                mine = [(n, v[1], v[2]) for n, v in _versions_in(vfd) if v[0] == own[0]]
+            if keep > 0 and own is not None:  # what another process kept meanwhile: its own prune's
+                mine = [(n, v[1], v[2]) for n, v in [*listed, (kept, own)] if v[0] == own[0]]
                 for old in prune_choice(mine, None, keep):
                     with suppress(OSError):
                         _remove_at(vfd, old)
@@ -544,11 +547,13 @@ class Ops:
             for c in parents:
                 name, n = c, 0
                 while True:
-                    with suppress(FileExistsError):
-                        os.mkdir(name, 0o755, dir_fd=fd)
-                    try:
+                    try:  # opened first: most versions go where an earlier one made the folders
                         nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
                         break
+                    except FileNotFoundError:
+                        with suppress(FileExistsError):
+                            os.mkdir(name, 0o755, dir_fd=fd)
+                        continue
                     except OSError as e:
                         if e.errno not in (errno.ELOOP, errno.ENOTDIR) or n >= 1000:
                             raise
@@ -1597,21 +1602,28 @@ def prune_choice(versions: list[tuple[bytes, bytes, int]], cutoff: bytes | None,
 
 def _versions_in(dfd: int) -> list[tuple[bytes, tuple[bytes, bytes, int, bytes]]]:
     """(stored name, parse_version of it) of every version kept in one folder of the tree."""
+    return _versions_of(map(os.fsencode, os.listdir(dfd)))
+
+
+def _versions_of(names: Iterable[bytes]) -> list[tuple[bytes, tuple[bytes, bytes, int, bytes]]]:
     out = []
-    for n in map(os.fsencode, os.listdir(dfd)):
+    for n in names:
         v = parse_version(n)
         if v is not None:
             out.append((n, v))
     return out
 
 
-def _free_name(dfd: int, name: bytes, naming: Callable[[int], list[bytes]]) -> bytes:
+def _free_name(dfd: int, name: bytes, naming: Callable[[int], list[bytes]], taken: set[bytes] | None = None) -> bytes:
     """The first naming(n)[0], for n = 0, 1, ..., such that no name of naming(n) is taken in dfd
     (the others reserve a number: a version's N is counted across its reasons, see
-    Ops._keep_version)."""
+    Ops._keep_version); `taken`: dfd's names as just listed, read instead of asking the disk."""
     for n in range(100_000):
         candidates = naming(n)
-        if not any(_lexists_at(dfd, c) for c in candidates):
+        if taken is not None:
+            if not any(c in taken for c in candidates):
+                return candidates[0]
+        elif not any(_lexists_at(dfd, c) for c in candidates):
             return candidates[0]
     raise OSError(errno.EEXIST, f"no free name for {show(name)}")
 
@@ -1624,30 +1636,35 @@ def _lexists_at(dfd: int, name: bytes) -> bool:
     return True
 
 
-def _keep_as(sfd: int, name: bytes, dfd: int, naming: Callable[[int], list[bytes]], link: bool = False) -> bytes:
+def _keep_as(
+    sfd: int, name: bytes, dfd: int, naming: Callable[[int], list[bytes]], link: bool = False,
+    taken: set[bytes] | None = None,
+) -> bytes:  # fmt: skip
     """Put entry `name` of sfd into dfd under the first free name there (see _free_name) and
     return the name used; with `link`, as a hard link, the entry staying (OSError where there
     are none). Never over an entry: another process keeping versions in the same place (a
     `tether sync` beside the running job files the same incoming run) may take a name between
     the look and the move, and a rename would silently replace the version there. A hard link
     fails on a taken name instead, so a file moves under a private name first and is linked to
-    its free name; a dir is renamed (only an empty dir could be replaced: no version lost)."""
+    its free name; a dir is renamed (only an empty dir could be replaced: no version lost).
+    `taken` (dfd's names as just listed) is the first look; after a miss, the disk is asked."""
     if link:
-        return _link_free(sfd, name, dfd, name, naming)
+        return _link_free(sfd, name, dfd, name, naming, taken)
     if stat.S_ISDIR(os.lstat(name, dir_fd=sfd).st_mode):
         for _ in range(1000):
-            kept = _free_name(dfd, name, naming)
+            kept = _free_name(dfd, name, naming, taken)
             try:
                 os.rename(name, kept, src_dir_fd=sfd, dst_dir_fd=dfd)
                 return kept
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                     raise
+            taken = None
         raise OSError(errno.EEXIST, f"no free name for {show(name)}")
     tmp = _tmp_name()
     os.rename(name, tmp, src_dir_fd=sfd, dst_dir_fd=dfd)
     try:
-        kept = _link_free(dfd, tmp, dfd, name, naming)
+        kept = _link_free(dfd, tmp, dfd, name, naming, taken)
     except OSError as e:
         if e.errno == errno.EEXIST:
             raise  # kept under its private name: found, never replaced
@@ -1658,16 +1675,19 @@ def _keep_as(sfd: int, name: bytes, dfd: int, naming: Callable[[int], list[bytes
     return kept
 
 
-def _link_free(sfd: int, name: bytes, dfd: int, base: bytes, naming: Callable[[int], list[bytes]]) -> bytes:
+def _link_free(
+    sfd: int, name: bytes, dfd: int, base: bytes, naming: Callable[[int], list[bytes]],
+    taken: set[bytes] | None = None,
+) -> bytes:  # fmt: skip
     """A hard link to `name` under the first free name for `base`; a name taken since the look
-    fails the link (EEXIST), and the next free one is tried."""
+    fails the link (EEXIST), and the next free one is tried, looked up on the disk."""
     for _ in range(1000):
-        kept = _free_name(dfd, base, naming)
+        kept = _free_name(dfd, base, naming, taken)
         try:
             os.link(name, kept, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
             return kept
         except FileExistsError:
-            continue
+            taken = None
     raise OSError(errno.EEXIST, f"no free name for {show(base)}")
 
 

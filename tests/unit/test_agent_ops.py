@@ -481,8 +481,8 @@ def test_keeping_a_version_never_replaces_one_another_process_kept_meanwhile(
     looked_up = agent_remote._free_name
     race = {"on": False}
 
-    def taken_meanwhile(dfd: int, name: bytes, naming: Any = None) -> bytes:
-        free = looked_up(dfd, name, naming)
+    def taken_meanwhile(dfd: int, name: bytes, naming: Any = None, taken: Any = None) -> bytes:
+        free = looked_up(dfd, name, naming, taken)
         if race["on"]:  # the other writer files its version there now (once per operation)
             race["on"] = False
             fd = os.open(free, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
@@ -495,17 +495,23 @@ def test_keeping_a_version_never_replaces_one_another_process_kept_meanwhile(
     ops.put(b"w/in", b"in a deleted dir", 0o644, MTIME)
     ops.put(agent_remote.INCOMING + b"/0001-9/y", b"kept by rsync", 0o644, MTIME)
     ops.put(b"z", b"replaced", 0o644, MTIME)
+    ops.put(b"v", b"overwritten", 0o644, MTIME)  # bisync's install, with a count to keep: its look is a listing
+    v_was = ops.entry(b"v")["entry"]
     for op in (lambda: ops.trash([b"x"], t), lambda: ops.trash([b"w"], t),
                lambda: ops.fold_trash(agent_remote.INCOMING, t),
-               lambda: ops.put(b"z", b"new", 0o644, MTIME, trash_root=t)):  # fmt: skip
+               lambda: ops.put(b"z", b"new", 0o644, MTIME, trash_root=t),
+               lambda: ops.install(b"v", "f", v_was, t, data=b"new v", keep=10)):  # fmt: skip
         race["on"] = True
         op()
     kept = j(root, t)
-    theirs = [f"x~{S}~deleted", f"w~{S}~deleted", f"y~{S}~deleted", f"z~{S}~replaced"]
-    assert [read(j(kept, n.encode())) for n in theirs] == [b"theirs"] * 4
-    mine = [f"x~{S}-1~deleted", f"w~{S}-1~deleted/in", f"y~{S}-1~deleted", f"z~{S}-1~replaced"]
-    assert [read(j(kept, n.encode())) for n in mine] == [b"deleted", b"in a deleted dir", b"kept by rsync", b"replaced"]
+    theirs = [f"x~{S}~deleted", f"w~{S}~deleted", f"y~{S}~deleted", f"z~{S}~replaced", f"v~{S}~replaced"]
+    assert [read(j(kept, n.encode())) for n in theirs] == [b"theirs"] * 5
+    mine = [f"x~{S}-1~deleted", f"w~{S}-1~deleted/in", f"y~{S}-1~deleted", f"z~{S}-1~replaced", f"v~{S}-1~replaced"]
+    assert [read(j(kept, n.encode())) for n in mine] == [
+        b"deleted", b"in a deleted dir", b"kept by rsync", b"replaced", b"overwritten"
+    ]  # fmt: skip
     assert read(j(root, b"z")) == b"new"
+    assert read(j(root, b"v")) == b"new v"
     assert not [n for n in os.listdir(kept) if n.startswith(agent_remote.TMP_PREFIX)]
 
 
