@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import concurrent.futures.thread  # noqa: F401  (its fork handlers, registered now: see below)
 import contextlib
 import marshal
 import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
-# A module that registers fork handlers (concurrent.futures.thread: acquire a lock before a fork,
-# release it after) must not be imported first by one thread while another forks: the fork then
-# runs an "after" handler whose "before" never ran, and the parent prints "release unlocked
-# lock" with a traceback (seen with a pool's probe threads beside a bisync scan). Imported here,
-# it is registered before anything can fork.
 from tether.errors import TetherError
 
 
@@ -45,6 +40,14 @@ class Forked:
 
 def forked(fn: Callable[[], Any]) -> Forked:
     """Start fn() in a forked child; the result (marshal-able) is had by calling what this returns."""
+    if threading.active_count() > 1:
+        # A module that registers fork handlers (logging, concurrent.futures.thread: take a lock
+        # before a fork, release it after) must not be imported first by another thread while
+        # this one forks: the fork runs an "after" handler whose "before" never ran, and prints
+        # "release unlocked lock" with a traceback (a pool's probe threads beside a bisync scan).
+        # Imported here first (or waited for, if that thread is importing it now). Alone, this
+        # thread has no one to race: a local pass does not pay the 10 ms these imports cost.
+        import concurrent.futures.thread  # noqa: F401
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: compute, send, leave without running any of the parent's cleanup

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +27,8 @@ def run_captured(
     """As `subprocess.run(argv, input=input, capture_output=True, timeout=timeout)`, stdin
     /dev/null without `input`; `started` sees the process (to stop it from a timer). OSError if
     it cannot start; TimeoutExpired after killing it at the timeout."""
+    import tempfile  # here: with random, 2 ms of every bisync start, which runs no command
+
     with contextlib.ExitStack() as files:
         out, err = files.enter_context(tempfile.TemporaryFile()), files.enter_context(tempfile.TemporaryFile())
         stdin: Any = subprocess.DEVNULL

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import threading
 import time
@@ -22,6 +21,8 @@ from tether.errors import TetherError
 from tether.events import NO_EVENTS, Event, for_job, pass_end
 
 if TYPE_CHECKING:
+    import logging
+
     from tether.service.wait import Asked
 
 
@@ -239,6 +240,8 @@ def run_forever(
     (ssh gave up on a host gone longer than its keepalive) is opened again, both sides' with it,
     after a pause that doubles up to REOPEN_MAX; a full pass follows.  Only the first opening's
     failure ends the job: the replicas were reachable once."""
+    import logging  # here: a one-shot pass logs nothing, and loading logging is 3 ms of its start
+
     log = logging.getLogger("tether.bisync")
     state = State(state_path(dirs, job))
     feed = Feed()
