@@ -512,7 +512,8 @@ class Ops:
             if keep > 0:  # the folder is listed once: its names are the free-name look, and prune
                 names = [os.fsencode(n) for n in os.listdir(vfd)]
                 taken = set(names)
-                listed = _versions_of(names)
+                stem = _version_stem(parts[-1])  # only this file's versions are parsed
+                listed = _versions_of(n for n in names if n.startswith(stem))
                 own = parse_version(version_name(parts[-1], why, when))
                 first = 1 + max((v[2] for _n, v in listed if own and v[0] == own[0] and v[1] == when), default=-1)
 
@@ -1566,6 +1567,14 @@ def version_name(name: bytes, why: bytes, stamp: bytes, n: int = 0) -> bytes:
     stem, ext = (name[:dot], name[dot:]) if dot > 0 and len(name) - dot <= 16 else (name, b"")
     tag = b"~" + stamp + (b"-%d" % n if n else b"") + b"~" + why
     return stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
+
+
+def _version_stem(name: bytes) -> bytes:
+    """What every version_name of `name` starts with, whatever its tag (the stem as cut for the
+    longest tag and extension)."""
+    dot = name.rfind(b".")
+    stem = name[:dot] if dot > 0 and len(name) - dot <= 16 else name
+    return stem[: _NAME_MAX - 64]
 
 
 _VERSION_RE = re.compile(rb"^(.*)~(\d{8}-\d{6})(?:-(\d+))?~(deleted|replaced|conflict)(\.[^.]*)?$", re.S)

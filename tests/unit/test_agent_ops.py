@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.rig.run import find_named
@@ -351,6 +351,18 @@ def test_a_version_name_reads_back_to_the_file_it_keeps(name: bytes) -> None:
             assert got[1:] == (S.encode(), n, why)
             assert got[0] == name or (len(name) > 200 and name.startswith(got[0][:150]))  # long stems lose their end
     assert parse_version(b"report.txt") is None and parse_version(b"a~2026~deleted") is None
+
+
+@given(st.one_of(st.binary(min_size=1, max_size=40), st.binary(min_size=180, max_size=255)),
+       st.sampled_from([b"deleted", b"replaced", b"conflict"]), st.integers(0, 10**7))  # fmt: skip
+@example(b"n" * 255, b"conflict", 10**7)
+@example(b"s" * 230 + b".longer-ext", b"deleted", 0)
+def test_every_version_of_a_name_starts_with_its_stem_the_prefix_a_prune_lists_by(
+    name: bytes, why: bytes, n: int
+) -> None:
+    """Keeping a version parses only the names in its folder that start with the file's stem: a
+    version of the file that did not would be missed by the count to keep."""
+    assert version_name(name, why, S.encode(), n).startswith(agent_remote._version_stem(name))
 
 
 def test_trash_a_name_at_name_max_still_gets_a_free_name(ops: Ops, root: bytes) -> None:
