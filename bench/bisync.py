@@ -219,7 +219,11 @@ def run_case(
 
 def run_transport(
     work: Path, base: Path, names: list[str], server: SshServer | None, rounds: int, unison_master: bool = False
-) -> list[Row]:
+) -> tuple[list[Row], dict[str, float]]:
+    """The rows, and for each timed case with the base build, the median of the rounds' own
+    ratios (this build / base, the two timed back to back in one round): the machine's mood
+    weighs on both sides of each ratio alike, where a ratio of medians takes each side's median
+    from different rounds."""
     ssh = server is not None
     kind = "ssh" if ssh else "local"
     here = work / kind
@@ -251,7 +255,11 @@ def run_transport(
     by = {p.tool: p for p in pairs}
     rows: list[Row] = [(f"initial sync, equal ({kind}) [1 run]", {t: init[t] for t in names}, None)]
     rows += [(c, {t: median(by[t].times[c]) for t in names}, LIMIT) for c in (case1, case2)]
-    return rows
+    paired = {}
+    if "base" in by and "tether" in by:
+        for c in (case1, case2):
+            paired[c] = median([x / y for x, y in zip(by["tether"].times[c], by["base"].times[c], strict=True)])
+    return rows, paired
 
 
 def ssh_costs(server: SshServer, work: Path) -> str:
@@ -305,21 +313,28 @@ def main() -> int:
         print(f"tree: {info.files} files, {info.dirs} dirs, {info.bytes / 1e6:.0f} MB; {CHANGED}+{CHANGED} files "
               f"changed per round; medians of {args.rounds} rounds after 1 warm-up")  # fmt: skip
         rows: list[Row] = []
+        paired: dict[str, float] = {}
         if "local" in transports:
-            rows += run_transport(work, base, names, None, args.rounds)
+            got, by_round = run_transport(work, base, names, None, args.rounds)
+            rows += got
+            paired.update(by_round)
         if "ssh" in transports:
             with SshServer.start(work / "sshd", fast_shell=args.fast_shell) as server:
                 print(f"sshd: {'fast shell (empty HOME)' if args.fast_shell else 'default shell'}; "
                       f"{ssh_costs(server, work)}; unison's ssh "
                       f"{'through a ControlMaster' if args.unison_master else 'connects anew each run'}")  # fmt: skip
-                rows += run_transport(work, base, names, server, args.rounds, args.unison_master)
+                got, by_round = run_transport(work, base, names, server, args.rounds, args.unison_master)
+                rows += got
+                paired.update(by_round)
         print("wall-clock of whole commands (tether's includes Python start-up); B over ssh is 127.0.0.1")
         print(table(rows))
         if BASE:
-            print(f"tether against the base build ({BASE[0]}), same rounds, interleaved:")
+            print(f"tether against the base build ({BASE[0]}), same rounds, interleaved "
+                  "(ratio of the medians; then the median of each round's own ratio):")  # fmt: skip
             for name, m, _limit in rows:
+                by = f"  by round {paired[name]:.3f}" if name in paired else ""
                 print(f"  {name:<38} {m['tether'] * 1000:7.0f}ms  base {m['base'] * 1000:7.0f}ms  "
-                      f"ratio {m['tether'] / m['base']:.3f}")  # fmt: skip
+                      f"ratio {m['tether'] / m['base']:.3f}{by}")  # fmt: skip
     return 0
 
 
