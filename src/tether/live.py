@@ -231,6 +231,8 @@ class TargetWorker(threading.Thread):
                 if not self.failing:  # once per outage, however often it is retried
                     self.failing = True
                     target = str(self.applier.target)
+                    if isinstance(e, TetherError) and e.hint:  # the way out (a refused target: --force)
+                        log.warning("%s: hint: %s", target, e.hint)
                     self.events.emit(Event("down" if down else "error", self.job, target, detail=msg))
                 with self.cond:
                     self.full = not self.held  # whatever this batch held, a full pass will converge it

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from tests.rig.compare import assert_same_tree
+from tests.rig.live import running, wait_for, write_job
 from tests.rig.run import tether
 from tests.rig.sshd import SshServer
 from tests.rig.trees import make_tree
@@ -233,3 +234,26 @@ def test_a_local_copy_that_differs_is_looked_at_then_mirrored(tmp_path: Path, te
     assert len(runs) == 2 and "--dry-run" in runs[0] and "--dry-run" not in runs[1], out.stderr
     assert (dst / "added later.txt").read_text() == "new\n"
     assert_same_tree(src, dst)
+
+
+def test_a_running_job_refused_by_a_strangers_target_logs_the_way_out_once(
+    tmp_path: Path, tether_env: dict[str, str]
+) -> None:
+    """The refusal is retried with backoff (the target may be cleaned up meanwhile), each retry
+    logged; the hint (--force, --no-delete) comes with the first refusal, not with every retry."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "a.txt").write_text("a\n")
+    (dst / "only-on-the-target.txt").write_text("not tether's\n")
+    write_job(tether_env, "stranger", src, [str(dst)])
+    log = Path(tether_env["TETHER_HOME"]) / "state" / "logs" / "stranger.log"
+
+    def refusals() -> int:
+        return log.read_text().count("only-on-the-target.txt") if log.exists() else 0
+
+    with running(tether_env, "stranger"):
+        wait_for(lambda: refusals() >= 2, what="the refusal, retried")
+    text = log.read_text()
+    assert text.count("hint: ") == 1 and "--force" in text and "--no-delete" in text, text
+    assert (dst / "only-on-the-target.txt").read_text() == "not tether's\n"
