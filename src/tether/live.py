@@ -415,7 +415,7 @@ class LiveMirror:
 
     def _last_seen(self) -> float:
         watcher = self._watcher
-        return watcher.last_seen if watcher is not None else 0.0
+        return watcher.activity() if watcher is not None else 0.0
 
     def _source_moved(self) -> bool:
         """For the workers, before a full pass: is the source root still the watched directory?

@@ -171,11 +171,21 @@ class BaseWatcher:
         self._signals = False  # the process's signal wakeup fd is this pipe (see wake_on_signals)
         self._root_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched
         self._root_lost = False  # the watched root itself moved, was deleted or unmounted
-        # (monotonic) when a new directory was last walked to watch it: no event is read
-        # meanwhile, and a tar extracting into the tree keeps the walk going for as long as it
-        # makes folders. A worker holding a bulk transfer until the burst is over reads it, so
-        # that one rsync run carries the burst, not its first tenth (and a second run the rest)
+        # (monotonic) when the tree last showed activity: a new directory walked to watch it (no
+        # event is read meanwhile, and a tar extracting into the tree keeps the walk going for
+        # as long as it makes folders), or a batch of changes handed on. A worker holding a bulk
+        # transfer until the burst is over reads it (activity()), so that one rsync run carries
+        # the burst, not its first part (and a second run the rest)
         self.last_seen = 0.0
+        self._decoding = False  # events read from the kernel are being turned into changes
+        self.gathering = False  # a Coalescer holds changes it has read and not yet handed on
+
+    def activity(self) -> float:
+        """last_seen, or now while changes are on their way: a read's events being decoded, or a
+        window gathering (it hands its changes on up to MAX_DELAY after the first, and merging
+        a burst's takes longer than a worker's quiet). An excluded path decodes to no change, so
+        a log written all day is no activity."""
+        return time.monotonic() if self._decoding or self.gathering else self.last_seen
 
     def start(self) -> None:
         raise NotImplementedError
@@ -482,7 +492,11 @@ class Watcher(BaseWatcher):
             if events or expired:
                 first = self._held[0] if self._held else None
                 settle = len(self._held) if expired else 0
-                changes, rest = self._decode(self._held + events, settle)
+                self._decoding = True
+                try:
+                    changes, rest = self._decode(self._held + events, settle)
+                finally:
+                    self._decoding = False
                 self._held = rest
                 if rest and rest[0] is not first:
                     self._held_since = now
@@ -607,13 +621,26 @@ class Coalescer:
         `delay` passes quietly or `max_delay` since the first; [] on timeout."""
         end = None if timeout is None else time.monotonic() + timeout
         changes: list[Change] = []
+        woken = False
         while not changes:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 return []
             changes = self.watcher.read(left)
-            if self.watcher.take_woken():
-                return coalesce(changes, transient=True)
+            if self.watcher.take_woken():  # a stop or a `tether wait`: what was read goes now
+                if not changes:
+                    return []
+                woken = True
+        # changes read and not yet handed on: the tree is busy for a worker holding a bulk
+        # transfer (BaseWatcher.activity), until the batch is merged and handed on
+        self.watcher.gathering = True
+        try:
+            return coalesce(changes, transient=True) if woken else self._gather(changes)
+        finally:
+            self.watcher.gathering = False
+            self.watcher.last_seen = time.monotonic()
+
+    def _gather(self, changes: list[Change]) -> list[Change]:
         first = last = time.monotonic()
         quiet_for, self.last_change = first - self.last_change, first
         if goes_at_once(self.delay, quiet_for, self.watcher.settled):
