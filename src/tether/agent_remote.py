@@ -1627,12 +1627,10 @@ def _free_name(dfd: int, name: bytes, naming: Callable[[int], list[bytes]], take
     """The first naming(n)[0], for n = 0, 1, ..., such that no name of naming(n) is taken in dfd
     (the others reserve a number: a version's N is counted across its reasons, see
     Ops._keep_version); `taken`: dfd's names as just listed, read instead of asking the disk."""
+    held: Callable[[bytes], bool] = taken.__contains__ if taken is not None else lambda c: _lexists_at(dfd, c)
     for n in range(100_000):
         candidates = naming(n)
-        if taken is not None:
-            if not any(c in taken for c in candidates):
-                return candidates[0]
-        elif not any(_lexists_at(dfd, c) for c in candidates):
+        if not any(map(held, candidates)):
             return candidates[0]
     raise OSError(errno.EEXIST, f"no free name for {show(name)}")
 
