@@ -1563,18 +1563,21 @@ def version_name(name: bytes, why: bytes, stamp: bytes, n: int = 0) -> bytes:
     """The name a version of `name` is kept under: report~20261206-141927~deleted.txt (the `-N`
     after the stamp when that second's name is taken). The extension stays last, so the copy
     opens like the file; a long name loses the end of its stem, never the tag."""
-    dot = name.rfind(b".")
-    stem, ext = (name[:dot], name[dot:]) if dot > 0 and len(name) - dot <= 16 else (name, b"")
+    stem, ext = _stem_ext(name)
     tag = b"~" + stamp + (b"-%d" % n if n else b"") + b"~" + why
     return stem[: _NAME_MAX - len(tag) - len(ext)] + tag + ext
+
+
+def _stem_ext(name: bytes) -> tuple[bytes, bytes]:
+    """A name split where its version's tag goes: the extension (16 bytes at most) stays last."""
+    dot = name.rfind(b".")
+    return (name[:dot], name[dot:]) if dot > 0 and len(name) - dot <= 16 else (name, b"")
 
 
 def _version_stem(name: bytes) -> bytes:
     """What every version_name of `name` starts with, whatever its tag (the stem as cut for the
     longest tag and extension)."""
-    dot = name.rfind(b".")
-    stem = name[:dot] if dot > 0 and len(name) - dot <= 16 else name
-    return stem[: _NAME_MAX - 64]
+    return _stem_ext(name)[0][: _NAME_MAX - 64]
 
 
 _VERSION_RE = re.compile(rb"^(.*)~(\d{8}-\d{6})(?:-(\d+))?~(deleted|replaced|conflict)(\.[^.]*)?$", re.S)
